@@ -1,0 +1,73 @@
+import test from 'ava'
+
+import { ConfigError, PRESETS, merge, parseFinetuneConfig, parsePretrainConfig, pretrain, toNativePretrainConfig } from '../ts/index.js'
+import { stripes } from './helpers.js'
+
+test('paper preset is the CASS paper setting', (t) => {
+  const c = parsePretrainConfig({ preset: 'paper' })
+  t.is(c.cnn, 'resnet50')
+  t.is(c.vit, 'vit-base')
+  t.is(c.imageSize, 384)
+  t.is(c.batchSize, 16)
+  t.is(c.epochs, 100)
+  t.is(c.headDim, 1000)
+  t.deepEqual([c.lrCnn, c.lrVit], [1e-3, 1e-3])
+  t.deepEqual(c.adam, { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 })
+  t.deepEqual(c.schedule, { kind: 'cosine-wave', tMax: 16, minLr: 1e-6 })
+  const f = parseFinetuneConfig({ preset: 'paper', arch: 'vit' })
+  t.is(f.lr, 3e-4)
+  t.is(f.patience, 5)
+  t.is(f.maxEpochs, 50)
+  t.deepEqual(f.loss, { kind: 'focal', alpha: 1, gamma: 2 })
+  t.is(f.classWeighting, 'min-max-counts')
+  t.is(f.seed, 77)
+})
+
+test('overrides merge into the preset and keep its other fields', (t) => {
+  const c = parsePretrainConfig({ preset: 'cpu-small', epochs: 3, augment: { pHflip: 0 } })
+  t.is(c.epochs, 3)
+  t.is(c.augment.pHflip, 0)
+  t.is(c.augment.pVflip, 0.3)
+  t.is(c.imageSize, PRESETS['cpu-small'].pretrain.imageSize)
+})
+
+test('a schedule of another kind replaces the preset schedule', (t) => {
+  const c = parsePretrainConfig({ schedule: { kind: 'cosine', warmup: 10 } })
+  t.deepEqual(c.schedule, { kind: 'cosine', warmup: 10, minLr: 1e-6 })
+  t.deepEqual(merge({ a: [1, 2], b: { c: 1 } }, { a: [3] }), { a: [3], b: { c: 1 } })
+})
+
+for (const [input, field] of [
+  [{ batchSize: 1 }, 'batchSize'],
+  [{ epochs: 0 }, 'epochs'],
+  [{ lrVit: -1 }, 'lrVit'],
+  [{ augment: { pHflip: 1.5 } }, 'augment.pHflip'],
+  [{ schedule: { kind: 'cosine-wave', tMax: 0 } }, 'schedule.tMax'],
+  [{ vit: { embedDim: 64, depth: 2, numHeads: 4, patchSize: 0 } }, 'vit'],
+  [{ device: 'tpu' }, 'device'],
+  [{ epocs: 3 }, '(root)'],
+] as const) {
+  test(`invalid config names the field: ${field}`, (t) => {
+    const err = t.throws(() => parsePretrainConfig(input as never), { instanceOf: ConfigError })
+    t.true(err.field.startsWith(field), `${err.field} vs ${field}: ${err.message}`)
+    t.regex(err.message, /invalid pretrain config at `/)
+  })
+}
+
+test('geometry the schema cannot see is still rejected before any native call', (t) => {
+  const err = t.throws(() => toNativePretrainConfig(parsePretrainConfig({ imageSize: 30 })), { instanceOf: ConfigError })
+  t.is(err.field, 'vit.patchSize')
+})
+
+test('pretrain rejects a bad config synchronously, naming the field', (t) => {
+  const { images } = stripes(4, 16)
+  const err = t.throws(() => pretrain({ config: { batchSize: 0 }, images, outDir: '/tmp/never' }), { instanceOf: ConfigError })
+  t.is(err.field, 'batchSize')
+  const err2 = t.throws(() => pretrain({ images: { ...images, count: 5 }, outDir: '/tmp/never' }), { instanceOf: ConfigError })
+  t.is(err2.field, 'images.pixels')
+})
+
+test('unknown preset is a config error', (t) => {
+  const err = t.throws(() => parsePretrainConfig({ preset: 'huge' as never }), { instanceOf: ConfigError })
+  t.is(err.field, 'preset')
+})

@@ -1,0 +1,160 @@
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+
+import test from 'ava'
+
+import {
+  DataError,
+  type ProgressEvent,
+  type StepEvent,
+  availableBackends,
+  embed,
+  evaluate,
+  finetune,
+  pretrain,
+} from '../ts/index.js'
+import { stripes, tempDir, tinyPretrain } from './helpers.js'
+
+test('cpu backend is always built', (t) => {
+  t.true(availableBackends().includes('cpu'))
+})
+
+test('pretrain runs, reports progress, lowers the loss and writes a checkpoint', async (t) => {
+  const { images } = stripes(16, 16)
+  const outDir = tempDir('pretrain')
+  const events: ProgressEvent[] = []
+  const result = await pretrain({
+    config: { ...tinyPretrain, epochs: 6, augment: { enabled: false } },
+    images,
+    outDir,
+    onProgress: (e) => events.push(e),
+  })
+  t.is(result.status, 'completed')
+  t.is(result.steps, 24) // 6 epochs x 16 / 4 batches
+  t.is(result.losses.length, 24)
+  const steps = events.filter((e): e is StepEvent => e.type === 'step')
+  t.is(steps.length, 24)
+  t.deepEqual(
+    steps.map((s) => s.step),
+    Array.from({ length: 24 }, (_, i) => i + 1),
+  )
+  t.true(steps.every((s) => s.imagesPerSec > 0 && s.etaSec >= 0 && s.lr > 0 && s.parts[0][0] === 'cass'))
+  t.is(events.filter((e) => e.type === 'epoch').length, 6)
+  const [first, last] = [result.epochMeanLosses[0], result.epochMeanLosses[5]]
+  t.true(last < first, `epoch losses ${result.epochMeanLosses.join(', ')}`)
+  for (const f of ['cnn.safetensors', 'vit.safetensors', 'cnn.adam.safetensors', 'vit.adam.safetensors', 'state.json']) {
+    t.true(existsSync(path.join(result.checkpoint, f)), f)
+  }
+  const state = JSON.parse(readFileSync(path.join(result.checkpoint, 'state.json'), 'utf8'))
+  t.is(state.step, 24)
+  t.true(state.completed)
+  t.is(state.config.batch_size, 4)
+  rmSync(outDir, { recursive: true })
+})
+
+test('cancel stops at the next step and resume continues the same loss curve', async (t) => {
+  const { images } = stripes(12, 16, 2)
+  const config = { ...tinyPretrain, epochs: 3 }
+  const fullDir = tempDir('full')
+  const full = await pretrain({ config, images, outDir: fullDir })
+  t.is(full.steps, 9)
+
+  const dir = tempDir('resume')
+  const controller = new AbortController()
+  const first = await pretrain({
+    config,
+    images,
+    outDir: dir,
+    signal: controller.signal,
+    onProgress: (e) => {
+      if (e.type === 'step' && e.step === 4) controller.abort()
+    },
+  })
+  t.is(first.status, 'cancelled')
+  t.true(first.steps >= 4 && first.steps < 9, `stopped after ${first.steps}`)
+  const rest = await pretrain({ config, images, outDir: dir, resume: true })
+  t.is(rest.status, 'completed')
+  t.is(rest.losses.length, full.losses.length)
+  rest.losses.forEach((l, i) => t.true(Math.abs(l - full.losses[i]) <= 1e-6 * Math.max(1, Math.abs(l)), `step ${i}: ${l} vs ${full.losses[i]}`))
+  rmSync(fullDir, { recursive: true })
+  rmSync(dir, { recursive: true })
+})
+
+test('job.cancel() works too and leaves a resumable checkpoint', async (t) => {
+  const { images } = stripes(8, 16, 3)
+  const dir = tempDir('cancel')
+  const job = pretrain({ config: { ...tinyPretrain, epochs: 50 }, images, outDir: dir, onProgress: (e) => e.type === 'step' && e.step === 2 && job.cancel() })
+  const r = await job
+  t.is(r.status, 'cancelled')
+  const state = JSON.parse(readFileSync(path.join(dir, 'checkpoint', 'state.json'), 'utf8'))
+  t.is(state.step, r.steps)
+  t.false(state.completed)
+  rmSync(dir, { recursive: true })
+})
+
+test('finetune from pre-training, then evaluate and embed', async (t) => {
+  const { images, labels } = stripes(32, 16, 4)
+  const root = tempDir('finetune')
+  await pretrain({ config: { ...tinyPretrain, epochs: 1 }, images, outDir: path.join(root, 'pre') })
+  const train = { indices: [...Array(16).keys()], labels: labels.slice(0, 16) }
+  const val = { indices: [...Array(16).keys()].map((i) => i + 16), labels: labels.slice(16) }
+  const ft = await finetune({
+    config: { preset: 'cpu-small', arch: 'cnn', cnn: tinyPretrain.cnn, vit: tinyPretrain.vit, imageSize: 16, batchSize: 4, maxEpochs: 3, lr: 3e-3, augment: { enabled: false } },
+    from: path.join(root, 'pre'),
+    images,
+    train,
+    val,
+    outDir: path.join(root, 'ft'),
+  })
+  t.true(ft.history.length >= 1 && ft.history.length <= 3)
+  t.is(ft.valMetrics.numSamples, 16)
+  t.is(ft.valMetrics.confusion.flat().reduce((a, b) => a + b, 0), 16)
+  for (const k of ['accuracy', 'balancedAccuracy', 'macroF1', 'microF1Sigmoid05'] as const) {
+    t.true(ft.valMetrics[k] >= 0 && ft.valMetrics[k] <= 1, k)
+  }
+  const again = await evaluate({ checkpoint: path.join(root, 'ft'), images, data: val })
+  t.deepEqual(again, ft.valMetrics)
+  const emb = await embed({ checkpoint: path.join(root, 'pre'), arch: 'vit', images, indices: [0, 1, 2] })
+  t.is(emb.dim, 16)
+  t.is(emb.count, 3)
+  t.is(emb.features.length, 48)
+  t.true(emb.features.every(Number.isFinite))
+  rmSync(root, { recursive: true })
+})
+
+test('a corrupt cache file is a typed DataError with the path', async (t) => {
+  const dir = tempDir('badcache')
+  const file = path.join(dir, 'broken.cassds')
+  writeFileSync(file, 'this is not a cache')
+  const err = await t.throwsAsync(pretrain({ config: tinyPretrain, images: { cacheFile: file }, outDir: dir }), { instanceOf: DataError })
+  t.is(err.code, 'bad-cache')
+  t.is(err.path, file)
+  rmSync(dir, { recursive: true })
+})
+
+test('an empty class in the labelled split is a typed DataError', async (t) => {
+  const { images } = stripes(8, 16, 5)
+  const dir = tempDir('empty')
+  const err = await t.throwsAsync(
+    finetune({
+      config: { arch: 'cnn', numClasses: 2, cnn: tinyPretrain.cnn, vit: tinyPretrain.vit, imageSize: 16, batchSize: 4 },
+      images,
+      train: { indices: [0, 2, 4, 6], labels: [0, 0, 0, 0] },
+      val: { indices: [1, 3], labels: [1, 1] },
+      outDir: dir,
+    }),
+    { instanceOf: DataError },
+  )
+  t.is(err.code, 'empty-class')
+  rmSync(dir, { recursive: true })
+})
+
+test('a missing backend is reported, not crashed on', async (t) => {
+  const { images } = stripes(8, 16, 6)
+  if (availableBackends().includes('cuda')) {
+    t.pass('this build has CUDA; nothing to check')
+    return
+  }
+  const err = await t.throwsAsync(pretrain({ config: { ...tinyPretrain, device: 'cuda' }, images, outDir: tempDir('nocuda') }))
+  t.is((err as { code?: string }).code, 'backend-unavailable')
+})

@@ -1,0 +1,55 @@
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+
+import type { InMemoryImages, PretrainInput } from '../ts/index.js'
+
+/** A fresh temporary directory. */
+export const tempDir = (name: string) => mkdtempSync(path.join(tmpdir(), `cass-${name}-`))
+
+/** Deterministic PRNG (mulberry32) so generated images are identical on every run. */
+export function rng(seed: number) {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/**
+ * `count` RGB images of `size` x `size`, class 0 striped vertically and class 1 horizontally,
+ * with noise. Returns the images and their labels (alternating).
+ */
+export function stripes(count: number, size: number, seed = 1): { images: InMemoryImages; labels: number[] } {
+  const next = rng(seed)
+  const pixels = new Uint8Array(count * size * size * 3)
+  const labels: number[] = []
+  for (let i = 0; i < count; i++) {
+    const cls = i % 2
+    labels.push(cls)
+    for (let y = 0; y < size; y++) {
+      for (let x = 0; x < size; x++) {
+        const on = cls === 0 ? (x >> 1) % 2 : (y >> 1) % 2
+        for (let c = 0; c < 3; c++) {
+          const v = (on ? 210 : 40) + Math.round((next() - 0.5) * 40)
+          pixels[((i * size + y) * size + x) * 3 + c] = Math.max(0, Math.min(255, v))
+        }
+      }
+    }
+  }
+  return { images: { pixels, count, height: size, width: size }, labels }
+}
+
+/** A tiny pre-training config: seconds per epoch on one core. */
+export const tinyPretrain: PretrainInput = {
+  preset: 'cpu-small',
+  cnn: { block: 'basic', layers: [1, 1, 1, 1], baseWidth: 4 },
+  vit: { patchSize: 4, embedDim: 16, depth: 1, numHeads: 2 },
+  headDim: 16,
+  imageSize: 16,
+  batchSize: 4,
+  epochs: 2,
+}

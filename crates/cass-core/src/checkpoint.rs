@@ -1,0 +1,322 @@
+//! Weights and training state on disk.
+//!
+//! Weights are safetensors files whose tensor names and layouts are timm's (`layer1.0.bn1.weight`,
+//! linear weights as `[out, in]`), so files move to and from PyTorch unchanged. Optimizer moments
+//! sit beside them in a second safetensors file, and a JSON sidecar holds the run config and the
+//! position in the run. Every file is written under a temporary name, synced and renamed, and a
+//! checkpoint directory only becomes visible (by rename) once all its files are complete, so a
+//! crash never leaves a torn checkpoint.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::error::CassError;
+use crate::train::adam::{Adam, Moments};
+
+/// Tracks the module path during a visit and turns burn's field names into timm's.
+#[derive(Debug, Default, Clone)]
+pub struct ParamNamer {
+    path: Vec<(String, String)>,
+}
+
+impl ParamNamer {
+    pub fn enter(&mut self, name: &str, container_type: &str) {
+        self.path.push((name.to_string(), container_type.to_string()));
+    }
+
+    pub fn exit(&mut self) {
+        self.path.pop();
+    }
+
+    /// Whether the current parameter is a linear weight stored `[in, out]` by burn.
+    pub fn is_linear_weight(&self) -> bool {
+        matches!(self.path.last(), Some((n, c)) if n == "weight" && c == "Struct:Linear")
+    }
+
+    /// timm name of the current parameter.
+    pub fn param_name(&self) -> String {
+        let parts: Vec<&str> = self
+            .path
+            .iter()
+            .map(|(name, container)| match (name.as_str(), container.as_str()) {
+                ("gamma", "Struct:BatchNorm" | "Struct:LayerNorm") => "weight",
+                ("beta", "Struct:BatchNorm" | "Struct:LayerNorm") => "bias",
+                ("conv", "Struct:Downsample") => "0",
+                ("bn", "Struct:Downsample") => "1",
+                (n, _) => n,
+            })
+            .collect();
+        parts.join(".")
+    }
+}
+
+/// A named f32 tensor in timm layout, on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+fn to_host<const D: usize>(t: Tensor<D>, transpose: bool) -> HostTensor {
+    let t = if transpose && D == 2 { t.transpose() } else { t };
+    let shape = t.dims().to_vec();
+    let data = t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 tensor");
+    HostTensor { shape, data }
+}
+
+/// Every float tensor of a module (parameters and BatchNorm running statistics) by timm name.
+pub fn module_tensors<M: Module>(module: &M) -> BTreeMap<String, HostTensor> {
+    struct Collect(ParamNamer, BTreeMap<String, HostTensor>);
+    impl ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.0.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let t = to_host(param.val().without_autodiff(), self.0.is_linear_weight());
+            self.1.insert(self.0.param_name(), t);
+        }
+    }
+    let mut c = Collect(ParamNamer::default(), BTreeMap::new());
+    module.visit(&mut c);
+    c.1
+}
+
+/// Replaces every float tensor of `module` by the tensor of the same timm name. Strict: every
+/// module tensor must be present with the same shape, and every file tensor must be used,
+/// except names in `ignore` (e.g. a classifier of another width).
+pub fn load_module_tensors<M: Module>(
+    module: M,
+    tensors: &BTreeMap<String, HostTensor>,
+    ignore: &HashSet<String>,
+    source: &Path,
+) -> Result<M, CassError> {
+    struct Load<'a> {
+        namer: ParamNamer,
+        tensors: &'a BTreeMap<String, HostTensor>,
+        ignore: &'a HashSet<String>,
+        used: HashSet<String>,
+        missing: Vec<String>,
+        mismatched: Vec<String>,
+    }
+    impl ModuleMapper for Load<'_> {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.namer.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.namer.exit();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let name = self.namer.param_name();
+            if self.ignore.contains(&name) {
+                return param;
+            }
+            let Some(host) = self.tensors.get(&name) else {
+                self.missing.push(name);
+                return param;
+            };
+            self.used.insert(name.clone());
+            let transpose = self.namer.is_linear_weight();
+            let (id, current, mapper) = param.consume();
+            let mut want = current.dims().to_vec();
+            if transpose {
+                want.reverse();
+            }
+            if host.shape != want {
+                self.mismatched.push(format!("{name}: file {:?}, model {:?}", host.shape, want));
+                return Param::from_mapped_value(id, current, mapper);
+            }
+            let device = current.device();
+            let require_grad = current.is_require_grad();
+            let mut t: Tensor<D> = Tensor::from_data(
+                TensorData::new(host.data.clone(), host.shape.clone()),
+                &device.clone().inner(),
+            );
+            if transpose {
+                t = t.transpose();
+            }
+            if device.is_autodiff() {
+                t = t.autodiff();
+            }
+            if require_grad {
+                t = t.require_grad();
+            }
+            Param::from_mapped_value(id, t, mapper)
+        }
+    }
+    let mut l = Load {
+        namer: ParamNamer::default(),
+        tensors,
+        ignore,
+        used: HashSet::new(),
+        missing: Vec::new(),
+        mismatched: Vec::new(),
+    };
+    let module = module.map(&mut l);
+    let extra: Vec<&String> = tensors
+        .keys()
+        .filter(|k| !l.used.contains(*k) && !ignore.contains(*k) && !k.ends_with("num_batches_tracked"))
+        .collect();
+    if !l.missing.is_empty() || !l.mismatched.is_empty() || !extra.is_empty() {
+        let mut msg = format!("weights in {} do not fit the model:", source.display());
+        if !l.missing.is_empty() {
+            msg += &format!(" missing {:?};", l.missing);
+        }
+        if !l.mismatched.is_empty() {
+            msg += &format!(" wrong shape {:?};", l.mismatched);
+        }
+        if !extra.is_empty() {
+            msg += &format!(" unexpected {extra:?};");
+        }
+        return Err(CassError::data("bad-weights", msg.trim_end_matches(';').to_string(), Some(source)));
+    }
+    Ok(module)
+}
+
+/// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CassError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| CassError::io(dir, e))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let mut f = fs::File::create(&tmp).map_err(|e| CassError::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| CassError::io(&tmp, e))?;
+    f.sync_all().map_err(|e| CassError::io(&tmp, e))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(|e| CassError::io(path, e))
+}
+
+/// Serialises named host tensors as safetensors bytes (f32), with string metadata.
+pub fn safetensors_bytes(
+    tensors: &BTreeMap<String, HostTensor>,
+    metadata: Option<HashMap<String, String>>,
+) -> Vec<u8> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape.clone()))
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(k, b, s)| (k.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("valid view")))
+        .collect();
+    safetensors::tensor::serialize(views, metadata).expect("safetensors serialisation")
+}
+
+/// Reads every f32 (or f64/f16-free) tensor of a safetensors file by name.
+pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, CassError> {
+    let bytes = fs::read(path).map_err(|e| CassError::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        CassError::data("bad-weights", format!("not a safetensors file: {e}"), Some(path))
+    })?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F64 => view
+                .data()
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+                .collect(),
+            // Integer buffers (BatchNorm's num_batches_tracked) carry no weights we use.
+            Dtype::I64 | Dtype::I32 => continue,
+            other => {
+                return Err(CassError::data(
+                    "bad-weights",
+                    format!("tensor {name} has dtype {other:?}; only F32/F64 are supported"),
+                    Some(path),
+                ));
+            }
+        };
+        out.insert(name, HostTensor { shape: view.shape().to_vec(), data });
+    }
+    Ok(out)
+}
+
+/// Saves a module's weights as timm-named safetensors, atomically.
+pub fn save_weights<M: Module>(module: &M, path: &Path, metadata: HashMap<String, String>) -> Result<(), CassError> {
+    write_atomic(path, &safetensors_bytes(&module_tensors(module), Some(metadata)))
+}
+
+/// Loads timm-named safetensors into a module (strict, see [`load_module_tensors`]).
+pub fn load_weights<M: Module>(module: M, path: &Path, ignore: &HashSet<String>) -> Result<M, CassError> {
+    let tensors = read_safetensors(path)?;
+    load_module_tensors(module, &tensors, ignore, path)
+}
+
+/// Optimizer moments as safetensors: `exp_avg.<name>`, `exp_avg_sq.<name>` (flattened), and the
+/// step count in the metadata.
+pub fn save_adam(adam: &Adam, path: &Path) -> Result<(), CassError> {
+    let mut tensors = BTreeMap::new();
+    for (name, m) in &adam.state {
+        tensors.insert(format!("exp_avg.{name}"), to_host(m.exp_avg.clone(), false));
+        tensors.insert(format!("exp_avg_sq.{name}"), to_host(m.exp_avg_sq.clone(), false));
+    }
+    let mut meta = HashMap::new();
+    meta.insert("step".to_string(), adam.step.to_string());
+    meta.insert("config".to_string(), serde_json::to_string(&adam.config).expect("json"));
+    write_atomic(path, &safetensors_bytes(&tensors, Some(meta)))
+}
+
+/// Restores optimizer moments saved by [`save_adam`].
+pub fn load_adam(adam: &mut Adam, path: &Path, device: &Device) -> Result<(), CassError> {
+    let bytes = fs::read(path).map_err(|e| CassError::io(path, e))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| CassError::data("bad-checkpoint", format!("unreadable optimizer state: {e}"), Some(path)))?;
+    let step = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("step"))
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| CassError::data("bad-checkpoint", "optimizer state has no step count", Some(path)))?;
+    let tensors = read_safetensors(path)?;
+    let mut state = BTreeMap::new();
+    for (key, t) in &tensors {
+        if let Some(name) = key.strip_prefix("exp_avg.") {
+            let sq = tensors.get(&format!("exp_avg_sq.{name}")).ok_or_else(|| {
+                CassError::data("bad-checkpoint", format!("exp_avg_sq.{name} missing"), Some(path))
+            })?;
+            let mk = |h: &HostTensor| Tensor::<1>::from_data(TensorData::new(h.data.clone(), [h.data.len()]), device);
+            state.insert(name.to_string(), Moments { exp_avg: mk(t), exp_avg_sq: mk(sq) });
+        }
+    }
+    adam.step = step;
+    adam.state = state;
+    Ok(())
+}
+
+/// Publishes a fully written staging directory as `final_dir` (replacing an older one) and
+/// points `<parent>/latest` at it. The rename is the commit point.
+pub fn publish_dir(staging: &Path, final_dir: &Path) -> Result<(), CassError> {
+    if final_dir.exists() {
+        let old = final_dir.with_extension(format!("old-{}", std::process::id()));
+        fs::rename(final_dir, &old).map_err(|e| CassError::io(final_dir, e))?;
+        fs::rename(staging, final_dir).map_err(|e| CassError::io(final_dir, e))?;
+        let _ = fs::remove_dir_all(&old);
+    } else {
+        fs::rename(staging, final_dir).map_err(|e| CassError::io(final_dir, e))?;
+    }
+    Ok(())
+}
+
+/// A fresh staging directory next to `final_dir`.
+pub fn staging_dir(final_dir: &Path) -> Result<PathBuf, CassError> {
+    let name = final_dir.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    let staging = final_dir.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| CassError::io(&staging, e))?;
+    }
+    fs::create_dir_all(&staging).map_err(|e| CassError::io(&staging, e))?;
+    Ok(staging)
+}

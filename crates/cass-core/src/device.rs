@@ -1,0 +1,95 @@
+//! Run-time choice of compute backend.
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::CassError;
+
+/// Which backend a job runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// burn's Flex CPU backend (always built).
+    #[default]
+    Cpu,
+    /// CUDA (cargo feature `cuda`).
+    Cuda,
+    /// wgpu (cargo feature `wgpu`).
+    Wgpu,
+    /// The first GPU backend built and working, else the CPU.
+    Auto,
+}
+
+/// Backends compiled into this build.
+pub fn available_backends() -> Vec<&'static str> {
+    let mut v = vec!["cpu"];
+    if cfg!(feature = "cuda") {
+        v.push("cuda");
+    }
+    if cfg!(feature = "wgpu") {
+        v.push("wgpu");
+    }
+    v
+}
+
+/// Runs a tiny computation to find out whether a device really works (GPU runtimes fail lazily,
+/// on first use, and some by panicking).
+fn probe(device: Device) -> Result<Device, String> {
+    let d = device.clone();
+    std::panic::catch_unwind(move || {
+        let t = Tensor::<1>::from_floats([1.0, 2.0], &d);
+        t.sum().into_scalar::<f32>()
+    })
+    .map_err(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown failure".into())
+    })
+    .and_then(|v| if (v - 3.0).abs() < 1e-6 { Ok(device) } else { Err("wrong result from probe".into()) })
+}
+
+fn missing(name: &str) -> CassError {
+    CassError::Backend {
+        message: format!(
+            "backend `{name}` is not in this build (built with: {}); rebuild with the `{name}` cargo feature",
+            available_backends().join(", ")
+        ),
+    }
+}
+
+/// Resolves a choice to a plain (non-autodiff) device.
+pub fn resolve(choice: BackendChoice) -> Result<Device, CassError> {
+    match choice {
+        BackendChoice::Cpu => Ok(Device::flex()),
+        BackendChoice::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                probe(Device::cuda(0)).map_err(|e| CassError::Backend {
+                    message: format!("no usable CUDA device: {e}"),
+                })
+            }
+            #[cfg(not(feature = "cuda"))]
+            Err(missing("cuda"))
+        }
+        BackendChoice::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            {
+                probe(Device::wgpu(Default::default())).map_err(|e| CassError::Backend {
+                    message: format!("no usable wgpu device: {e}"),
+                })
+            }
+            #[cfg(not(feature = "wgpu"))]
+            Err(missing("wgpu"))
+        }
+        BackendChoice::Auto => {
+            for c in [BackendChoice::Cuda, BackendChoice::Wgpu] {
+                if let Ok(d) = resolve(c) {
+                    return Ok(d);
+                }
+            }
+            let _ = probe; // keeps the helper referenced in CPU-only builds
+            Ok(Device::flex())
+        }
+    }
+}

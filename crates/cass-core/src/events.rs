@@ -1,0 +1,67 @@
+//! What a running job tells its caller (progress) and what the caller can tell it (cancel).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+
+/// A progress event. Serialised as JSON with a `type` tag for the binding.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Event {
+    /// One optimisation step finished.
+    #[serde(rename_all = "camelCase")]
+    Step {
+        step: u64,
+        total_steps: u64,
+        epoch: u64,
+        loss: f64,
+        /// Named parts of the loss (e.g. `cass`), for logging.
+        parts: Vec<(String, f64)>,
+        lr: f64,
+        images_per_sec: f64,
+        eta_sec: f64,
+    },
+    /// An epoch finished.
+    #[serde(rename_all = "camelCase")]
+    Epoch { epoch: u64, mean_loss: f64, val_loss: Option<f64>, best: bool },
+    /// A checkpoint was written.
+    #[serde(rename_all = "camelCase")]
+    Checkpoint { path: String, step: u64 },
+}
+
+/// Receives progress events; called on the training thread, so keep it cheap.
+pub trait Observer: Send {
+    fn event(&mut self, event: &Event);
+}
+
+/// Discards events.
+pub struct Silent;
+
+impl Observer for Silent {
+    fn event(&mut self, _event: &Event) {}
+}
+
+impl<F: FnMut(&Event) + Send> Observer for F {
+    fn event(&mut self, event: &Event) {
+        self(event)
+    }
+}
+
+/// Cooperative cancellation: the job checks it before every step.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}

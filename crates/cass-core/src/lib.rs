@@ -1,0 +1,26 @@
+//! `cass-core`: the CASS (Cross Architectural Self-Supervision) engine on burn.
+//!
+//! A ResNet and a ViT learn, without labels, to agree on the same augmented image; then either
+//! is fine-tuned on a few labels. Models, losses, the training loops, augmentation on tensors,
+//! metrics and checkpoints live here; the Node binding only forwards calls.
+
+pub mod augment;
+pub mod checkpoint;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod events;
+pub mod loss;
+pub mod metrics;
+pub mod models;
+pub mod ssl;
+pub mod train;
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub use device::{BackendChoice, available_backends};
+pub use error::CassError;
+pub use events::{CancelToken, Event, Observer, Silent};
+pub use ssl::cass::{PretrainConfig, PretrainOutcome, Status, pretrain};
+pub use train::finetune::{FinetuneConfig, FinetuneOutcome, Init, Labeled, embed, evaluate, finetune};

@@ -1,0 +1,234 @@
+//! Vision Transformer (Dosovitskiy et al., 2021) in timm's layout (`patch_embed.proj`,
+//! `cls_token`, `pos_embed`, `blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}`,
+//! `norm`, `head`): pre-LayerNorm (eps 1e-6), exact GELU, CLS-token pooling.
+
+use burn::module::Param;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, softmax};
+
+const LN_EPS: f64 = 1e-6;
+
+/// Configuration of a ViT.
+#[derive(Config, Debug)]
+pub struct VitConfig {
+    /// Input image side (square images).
+    pub image_size: usize,
+    /// Patch side.
+    #[config(default = 16)]
+    pub patch_size: usize,
+    /// Token width.
+    pub embed_dim: usize,
+    /// Number of transformer blocks.
+    pub depth: usize,
+    /// Attention heads (must divide `embed_dim`).
+    pub num_heads: usize,
+    /// Hidden width of the MLP as a multiple of `embed_dim`.
+    #[config(default = 4.0)]
+    pub mlp_ratio: f64,
+    /// Width of the classification head.
+    #[config(default = 1000)]
+    pub num_classes: usize,
+    /// Input channels.
+    #[config(default = 3)]
+    pub in_channels: usize,
+}
+
+impl VitConfig {
+    /// ViT-Ti/16 (192 wide, 12 blocks, 3 heads).
+    pub fn tiny(image_size: usize, num_classes: usize) -> Self {
+        Self::new(image_size, 192, 12, 3).with_num_classes(num_classes)
+    }
+    /// ViT-S/16 (384 wide, 12 blocks, 6 heads).
+    pub fn small(image_size: usize, num_classes: usize) -> Self {
+        Self::new(image_size, 384, 12, 6).with_num_classes(num_classes)
+    }
+    /// ViT-B/16 (768 wide, 12 blocks, 12 heads).
+    pub fn base(image_size: usize, num_classes: usize) -> Self {
+        Self::new(image_size, 768, 12, 12).with_num_classes(num_classes)
+    }
+
+    /// Number of patches (tokens without the CLS token).
+    pub fn num_patches(&self) -> usize {
+        (self.image_size / self.patch_size).pow(2)
+    }
+
+    /// Checks the geometry; returns a readable message naming the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+            return Err(format!(
+                "vit.imageSize ({}) must be a positive multiple of vit.patchSize ({})",
+                self.image_size, self.patch_size
+            ));
+        }
+        if self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
+            return Err(format!(
+                "vit.numHeads ({}) must divide vit.embedDim ({})",
+                self.num_heads, self.embed_dim
+            ));
+        }
+        Ok(())
+    }
+
+    /// Builds the network with timm-like initialisation (truncated normal replaced by a
+    /// normal of std 0.02 for linear weights and position embeddings).
+    pub fn init(&self, device: &Device) -> Vit {
+        if let Err(msg) = self.validate() {
+            panic!("{msg}");
+        }
+        let d = self.embed_dim;
+        let normal = Initializer::Normal { mean: 0.0, std: 0.02 };
+        let linear = |i: usize, o: usize| {
+            LinearConfig::new(i, o)
+                .with_initializer(normal.clone())
+                .init(device)
+        };
+        let hidden = (d as f64 * self.mlp_ratio) as usize;
+        let blocks = (0..self.depth)
+            .map(|_| VitBlock {
+                norm1: LayerNormConfig::new(d).with_epsilon(LN_EPS).init(device),
+                attn: Attention {
+                    qkv: linear(d, 3 * d),
+                    proj: linear(d, d),
+                    num_heads: self.num_heads,
+                },
+                norm2: LayerNormConfig::new(d).with_epsilon(LN_EPS).init(device),
+                mlp: Mlp { fc1: linear(d, hidden), fc2: linear(hidden, d) },
+            })
+            .collect();
+        Vit {
+            patch_embed: PatchEmbed {
+                proj: Conv2dConfig::new(
+                    [self.in_channels, d],
+                    [self.patch_size, self.patch_size],
+                )
+                .with_stride([self.patch_size, self.patch_size])
+                .init(device),
+            },
+            cls_token: Param::from_tensor(Tensor::random(
+                [1, 1, d],
+                burn::tensor::Distribution::Normal(0.0, 1e-6),
+                device,
+            )),
+            pos_embed: Param::from_tensor(Tensor::random(
+                [1, self.num_patches() + 1, d],
+                burn::tensor::Distribution::Normal(0.0, 0.02),
+                device,
+            )),
+            blocks,
+            norm: LayerNormConfig::new(d).with_epsilon(LN_EPS).init(device),
+            head: linear(d, self.num_classes),
+        }
+    }
+}
+
+/// Non-overlapping patch projection (`patch_embed.proj`).
+#[derive(Module, Debug)]
+pub struct PatchEmbed {
+    pub proj: Conv2d,
+}
+
+/// Multi-head self-attention with a fused `qkv` projection.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub qkv: Linear,
+    pub proj: Linear,
+    #[module(skip)]
+    pub num_heads: usize,
+}
+
+impl Attention {
+    /// # Shapes
+    /// `[batch, tokens, dim] -> [batch, tokens, dim]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, n, d] = x.dims();
+        let h = self.num_heads;
+        let hd = d / h;
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([b, n, 3, h, hd])
+            .permute([2, 0, 3, 1, 4]); // [3, batch, heads, tokens, head_dim]
+        let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]);
+        let k = qkv.clone().narrow(0, 1, 1).reshape([b, h, n, hd]);
+        let v = qkv.narrow(0, 2, 1).reshape([b, h, n, hd]);
+        let scale = (hd as f64).powf(-0.5);
+        let attn = softmax(q.mul_scalar(scale).matmul(k.swap_dims(2, 3)), 3); // [b, h, n, n]
+        let out = attn.matmul(v).swap_dims(1, 2).reshape([b, n, d]); // [b, n, dim]
+        self.proj.forward(out)
+    }
+}
+
+/// Two-layer MLP with exact (erf) GELU.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+/// Pre-norm transformer block.
+#[derive(Module, Debug)]
+pub struct VitBlock {
+    pub norm1: LayerNorm,
+    pub attn: Attention,
+    pub norm2: LayerNorm,
+    pub mlp: Mlp,
+}
+
+impl VitBlock {
+    /// # Shapes
+    /// `[batch, tokens, dim] -> [batch, tokens, dim]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.norm1.forward(x));
+        let y = self.mlp.fc2.forward(gelu(self.mlp.fc1.forward(self.norm2.forward(x.clone()))));
+        x + y
+    }
+}
+
+/// Vision Transformer with CLS pooling and a linear head.
+#[derive(Module, Debug)]
+pub struct Vit {
+    pub patch_embed: PatchEmbed,
+    pub cls_token: Param<Tensor<3>>,
+    pub pos_embed: Param<Tensor<3>>,
+    pub blocks: Vec<VitBlock>,
+    pub norm: LayerNorm,
+    pub head: Linear,
+}
+
+impl Vit {
+    /// CLS-token embedding after the final LayerNorm.
+    ///
+    /// # Shapes
+    /// `[batch, 3, h, w] -> [batch, embed_dim]`
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        let p = self.patch_embed.proj.forward(x); // [b, dim, h/p, w/p]
+        let [b, d, gh, gw] = p.dims();
+        let tokens = p.reshape([b, d, gh * gw]).swap_dims(1, 2); // [b, patches, dim]
+        let cls = self.cls_token.val().expand([b, 1, d]);
+        let mut x = Tensor::cat(vec![cls, tokens], 1) + self.pos_embed.val(); // [b, tokens, dim]
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        let x = self.norm.forward(x);
+        x.narrow(1, 0, 1).reshape([b, d])
+    }
+
+    /// Head output ("logits").
+    ///
+    /// # Shapes
+    /// `[batch, 3, h, w] -> [batch, num_classes]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.head.forward(self.forward_features(x))
+    }
+
+    /// Replaces the classification head by a freshly initialised linear layer.
+    pub fn with_new_head(mut self, num_classes: usize, device: &Device) -> Self {
+        let [d_in, _] = self.head.weight.dims();
+        self.head = LinearConfig::new(d_in, num_classes)
+            .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
+            .init(device);
+        self
+    }
+}

@@ -1,0 +1,379 @@
+//! CASS pre-training (Singh, Sizikova and Cirrone, arXiv 2206.04170): one augmented view per
+//! image goes through BOTH the CNN and the ViT; the loss is `mean(2 - 2 cos(r, t))` between their
+//! L2-normalised head outputs; one backward; one Adam per network; gradients are fresh every
+//! step (the authors' notebook accumulates them across the whole run, which we do not copy).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::augment::{self, AugmentConfig};
+use crate::checkpoint::{self, load_adam, save_adam, save_weights};
+use crate::data::{HostBatch, ImageSet, Prefetcher, batch_positions};
+use crate::device::{BackendChoice, resolve};
+use crate::error::CassError;
+use crate::events::{CancelToken, Event, Observer};
+use crate::loss::cass_loss;
+use crate::models::{ResNet, ResNetConfig, Vit, VitConfig};
+use crate::train::adam::{Adam, AdamConfig};
+use crate::train::schedule::Schedule;
+
+/// Everything that defines a CASS pre-training run. Saved beside every checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    pub cnn: ResNetConfig,
+    pub vit: VitConfig,
+    /// Side of the square network input; images of another size are resized on the device.
+    pub image_size: usize,
+    pub batch_size: usize,
+    pub epochs: u64,
+    /// Stop after this many steps in total (e.g. for smoke runs), if set.
+    #[serde(default)]
+    pub max_steps: Option<u64>,
+    pub lr_cnn: f64,
+    pub lr_vit: f64,
+    #[serde(default)]
+    pub adam: AdamConfig,
+    pub schedule: Schedule,
+    #[serde(default)]
+    pub augment: AugmentConfig,
+    pub seed: u64,
+    /// Write a checkpoint every N steps (and always at the end of each epoch).
+    #[serde(default)]
+    pub checkpoint_every: Option<u64>,
+    #[serde(default)]
+    pub backend: BackendChoice,
+}
+
+impl PretrainConfig {
+    /// Checks what serde cannot; errors name the field.
+    pub fn validate(&self) -> Result<(), CassError> {
+        if self.batch_size < 2 {
+            return Err(CassError::config("batch_size", "must be at least 2 (BatchNorm uses batch statistics)"));
+        }
+        if self.epochs == 0 {
+            return Err(CassError::config("epochs", "must be at least 1"));
+        }
+        if self.image_size == 0 {
+            return Err(CassError::config("image_size", "must be positive"));
+        }
+        if self.vit.image_size != self.image_size {
+            return Err(CassError::config(
+                "vit.image_size",
+                format!("is {} but image_size is {}; the ViT must see the input size", self.vit.image_size, self.image_size),
+            ));
+        }
+        self.vit.validate().map_err(|m| CassError::config("vit", m))?;
+        if self.cnn.num_classes != self.vit.num_classes {
+            return Err(CassError::config(
+                "vit.num_classes",
+                format!("CASS compares head outputs of the same width: cnn has {}, vit {}", self.cnn.num_classes, self.vit.num_classes),
+            ));
+        }
+        for (field, lr) in [("lr_cnn", self.lr_cnn), ("lr_vit", self.lr_vit)] {
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(CassError::config(field, format!("must be a positive number, got {lr}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Position of a run, saved in `state.json` beside the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PretrainState {
+    pub kind: String,
+    pub config: PretrainConfig,
+    /// Optimisation steps done (the next step's index).
+    pub step: u64,
+    pub batches_per_epoch: u64,
+    pub completed: bool,
+    /// Loss of every step so far.
+    pub losses: Vec<f64>,
+}
+
+pub const PRETRAIN_KIND: &str = "cass-pretrain";
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Completed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PretrainOutcome {
+    pub status: Status,
+    pub steps: u64,
+    pub total_steps: u64,
+    pub checkpoint: PathBuf,
+    pub losses: Vec<f64>,
+    pub epoch_mean_losses: Vec<f64>,
+}
+
+/// The two networks, their optimizers and the step counter.
+pub struct CassTrainer {
+    pub cnn: ResNet,
+    pub vit: Vit,
+    pub opt_cnn: Adam,
+    pub opt_vit: Adam,
+    pub device: Device,
+}
+
+/// Named loss parts of one step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOutput {
+    pub loss: f64,
+}
+
+impl CassTrainer {
+    /// Fresh networks on `device` (plain device; autodiff is enabled here), seeded.
+    pub fn new(cfg: &PretrainConfig, device: &Device) -> Self {
+        device.seed(cfg.seed);
+        let ad = device.clone().autodiff();
+        Self {
+            cnn: cfg.cnn.init(&ad),
+            vit: cfg.vit.init(&ad),
+            opt_cnn: Adam::new(cfg.adam),
+            opt_vit: Adam::new(cfg.adam),
+            device: device.clone(),
+        }
+    }
+
+    /// One CASS step on an already augmented, normalised batch.
+    ///
+    /// # Shapes
+    /// `x`: `[batch, 3, size, size]`
+    pub fn step(&mut self, x: Tensor<4>, lr_cnn: f64, lr_vit: f64) -> StepOutput {
+        let x = x.autodiff();
+        let r = self.cnn.forward(x.clone()); // [batch, d]
+        let t = self.vit.forward(x); // [batch, d]
+        let loss = cass_loss(r, t);
+        let value = loss.clone().into_scalar::<f32>() as f64;
+        let grads = loss.backward();
+        self.cnn = self.opt_cnn.step(lr_cnn, self.cnn.clone(), &grads);
+        self.vit = self.opt_vit.step(lr_vit, self.vit.clone(), &grads);
+        StepOutput { loss: value }
+    }
+
+    /// The CASS loss of a batch in evaluation mode (running BatchNorm statistics), no update.
+    pub fn eval_loss(&self, x: Tensor<4>) -> f64 {
+        let x = x.without_autodiff();
+        let cnn = self.cnn.valid();
+        let vit = self.vit.valid();
+        cass_loss(cnn.forward(x.clone()), vit.forward(x)).into_scalar::<f32>() as f64
+    }
+
+    /// Writes weights, optimizer moments and `state` into `dir` atomically.
+    pub fn save(&self, dir: &Path, state: &PretrainState) -> Result<(), CassError> {
+        let staging = checkpoint::staging_dir(dir)?;
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), "cass-ssl".to_string());
+        meta.insert("step".to_string(), state.step.to_string());
+        meta.insert("arch".to_string(), "cnn".to_string());
+        save_weights(&self.cnn, &staging.join("cnn.safetensors"), meta.clone())?;
+        meta.insert("arch".to_string(), "vit".to_string());
+        save_weights(&self.vit, &staging.join("vit.safetensors"), meta)?;
+        save_adam(&self.opt_cnn, &staging.join("cnn.adam.safetensors"))?;
+        save_adam(&self.opt_vit, &staging.join("vit.adam.safetensors"))?;
+        let json = serde_json::to_vec_pretty(state).expect("state json");
+        checkpoint::write_atomic(&staging.join("state.json"), &json)?;
+        checkpoint::publish_dir(&staging, dir)
+    }
+
+    /// Restores networks and optimizers from a checkpoint directory.
+    pub fn load(cfg: &PretrainConfig, dir: &Path, device: &Device) -> Result<Self, CassError> {
+        let mut t = Self::new(cfg, device);
+        let none = Default::default();
+        t.cnn = checkpoint::load_weights(t.cnn, &dir.join("cnn.safetensors"), &none)?;
+        t.vit = checkpoint::load_weights(t.vit, &dir.join("vit.safetensors"), &none)?;
+        load_adam(&mut t.opt_cnn, &dir.join("cnn.adam.safetensors"), device)?;
+        load_adam(&mut t.opt_vit, &dir.join("vit.adam.safetensors"), device)?;
+        Ok(t)
+    }
+}
+
+/// Reads `state.json` of a pre-training checkpoint.
+pub fn read_state(dir: &Path) -> Result<PretrainState, CassError> {
+    let path = dir.join("state.json");
+    let bytes = fs::read(&path).map_err(|e| CassError::io(&path, e))?;
+    let state: PretrainState = serde_json::from_slice(&bytes)
+        .map_err(|e| CassError::data("bad-checkpoint", format!("unreadable state: {e}"), Some(&path)))?;
+    if state.kind != PRETRAIN_KIND {
+        return Err(CassError::data("bad-checkpoint", format!("not a pre-training checkpoint (kind {})", state.kind), Some(&path)));
+    }
+    Ok(state)
+}
+
+/// Seeded order of the training samples in `epoch`.
+pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch + 1));
+    order.shuffle(&mut rng);
+    order
+}
+
+/// Seed of the augmentation of global step `step`.
+pub fn step_seed(seed: u64, step: u64) -> u64 {
+    seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ step.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Uploads a host batch as `[batch, 3, h, w]`.
+pub fn upload(batch: &HostBatch, set: &ImageSet, device: &Device) -> Tensor<4> {
+    Tensor::from_data(
+        TensorData::new(batch.pixels.clone(), [batch.size, 3, set.height, set.width]),
+        device,
+    )
+}
+
+/// Runs (or resumes) CASS pre-training over `indices` of `set`, writing checkpoints under
+/// `out_dir/checkpoint`. With `resume`, continues from the checkpoint there if any, keeping its
+/// config but taking `epochs` and `max_steps` from `config`.
+pub fn pretrain(
+    config: &PretrainConfig,
+    set: Arc<ImageSet>,
+    indices: Vec<usize>,
+    out_dir: &Path,
+    resume: bool,
+    observer: &mut dyn Observer,
+    cancel: &CancelToken,
+) -> Result<PretrainOutcome, CassError> {
+    let ckpt_dir = out_dir.join("checkpoint");
+    let resumed = if resume && ckpt_dir.join("state.json").exists() { Some(read_state(&ckpt_dir)?) } else { None };
+    let mut cfg = match &resumed {
+        Some(s) => s.config.clone(),
+        None => config.clone(),
+    };
+    cfg.epochs = config.epochs;
+    cfg.max_steps = config.max_steps;
+    cfg.validate()?;
+    let indices: Vec<usize> = if indices.is_empty() { (0..set.len).collect() } else { indices };
+    set.check_indices(&indices, "indices")?;
+    if indices.len() < cfg.batch_size {
+        return Err(CassError::config(
+            "batch_size",
+            format!("is {} but only {} images were given; every step needs a full batch", cfg.batch_size, indices.len()),
+        ));
+    }
+    let device = resolve(cfg.backend)?;
+    fs::create_dir_all(out_dir).map_err(|e| CassError::io(out_dir, e))?;
+
+    let batches_per_epoch = (indices.len() / cfg.batch_size) as u64;
+    let mut total = cfg.epochs * batches_per_epoch;
+    if let Some(m) = cfg.max_steps {
+        total = total.min(m);
+    }
+    let (mut trainer, mut state) = match resumed {
+        Some(s) => {
+            if s.batches_per_epoch != batches_per_epoch {
+                return Err(CassError::config(
+                    "indices",
+                    format!("the checkpoint was trained with {} batches per epoch, this data gives {batches_per_epoch}", s.batches_per_epoch),
+                ));
+            }
+            (CassTrainer::load(&cfg, &ckpt_dir, &device)?, PretrainState { config: cfg.clone(), ..s })
+        }
+        None => (
+            CassTrainer::new(&cfg, &device),
+            PretrainState {
+                kind: PRETRAIN_KIND.into(),
+                config: cfg.clone(),
+                step: 0,
+                batches_per_epoch,
+                completed: false,
+                losses: Vec::new(),
+            },
+        ),
+    };
+
+    let samples = Arc::new(indices);
+    let aspect = set.width as f64 / set.height as f64;
+    let started = Instant::now();
+    let first_step = state.step;
+    let mut status = Status::Completed;
+    'epochs: while state.step < total {
+        let epoch = state.step / batches_per_epoch;
+        let skip = (state.step % batches_per_epoch) as usize;
+        let order = epoch_order(samples.len(), cfg.seed, epoch);
+        let ordered = Arc::new(order.iter().map(|&p| samples[p]).collect::<Vec<_>>());
+        let batches: Vec<Vec<usize>> = batch_positions(ordered.len(), cfg.batch_size, true).into_iter().skip(skip).collect();
+        let prefetch = Prefetcher::spawn(set.clone(), ordered, None, batches, 2);
+        for host in prefetch {
+            if cancel.is_cancelled() {
+                status = Status::Cancelled;
+                break 'epochs;
+            }
+            let s = state.step;
+            let params = cfg.augment.sample(host.size, step_seed(cfg.seed, s), aspect);
+            let x = augment::apply(upload(&host, &set, &device), Some(&params), cfg.image_size, &cfg.augment);
+            let lr_cnn = cfg.schedule.lr(cfg.lr_cnn, s, total);
+            let lr_vit = cfg.schedule.lr(cfg.lr_vit, s, total);
+            let out = trainer.step(x, lr_cnn, lr_vit);
+            if !out.loss.is_finite() {
+                return Err(CassError::at_step("non-finite-loss", format!("CASS loss became {}", out.loss), s));
+            }
+            state.losses.push(out.loss);
+            state.step += 1;
+            let done = state.step - first_step;
+            let elapsed = started.elapsed().as_secs_f64();
+            let per_step = elapsed / done as f64;
+            observer.event(&Event::Step {
+                step: state.step,
+                total_steps: total,
+                epoch: s / batches_per_epoch,
+                loss: out.loss,
+                parts: vec![("cass".into(), out.loss)],
+                lr: lr_cnn,
+                images_per_sec: (done * cfg.batch_size as u64) as f64 / elapsed.max(1e-9),
+                eta_sec: per_step * (total - state.step) as f64,
+            });
+            let epoch_end = state.step % batches_per_epoch == 0;
+            let periodic = cfg.checkpoint_every.is_some_and(|n| n > 0 && state.step % n == 0);
+            if epoch_end {
+                let from = (state.step - batches_per_epoch) as usize;
+                let mean = state.losses[from..].iter().sum::<f64>() / batches_per_epoch as f64;
+                observer.event(&Event::Epoch { epoch: s / batches_per_epoch, mean_loss: mean, val_loss: None, best: false });
+            }
+            if (epoch_end || periodic) && state.step < total {
+                trainer.save(&ckpt_dir, &state)?;
+                observer.event(&Event::Checkpoint { path: ckpt_dir.display().to_string(), step: state.step });
+            }
+            if state.step >= total {
+                break 'epochs;
+            }
+        }
+    }
+    state.completed = status == Status::Completed;
+    trainer.save(&ckpt_dir, &state)?;
+    observer.event(&Event::Checkpoint { path: ckpt_dir.display().to_string(), step: state.step });
+    let epoch_mean_losses = state
+        .losses
+        .chunks(batches_per_epoch as usize)
+        .filter(|c| c.len() == batches_per_epoch as usize)
+        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+        .collect();
+    Ok(PretrainOutcome {
+        status,
+        steps: state.step,
+        total_steps: total,
+        checkpoint: ckpt_dir,
+        losses: state.losses,
+        epoch_mean_losses,
+    })
+}
+
+#[cfg(test)]
+#[path = "cass_tests.rs"]
+mod tests;

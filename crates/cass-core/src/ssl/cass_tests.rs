@@ -1,0 +1,176 @@
+use std::collections::{BTreeMap, HashSet};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Gradients;
+
+use super::*;
+use crate::checkpoint::{ParamNamer, load_module_tensors, module_tensors};
+use crate::events::Silent;
+use crate::testing::{device, synthetic_images, tiny_pretrain};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cass-test-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    d
+}
+
+fn fixed_batch(cfg: &PretrainConfig, d: &Device) -> Tensor<4> {
+    let (bytes, _) = synthetic_images(cfg.batch_size, cfg.image_size, 3);
+    let set = ImageSet::from_memory(bytes, cfg.batch_size, cfg.image_size, cfg.image_size).unwrap();
+    let host = crate::data::assemble(&set, &(0..cfg.batch_size).collect::<Vec<_>>(), None);
+    augment::apply(upload(&host, &set, d), None, cfg.image_size, &cfg.augment)
+}
+
+#[test]
+fn loss_falls_on_a_fixed_batch() {
+    let d = device();
+    let cfg = tiny_pretrain();
+    let mut t = CassTrainer::new(&cfg, &d);
+    let x = fixed_batch(&cfg, &d);
+    let losses: Vec<f64> = (0..12).map(|_| t.step(x.clone(), 1e-3, 1e-3).loss).collect();
+    assert!(losses.iter().all(|l| l.is_finite() && (0.0..=4.0).contains(l)));
+    assert!(losses[11] < 0.7 * losses[0], "loss did not fall: {losses:?}");
+}
+
+fn grads_by_name<M: Module>(m: &M, grads: &Gradients) -> BTreeMap<String, Vec<f32>> {
+    struct G<'a>(ParamNamer, &'a Gradients, BTreeMap<String, Vec<f32>>);
+    impl ModuleVisitor for G<'_> {
+        fn enter_module(&mut self, n: &str, c: &str) {
+            self.0.enter(n, c);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let Some(g) = p.val().grad(self.1) {
+                let g = if self.0.is_linear_weight() && D == 2 { g.transpose() } else { g };
+                self.2.insert(self.0.param_name(), g.into_data().try_into_vec::<f32>().unwrap());
+            }
+        }
+    }
+    let mut v = G(ParamNamer::default(), grads, BTreeMap::new());
+    m.visit(&mut v);
+    v.2
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    let d = device();
+    let mut cfg = tiny_pretrain();
+    cfg.batch_size = 3;
+    let t = CassTrainer::new(&cfg, &d);
+    let x = fixed_batch(&cfg, &d);
+    let loss_of = |cnn: &ResNet, vit: &Vit| -> f64 {
+        cass_loss(cnn.forward(x.clone().autodiff()), vit.forward(x.clone().autodiff())).into_scalar::<f32>() as f64
+    };
+    let loss = cass_loss(t.cnn.forward(x.clone().autodiff()), t.vit.forward(x.clone().autodiff()));
+    let grads = loss.backward();
+    let g_cnn = grads_by_name(&t.cnn, &grads);
+    let g_vit = grads_by_name(&t.vit, &grads);
+    let none = HashSet::new();
+    let h = 1e-2f32;
+    let mut checked = 0;
+    for (name, pick) in [("fc.weight", 5usize), ("layer2.0.conv1.weight", 11), ("bn1.weight", 1)] {
+        let base = module_tensors(&t.cnn);
+        let analytic = g_cnn[name][pick] as f64;
+        let mut plus = base.clone();
+        plus.get_mut(name).unwrap().data[pick] += h;
+        let mut minus = base.clone();
+        minus.get_mut(name).unwrap().data[pick] -= h;
+        let lp = loss_of(&load_module_tensors(t.cnn.clone(), &plus, &none, Path::new("plus")).unwrap(), &t.vit);
+        let lm = loss_of(&load_module_tensors(t.cnn.clone(), &minus, &none, Path::new("minus")).unwrap(), &t.vit);
+        let numeric = (lp - lm) / (2.0 * h as f64);
+        assert!((numeric - analytic).abs() <= 2e-3 + 0.05 * analytic.abs(), "{name}[{pick}]: numeric {numeric} vs analytic {analytic}");
+        checked += 1;
+    }
+    for (name, pick) in [("head.weight", 3usize), ("blocks.0.attn.qkv.weight", 20), ("pos_embed", 7)] {
+        let base = module_tensors(&t.vit);
+        let analytic = g_vit[name][pick] as f64;
+        let mut plus = base.clone();
+        plus.get_mut(name).unwrap().data[pick] += h;
+        let mut minus = base.clone();
+        minus.get_mut(name).unwrap().data[pick] -= h;
+        let lp = loss_of(&t.cnn, &load_module_tensors(t.vit.clone(), &plus, &none, Path::new("plus")).unwrap());
+        let lm = loss_of(&t.cnn, &load_module_tensors(t.vit.clone(), &minus, &none, Path::new("minus")).unwrap());
+        let numeric = (lp - lm) / (2.0 * h as f64);
+        assert!((numeric - analytic).abs() <= 2e-3 + 0.05 * analytic.abs(), "{name}[{pick}]: numeric {numeric} vs analytic {analytic}");
+        checked += 1;
+    }
+    assert_eq!(checked, 6);
+}
+
+#[test]
+fn save_then_load_gives_bit_identical_outputs() {
+    let d = device();
+    let cfg = tiny_pretrain();
+    let mut t = CassTrainer::new(&cfg, &d);
+    let x = fixed_batch(&cfg, &d);
+    t.step(x.clone(), 1e-3, 1e-3);
+    let dir = tmp("saveload");
+    let state = PretrainState {
+        kind: PRETRAIN_KIND.into(),
+        config: cfg.clone(),
+        step: 1,
+        batches_per_epoch: 1,
+        completed: false,
+        losses: vec![],
+    };
+    t.save(&dir, &state).unwrap();
+    let u = CassTrainer::load(&cfg, &dir, &d).unwrap();
+    let xv = x.clone().without_autodiff();
+    assert_eq!(t.cnn.valid().forward(xv.clone()).into_data(), u.cnn.valid().forward(xv.clone()).into_data());
+    assert_eq!(t.vit.valid().forward(xv.clone()).into_data(), u.vit.valid().forward(xv).into_data());
+    assert_eq!(u.opt_cnn.step, 1);
+    assert_eq!(t.opt_vit.state.len(), u.opt_vit.state.len());
+    // No staging directory is left behind.
+    let leftovers: Vec<_> = fs::read_dir(dir.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(&format!("cass-test-saveload-{}.partial", std::process::id())))
+        .collect();
+    assert!(leftovers.is_empty());
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resume_after_cancel_continues_the_same_loss_curve() {
+    let cfg = tiny_pretrain();
+    let (bytes, _) = synthetic_images(10, 16, 5);
+    let set = Arc::new(ImageSet::from_memory(bytes, 10, 16, 16).unwrap());
+    let a = tmp("resume-a");
+    let full = pretrain(&cfg, set.clone(), vec![], &a, false, &mut Silent, &CancelToken::new()).unwrap();
+    assert_eq!(full.status, Status::Completed);
+    assert_eq!(full.steps, 4); // 2 epochs x floor(10 / 4) batches
+
+    let b = tmp("resume-b");
+    let cancel = CancelToken::new();
+    let c2 = cancel.clone();
+    let mut obs = move |e: &Event| {
+        if let Event::Step { step: 3, .. } = e {
+            c2.cancel();
+        }
+    };
+    let part = pretrain(&cfg, set.clone(), vec![], &b, false, &mut obs, &cancel).unwrap();
+    assert_eq!(part.status, Status::Cancelled);
+    assert_eq!(part.steps, 3);
+    let rest = pretrain(&cfg, set, vec![], &b, true, &mut Silent, &CancelToken::new()).unwrap();
+    assert_eq!(rest.status, Status::Completed);
+    assert_eq!(rest.losses.len(), full.losses.len());
+    for (x, y) in rest.losses.iter().zip(&full.losses) {
+        assert!((x - y).abs() <= 1e-6 * y.abs().max(1.0), "{:?} vs {:?}", rest.losses, full.losses);
+    }
+    fs::remove_dir_all(&a).unwrap();
+    fs::remove_dir_all(&b).unwrap();
+}
+
+#[test]
+fn too_few_images_and_bad_vit_size_name_the_field() {
+    let mut cfg = tiny_pretrain();
+    let (bytes, _) = synthetic_images(3, 16, 1);
+    let set = Arc::new(ImageSet::from_memory(bytes, 3, 16, 16).unwrap());
+    let err = pretrain(&cfg, set.clone(), vec![], &tmp("few"), false, &mut Silent, &CancelToken::new()).unwrap_err();
+    assert!(matches!(&err, CassError::Config { field, .. } if field == "batch_size"), "{err}");
+    cfg.vit.image_size = 32;
+    let err = pretrain(&cfg, set, vec![], &tmp("vit"), false, &mut Silent, &CancelToken::new()).unwrap_err();
+    assert!(matches!(&err, CassError::Config { field, .. } if field == "vit.image_size"), "{err}");
+}

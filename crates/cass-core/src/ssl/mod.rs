@@ -1,0 +1,3 @@
+//! Self-supervised pre-training.
+
+pub mod cass;

@@ -1,0 +1,80 @@
+//! Helpers shared by the unit tests.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::augment::AugmentConfig;
+use crate::models::{BlockKind, ResNetConfig, VitConfig};
+use crate::ssl::cass::PretrainConfig;
+use crate::train::schedule::Schedule;
+
+pub fn device() -> Device {
+    Device::flex()
+}
+
+pub fn scalar(t: Tensor<1>) -> f32 {
+    t.into_scalar::<f32>()
+}
+
+/// Deterministic standard-normal-ish tensor.
+pub fn rand_tensor<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+pub fn tiny_resnet(head: usize) -> ResNetConfig {
+    ResNetConfig::new(BlockKind::Basic, [1, 1, 1, 1]).with_base_width(4).with_num_classes(head)
+}
+
+pub fn tiny_bottleneck(head: usize) -> ResNetConfig {
+    ResNetConfig::new(BlockKind::Bottleneck, [1, 1, 1, 1]).with_base_width(4).with_num_classes(head)
+}
+
+pub fn tiny_vit(size: usize, head: usize) -> VitConfig {
+    VitConfig::new(size, 16, 2, 2).with_patch_size(4).with_num_classes(head)
+}
+
+pub fn tiny_pretrain() -> PretrainConfig {
+    PretrainConfig {
+        cnn: tiny_resnet(16),
+        vit: tiny_vit(16, 16),
+        image_size: 16,
+        batch_size: 4,
+        epochs: 2,
+        max_steps: None,
+        lr_cnn: 1e-3,
+        lr_vit: 1e-3,
+        adam: Default::default(),
+        schedule: Schedule::paper(),
+        augment: AugmentConfig::default(),
+        seed: 7,
+        checkpoint_every: None,
+        backend: Default::default(),
+    }
+}
+
+/// `n` synthetic RGB images of `size` x `size` with class-dependent patterns.
+pub fn synthetic_images(n: usize, size: usize, seed: u64) -> (Vec<u8>, Vec<i64>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut bytes = Vec::with_capacity(n * size * size * 3);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = (i % 2) as i64;
+        labels.push(class);
+        for y in 0..size {
+            for x in 0..size {
+                let stripe = if class == 0 { (x / 2) % 2 } else { (y / 2) % 2 };
+                let base = if stripe == 0 { 40u8 } else { 210u8 };
+                for c in 0..3 {
+                    let noise: i16 = rng.random_range(-20..=20);
+                    bytes.push((base as i16 + noise + c as i16 * 5).clamp(0, 255) as u8);
+                }
+            }
+        }
+    }
+    (bytes, labels)
+}

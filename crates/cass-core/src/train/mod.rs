@@ -1,0 +1,5 @@
+//! Optimisation pieces and the downstream (supervised) jobs.
+
+pub mod adam;
+pub mod finetune;
+pub mod schedule;

@@ -1,0 +1,356 @@
+/**
+ * Validated configuration. Every user-facing config is a zod schema with defaults; a preset
+ * supplies the base values, user fields override them, and the merged object is validated
+ * BEFORE any native call, so a bad value is reported with its field path. Conversion to the
+ * engine's JSON (snake_case) is explicit, in `toNative*`.
+ */
+import { z } from 'zod'
+
+import { ConfigError } from './errors.js'
+
+const int = (min = 0) => z.number().int().min(min)
+const positive = z.number().positive()
+const probability = z.number().min(0).max(1)
+
+export const deviceSchema = z.enum(['cpu', 'cuda', 'wgpu', 'auto'])
+export type DeviceName = z.infer<typeof deviceSchema>
+
+export const resnetSchema = z.strictObject({
+  /** Residual block: `basic` (ResNet-18/34) or `bottleneck` (ResNet-50). */
+  block: z.enum(['basic', 'bottleneck']),
+  /** Blocks per stage. */
+  layers: z.tuple([int(1), int(1), int(1), int(1)]),
+  /** Width of the stem and first stage (64 in the standard nets). */
+  baseWidth: int(1).default(64),
+  /** Original ResNet v1 (stride on the first 1x1 of a downsampling bottleneck). */
+  strideIn1x1: z.boolean().default(false),
+  /** BatchNorm epsilon. */
+  bnEps: positive.default(1e-5),
+})
+export type ResNetOptions = z.infer<typeof resnetSchema>
+
+export const vitSchema = z.strictObject({
+  patchSize: int(1).default(16),
+  embedDim: int(1),
+  depth: int(1),
+  numHeads: int(1),
+  mlpRatio: positive.default(4),
+})
+export type VitOptions = z.infer<typeof vitSchema>
+
+/** Named architectures (timm names), or a custom shape. */
+export const RESNETS = {
+  resnet18: { block: 'basic', layers: [2, 2, 2, 2] },
+  resnet34: { block: 'basic', layers: [3, 4, 6, 3] },
+  resnet50: { block: 'bottleneck', layers: [3, 4, 6, 3] },
+} as const
+export const VITS = {
+  'vit-tiny': { embedDim: 192, depth: 12, numHeads: 3 },
+  'vit-small': { embedDim: 384, depth: 12, numHeads: 6 },
+  'vit-base': { embedDim: 768, depth: 12, numHeads: 12 },
+} as const
+
+const cnnSchema = z.union([z.enum(['resnet18', 'resnet34', 'resnet50']), resnetSchema])
+const vitArchSchema = z.union([z.enum(['vit-tiny', 'vit-small', 'vit-base']), vitSchema])
+
+export const scheduleSchema = z.discriminatedUnion('kind', [
+  /** The authors' per-iteration cosine wave (T_max iterations down, T_max up). */
+  z.strictObject({ kind: z.literal('cosine-wave'), tMax: int(1).default(16), minLr: z.number().min(0).default(1e-6) }),
+  /** Linear warm-up, then one cosine decay over the run. */
+  z.strictObject({ kind: z.literal('cosine'), warmup: int(0).default(0), minLr: z.number().min(0).default(1e-6) }),
+  z.strictObject({ kind: z.literal('constant') }),
+])
+
+export const adamSchema = z.strictObject({
+  beta1: probability.default(0.9),
+  beta2: probability.default(0.999),
+  eps: positive.default(1e-8),
+  weightDecay: z.number().min(0).default(0),
+})
+
+export const augmentSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  pJitterPerspective: probability.default(0.3),
+  pPerspective: probability.default(0.5),
+  perspectiveDistortion: probability.default(0.2),
+  pJitterRotate: probability.default(0.3),
+  rotateDegrees: z.number().min(0).max(180).default(10),
+  brightness: probability.default(0.2),
+  contrast: probability.default(0.2),
+  saturation: probability.default(0.2),
+  pVflip: probability.default(0.3),
+  pHflip: probability.default(0.3),
+  mean: z.tuple([z.number(), z.number(), z.number()]).default([0.485, 0.456, 0.406]),
+  std: z.tuple([positive, positive, positive]).default([0.229, 0.224, 0.225]),
+})
+
+export const pretrainSchema = z.strictObject({
+  cnn: cnnSchema,
+  vit: vitArchSchema,
+  /** Width of both heads, whose outputs CASS compares (1000 in the paper). */
+  headDim: int(1),
+  imageSize: int(8),
+  batchSize: int(2),
+  epochs: int(1),
+  /** Stop after this many optimisation steps in total. */
+  maxSteps: int(1).optional(),
+  lrCnn: positive,
+  lrVit: positive,
+  adam: adamSchema.default(adamSchema.parse({})),
+  schedule: scheduleSchema,
+  augment: augmentSchema.default(augmentSchema.parse({})),
+  seed: int(0),
+  /** Also checkpoint every N steps (always at each epoch end). */
+  checkpointEvery: int(1).optional(),
+  device: deviceSchema.default('cpu'),
+})
+export type PretrainConfig = z.infer<typeof pretrainSchema>
+
+export const lossSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('focal'), alpha: z.number().min(0).max(1).default(1), gamma: z.number().min(0).default(2) }),
+  z.strictObject({ kind: z.literal('cross-entropy') }),
+])
+
+export const finetuneSchema = z.strictObject({
+  /** Which network to fine-tune. */
+  arch: z.enum(['cnn', 'vit']),
+  cnn: cnnSchema,
+  vit: vitArchSchema,
+  numClasses: int(2),
+  imageSize: int(8),
+  batchSize: int(2),
+  maxEpochs: int(1),
+  lr: positive,
+  adam: adamSchema.default(adamSchema.parse({})),
+  schedule: scheduleSchema,
+  loss: lossSchema,
+  classWeighting: z.enum(['min-max-counts', 'inverse-frequency', 'none']),
+  patience: int(1),
+  seed: int(0),
+  augment: augmentSchema.default(augmentSchema.parse({})),
+  device: deviceSchema.default('cpu'),
+})
+export type FinetuneConfig = z.infer<typeof finetuneSchema>
+
+type DeepPartial<T> = T extends readonly unknown[] ? T : T extends object ? { [K in keyof T]?: DeepPartial<T[K]> } : T
+export type PresetName = 'paper' | 'cpu-small'
+export type PretrainInput = DeepPartial<z.input<typeof pretrainSchema>> & { preset?: PresetName }
+export type FinetuneInput = DeepPartial<z.input<typeof finetuneSchema>> & { preset?: PresetName }
+
+const CPU_SMALL_CNN: z.input<typeof resnetSchema> = { block: 'basic', layers: [1, 1, 1, 1], baseWidth: 16 }
+const CPU_SMALL_VIT: z.input<typeof vitSchema> = { patchSize: 8, embedDim: 96, depth: 4, numHeads: 4 }
+
+/** Presets: `paper` is the CASS paper's setting; `cpu-small` trains in minutes on 2 cores. */
+export const PRESETS: Record<PresetName, { pretrain: z.input<typeof pretrainSchema>; finetune: Omit<z.input<typeof finetuneSchema>, 'arch'> }> = {
+  paper: {
+    pretrain: {
+      cnn: 'resnet50',
+      vit: 'vit-base',
+      headDim: 1000,
+      imageSize: 384,
+      batchSize: 16,
+      epochs: 100,
+      lrCnn: 1e-3,
+      lrVit: 1e-3,
+      schedule: { kind: 'cosine-wave', tMax: 16, minLr: 1e-6 },
+      seed: 0,
+    },
+    finetune: {
+      cnn: 'resnet50',
+      vit: 'vit-base',
+      numClasses: 2,
+      imageSize: 384,
+      batchSize: 16,
+      maxEpochs: 50,
+      lr: 3e-4,
+      schedule: { kind: 'cosine-wave', tMax: 16, minLr: 1e-6 },
+      loss: { kind: 'focal', alpha: 1, gamma: 2 },
+      classWeighting: 'min-max-counts',
+      patience: 5,
+      seed: 77,
+    },
+  },
+  'cpu-small': {
+    pretrain: {
+      cnn: CPU_SMALL_CNN,
+      vit: CPU_SMALL_VIT,
+      headDim: 128,
+      imageSize: 32,
+      batchSize: 16,
+      epochs: 5,
+      lrCnn: 1e-3,
+      lrVit: 1e-3,
+      schedule: { kind: 'cosine-wave', tMax: 16, minLr: 1e-6 },
+      seed: 0,
+    },
+    finetune: {
+      cnn: CPU_SMALL_CNN,
+      vit: CPU_SMALL_VIT,
+      numClasses: 2,
+      imageSize: 32,
+      batchSize: 16,
+      maxEpochs: 10,
+      lr: 3e-4,
+      schedule: { kind: 'cosine-wave', tMax: 16, minLr: 1e-6 },
+      loss: { kind: 'focal', alpha: 1, gamma: 2 },
+      classWeighting: 'min-max-counts',
+      patience: 5,
+      seed: 77,
+    },
+  },
+}
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v)
+
+/** Deep merge where `over` wins; arrays and a change of union kind replace wholesale. */
+export function merge(base: unknown, over: unknown): unknown {
+  if (over === undefined) return base
+  if (!isPlainObject(base) || !isPlainObject(over)) return over
+  if ('kind' in over && base.kind !== over.kind) return over
+  const out: Record<string, unknown> = { ...base }
+  for (const [k, v] of Object.entries(over)) out[k] = merge(base[k], v)
+  return out
+}
+
+function parseWith<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
+  const result = schema.safeParse(value)
+  if (!result.success) {
+    const issue = result.error.issues[0]
+    const field = issue.path.map(String).join('.') || '(root)'
+    const all = result.error.issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`)
+    throw new ConfigError(`invalid ${what} config at \`${field}\`: ${issue.message}`, field, all)
+  }
+  return result.data
+}
+
+function presetOf(input: { preset?: unknown }): PresetName {
+  const name = input.preset ?? 'cpu-small'
+  if (name !== 'paper' && name !== 'cpu-small') {
+    throw new ConfigError(`invalid config at \`preset\`: unknown preset ${JSON.stringify(name)} (use "paper" or "cpu-small")`, 'preset', [])
+  }
+  return name
+}
+
+/** Resolves a preset plus overrides into a validated pre-training config. */
+export function parsePretrainConfig(input: PretrainInput = {}): PretrainConfig {
+  if (!isPlainObject(input)) throw new ConfigError('invalid pretrain config at `(root)`: expected an object', '(root)', [])
+  const { preset: _p, ...rest } = input
+  return parseWith(pretrainSchema, merge(PRESETS[presetOf(input)].pretrain, rest), 'pretrain')
+}
+
+/** Resolves a preset plus overrides into a validated fine-tuning config. */
+export function parseFinetuneConfig(input: FinetuneInput): FinetuneConfig {
+  if (!isPlainObject(input)) throw new ConfigError('invalid finetune config at `(root)`: expected an object', '(root)', [])
+  const { preset: _p, ...rest } = input
+  return parseWith(finetuneSchema, merge(PRESETS[presetOf(input)].finetune, rest), 'finetune')
+}
+
+// ---- conversion to the engine's JSON --------------------------------------------------------
+
+function nativeResnet(cnn: PretrainConfig['cnn'], numClasses: number) {
+  const r = typeof cnn === 'string' ? { ...RESNETS[cnn], baseWidth: 64, strideIn1x1: false, bnEps: 1e-5 } : cnn
+  return {
+    block: r.block === 'basic' ? 'Basic' : 'Bottleneck',
+    layers: [...r.layers],
+    base_width: r.baseWidth,
+    num_classes: numClasses,
+    in_channels: 3,
+    stride_in_1x1: r.strideIn1x1,
+    bn_eps: r.bnEps,
+  }
+}
+
+function nativeVit(vit: PretrainConfig['vit'], imageSize: number, numClasses: number) {
+  const v = typeof vit === 'string' ? { ...VITS[vit], patchSize: 16, mlpRatio: 4 } : vit
+  if (imageSize % v.patchSize !== 0) {
+    throw new ConfigError(
+      `invalid config at \`vit.patchSize\`: ${v.patchSize} does not divide imageSize ${imageSize}`,
+      'vit.patchSize',
+      [],
+    )
+  }
+  if (v.embedDim % v.numHeads !== 0) {
+    throw new ConfigError(`invalid config at \`vit.numHeads\`: ${v.numHeads} does not divide embedDim ${v.embedDim}`, 'vit.numHeads', [])
+  }
+  return {
+    image_size: imageSize,
+    patch_size: v.patchSize,
+    embed_dim: v.embedDim,
+    depth: v.depth,
+    num_heads: v.numHeads,
+    mlp_ratio: v.mlpRatio,
+    num_classes: numClasses,
+    in_channels: 3,
+  }
+}
+
+function nativeSchedule(s: PretrainConfig['schedule']) {
+  switch (s.kind) {
+    case 'cosine-wave':
+      return { kind: 'cosine-wave', t_max: s.tMax, min_lr: s.minLr }
+    case 'cosine':
+      return { kind: 'cosine', warmup: s.warmup, min_lr: s.minLr }
+    case 'constant':
+      return { kind: 'constant' }
+  }
+}
+
+const nativeAdam = (a: PretrainConfig['adam']) => ({ beta1: a.beta1, beta2: a.beta2, eps: a.eps, weight_decay: a.weightDecay })
+
+const nativeAugment = (a: PretrainConfig['augment']) => ({
+  enabled: a.enabled,
+  p_jitter_perspective: a.pJitterPerspective,
+  p_perspective: a.pPerspective,
+  perspective_distortion: a.perspectiveDistortion,
+  p_jitter_rotate: a.pJitterRotate,
+  rotate_degrees: a.rotateDegrees,
+  brightness: a.brightness,
+  contrast: a.contrast,
+  saturation: a.saturation,
+  p_vflip: a.pVflip,
+  p_hflip: a.pHflip,
+  mean: a.mean,
+  std: a.std,
+})
+
+export function toNativePretrainConfig(c: PretrainConfig): string {
+  return JSON.stringify({
+    cnn: nativeResnet(c.cnn, c.headDim),
+    vit: nativeVit(c.vit, c.imageSize, c.headDim),
+    image_size: c.imageSize,
+    batch_size: c.batchSize,
+    epochs: c.epochs,
+    max_steps: c.maxSteps ?? null,
+    lr_cnn: c.lrCnn,
+    lr_vit: c.lrVit,
+    adam: nativeAdam(c.adam),
+    schedule: nativeSchedule(c.schedule),
+    augment: nativeAugment(c.augment),
+    seed: c.seed,
+    checkpoint_every: c.checkpointEvery ?? null,
+    backend: c.device,
+  })
+}
+
+export function toNativeFinetuneConfig(c: FinetuneConfig, pretrainedDir: string | undefined): string {
+  return JSON.stringify({
+    arch: c.arch === 'cnn' ? 'Cnn' : 'Vit',
+    init: pretrainedDir === undefined ? 'random' : { pretrained: pretrainedDir },
+    cnn: nativeResnet(c.cnn, c.numClasses),
+    vit: nativeVit(c.vit, c.imageSize, c.numClasses),
+    num_classes: c.numClasses,
+    image_size: c.imageSize,
+    batch_size: c.batchSize,
+    max_epochs: c.maxEpochs,
+    lr: c.lr,
+    adam: nativeAdam(c.adam),
+    schedule: nativeSchedule(c.schedule),
+    loss: c.loss.kind === 'focal' ? { kind: 'focal', alpha: c.loss.alpha, gamma: c.loss.gamma } : { kind: 'cross-entropy' },
+    class_weighting: c.classWeighting,
+    patience: c.patience,
+    seed: c.seed,
+    augment: nativeAugment(c.augment),
+    backend: c.device,
+  })
+}

@@ -1,0 +1,354 @@
+/**
+ * cass-ssl: CASS (Cross Architectural Self-Supervision) from Node.
+ *
+ * `pretrain` trains a CNN and a ViT together without labels; `finetune` adapts one of them to a
+ * few labels; `evaluate` and `embed` use the result. Long jobs run on an engine thread and
+ * return a {@link Job}: await it, watch `onProgress`, cancel it with `job.cancel()` or an
+ * `AbortSignal` (a cancelled pre-training leaves a resumable checkpoint).
+ */
+import { existsSync } from 'node:fs'
+import path from 'node:path'
+
+import {
+  type DeviceName,
+  type FinetuneInput,
+  type PretrainInput,
+  parseFinetuneConfig,
+  parsePretrainConfig,
+  toNativeFinetuneConfig,
+  toNativePretrainConfig,
+} from './config.js'
+import { ConfigError, fromNative } from './errors.js'
+import { native } from './native.js'
+
+export * from './config.js'
+export * from './errors.js'
+
+/** Decoded RGB images held in memory: `count * height * width * 3` bytes, row-major (HWC). */
+export interface InMemoryImages {
+  pixels: Uint8Array
+  count: number
+  height: number
+  width: number
+}
+
+/** A dataset cache file (images back to back plus an index), memory-mapped by the engine. */
+export interface CacheImages {
+  cacheFile: string
+}
+
+export type Images = InMemoryImages | CacheImages
+
+/** Labelled samples: `indices[k]` (into the images) has class `labels[k]`. */
+export interface LabelledSamples {
+  indices: number[]
+  labels: number[]
+}
+
+export interface StepEvent {
+  type: 'step'
+  step: number
+  totalSteps: number
+  epoch: number
+  loss: number
+  /** Named loss parts, e.g. `[["cass", 1.93]]`. */
+  parts: [string, number][]
+  lr: number
+  imagesPerSec: number
+  etaSec: number
+}
+export interface EpochEvent {
+  type: 'epoch'
+  epoch: number
+  meanLoss: number
+  valLoss: number | null
+  best: boolean
+}
+export interface CheckpointEvent {
+  type: 'checkpoint'
+  path: string
+  step: number
+}
+export type ProgressEvent = StepEvent | EpochEvent | CheckpointEvent
+
+export interface JobOptions {
+  /** Aborting cancels the job at its next step. */
+  signal?: AbortSignal
+  /** Called on the main thread for every progress event. Exceptions thrown here are ignored. */
+  onProgress?: (event: ProgressEvent) => void
+}
+
+/** A running engine job. Awaitable; `cancel()` stops it at the next step. */
+export class Job<T> implements PromiseLike<T> {
+  readonly result: Promise<T>
+  readonly #token: { cancel(): void }
+
+  /** @internal */
+  constructor(token: { cancel(): void }, result: Promise<T>) {
+    this.#token = token
+    this.result = result
+  }
+
+  /** Stops the job at its next step; pre-training then writes a resumable checkpoint. */
+  cancel(): void {
+    this.#token.cancel()
+  }
+
+  then<A = T, B = never>(
+    onFulfilled?: ((value: T) => A | PromiseLike<A>) | null,
+    onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
+  ): Promise<A | B> {
+    return this.result.then(onFulfilled, onRejected)
+  }
+}
+
+export interface PretrainResult {
+  status: 'completed' | 'cancelled'
+  steps: number
+  totalSteps: number
+  /** Directory of the checkpoint (`<outDir>/checkpoint`). */
+  checkpoint: string
+  /** Loss of every step of the run (including steps done before a resume). */
+  losses: number[]
+  epochMeanLosses: number[]
+}
+
+export interface PerClassMetrics {
+  precision: number
+  recall: number
+  f1: number
+  support: number
+}
+
+/** Every metric the CASS spec lists, named as there. */
+export interface Metrics {
+  numSamples: number
+  accuracy: number
+  /** Mean per-class recall. */
+  balancedAccuracy: number
+  macroF1: number
+  /** The authors' metric: micro-F1 over (sample, class) pairs with sigmoid(logit) > 0.5. */
+  microF1Sigmoid05: number
+  macroAuroc: number | null
+  aurocPerClass: (number | null)[]
+  perClass: PerClassMetrics[]
+  /** `confusion[true][predicted]`. */
+  confusion: number[][]
+}
+
+export interface FinetuneResult {
+  status: 'completed' | 'cancelled'
+  bestEpoch: number
+  bestValLoss: number
+  /** Metrics of the best-validation weights on the validation samples. */
+  valMetrics: Metrics
+  history: { epoch: number; trainLoss: number; valLoss: number }[]
+  /** Directory of the best checkpoint (`<outDir>/best`). */
+  checkpoint: string
+}
+
+export interface Embeddings {
+  dim: number
+  count: number
+  /** Row-major `[count, dim]`. */
+  features: Float32Array
+}
+
+function checkImages(images: Images, field = 'images') {
+  if (typeof images !== 'object' || images === null) {
+    throw new ConfigError(`invalid argument at \`${field}\`: expected { pixels, count, height, width } or { cacheFile }`, field, [])
+  }
+  if ('cacheFile' in images) {
+    if (typeof images.cacheFile !== 'string' || images.cacheFile === '') {
+      throw new ConfigError(`invalid argument at \`${field}.cacheFile\`: expected a file path`, `${field}.cacheFile`, [])
+    }
+    return { cacheFile: images.cacheFile }
+  }
+  for (const k of ['count', 'height', 'width'] as const) {
+    if (!Number.isInteger(images[k]) || images[k] <= 0) {
+      throw new ConfigError(`invalid argument at \`${field}.${k}\`: expected a positive integer`, `${field}.${k}`, [])
+    }
+  }
+  if (!(images.pixels instanceof Uint8Array)) {
+    throw new ConfigError(`invalid argument at \`${field}.pixels\`: expected a Uint8Array`, `${field}.pixels`, [])
+  }
+  const want = images.count * images.height * images.width * 3
+  if (images.pixels.length !== want) {
+    throw new ConfigError(
+      `invalid argument at \`${field}.pixels\`: expected ${want} bytes (count x height x width x 3), got ${images.pixels.length}`,
+      `${field}.pixels`,
+      [],
+    )
+  }
+  return { pixels: images.pixels, count: images.count, height: images.height, width: images.width }
+}
+
+function checkIndices(indices: unknown, field: string): number[] | undefined {
+  if (indices === undefined) return undefined
+  if (!Array.isArray(indices) || !indices.every((i) => Number.isInteger(i) && i >= 0)) {
+    throw new ConfigError(`invalid argument at \`${field}\`: expected an array of non-negative integers`, field, [])
+  }
+  return indices
+}
+
+function checkLabelled(s: LabelledSamples, field: string) {
+  const indices = checkIndices(s?.indices, `${field}.indices`) ?? []
+  if (!Array.isArray(s.labels) || !s.labels.every((l) => Number.isInteger(l) && l >= 0)) {
+    throw new ConfigError(`invalid argument at \`${field}.labels\`: expected an array of class indices`, `${field}.labels`, [])
+  }
+  if (s.labels.length !== indices.length) {
+    throw new ConfigError(
+      `invalid argument at \`${field}.labels\`: ${s.labels.length} labels for ${indices.length} indices`,
+      `${field}.labels`,
+      [],
+    )
+  }
+  return { indices, labels: s.labels }
+}
+
+function startJob<T>(opts: JobOptions, start: (token: InstanceType<ReturnType<typeof native>['BindingCancelToken']>, onEvent: (json: string) => void) => Promise<string>): Job<T> {
+  const binding = native()
+  const token = new binding.BindingCancelToken()
+  const onAbort = () => token.cancel()
+  if (opts.signal?.aborted) token.cancel()
+  opts.signal?.addEventListener('abort', onAbort, { once: true })
+  const onEvent = (json: string) => {
+    if (!opts.onProgress) return
+    try {
+      opts.onProgress(JSON.parse(json) as ProgressEvent)
+    } catch {
+      // A throwing progress handler must not take the training job (or the process) down.
+    }
+  }
+  let promise: Promise<string>
+  try {
+    promise = start(token, onEvent)
+  } catch (e) {
+    promise = Promise.reject(e)
+  }
+  const result = promise.then(
+    (json) => JSON.parse(json) as T,
+    (e: unknown) => {
+      throw fromNative(e)
+    },
+  )
+  void result.finally(() => opts.signal?.removeEventListener('abort', onAbort)).catch(() => {})
+  return new Job<T>(token, result)
+}
+
+export interface PretrainOptions extends JobOptions {
+  /** Preset name plus overrides; validated before anything runs. Defaults to `cpu-small`. */
+  config?: PretrainInput
+  images: Images
+  /** Which images to train on (default: all). */
+  indices?: number[]
+  /** Output directory; the checkpoint goes to `<outDir>/checkpoint`. */
+  outDir: string
+  /** Continue from the checkpoint in `outDir` if there is one. */
+  resume?: boolean
+}
+
+/** CASS pre-training of a CNN and a ViT on unlabelled images. */
+export function pretrain(options: PretrainOptions): Job<PretrainResult> {
+  const config = parsePretrainConfig(options.config ?? {})
+  const json = toNativePretrainConfig(config)
+  const images = checkImages(options.images)
+  const indices = checkIndices(options.indices, 'indices')
+  if (typeof options.outDir !== 'string' || options.outDir === '') {
+    throw new ConfigError('invalid argument at `outDir`: expected a directory path', 'outDir', [])
+  }
+  return startJob<PretrainResult>(options, (token, onEvent) =>
+    native().startPretrain(json, images, indices, path.resolve(options.outDir), options.resume ?? false, token, onEvent),
+  )
+}
+
+/** Accepts a pre-training output directory or its `checkpoint` directory. */
+function checkpointDir(dir: string): string {
+  const nested = path.join(dir, 'checkpoint')
+  return path.resolve(existsSync(path.join(nested, 'state.json')) ? nested : dir)
+}
+
+export interface FinetuneOptions extends JobOptions {
+  /** Must name `arch` (`cnn` or `vit`); `numClasses` defaults to 1 + the largest label. */
+  config: FinetuneInput
+  /** A pre-training output (or checkpoint) directory; omit for random initialisation. */
+  from?: string
+  images: Images
+  train: LabelledSamples
+  val: LabelledSamples
+  /** Output directory; the best weights go to `<outDir>/best`. */
+  outDir: string
+}
+
+/** Fine-tunes one network with early stopping on validation loss. */
+export function finetune(options: FinetuneOptions): Job<FinetuneResult> {
+  const train = checkLabelled(options.train, 'train')
+  const val = checkLabelled(options.val, 'val')
+  const input = { ...options.config }
+  input.numClasses ??= Math.max(1, ...train.labels, ...val.labels) + 1
+  const config = parseFinetuneConfig(input)
+  const from = options.from === undefined ? undefined : checkpointDir(options.from)
+  const json = toNativeFinetuneConfig(config, from)
+  const images = checkImages(options.images)
+  if (typeof options.outDir !== 'string' || options.outDir === '') {
+    throw new ConfigError('invalid argument at `outDir`: expected a directory path', 'outDir', [])
+  }
+  return startJob<FinetuneResult>(options, (token, onEvent) =>
+    native().startFinetune(json, images, train, val, path.resolve(options.outDir), token, onEvent),
+  )
+}
+
+export interface EvaluateOptions {
+  /** A fine-tuning output directory or its `best` directory. */
+  checkpoint: string
+  images: Images
+  data: LabelledSamples
+  batchSize?: number
+  device?: DeviceName
+}
+
+function bestDir(dir: string): string {
+  const nested = path.join(dir, 'best')
+  return path.resolve(existsSync(path.join(nested, 'state.json')) ? nested : dir)
+}
+
+/** Every metric of a fine-tuned network on labelled samples. */
+export async function evaluate(options: EvaluateOptions): Promise<Metrics> {
+  const data = checkLabelled(options.data, 'data')
+  const images = checkImages(options.images)
+  try {
+    const json = await native().startEvaluate(bestDir(options.checkpoint), images, data, options.batchSize ?? 32, options.device)
+    return JSON.parse(json) as Metrics
+  } catch (e) {
+    throw fromNative(e)
+  }
+}
+
+export interface EmbedOptions {
+  /** A fine-tuned checkpoint, or a pre-training one (then `arch` picks the network). */
+  checkpoint: string
+  arch?: 'cnn' | 'vit'
+  images: Images
+  indices?: number[]
+  batchSize?: number
+  device?: DeviceName
+}
+
+/** Pooled embeddings (`forward_features`) of images. */
+export async function embed(options: EmbedOptions): Promise<Embeddings> {
+  const images = checkImages(options.images)
+  const indices = checkIndices(options.indices, 'indices')
+  const dir = existsSync(path.join(options.checkpoint, 'best', 'state.json')) ? bestDir(options.checkpoint) : checkpointDir(options.checkpoint)
+  try {
+    const json = await native().startEmbed(dir, options.arch, images, indices, options.batchSize ?? 32, options.device)
+    const out = JSON.parse(json) as { dim: number; count: number; features: number[] }
+    return { dim: out.dim, count: out.count, features: Float32Array.from(out.features) }
+  } catch (e) {
+    throw fromNative(e)
+  }
+}
+
+/** Compute backends compiled into the installed addon. */
+export function availableBackends(): string[] {
+  return native().availableBackends()
+}
