@@ -71,8 +71,22 @@ fn to_host<const D: usize>(t: Tensor<D>, transpose: bool) -> HostTensor {
     HostTensor { shape, data }
 }
 
+/// `[rows, cols]` -> `[cols, rows]` on the host.
+fn transpose_2d(t: &HostTensor) -> (Vec<f32>, Vec<usize>) {
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let mut out = vec![0f32; t.data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = t.data[r * cols + c];
+        }
+    }
+    (out, vec![cols, rows])
+}
+
 /// Every float tensor of a module (parameters and BatchNorm running statistics) by timm name.
+/// Works on a validation snapshot, which first folds pending running-statistic updates in.
 pub fn module_tensors<M: Module>(module: &M) -> BTreeMap<String, HostTensor> {
+    let module = module.valid();
     struct Collect(ParamNamer, BTreeMap<String, HostTensor>);
     impl ModuleVisitor for Collect {
         fn enter_module(&mut self, name: &str, container_type: &str) {
@@ -137,13 +151,10 @@ pub fn load_module_tensors<M: Module>(
             }
             let device = current.device();
             let require_grad = current.is_require_grad();
-            let mut t: Tensor<D> = Tensor::from_data(
-                TensorData::new(host.data.clone(), host.shape.clone()),
-                &device.clone().inner(),
-            );
-            if transpose {
-                t = t.transpose();
-            }
+            // Transpose on the host so the parameter is contiguous like a freshly built one: a
+            // strided view would change the matmul summation order and the low bits.
+            let (data, shape) = if transpose { transpose_2d(host) } else { (host.data.clone(), host.shape.clone()) };
+            let mut t: Tensor<D> = Tensor::from_data(TensorData::new(data, shape), &device.clone().inner());
             if device.is_autodiff() {
                 t = t.autodiff();
             }

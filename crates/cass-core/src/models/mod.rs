@@ -4,9 +4,33 @@
 pub mod resnet;
 pub mod vit;
 
+use std::sync::Mutex;
+
+use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
 pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use vit::{Vit, VitConfig};
+
+/// burn's random initialisers draw from one process-wide generator and parameters initialise
+/// lazily, on first use. To make a seed reproduce the same weights even when several jobs run
+/// at once, building happens under this lock and every parameter is materialised before it
+/// is released.
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Builds a module from `build` with the backend generator seeded by `seed`, reproducibly.
+pub fn init_seeded<M: Module>(device: &Device, seed: u64, build: impl FnOnce() -> M) -> M {
+    struct Materialize;
+    impl ModuleVisitor for Materialize {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    device.seed(seed);
+    let module = build();
+    module.visit(&mut Materialize);
+    module
+}
 
 /// Which of the two networks a downstream job uses.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use crate::device::{BackendChoice, resolve};
 use crate::error::CassError;
 use crate::events::{CancelToken, Event, Observer};
 use crate::loss::cass_loss;
-use crate::models::{ResNet, ResNetConfig, Vit, VitConfig};
+use crate::models::{ResNet, ResNetConfig, Vit, VitConfig, init_seeded};
 use crate::train::adam::{Adam, AdamConfig};
 use crate::train::schedule::Schedule;
 
@@ -141,11 +141,10 @@ pub struct StepOutput {
 impl CassTrainer {
     /// Fresh networks on `device` (plain device; autodiff is enabled here), seeded.
     pub fn new(cfg: &PretrainConfig, device: &Device) -> Self {
-        device.seed(cfg.seed);
         let ad = device.clone().autodiff();
         Self {
-            cnn: cfg.cnn.init(&ad),
-            vit: cfg.vit.init(&ad),
+            cnn: init_seeded(&ad, cfg.seed, || cfg.cnn.init(&ad)),
+            vit: init_seeded(&ad, cfg.seed.wrapping_add(1), || cfg.vit.init(&ad)),
             opt_cnn: Adam::new(cfg.adam),
             opt_vit: Adam::new(cfg.adam),
             device: device.clone(),

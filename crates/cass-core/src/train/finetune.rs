@@ -19,7 +19,7 @@ use crate::error::CassError;
 use crate::events::{CancelToken, Event, Observer};
 use crate::loss::{ClassWeighting, ClassificationLoss, class_weights};
 use crate::metrics::{self, Metrics};
-use crate::models::{Arch, Network, ResNetConfig, VitConfig};
+use crate::models::{Arch, Network, ResNetConfig, VitConfig, init_seeded};
 use crate::ssl::cass::{Status, epoch_order, read_state, step_seed, upload};
 use crate::train::adam::{Adam, AdamConfig};
 use crate::train::schedule::Schedule;
@@ -127,11 +127,11 @@ pub struct FinetuneOutcome {
     pub checkpoint: PathBuf,
 }
 
-fn build_network(arch: Arch, cnn: &ResNetConfig, vit: &VitConfig, device: &Device) -> Network {
-    match arch {
+fn build_network(arch: Arch, cnn: &ResNetConfig, vit: &VitConfig, device: &Device, seed: u64) -> Network {
+    init_seeded(device, seed, || match arch {
         Arch::Cnn => Network::Cnn(cnn.init(device)),
         Arch::Vit => Network::Vit(vit.init(device)),
-    }
+    })
 }
 
 fn load_into(net: Network, path: &Path, ignore: &HashSet<String>) -> Result<Network, CassError> {
@@ -218,14 +218,13 @@ pub fn finetune(
     let weights = class_weights(&counts, cfg.class_weighting)
         .map_err(|m| CassError::data("empty-class", format!("training labels: {m}"), train.set.source.as_deref()))?;
     let device = resolve(cfg.backend)?;
-    device.seed(cfg.seed);
     let ad = device.clone().autodiff();
 
     let (cnn_cfg, vit_cfg, mut net) = match &cfg.init {
         Init::Random => {
             let mut vit = cfg.vit.clone();
             vit.image_size = cfg.image_size;
-            (cfg.cnn.clone(), vit.clone(), build_network(cfg.arch, &cfg.cnn, &vit, &ad))
+            (cfg.cnn.clone(), vit.clone(), build_network(cfg.arch, &cfg.cnn, &vit, &ad, cfg.seed))
         }
         Init::Pretrained(dir) => {
             let st = read_state(dir)?;
@@ -236,12 +235,12 @@ pub fn finetune(
                     format!("is {} but the pre-trained ViT was built for {}", cfg.image_size, v.image_size),
                 ));
             }
-            let net = build_network(cfg.arch, &c, &v, &ad);
+            let net = build_network(cfg.arch, &c, &v, &ad, cfg.seed);
             let file = dir.join(format!("{}.safetensors", cfg.arch.name()));
             (c, v, load_into(net, &file, &HashSet::new())?)
         }
     };
-    net = net.with_new_head(cfg.num_classes, &ad);
+    net = init_seeded(&ad, cfg.seed.wrapping_add(2), || net.with_new_head(cfg.num_classes, &ad));
     let mut adam = Adam::new(cfg.adam);
     let weights_t = Tensor::<1>::from_floats(weights.as_slice(), &ad);
 
@@ -308,7 +307,7 @@ pub fn finetune(
         let improved = best.as_ref().is_none_or(|(_, b, _)| val_loss < *b);
         observer.event(&Event::Epoch { epoch, mean_loss: epoch_loss / n_batches.max(1) as f64, val_loss: Some(val_loss), best: improved });
         if improved {
-            best = Some((epoch, val_loss, net.clone()));
+            best = Some((epoch, val_loss, net.valid()));
             since_best = 0;
             let state = FinetuneState {
                 kind: FINETUNE_KIND.into(),
@@ -361,7 +360,7 @@ pub fn restore(dir: &Path, arch: Option<Arch>, backend: BackendChoice) -> Result
             let mut vit = st.vit.clone();
             cnn.num_classes = st.config.num_classes;
             vit.num_classes = st.config.num_classes;
-            let net = build_network(st.config.arch, &cnn, &vit, &device);
+            let net = build_network(st.config.arch, &cnn, &vit, &device, 0);
             Ok(Restored {
                 net: load_into(net, &dir.join("model.safetensors"), &HashSet::new())?,
                 image_size: st.config.image_size,
@@ -373,7 +372,7 @@ pub fn restore(dir: &Path, arch: Option<Arch>, backend: BackendChoice) -> Result
         Some(crate::ssl::cass::PRETRAIN_KIND) => {
             let st = read_state(dir)?;
             let arch = arch.ok_or_else(|| CassError::config("arch", "a pre-training checkpoint holds two networks: say `cnn` or `vit`"))?;
-            let net = build_network(arch, &st.config.cnn, &st.config.vit, &device);
+            let net = build_network(arch, &st.config.cnn, &st.config.vit, &device, 0);
             Ok(Restored {
                 net: load_into(net, &dir.join(format!("{}.safetensors", arch.name())), &HashSet::new())?,
                 image_size: st.config.image_size,
