@@ -1,6 +1,14 @@
 import test from 'ava'
 
-import { ConfigError, PRESETS, merge, parseFinetuneConfig, parsePretrainConfig, pretrain, toNativePretrainConfig } from '../ts/index.js'
+import {
+  ConfigError,
+  PRESETS,
+  merge,
+  parseFinetuneConfig,
+  parsePretrainConfig,
+  pretrain,
+  toNativePretrainConfig,
+} from '../ts/index.js'
 import { stripes } from './helpers.js'
 
 test('paper preset is the CASS paper setting', (t) => {

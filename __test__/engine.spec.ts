@@ -75,7 +75,9 @@ test('cancel stops at the next step and resume continues the same loss curve', a
   const rest = await pretrain({ config, images, outDir: dir, resume: true })
   t.is(rest.status, 'completed')
   t.is(rest.losses.length, full.losses.length)
-  rest.losses.forEach((l, i) => t.true(Math.abs(l - full.losses[i]) <= 1e-6 * Math.max(1, Math.abs(l)), `step ${i}: ${l} vs ${full.losses[i]}`))
+  rest.losses.forEach((l, i) =>
+    t.true(Math.abs(l - full.losses[i]) <= 1e-6 * Math.max(1, Math.abs(l)), `step ${i}: ${l} vs ${full.losses[i]}`),
+  )
   rmSync(fullDir, { recursive: true })
   rmSync(dir, { recursive: true })
 })
@@ -83,7 +85,12 @@ test('cancel stops at the next step and resume continues the same loss curve', a
 test('job.cancel() works too and leaves a resumable checkpoint', async (t) => {
   const { images } = stripes(8, 16, 3)
   const dir = tempDir('cancel')
-  const job = pretrain({ config: { ...tinyPretrain, epochs: 50 }, images, outDir: dir, onProgress: (e) => e.type === 'step' && e.step === 2 && job.cancel() })
+  const job = pretrain({
+    config: { ...tinyPretrain, epochs: 50 },
+    images,
+    outDir: dir,
+    onProgress: (e) => e.type === 'step' && e.step === 2 && job.cancel(),
+  })
   const r = await job
   t.is(r.status, 'cancelled')
   const state = JSON.parse(readFileSync(path.join(dir, 'checkpoint', 'state.json'), 'utf8'))
@@ -99,7 +106,17 @@ test('finetune from pre-training, then evaluate and embed', async (t) => {
   const train = { indices: [...Array(16).keys()], labels: labels.slice(0, 16) }
   const val = { indices: [...Array(16).keys()].map((i) => i + 16), labels: labels.slice(16) }
   const ft = await finetune({
-    config: { preset: 'cpu-small', arch: 'cnn', cnn: tinyPretrain.cnn, vit: tinyPretrain.vit, imageSize: 16, batchSize: 4, maxEpochs: 3, lr: 3e-3, augment: { enabled: false } },
+    config: {
+      preset: 'cpu-small',
+      arch: 'cnn',
+      cnn: tinyPretrain.cnn,
+      vit: tinyPretrain.vit,
+      imageSize: 16,
+      batchSize: 4,
+      maxEpochs: 3,
+      lr: 3e-3,
+      augment: { enabled: false },
+    },
     from: path.join(root, 'pre'),
     images,
     train,
@@ -108,7 +125,10 @@ test('finetune from pre-training, then evaluate and embed', async (t) => {
   })
   t.true(ft.history.length >= 1 && ft.history.length <= 3)
   t.is(ft.valMetrics.numSamples, 16)
-  t.is(ft.valMetrics.confusion.flat().reduce((a, b) => a + b, 0), 16)
+  t.is(
+    ft.valMetrics.confusion.flat().reduce((a, b) => a + b, 0),
+    16,
+  )
   for (const k of ['accuracy', 'balancedAccuracy', 'macroF1', 'microF1Sigmoid05'] as const) {
     t.true(ft.valMetrics[k] >= 0 && ft.valMetrics[k] <= 1, k)
   }
@@ -126,7 +146,9 @@ test('a corrupt cache file is a typed DataError with the path', async (t) => {
   const dir = tempDir('badcache')
   const file = path.join(dir, 'broken.cassds')
   writeFileSync(file, 'this is not a cache')
-  const err = await t.throwsAsync(pretrain({ config: tinyPretrain, images: { cacheFile: file }, outDir: dir }), { instanceOf: DataError })
+  const err = await t.throwsAsync(pretrain({ config: tinyPretrain, images: { cacheFile: file }, outDir: dir }), {
+    instanceOf: DataError,
+  })
   t.is(err.code, 'bad-cache')
   t.is(err.path, file)
   rmSync(dir, { recursive: true })

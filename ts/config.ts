@@ -141,7 +141,10 @@ const CPU_SMALL_CNN: z.input<typeof resnetSchema> = { block: 'basic', layers: [1
 const CPU_SMALL_VIT: z.input<typeof vitSchema> = { patchSize: 8, embedDim: 96, depth: 4, numHeads: 4 }
 
 /** Presets: `paper` is the CASS paper's setting; `cpu-small` trains in minutes on 2 cores. */
-export const PRESETS: Record<PresetName, { pretrain: z.input<typeof pretrainSchema>; finetune: Omit<z.input<typeof finetuneSchema>, 'arch'> }> = {
+export const PRESETS: Record<
+  PresetName,
+  { pretrain: z.input<typeof pretrainSchema>; finetune: Omit<z.input<typeof finetuneSchema>, 'arch'> }
+> = {
   paper: {
     pretrain: {
       cnn: 'resnet50',
@@ -200,8 +203,7 @@ export const PRESETS: Record<PresetName, { pretrain: z.input<typeof pretrainSche
   },
 }
 
-const isPlainObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v)
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 
 /** Deep merge where `over` wins; arrays and a change of union kind replace wholesale. */
 export function merge(base: unknown, over: unknown): unknown {
@@ -227,7 +229,11 @@ function parseWith<S extends z.ZodType>(schema: S, value: unknown, what: string)
 function presetOf(input: { preset?: unknown }): PresetName {
   const name = input.preset ?? 'cpu-small'
   if (name !== 'paper' && name !== 'cpu-small') {
-    throw new ConfigError(`invalid config at \`preset\`: unknown preset ${JSON.stringify(name)} (use "paper" or "cpu-small")`, 'preset', [])
+    throw new ConfigError(
+      `invalid config at \`preset\`: unknown preset ${JSON.stringify(name)} (use "paper" or "cpu-small")`,
+      'preset',
+      [],
+    )
   }
   return name
 }
@@ -271,7 +277,11 @@ function nativeVit(vit: PretrainConfig['vit'], imageSize: number, numClasses: nu
     )
   }
   if (v.embedDim % v.numHeads !== 0) {
-    throw new ConfigError(`invalid config at \`vit.numHeads\`: ${v.numHeads} does not divide embedDim ${v.embedDim}`, 'vit.numHeads', [])
+    throw new ConfigError(
+      `invalid config at \`vit.numHeads\`: ${v.numHeads} does not divide embedDim ${v.embedDim}`,
+      'vit.numHeads',
+      [],
+    )
   }
   return {
     image_size: imageSize,

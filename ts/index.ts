@@ -54,7 +54,10 @@ export interface StepEvent {
   /** Named loss parts, e.g. `[["cass", 1.93]]`. */
   parts: [string, number][]
   lr: number
+  /** Mean images per second since the job (or resume) started. */
   imagesPerSec: number
+  /** Wall time of this step, data wait included. */
+  stepSec: number
   etaSec: number
 }
 export interface EpochEvent {
@@ -156,7 +159,11 @@ export interface Embeddings {
 
 function checkImages(images: Images, field = 'images') {
   if (typeof images !== 'object' || images === null) {
-    throw new ConfigError(`invalid argument at \`${field}\`: expected { pixels, count, height, width } or { cacheFile }`, field, [])
+    throw new ConfigError(
+      `invalid argument at \`${field}\`: expected { pixels, count, height, width } or { cacheFile }`,
+      field,
+      [],
+    )
   }
   if ('cacheFile' in images) {
     if (typeof images.cacheFile !== 'string' || images.cacheFile === '') {
@@ -206,7 +213,13 @@ function checkLabelled(s: LabelledSamples, field: string) {
   return { indices, labels: s.labels }
 }
 
-function startJob<T>(opts: JobOptions, start: (token: InstanceType<ReturnType<typeof native>['BindingCancelToken']>, onEvent: (json: string) => void) => Promise<string>): Job<T> {
+function startJob<T>(
+  opts: JobOptions,
+  start: (
+    token: InstanceType<ReturnType<typeof native>['BindingCancelToken']>,
+    onEvent: (json: string) => void,
+  ) => Promise<string>,
+): Job<T> {
   const binding = native()
   const token = new binding.BindingCancelToken()
   const onAbort = () => token.cancel()
@@ -338,7 +351,9 @@ export interface EmbedOptions {
 export async function embed(options: EmbedOptions): Promise<Embeddings> {
   const images = checkImages(options.images)
   const indices = checkIndices(options.indices, 'indices')
-  const dir = existsSync(path.join(options.checkpoint, 'best', 'state.json')) ? bestDir(options.checkpoint) : checkpointDir(options.checkpoint)
+  const dir = existsSync(path.join(options.checkpoint, 'best', 'state.json'))
+    ? bestDir(options.checkpoint)
+    : checkpointDir(options.checkpoint)
   try {
     const json = await native().startEmbed(dir, options.arch, images, indices, options.batchSize ?? 32, options.device)
     const out = JSON.parse(json) as { dim: number; count: number; features: number[] }

@@ -12,8 +12,8 @@
 //! perspective warp, which differs only on the black fill of warped borders.
 
 use burn::prelude::*;
-use burn::tensor::ops::{GridSampleOptions, GridSamplePaddingMode, InterpolateMode};
 use burn::tensor::TensorData;
+use burn::tensor::ops::{GridSampleOptions, GridSamplePaddingMode, InterpolateMode};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -86,7 +86,9 @@ fn homography(from: &[[f64; 2]; 4], to: &[[f64; 2]; 4]) -> Mat3 {
     }
     // Gauss-Jordan with partial pivoting on the augmented matrix.
     for col in 0..8 {
-        let pivot = (col..8).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs())).unwrap_or(col);
+        let pivot = (col..8)
+            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+            .unwrap_or(col);
         a.swap(col, pivot);
         let p = a[col][col];
         if p.abs() < 1e-12 {
@@ -150,7 +152,9 @@ impl AugmentConfig {
                     j[3] = factor(&mut rng, self.brightness);
                     j[4] = factor(&mut rng, self.contrast);
                     j[5] = factor(&mut rng, self.saturation);
-                    let theta = rng.random_range(-self.rotate_degrees..=self.rotate_degrees).to_radians();
+                    let theta = rng
+                        .random_range(-self.rotate_degrees..=self.rotate_degrees)
+                        .to_radians();
                     // Rotate in pixel space: scale x by the aspect ratio (width / height).
                     let (c, s) = (theta.cos(), theta.sin());
                     let rot = [[c, -s / aspect, 0.0], [s * aspect, c, 0.0], [0.0, 0.0, 1.0]];
@@ -261,7 +265,10 @@ mod tests {
     #[test]
     fn disabled_augmentation_only_normalises() {
         let d = device();
-        let cfg = AugmentConfig { enabled: false, ..Default::default() };
+        let cfg = AugmentConfig {
+            enabled: false,
+            ..Default::default()
+        };
         let x = ramp(&d, 2, 8);
         let p = cfg.sample(2, 1, 1.0);
         let y = apply(x.clone(), Some(&p), 8, &cfg);
@@ -275,7 +282,11 @@ mod tests {
     #[test]
     fn horizontal_flip_reverses_columns_exactly() {
         let d = device();
-        let cfg = AugmentConfig { mean: [0.0; 3], std: [1.0; 3], ..Default::default() };
+        let cfg = AugmentConfig {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            ..Default::default()
+        };
         let x = ramp(&d, 1, 6);
         let flip = BatchParams {
             jitter: vec![[1.0; 6]],

@@ -67,7 +67,11 @@ pub struct HostTensor {
 fn to_host<const D: usize>(t: Tensor<D>, transpose: bool) -> HostTensor {
     let t = if transpose && D == 2 { t.transpose() } else { t };
     let shape = t.dims().to_vec();
-    let data = t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 tensor");
+    let data = t
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 tensor");
     HostTensor { shape, data }
 }
 
@@ -146,14 +150,19 @@ pub fn load_module_tensors<M: Module>(
                 want.reverse();
             }
             if host.shape != want {
-                self.mismatched.push(format!("{name}: file {:?}, model {:?}", host.shape, want));
+                self.mismatched
+                    .push(format!("{name}: file {:?}, model {:?}", host.shape, want));
                 return Param::from_mapped_value(id, current, mapper);
             }
             let device = current.device();
             let require_grad = current.is_require_grad();
             // Transpose on the host so the parameter is contiguous like a freshly built one: a
             // strided view would change the matmul summation order and the low bits.
-            let (data, shape) = if transpose { transpose_2d(host) } else { (host.data.clone(), host.shape.clone()) };
+            let (data, shape) = if transpose {
+                transpose_2d(host)
+            } else {
+                (host.data.clone(), host.shape.clone())
+            };
             let mut t: Tensor<D> = Tensor::from_data(TensorData::new(data, shape), &device.clone().inner());
             if device.is_autodiff() {
                 t = t.autodiff();
@@ -188,7 +197,11 @@ pub fn load_module_tensors<M: Module>(
         if !extra.is_empty() {
             msg += &format!(" unexpected {extra:?};");
         }
-        return Err(CassError::data("bad-weights", msg.trim_end_matches(';').to_string(), Some(source)));
+        return Err(CassError::data(
+            "bad-weights",
+            msg.trim_end_matches(';').to_string(),
+            Some(source),
+        ));
     }
     Ok(module)
 }
@@ -210,17 +223,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CassError> {
 }
 
 /// Serialises named host tensors as safetensors bytes (f32), with string metadata.
-pub fn safetensors_bytes(
-    tensors: &BTreeMap<String, HostTensor>,
-    metadata: Option<HashMap<String, String>>,
-) -> Vec<u8> {
+pub fn safetensors_bytes(tensors: &BTreeMap<String, HostTensor>, metadata: Option<HashMap<String, String>>) -> Vec<u8> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
-        .map(|(k, t)| (k.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape.clone()))
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.shape.clone(),
+            )
+        })
         .collect();
     let views: Vec<(String, TensorView<'_>)> = bytes
         .iter()
-        .map(|(k, b, s)| (k.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("valid view")))
+        .map(|(k, b, s)| {
+            (
+                k.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).expect("valid view"),
+            )
+        })
         .collect();
     safetensors::tensor::serialize(views, metadata).expect("safetensors serialisation")
 }
@@ -228,13 +249,16 @@ pub fn safetensors_bytes(
 /// Reads every f32 (or f64/f16-free) tensor of a safetensors file by name.
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, CassError> {
     let bytes = fs::read(path).map_err(|e| CassError::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-        CassError::data("bad-weights", format!("not a safetensors file: {e}"), Some(path))
-    })?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| CassError::data("bad-weights", format!("not a safetensors file: {e}"), Some(path)))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F32 => view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
             Dtype::F64 => view
                 .data()
                 .chunks_exact(8)
@@ -250,7 +274,13 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, Cas
                 ));
             }
         };
-        out.insert(name, HostTensor { shape: view.shape().to_vec(), data });
+        out.insert(
+            name,
+            HostTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
     }
     Ok(out)
 }
@@ -295,11 +325,17 @@ pub fn load_adam(adam: &mut Adam, path: &Path, device: &Device) -> Result<(), Ca
     let mut state = BTreeMap::new();
     for (key, t) in &tensors {
         if let Some(name) = key.strip_prefix("exp_avg.") {
-            let sq = tensors.get(&format!("exp_avg_sq.{name}")).ok_or_else(|| {
-                CassError::data("bad-checkpoint", format!("exp_avg_sq.{name} missing"), Some(path))
-            })?;
+            let sq = tensors
+                .get(&format!("exp_avg_sq.{name}"))
+                .ok_or_else(|| CassError::data("bad-checkpoint", format!("exp_avg_sq.{name} missing"), Some(path)))?;
             let mk = |h: &HostTensor| Tensor::<1>::from_data(TensorData::new(h.data.clone(), [h.data.len()]), device);
-            state.insert(name.to_string(), Moments { exp_avg: mk(t), exp_avg_sq: mk(sq) });
+            state.insert(
+                name.to_string(),
+                Moments {
+                    exp_avg: mk(t),
+                    exp_avg_sq: mk(sq),
+                },
+            );
         }
     }
     adam.step = step;

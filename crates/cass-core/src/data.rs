@@ -61,7 +61,11 @@ pub struct ImageSet {
 
 impl std::fmt::Debug for ImageSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ImageSet({} x {}x{}x{})", self.len, self.height, self.width, self.channels)
+        write!(
+            f,
+            "ImageSet({} x {}x{}x{})",
+            self.len, self.height, self.width, self.channels
+        )
     }
 }
 
@@ -70,12 +74,18 @@ impl ImageSet {
     pub fn from_memory(bytes: Vec<u8>, len: usize, height: usize, width: usize) -> Result<Self, CassError> {
         let want = len * height * width * 3;
         if len == 0 || height == 0 || width == 0 {
-            return Err(CassError::config("data", "an image set needs at least one image of non-zero size"));
+            return Err(CassError::config(
+                "data",
+                "an image set needs at least one image of non-zero size",
+            ));
         }
         if bytes.len() != want {
             return Err(CassError::config(
                 "data.images",
-                format!("expected {len} x {height} x {width} x 3 = {want} bytes, got {}", bytes.len()),
+                format!(
+                    "expected {len} x {height} x {width} x 3 = {want} bytes, got {}",
+                    bytes.len()
+                ),
             ));
         }
         Ok(Self {
@@ -105,7 +115,9 @@ impl ImageSet {
         let u64_at = |o: usize| u64::from_le_bytes(map[o..o + 8].try_into().expect("8 bytes")) as usize;
         let version = u32_at(8);
         if version != CACHE_VERSION as usize {
-            return Err(bad(format!("cache format version {version}, this engine reads {CACHE_VERSION}")));
+            return Err(bad(format!(
+                "cache format version {version}, this engine reads {CACHE_VERSION}"
+            )));
         }
         let (len, height, width, channels) = (u32_at(12), u32_at(16), u32_at(20), u32_at(24));
         if channels != 3 || height == 0 || width == 0 {
@@ -162,7 +174,14 @@ impl ImageSet {
 
     /// Writes the images as a cache file (used by tests and benchmarks; the TS pipeline
     /// writes the same format).
-    pub fn write_cache(path: &Path, images: &[u8], len: usize, height: usize, width: usize, index_json: &[u8]) -> Result<(), CassError> {
+    pub fn write_cache(
+        path: &Path,
+        images: &[u8],
+        len: usize,
+        height: usize,
+        width: usize,
+        index_json: &[u8],
+    ) -> Result<(), CassError> {
         let mut out = Vec::with_capacity(CACHE_HEADER_LEN + images.len() + index_json.len());
         out.extend_from_slice(CACHE_MAGIC);
         for v in [CACHE_VERSION, len as u32, height as u32, width as u32, 3, 0] {
@@ -236,7 +255,10 @@ impl Prefetcher {
                 }
             })
             .expect("spawn prefetch thread");
-        Self { rx, handle: Some(handle) }
+        Self {
+            rx,
+            handle: Some(handle),
+        }
     }
 }
 
@@ -296,7 +318,8 @@ mod tests {
         let images: Vec<u8> = (0..3 * 2 * 2 * 3).map(|i| i as u8).collect();
         let set = Arc::new(ImageSet::from_memory(images, 3, 2, 2).unwrap());
         let batches = batch_positions(3, 2, false);
-        let got: Vec<HostBatch> = Prefetcher::spawn(set, Arc::new(vec![2, 0, 1]), Some(Arc::new(vec![7, 8, 9])), batches, 2).collect();
+        let got: Vec<HostBatch> =
+            Prefetcher::spawn(set, Arc::new(vec![2, 0, 1]), Some(Arc::new(vec![7, 8, 9])), batches, 2).collect();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].labels, vec![7, 8]);
         // image 2 starts at byte 24; channel 0 of its first pixel is 24, channel 1 is 25.

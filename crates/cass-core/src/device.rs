@@ -46,7 +46,13 @@ fn probe(device: Device) -> Result<Device, String> {
             .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "unknown failure".into())
     })
-    .and_then(|v| if (v - 3.0).abs() < 1e-6 { Ok(device) } else { Err("wrong result from probe".into()) })
+    .and_then(|v| {
+        if (v - 3.0).abs() < 1e-6 {
+            Ok(device)
+        } else {
+            Err("wrong result from probe".into())
+        }
+    })
 }
 
 fn missing(name: &str) -> CassError {

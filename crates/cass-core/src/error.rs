@@ -27,7 +27,10 @@ pub enum CassError {
 
 impl CassError {
     pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
-        CassError::Config { field: field.into(), message: message.into() }
+        CassError::Config {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub fn data(code: &str, message: impl Into<String>, path: Option<&Path>) -> Self {
@@ -40,11 +43,19 @@ impl CassError {
     }
 
     pub fn at_step(code: &str, message: impl Into<String>, step: u64) -> Self {
-        CassError::Data { code: code.to_string(), message: message.into(), path: None, step: Some(step) }
+        CassError::Data {
+            code: code.to_string(),
+            message: message.into(),
+            path: None,
+            step: Some(step),
+        }
     }
 
     pub fn io(path: &Path, err: std::io::Error) -> Self {
-        CassError::Io { path: path.to_path_buf(), message: err.to_string() }
+        CassError::Io {
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        }
     }
 
     /// Stable machine-readable code.
@@ -62,7 +73,9 @@ impl fmt::Display for CassError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CassError::Config { field, message } => write!(f, "invalid config at `{field}`: {message}"),
-            CassError::Data { message, path, step, .. } => {
+            CassError::Data {
+                message, path, step, ..
+            } => {
                 write!(f, "{message}")?;
                 if let Some(p) = path {
                     write!(f, " ({})", p.display())?;

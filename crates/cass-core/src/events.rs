@@ -19,12 +19,20 @@ pub enum Event {
         /// Named parts of the loss (e.g. `cass`), for logging.
         parts: Vec<(String, f64)>,
         lr: f64,
+        /// Mean images per second since the job (or resume) started.
         images_per_sec: f64,
+        /// Wall time of this step, data wait included.
+        step_sec: f64,
         eta_sec: f64,
     },
     /// An epoch finished.
     #[serde(rename_all = "camelCase")]
-    Epoch { epoch: u64, mean_loss: f64, val_loss: Option<f64>, best: bool },
+    Epoch {
+        epoch: u64,
+        mean_loss: f64,
+        val_loss: Option<f64>,
+        best: bool,
+    },
     /// A checkpoint was written.
     #[serde(rename_all = "camelCase")]
     Checkpoint { path: String, step: u64 },

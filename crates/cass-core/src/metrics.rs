@@ -78,7 +78,11 @@ pub fn compute(logits: &[f32], targets: &[usize], num_classes: usize, softmax_sc
         let z: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
         for c in 0..num_classes {
             let sig = 1.0 / (1.0 + (-(row[c] as f64)).exp());
-            scores[i * num_classes + c] = if softmax_scores { (row[c] as f64 - max).exp() / z } else { sig };
+            scores[i * num_classes + c] = if softmax_scores {
+                (row[c] as f64 - max).exp() / z
+            } else {
+                sig
+            };
             let predicted = sig > 0.5;
             let actual = targets[i] == c;
             match (predicted, actual) {
@@ -96,7 +100,12 @@ pub fn compute(logits: &[f32], targets: &[usize], num_classes: usize, softmax_sc
             let predicted: usize = (0..num_classes).map(|t| confusion[t][c]).sum();
             let precision = ratio(tp, predicted as f64);
             let recall = ratio(tp, support as f64);
-            PerClass { precision, recall, f1: ratio(2.0 * precision * recall, precision + recall), support }
+            PerClass {
+                precision,
+                recall,
+                f1: ratio(2.0 * precision * recall, precision + recall),
+                support,
+            }
         })
         .collect();
     let present: Vec<&PerClass> = per_class.iter().filter(|p| p.support > 0).collect();

@@ -27,11 +27,15 @@ pub fn rand_tensor<const D: usize>(shape: [usize; D], seed: u64, device: &Device
 }
 
 pub fn tiny_resnet(head: usize) -> ResNetConfig {
-    ResNetConfig::new(BlockKind::Basic, [1, 1, 1, 1]).with_base_width(4).with_num_classes(head)
+    ResNetConfig::new(BlockKind::Basic, [1, 1, 1, 1])
+        .with_base_width(4)
+        .with_num_classes(head)
 }
 
 pub fn tiny_bottleneck(head: usize) -> ResNetConfig {
-    ResNetConfig::new(BlockKind::Bottleneck, [1, 1, 1, 1]).with_base_width(4).with_num_classes(head)
+    ResNetConfig::new(BlockKind::Bottleneck, [1, 1, 1, 1])
+        .with_base_width(4)
+        .with_num_classes(head)
 }
 
 pub fn tiny_vit(size: usize, head: usize) -> VitConfig {

@@ -15,8 +15,9 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-/// Progress callback: receives one JSON-encoded event per call.
-type EventFn = ThreadsafeFunction<String, (), String, Status, false, true>;
+/// Progress callbacks are `ThreadsafeFunction<String, (), String, Status, false, true>`: one
+/// JSON-encoded event per call, callee not handling errors, weak (never keeps Node alive). The
+/// type is spelled out at each use because the `.d.ts` generator does not follow aliases.
 
 /// Decoded images for the engine: either in memory, or a dataset cache file.
 #[napi(object)]
@@ -34,10 +35,15 @@ fn open_images(images: BindingImages) -> std::result::Result<Arc<ImageSet>, Cass
     if let Some(path) = images.cache_file {
         return ImageSet::open_cache(&PathBuf::from(path)).map(Arc::new);
     }
-    let pixels = images.pixels.ok_or_else(|| CassError::config("data", "give `pixels` (with count, height, width) or `cacheFile`"))?;
+    let pixels = images
+        .pixels
+        .ok_or_else(|| CassError::config("data", "give `pixels` (with count, height, width) or `cacheFile`"))?;
     let dims = (images.count, images.height, images.width);
     let (Some(n), Some(h), Some(w)) = dims else {
-        return Err(CassError::config("data", "in-memory images need `count`, `height` and `width`"));
+        return Err(CassError::config(
+            "data",
+            "in-memory images need `count`, `height` and `width`",
+        ));
     };
     ImageSet::from_memory(pixels.to_vec(), n as usize, h as usize, w as usize).map(Arc::new)
 }
@@ -52,7 +58,9 @@ pub struct BindingCancelToken {
 impl BindingCancelToken {
     #[napi(constructor)]
     pub fn new() -> Self {
-        Self { token: CancelToken::new() }
+        Self {
+            token: CancelToken::new(),
+        }
     }
 
     #[napi]
@@ -84,9 +92,8 @@ fn error_json(e: &CassError) -> String {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T> {
-    serde_json::from_str(json).map_err(|e| {
-        Error::new(Status::InvalidArg, error_json(&CassError::config(what, format!("{e}"))))
-    })
+    serde_json::from_str(json)
+        .map_err(|e| Error::new(Status::InvalidArg, error_json(&CassError::config(what, format!("{e}")))))
 }
 
 fn to_usize(v: Option<Vec<u32>>) -> Vec<usize> {
@@ -102,24 +109,26 @@ where
     let (deferred, promise) = env.create_deferred::<String, _>()?;
     std::thread::Builder::new()
         .name(format!("cass-{name}"))
-        .spawn(move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
-            Ok(Ok(json)) => deferred.resolve(move |_| Ok(json)),
-            Ok(Err(e)) => deferred.reject(Error::from_reason(error_json(&e))),
-            Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                let e = CassError::data("internal", format!("the engine panicked: {msg}"), None);
-                deferred.reject(Error::from_reason(error_json(&e)))
-            }
-        })
+        .spawn(
+            move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+                Ok(Ok(json)) => deferred.resolve(move |_| Ok(json)),
+                Ok(Err(e)) => deferred.reject(Error::from_reason(error_json(&e))),
+                Err(panic) => {
+                    let msg = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into());
+                    let e = CassError::data("internal", format!("the engine panicked: {msg}"), None);
+                    deferred.reject(Error::from_reason(error_json(&e)))
+                }
+            },
+        )
         .map_err(|e| Error::from_reason(format!("could not start a thread: {e}")))?;
     Ok(PromiseRaw::new(env.raw(), promise.raw()))
 }
 
-fn forward(events: Option<EventFn>) -> impl FnMut(&Event) + Send {
+fn forward(events: Option<ThreadsafeFunction<String, (), String, Status, false, true>>) -> impl FnMut(&Event) + Send {
     move |e: &Event| {
         if let Some(f) = &events {
             if let Ok(json) = serde_json::to_string(e) {
@@ -140,7 +149,7 @@ pub fn start_pretrain<'env>(
     out_dir: String,
     resume: bool,
     cancel: &BindingCancelToken,
-    on_event: Option<EventFn>,
+    on_event: Option<ThreadsafeFunction<String, (), String, Status, false, true>>,
 ) -> Result<PromiseRaw<'env, String>> {
     let cfg: PretrainConfig = parse(&config, "config")?;
     let token = cancel.token.clone();
@@ -179,7 +188,7 @@ pub fn start_finetune<'env>(
     val: BindingLabeled,
     out_dir: String,
     cancel: &BindingCancelToken,
-    on_event: Option<EventFn>,
+    on_event: Option<ThreadsafeFunction<String, (), String, Status, false, true>>,
 ) -> Result<PromiseRaw<'env, String>> {
     let cfg: FinetuneConfig = parse(&config, "config")?;
     let token = cancel.token.clone();
@@ -209,7 +218,12 @@ pub fn start_evaluate<'env>(
     let backend = backend(device)?;
     spawn_job(env, "evaluate", move || {
         let set = open_images(images)?;
-        let m = cass_core::evaluate(&PathBuf::from(checkpoint), &labeled(&set, data), batch_size as usize, backend)?;
+        let m = cass_core::evaluate(
+            &PathBuf::from(checkpoint),
+            &labeled(&set, data),
+            batch_size as usize,
+            backend,
+        )?;
         Ok(serde_json::to_string(&m).expect("metrics json"))
     })
 }
@@ -234,14 +248,24 @@ pub fn start_embed<'env>(
         Some(other) => {
             return Err(Error::new(
                 Status::InvalidArg,
-                error_json(&CassError::config("arch", format!("must be `cnn` or `vit`, got `{other}`"))),
+                error_json(&CassError::config(
+                    "arch",
+                    format!("must be `cnn` or `vit`, got `{other}`"),
+                )),
             ));
         }
     };
     let indices = to_usize(indices);
     spawn_job(env, "embed", move || {
         let set = open_images(images)?;
-        let (features, dim) = cass_core::embed(&PathBuf::from(checkpoint), arch, set, indices, batch_size as usize, backend)?;
+        let (features, dim) = cass_core::embed(
+            &PathBuf::from(checkpoint),
+            arch,
+            set,
+            indices,
+            batch_size as usize,
+            backend,
+        )?;
         let count = if dim == 0 { 0 } else { features.len() / dim };
         Ok(serde_json::json!({ "dim": dim, "count": count, "features": features }).to_string())
     })

@@ -81,7 +81,13 @@ pub fn class_weights(counts: &[usize], weighting: ClassWeighting) -> Result<Vec<
             let max = *counts.iter().max().unwrap_or(&0) as f64;
             counts
                 .iter()
-                .map(|&n| if max > min { 0.2 + 0.8 * (n as f64 - min) / (max - min) } else { 1.0 })
+                .map(|&n| {
+                    if max > min {
+                        0.2 + 0.8 * (n as f64 - min) / (max - min)
+                    } else {
+                        1.0
+                    }
+                })
                 .map(|w| w as f32)
                 .collect()
         }

@@ -128,7 +128,10 @@ mod tests {
 
     #[test]
     fn resnet18_parameter_count_matches_torchvision() {
-        assert_eq!(trainable_count(&ResNetConfig::resnet18(1000).init(&device())), 11_689_512);
+        assert_eq!(
+            trainable_count(&ResNetConfig::resnet18(1000).init(&device())),
+            11_689_512
+        );
     }
 
     #[test]
@@ -155,7 +158,11 @@ mod tests {
     fn forward_shapes_for_every_variant() {
         let d = device();
         let x = rand_tensor([2, 3, 32, 32], 1, &d);
-        for cfg in [tiny_resnet(10), tiny_bottleneck(10), tiny_bottleneck(10).with_stride_in_1x1(true)] {
+        for cfg in [
+            tiny_resnet(10),
+            tiny_bottleneck(10),
+            tiny_bottleneck(10).with_stride_in_1x1(true),
+        ] {
             let m = cfg.init(&d);
             assert_eq!(m.forward_features(x.clone()).dims(), [2, cfg.feature_dim()]);
             assert_eq!(m.forward(x.clone()).dims(), [2, 10]);

@@ -71,7 +71,10 @@ impl ResNetConfig {
     /// Builds the network with torchvision's initialisation (Kaiming-normal fan-out convolutions,
     /// unit BatchNorm).
     pub fn init(&self, device: &Device) -> ResNet {
-        assert!(self.layers.iter().all(|&n| n > 0), "every ResNet stage needs at least one block");
+        assert!(
+            self.layers.iter().all(|&n| n > 0),
+            "every ResNet stage needs at least one block"
+        );
         let conv1 = conv(self.in_channels, self.base_width, 7, 2, 3, device);
         let bn1 = bn(self.base_width, self.bn_eps, device);
         let maxpool = MaxPool2dConfig::new([3, 3])
@@ -144,7 +147,10 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, device: &D
         .with_stride([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
         .with_bias(false)
-        .with_initializer(Initializer::Normal { mean: 0.0, std: (2.0 / fan_out).sqrt() })
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: (2.0 / fan_out).sqrt(),
+        })
         .init(device)
 }
 

@@ -79,11 +79,7 @@ impl VitConfig {
         }
         let d = self.embed_dim;
         let normal = Initializer::Normal { mean: 0.0, std: 0.02 };
-        let linear = |i: usize, o: usize| {
-            LinearConfig::new(i, o)
-                .with_initializer(normal.clone())
-                .init(device)
-        };
+        let linear = |i: usize, o: usize| LinearConfig::new(i, o).with_initializer(normal.clone()).init(device);
         let hidden = (d as f64 * self.mlp_ratio) as usize;
         let blocks = (0..self.depth)
             .map(|_| VitBlock {
@@ -94,17 +90,17 @@ impl VitConfig {
                     num_heads: self.num_heads,
                 },
                 norm2: LayerNormConfig::new(d).with_epsilon(LN_EPS).init(device),
-                mlp: Mlp { fc1: linear(d, hidden), fc2: linear(hidden, d) },
+                mlp: Mlp {
+                    fc1: linear(d, hidden),
+                    fc2: linear(hidden, d),
+                },
             })
             .collect();
         Vit {
             patch_embed: PatchEmbed {
-                proj: Conv2dConfig::new(
-                    [self.in_channels, d],
-                    [self.patch_size, self.patch_size],
-                )
-                .with_stride([self.patch_size, self.patch_size])
-                .init(device),
+                proj: Conv2dConfig::new([self.in_channels, d], [self.patch_size, self.patch_size])
+                    .with_stride([self.patch_size, self.patch_size])
+                    .init(device),
             },
             cls_token: Param::from_tensor(Tensor::random(
                 [1, 1, d],
@@ -145,11 +141,7 @@ impl Attention {
         let [b, n, d] = x.dims();
         let h = self.num_heads;
         let hd = d / h;
-        let qkv = self
-            .qkv
-            .forward(x)
-            .reshape([b, n, 3, h, hd])
-            .permute([2, 0, 3, 1, 4]); // [3, batch, heads, tokens, head_dim]
+        let qkv = self.qkv.forward(x).reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]); // [3, batch, heads, tokens, head_dim]
         let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]);
         let k = qkv.clone().narrow(0, 1, 1).reshape([b, h, n, hd]);
         let v = qkv.narrow(0, 2, 1).reshape([b, h, n, hd]);
@@ -181,7 +173,10 @@ impl VitBlock {
     /// `[batch, tokens, dim] -> [batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let x = x.clone() + self.attn.forward(self.norm1.forward(x));
-        let y = self.mlp.fc2.forward(gelu(self.mlp.fc1.forward(self.norm2.forward(x.clone()))));
+        let y = self
+            .mlp
+            .fc2
+            .forward(gelu(self.mlp.fc1.forward(self.norm2.forward(x.clone()))));
         x + y
     }
 }

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -59,7 +59,10 @@ impl PretrainConfig {
     /// Checks what serde cannot; errors name the field.
     pub fn validate(&self) -> Result<(), CassError> {
         if self.batch_size < 2 {
-            return Err(CassError::config("batch_size", "must be at least 2 (BatchNorm uses batch statistics)"));
+            return Err(CassError::config(
+                "batch_size",
+                "must be at least 2 (BatchNorm uses batch statistics)",
+            ));
         }
         if self.epochs == 0 {
             return Err(CassError::config("epochs", "must be at least 1"));
@@ -70,14 +73,20 @@ impl PretrainConfig {
         if self.vit.image_size != self.image_size {
             return Err(CassError::config(
                 "vit.image_size",
-                format!("is {} but image_size is {}; the ViT must see the input size", self.vit.image_size, self.image_size),
+                format!(
+                    "is {} but image_size is {}; the ViT must see the input size",
+                    self.vit.image_size, self.image_size
+                ),
             ));
         }
         self.vit.validate().map_err(|m| CassError::config("vit", m))?;
         if self.cnn.num_classes != self.vit.num_classes {
             return Err(CassError::config(
                 "vit.num_classes",
-                format!("CASS compares head outputs of the same width: cnn has {}, vit {}", self.cnn.num_classes, self.vit.num_classes),
+                format!(
+                    "CASS compares head outputs of the same width: cnn has {}, vit {}",
+                    self.cnn.num_classes, self.vit.num_classes
+                ),
             ));
         }
         for (field, lr) in [("lr_cnn", self.lr_cnn), ("lr_vit", self.lr_vit)] {
@@ -94,8 +103,13 @@ impl PretrainConfig {
 pub struct PretrainState {
     pub kind: String,
     pub config: PretrainConfig,
-    /// Optimisation steps done (the next step's index).
+    /// Optimisation steps done: the next step's index, which is also the schedule position.
+    /// The data order of an epoch and the augmentation of a step derive from `(seed, epoch)`
+    /// and `(seed, step)`, so this is the whole random-number state of the run.
     pub step: u64,
+    /// Epoch of the next step (`step / batches_per_epoch`).
+    #[serde(default)]
+    pub epoch: u64,
     pub batches_per_epoch: u64,
     pub completed: bool,
     /// Loss of every step so far.
@@ -211,7 +225,11 @@ pub fn read_state(dir: &Path) -> Result<PretrainState, CassError> {
     let state: PretrainState = serde_json::from_slice(&bytes)
         .map_err(|e| CassError::data("bad-checkpoint", format!("unreadable state: {e}"), Some(&path)))?;
     if state.kind != PRETRAIN_KIND {
-        return Err(CassError::data("bad-checkpoint", format!("not a pre-training checkpoint (kind {})", state.kind), Some(&path)));
+        return Err(CassError::data(
+            "bad-checkpoint",
+            format!("not a pre-training checkpoint (kind {})", state.kind),
+            Some(&path),
+        ));
     }
     Ok(state)
 }
@@ -250,7 +268,11 @@ pub fn pretrain(
     cancel: &CancelToken,
 ) -> Result<PretrainOutcome, CassError> {
     let ckpt_dir = out_dir.join("checkpoint");
-    let resumed = if resume && ckpt_dir.join("state.json").exists() { Some(read_state(&ckpt_dir)?) } else { None };
+    let resumed = if resume && ckpt_dir.join("state.json").exists() {
+        Some(read_state(&ckpt_dir)?)
+    } else {
+        None
+    };
     let mut cfg = match &resumed {
         Some(s) => s.config.clone(),
         None => config.clone(),
@@ -258,12 +280,20 @@ pub fn pretrain(
     cfg.epochs = config.epochs;
     cfg.max_steps = config.max_steps;
     cfg.validate()?;
-    let indices: Vec<usize> = if indices.is_empty() { (0..set.len).collect() } else { indices };
+    let indices: Vec<usize> = if indices.is_empty() {
+        (0..set.len).collect()
+    } else {
+        indices
+    };
     set.check_indices(&indices, "indices")?;
     if indices.len() < cfg.batch_size {
         return Err(CassError::config(
             "batch_size",
-            format!("is {} but only {} images were given; every step needs a full batch", cfg.batch_size, indices.len()),
+            format!(
+                "is {} but only {} images were given; every step needs a full batch",
+                cfg.batch_size,
+                indices.len()
+            ),
         ));
     }
     let device = resolve(cfg.backend)?;
@@ -279,10 +309,19 @@ pub fn pretrain(
             if s.batches_per_epoch != batches_per_epoch {
                 return Err(CassError::config(
                     "indices",
-                    format!("the checkpoint was trained with {} batches per epoch, this data gives {batches_per_epoch}", s.batches_per_epoch),
+                    format!(
+                        "the checkpoint was trained with {} batches per epoch, this data gives {batches_per_epoch}",
+                        s.batches_per_epoch
+                    ),
                 ));
             }
-            (CassTrainer::load(&cfg, &ckpt_dir, &device)?, PretrainState { config: cfg.clone(), ..s })
+            (
+                CassTrainer::load(&cfg, &ckpt_dir, &device)?,
+                PretrainState {
+                    config: cfg.clone(),
+                    ..s
+                },
+            )
         }
         None => (
             CassTrainer::new(&cfg, &device),
@@ -290,6 +329,7 @@ pub fn pretrain(
                 kind: PRETRAIN_KIND.into(),
                 config: cfg.clone(),
                 step: 0,
+                epoch: 0,
                 batches_per_epoch,
                 completed: false,
                 losses: Vec::new(),
@@ -307,24 +347,39 @@ pub fn pretrain(
         let skip = (state.step % batches_per_epoch) as usize;
         let order = epoch_order(samples.len(), cfg.seed, epoch);
         let ordered = Arc::new(order.iter().map(|&p| samples[p]).collect::<Vec<_>>());
-        let batches: Vec<Vec<usize>> = batch_positions(ordered.len(), cfg.batch_size, true).into_iter().skip(skip).collect();
-        let prefetch = Prefetcher::spawn(set.clone(), ordered, None, batches, 2);
-        for host in prefetch {
+        let batches: Vec<Vec<usize>> = batch_positions(ordered.len(), cfg.batch_size, true)
+            .into_iter()
+            .skip(skip)
+            .collect();
+        let mut prefetch = Prefetcher::spawn(set.clone(), ordered, None, batches, 2);
+        loop {
+            let step_started = Instant::now();
+            let Some(host) = prefetch.next() else { break };
             if cancel.is_cancelled() {
                 status = Status::Cancelled;
                 break 'epochs;
             }
             let s = state.step;
             let params = cfg.augment.sample(host.size, step_seed(cfg.seed, s), aspect);
-            let x = augment::apply(upload(&host, &set, &device), Some(&params), cfg.image_size, &cfg.augment);
+            let x = augment::apply(
+                upload(&host, &set, &device),
+                Some(&params),
+                cfg.image_size,
+                &cfg.augment,
+            );
             let lr_cnn = cfg.schedule.lr(cfg.lr_cnn, s, total);
             let lr_vit = cfg.schedule.lr(cfg.lr_vit, s, total);
             let out = trainer.step(x, lr_cnn, lr_vit);
             if !out.loss.is_finite() {
-                return Err(CassError::at_step("non-finite-loss", format!("CASS loss became {}", out.loss), s));
+                return Err(CassError::at_step(
+                    "non-finite-loss",
+                    format!("CASS loss became {}", out.loss),
+                    s,
+                ));
             }
             state.losses.push(out.loss);
             state.step += 1;
+            state.epoch = state.step / batches_per_epoch;
             let done = state.step - first_step;
             let elapsed = started.elapsed().as_secs_f64();
             let per_step = elapsed / done as f64;
@@ -336,6 +391,7 @@ pub fn pretrain(
                 parts: vec![("cass".into(), out.loss)],
                 lr: lr_cnn,
                 images_per_sec: (done * cfg.batch_size as u64) as f64 / elapsed.max(1e-9),
+                step_sec: step_started.elapsed().as_secs_f64(),
                 eta_sec: per_step * (total - state.step) as f64,
             });
             let epoch_end = state.step % batches_per_epoch == 0;
@@ -343,11 +399,19 @@ pub fn pretrain(
             if epoch_end {
                 let from = (state.step - batches_per_epoch) as usize;
                 let mean = state.losses[from..].iter().sum::<f64>() / batches_per_epoch as f64;
-                observer.event(&Event::Epoch { epoch: s / batches_per_epoch, mean_loss: mean, val_loss: None, best: false });
+                observer.event(&Event::Epoch {
+                    epoch: s / batches_per_epoch,
+                    mean_loss: mean,
+                    val_loss: None,
+                    best: false,
+                });
             }
             if (epoch_end || periodic) && state.step < total {
                 trainer.save(&ckpt_dir, &state)?;
-                observer.event(&Event::Checkpoint { path: ckpt_dir.display().to_string(), step: state.step });
+                observer.event(&Event::Checkpoint {
+                    path: ckpt_dir.display().to_string(),
+                    step: state.step,
+                });
             }
             if state.step >= total {
                 break 'epochs;
@@ -356,7 +420,10 @@ pub fn pretrain(
     }
     state.completed = status == Status::Completed;
     trainer.save(&ckpt_dir, &state)?;
-    observer.event(&Event::Checkpoint { path: ckpt_dir.display().to_string(), step: state.step });
+    observer.event(&Event::Checkpoint {
+        path: ckpt_dir.display().to_string(),
+        step: state.step,
+    });
     let epoch_mean_losses = state
         .losses
         .chunks(batches_per_epoch as usize)

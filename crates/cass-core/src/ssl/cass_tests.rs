@@ -43,8 +43,13 @@ fn grads_by_name<M: Module>(m: &M, grads: &Gradients) -> BTreeMap<String, Vec<f3
         }
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
             if let Some(g) = p.val().grad(self.1) {
-                let g = if self.0.is_linear_weight() && D == 2 { g.transpose() } else { g };
-                self.2.insert(self.0.param_name(), g.into_data().try_into_vec::<f32>().unwrap());
+                let g = if self.0.is_linear_weight() && D == 2 {
+                    g.transpose()
+                } else {
+                    g
+                };
+                self.2
+                    .insert(self.0.param_name(), g.into_data().try_into_vec::<f32>().unwrap());
             }
         }
     }
@@ -72,30 +77,57 @@ fn gradients_match_finite_differences() {
     // against rounding error (measured: agreement to about 3 % on these entries).
     let h = 1e-3f32;
     let mut checked = 0;
-    for (name, pick) in [("fc.weight", 5usize), ("conv1.weight", 11), ("layer2.0.conv2.weight", 0), ("layer2.0.bn1.weight", 0)] {
+    for (name, pick) in [
+        ("fc.weight", 5usize),
+        ("conv1.weight", 11),
+        ("layer2.0.conv2.weight", 0),
+        ("layer2.0.bn1.weight", 0),
+    ] {
         let base = module_tensors(&t.cnn);
         let analytic = g_cnn[name][pick] as f64;
         let mut plus = base.clone();
         plus.get_mut(name).unwrap().data[pick] += h;
         let mut minus = base.clone();
         minus.get_mut(name).unwrap().data[pick] -= h;
-        let lp = loss_of(&load_module_tensors(t.cnn.clone(), &plus, &none, Path::new("plus")).unwrap(), &t.vit);
-        let lm = loss_of(&load_module_tensors(t.cnn.clone(), &minus, &none, Path::new("minus")).unwrap(), &t.vit);
+        let lp = loss_of(
+            &load_module_tensors(t.cnn.clone(), &plus, &none, Path::new("plus")).unwrap(),
+            &t.vit,
+        );
+        let lm = loss_of(
+            &load_module_tensors(t.cnn.clone(), &minus, &none, Path::new("minus")).unwrap(),
+            &t.vit,
+        );
         let numeric = (lp - lm) / (2.0 * h as f64);
-        assert!((numeric - analytic).abs() <= 5e-3 + 0.05 * analytic.abs(), "{name}[{pick}]: numeric {numeric} vs analytic {analytic}");
+        assert!(
+            (numeric - analytic).abs() <= 5e-3 + 0.05 * analytic.abs(),
+            "{name}[{pick}]: numeric {numeric} vs analytic {analytic}"
+        );
         checked += 1;
     }
-    for (name, pick) in [("head.weight", 3usize), ("blocks.0.attn.qkv.weight", 20), ("pos_embed", 7)] {
+    for (name, pick) in [
+        ("head.weight", 3usize),
+        ("blocks.0.attn.qkv.weight", 20),
+        ("pos_embed", 7),
+    ] {
         let base = module_tensors(&t.vit);
         let analytic = g_vit[name][pick] as f64;
         let mut plus = base.clone();
         plus.get_mut(name).unwrap().data[pick] += h;
         let mut minus = base.clone();
         minus.get_mut(name).unwrap().data[pick] -= h;
-        let lp = loss_of(&t.cnn, &load_module_tensors(t.vit.clone(), &plus, &none, Path::new("plus")).unwrap());
-        let lm = loss_of(&t.cnn, &load_module_tensors(t.vit.clone(), &minus, &none, Path::new("minus")).unwrap());
+        let lp = loss_of(
+            &t.cnn,
+            &load_module_tensors(t.vit.clone(), &plus, &none, Path::new("plus")).unwrap(),
+        );
+        let lm = loss_of(
+            &t.cnn,
+            &load_module_tensors(t.vit.clone(), &minus, &none, Path::new("minus")).unwrap(),
+        );
         let numeric = (lp - lm) / (2.0 * h as f64);
-        assert!((numeric - analytic).abs() <= 5e-3 + 0.05 * analytic.abs(), "{name}[{pick}]: numeric {numeric} vs analytic {analytic}");
+        assert!(
+            (numeric - analytic).abs() <= 5e-3 + 0.05 * analytic.abs(),
+            "{name}[{pick}]: numeric {numeric} vs analytic {analytic}"
+        );
         checked += 1;
     }
     assert_eq!(checked, 7);
@@ -113,6 +145,7 @@ fn save_then_load_gives_bit_identical_outputs() {
         kind: PRETRAIN_KIND.into(),
         config: cfg.clone(),
         step: 1,
+        epoch: 1,
         batches_per_epoch: 1,
         completed: false,
         losses: vec![],
@@ -124,15 +157,25 @@ fn save_then_load_gives_bit_identical_outputs() {
         assert_eq!(Some(v), b.get(k), "tensor {k} differs after reload");
     }
     let xv = x.clone().without_autodiff();
-    assert_eq!(t.cnn.valid().forward(xv.clone()).into_data(), u.cnn.valid().forward(xv.clone()).into_data());
-    assert_eq!(t.vit.valid().forward(xv.clone()).into_data(), u.vit.valid().forward(xv).into_data());
+    assert_eq!(
+        t.cnn.valid().forward(xv.clone()).into_data(),
+        u.cnn.valid().forward(xv.clone()).into_data()
+    );
+    assert_eq!(
+        t.vit.valid().forward(xv.clone()).into_data(),
+        u.vit.valid().forward(xv).into_data()
+    );
     assert_eq!(u.opt_cnn.step, 1);
     assert_eq!(t.opt_vit.state.len(), u.opt_vit.state.len());
     // No staging directory is left behind.
     let leftovers: Vec<_> = fs::read_dir(dir.parent().unwrap())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(&format!("cass-test-saveload-{}.partial", std::process::id())))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(&format!("cass-test-saveload-{}.partial", std::process::id()))
+        })
         .collect();
     assert!(leftovers.is_empty());
     fs::remove_dir_all(&dir).unwrap();
@@ -163,7 +206,12 @@ fn resume_after_cancel_continues_the_same_loss_curve() {
     assert_eq!(rest.status, Status::Completed);
     assert_eq!(rest.losses.len(), full.losses.len());
     for (x, y) in rest.losses.iter().zip(&full.losses) {
-        assert!((x - y).abs() <= 1e-6 * y.abs().max(1.0), "{:?} vs {:?}", rest.losses, full.losses);
+        assert!(
+            (x - y).abs() <= 1e-6 * y.abs().max(1.0),
+            "{:?} vs {:?}",
+            rest.losses,
+            full.losses
+        );
     }
     fs::remove_dir_all(&a).unwrap();
     fs::remove_dir_all(&b).unwrap();
@@ -174,10 +222,24 @@ fn too_few_images_and_bad_vit_size_name_the_field() {
     let mut cfg = tiny_pretrain();
     let (bytes, _) = synthetic_images(3, 16, 1);
     let set = Arc::new(ImageSet::from_memory(bytes, 3, 16, 16).unwrap());
-    let err = pretrain(&cfg, set.clone(), vec![], &tmp("few"), false, &mut Silent, &CancelToken::new()).unwrap_err();
-    assert!(matches!(&err, CassError::Config { field, .. } if field == "batch_size"), "{err}");
+    let err = pretrain(
+        &cfg,
+        set.clone(),
+        vec![],
+        &tmp("few"),
+        false,
+        &mut Silent,
+        &CancelToken::new(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, CassError::Config { field, .. } if field == "batch_size"),
+        "{err}"
+    );
     cfg.vit.image_size = 32;
     let err = pretrain(&cfg, set, vec![], &tmp("vit"), false, &mut Silent, &CancelToken::new()).unwrap_err();
-    assert!(matches!(&err, CassError::Config { field, .. } if field == "vit.image_size"), "{err}");
+    assert!(
+        matches!(&err, CassError::Config { field, .. } if field == "vit.image_size"),
+        "{err}"
+    );
 }
-

@@ -22,7 +22,12 @@ pub struct AdamConfig {
 
 impl Default for AdamConfig {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -44,14 +49,23 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(config: AdamConfig) -> Self {
-        Self { config, step: 0, state: BTreeMap::new() }
+        Self {
+            config,
+            step: 0,
+            state: BTreeMap::new(),
+        }
     }
 
     /// Applies one update with learning rate `lr` to every parameter of `module` that has a
     /// gradient in `grads`, and returns the updated module.
     pub fn step<M: Module>(&mut self, lr: f64, module: M, grads: &Gradients) -> M {
         self.step += 1;
-        let mut mapper = AdamMapper { adam: self, lr, grads, namer: ParamNamer::default() };
+        let mut mapper = AdamMapper {
+            adam: self,
+            lr,
+            grads,
+            namer: ParamNamer::default(),
+        };
         module.map(&mut mapper)
     }
 }
@@ -87,14 +101,10 @@ impl ModuleMapper for AdamMapper<'_> {
         }
         let n = p.dims()[0];
         let device = p.device();
-        let m = self
-            .adam
-            .state
-            .remove(&name)
-            .unwrap_or_else(|| Moments {
-                exp_avg: Tensor::zeros([n], &device),
-                exp_avg_sq: Tensor::zeros([n], &device),
-            });
+        let m = self.adam.state.remove(&name).unwrap_or_else(|| Moments {
+            exp_avg: Tensor::zeros([n], &device),
+            exp_avg_sq: Tensor::zeros([n], &device),
+        });
         let exp_avg = m.exp_avg.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
         let exp_avg_sq = m.exp_avg_sq.mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2);
         let t = self.adam.step as i32;

@@ -81,7 +81,12 @@ impl Labeled {
             return Err(CassError::config(format!("{field}.indices"), "no images given"));
         }
         self.set.check_indices(&self.indices, &format!("{field}.indices"))?;
-        if let Some((k, l)) = self.labels.iter().enumerate().find(|(_, l)| **l < 0 || **l as usize >= num_classes) {
+        if let Some((k, l)) = self
+            .labels
+            .iter()
+            .enumerate()
+            .find(|(_, l)| **l < 0 || **l as usize >= num_classes)
+        {
             return Err(CassError::data(
                 "unknown-label",
                 format!("{field}.labels[{k}] = {l} is not a class in 0..{num_classes}"),
@@ -159,13 +164,25 @@ fn predict(
     for host in Prefetcher::spawn(data.set.clone(), samples, Some(labels), batches, 2) {
         let x = augment::apply(upload(&host, &data.set, device), None, image_size, aug);
         let out = net.forward(x);
-        logits.extend(out.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 logits"));
+        logits.extend(
+            out.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32 logits"),
+        );
         targets.extend(host.labels.iter().map(|&l| l as usize));
     }
     (logits, targets)
 }
 
-fn mean_loss(loss: &ClassificationLoss, logits: &[f32], targets: &[usize], weights: &[f32], c: usize, device: &Device) -> f64 {
+fn mean_loss(
+    loss: &ClassificationLoss,
+    logits: &[f32],
+    targets: &[usize],
+    weights: &[f32],
+    c: usize,
+    device: &Device,
+) -> f64 {
     let n = targets.len();
     let l = Tensor::<2>::from_data(burn::tensor::TensorData::new(logits.to_vec(), [n, c]), device);
     let t = Tensor::<1, Int>::from_data(
@@ -186,7 +203,10 @@ fn save_finetuned(net: &Network, state: &FinetuneState, dir: &Path) -> Result<()
         Network::Cnn(m) => checkpoint::save_weights(m, &path, meta)?,
         Network::Vit(m) => checkpoint::save_weights(m, &path, meta)?,
     }
-    checkpoint::write_atomic(&staging.join("state.json"), &serde_json::to_vec_pretty(state).expect("json"))?;
+    checkpoint::write_atomic(
+        &staging.join("state.json"),
+        &serde_json::to_vec_pretty(state).expect("json"),
+    )?;
     checkpoint::publish_dir(&staging, dir)
 }
 
@@ -201,7 +221,10 @@ pub fn finetune(
     cancel: &CancelToken,
 ) -> Result<FinetuneOutcome, CassError> {
     if cfg.batch_size < 2 {
-        return Err(CassError::config("batch_size", "must be at least 2 (BatchNorm uses batch statistics)"));
+        return Err(CassError::config(
+            "batch_size",
+            "must be at least 2 (BatchNorm uses batch statistics)",
+        ));
     }
     if cfg.num_classes < 2 {
         return Err(CassError::config("num_classes", "must be at least 2"));
@@ -215,8 +238,13 @@ pub fn finetune(
     for &l in &train.labels {
         counts[l as usize] += 1;
     }
-    let weights = class_weights(&counts, cfg.class_weighting)
-        .map_err(|m| CassError::data("empty-class", format!("training labels: {m}"), train.set.source.as_deref()))?;
+    let weights = class_weights(&counts, cfg.class_weighting).map_err(|m| {
+        CassError::data(
+            "empty-class",
+            format!("training labels: {m}"),
+            train.set.source.as_deref(),
+        )
+    })?;
     let device = resolve(cfg.backend)?;
     let ad = device.clone().autodiff();
 
@@ -224,7 +252,11 @@ pub fn finetune(
         Init::Random => {
             let mut vit = cfg.vit.clone();
             vit.image_size = cfg.image_size;
-            (cfg.cnn.clone(), vit.clone(), build_network(cfg.arch, &cfg.cnn, &vit, &ad, cfg.seed))
+            (
+                cfg.cnn.clone(),
+                vit.clone(),
+                build_network(cfg.arch, &cfg.cnn, &vit, &ad, cfg.seed),
+            )
         }
         Init::Pretrained(dir) => {
             let st = read_state(dir)?;
@@ -232,7 +264,10 @@ pub fn finetune(
             if cfg.arch == Arch::Vit && v.image_size != cfg.image_size {
                 return Err(CassError::config(
                     "image_size",
-                    format!("is {} but the pre-trained ViT was built for {}", cfg.image_size, v.image_size),
+                    format!(
+                        "is {} but the pre-trained ViT was built for {}",
+                        cfg.image_size, v.image_size
+                    ),
                 ));
             }
             let net = build_network(cfg.arch, &c, &v, &ad, cfg.seed);
@@ -240,7 +275,9 @@ pub fn finetune(
             (c, v, load_into(net, &file, &HashSet::new())?)
         }
     };
-    net = init_seeded(&ad, cfg.seed.wrapping_add(2), || net.with_new_head(cfg.num_classes, &ad));
+    net = init_seeded(&ad, cfg.seed.wrapping_add(2), || {
+        net.with_new_head(cfg.num_classes, &ad)
+    });
     let mut adam = Adam::new(cfg.adam);
     let weights_t = Tensor::<1>::from_floats(weights.as_slice(), &ad);
 
@@ -269,18 +306,31 @@ pub fn finetune(
             .collect();
         let mut epoch_loss = 0.0;
         let mut n_batches = 0;
-        for host in Prefetcher::spawn(train.set.clone(), samples.clone(), Some(labels.clone()), batches, 2) {
+        let mut prefetch = Prefetcher::spawn(train.set.clone(), samples.clone(), Some(labels.clone()), batches, 2);
+        loop {
+            let step_started = Instant::now();
+            let Some(host) = prefetch.next() else { break };
             if cancel.is_cancelled() {
                 status = Status::Cancelled;
                 break 'epochs;
             }
             let params = cfg.augment.sample(host.size, step_seed(cfg.seed, step), aspect);
-            let x = augment::apply(upload(&host, &train.set, &device), Some(&params), cfg.image_size, &cfg.augment).autodiff();
+            let x = augment::apply(
+                upload(&host, &train.set, &device),
+                Some(&params),
+                cfg.image_size,
+                &cfg.augment,
+            )
+            .autodiff();
             let y = Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(host.labels.clone(), [host.size]), &ad);
             let loss = cfg.loss.forward(net.forward(x), y, weights_t.clone());
             let value = loss.clone().into_scalar::<f32>() as f64;
             if !value.is_finite() {
-                return Err(CassError::at_step("non-finite-loss", format!("fine-tuning loss became {value}"), step));
+                return Err(CassError::at_step(
+                    "non-finite-loss",
+                    format!("fine-tuning loss became {value}"),
+                    step,
+                ));
             }
             let grads = loss.backward();
             let lr = cfg.schedule.lr(cfg.lr, step, total);
@@ -297,15 +347,25 @@ pub fn finetune(
                 parts: vec![("classification".into(), value)],
                 lr,
                 images_per_sec: (step as f64 * cfg.batch_size as f64) / elapsed.max(1e-9),
+                step_sec: step_started.elapsed().as_secs_f64(),
                 eta_sec: elapsed / step as f64 * (total - step) as f64,
             });
         }
         let (logits, targets) = predict(&net, val, cfg.image_size, cfg.batch_size, &cfg.augment, &device);
         let val_loss = mean_loss(&cfg.loss, &logits, &targets, &weights, cfg.num_classes, &device);
-        let record = EpochRecord { epoch, train_loss: epoch_loss / n_batches.max(1) as f64, val_loss };
+        let record = EpochRecord {
+            epoch,
+            train_loss: epoch_loss / n_batches.max(1) as f64,
+            val_loss,
+        };
         history.push(record);
         let improved = best.as_ref().is_none_or(|(_, b, _)| val_loss < *b);
-        observer.event(&Event::Epoch { epoch, mean_loss: epoch_loss / n_batches.max(1) as f64, val_loss: Some(val_loss), best: improved });
+        observer.event(&Event::Epoch {
+            epoch,
+            mean_loss: epoch_loss / n_batches.max(1) as f64,
+            val_loss: Some(val_loss),
+            best: improved,
+        });
         if improved {
             best = Some((epoch, val_loss, net.valid()));
             since_best = 0;
@@ -319,7 +379,10 @@ pub fn finetune(
                 history: history.clone(),
             };
             save_finetuned(&net, &state, &best_dir)?;
-            observer.event(&Event::Checkpoint { path: best_dir.display().to_string(), step });
+            observer.event(&Event::Checkpoint {
+                path: best_dir.display().to_string(),
+                step,
+            });
         } else {
             since_best += 1;
             if since_best >= cfg.patience {
@@ -328,11 +391,27 @@ pub fn finetune(
         }
     }
     let Some((best_epoch, best_val_loss, best_net)) = best else {
-        return Err(CassError::data("cancelled-before-validation", "fine-tuning was cancelled before its first validation", None));
+        return Err(CassError::data(
+            "cancelled-before-validation",
+            "fine-tuning was cancelled before its first validation",
+            None,
+        ));
     };
     let (logits, targets) = predict(&best_net, val, cfg.image_size, cfg.batch_size, &cfg.augment, &device);
-    let val_metrics = metrics::compute(&logits, &targets, cfg.num_classes, cfg.loss == ClassificationLoss::CrossEntropy);
-    Ok(FinetuneOutcome { status, best_epoch, best_val_loss, val_metrics, history, checkpoint: best_dir })
+    let val_metrics = metrics::compute(
+        &logits,
+        &targets,
+        cfg.num_classes,
+        cfg.loss == ClassificationLoss::CrossEntropy,
+    );
+    Ok(FinetuneOutcome {
+        status,
+        best_epoch,
+        best_val_loss,
+        val_metrics,
+        history,
+        checkpoint: best_dir,
+    })
 }
 
 /// A network restored from a checkpoint directory, with what it needs to be fed.
@@ -371,7 +450,12 @@ pub fn restore(dir: &Path, arch: Option<Arch>, backend: BackendChoice) -> Result
         }
         Some(crate::ssl::cass::PRETRAIN_KIND) => {
             let st = read_state(dir)?;
-            let arch = arch.ok_or_else(|| CassError::config("arch", "a pre-training checkpoint holds two networks: say `cnn` or `vit`"))?;
+            let arch = arch.ok_or_else(|| {
+                CassError::config(
+                    "arch",
+                    "a pre-training checkpoint holds two networks: say `cnn` or `vit`",
+                )
+            })?;
             let net = build_network(arch, &st.config.cnn, &st.config.vit, &device, 0);
             Ok(Restored {
                 net: load_into(net, &dir.join(format!("{}.safetensors", arch.name())), &HashSet::new())?,
@@ -381,7 +465,11 @@ pub fn restore(dir: &Path, arch: Option<Arch>, backend: BackendChoice) -> Result
                 softmax_scores: false,
             })
         }
-        other => Err(CassError::data("bad-checkpoint", format!("unknown checkpoint kind {other:?}"), Some(&state_path))),
+        other => Err(CassError::data(
+            "bad-checkpoint",
+            format!("unknown checkpoint kind {other:?}"),
+            Some(&state_path),
+        )),
     }
 }
 
@@ -404,7 +492,11 @@ pub fn embed(
     backend: BackendChoice,
 ) -> Result<(Vec<f32>, usize), CassError> {
     let r = restore(dir, arch, backend)?;
-    let indices: Vec<usize> = if indices.is_empty() { (0..set.len).collect() } else { indices };
+    let indices: Vec<usize> = if indices.is_empty() {
+        (0..set.len).collect()
+    } else {
+        indices
+    };
     set.check_indices(&indices, "indices")?;
     let device = resolve(backend)?;
     let net = r.net.valid();
@@ -415,7 +507,12 @@ pub fn embed(
         let x = augment::apply(upload(&host, &set, &device), None, r.image_size, &r.augment);
         let f = net.forward_features(x);
         dim = f.dims()[1];
-        out.extend(f.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 features"));
+        out.extend(
+            f.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32 features"),
+        );
     }
     Ok((out, dim))
 }
@@ -444,7 +541,10 @@ mod tests {
             class_weighting: ClassWeighting::MinMaxCounts,
             patience: 5,
             seed: 77,
-            augment: AugmentConfig { enabled: false, ..Default::default() },
+            augment: AugmentConfig {
+                enabled: false,
+                ..Default::default()
+            },
             backend: Default::default(),
         }
     }
@@ -454,8 +554,16 @@ mod tests {
         let set = Arc::new(ImageSet::from_memory(bytes, n, 16, 16).unwrap());
         let half = n / 2;
         (
-            Labeled { set: set.clone(), indices: (0..half).collect(), labels: labels[..half].to_vec() },
-            Labeled { set, indices: (half..n).collect(), labels: labels[half..].to_vec() },
+            Labeled {
+                set: set.clone(),
+                indices: (0..half).collect(),
+                labels: labels[..half].to_vec(),
+            },
+            Labeled {
+                set,
+                indices: (half..n).collect(),
+                labels: labels[half..].to_vec(),
+            },
         )
     }
 
@@ -466,16 +574,41 @@ mod tests {
         let (train, val) = data(24);
         let mut pcfg = tiny_pretrain();
         pcfg.epochs = 1;
-        crate::ssl::cass::pretrain(&pcfg, train.set.clone(), vec![], &root.join("pre"), false, &mut Silent, &CancelToken::new()).unwrap();
+        crate::ssl::cass::pretrain(
+            &pcfg,
+            train.set.clone(),
+            vec![],
+            &root.join("pre"),
+            false,
+            &mut Silent,
+            &CancelToken::new(),
+        )
+        .unwrap();
         for arch in [Arch::Cnn, Arch::Vit] {
             let c = cfg(arch, Init::Pretrained(root.join("pre/checkpoint")));
-            let out = finetune(&c, &train, &val, &root.join(arch.name()), &mut Silent, &CancelToken::new()).unwrap();
+            let out = finetune(
+                &c,
+                &train,
+                &val,
+                &root.join(arch.name()),
+                &mut Silent,
+                &CancelToken::new(),
+            )
+            .unwrap();
             assert!(out.history.len() <= 3 && !out.history.is_empty());
             assert!(out.best_val_loss.is_finite());
             let again = evaluate(&out.checkpoint, &val, 5, BackendChoice::Cpu).unwrap();
             assert_eq!(again, out.val_metrics, "{arch:?}");
             assert_eq!(again.num_samples, 12);
-            let (feats, dim) = embed(&root.join("pre/checkpoint"), Some(arch), val.set.clone(), vec![0, 1, 2], 2, BackendChoice::Cpu).unwrap();
+            let (feats, dim) = embed(
+                &root.join("pre/checkpoint"),
+                Some(arch),
+                val.set.clone(),
+                vec![0, 1, 2],
+                2,
+                BackendChoice::Cpu,
+            )
+            .unwrap();
             assert_eq!(feats.len(), 3 * dim);
         }
         fs::remove_dir_all(&root).unwrap();
@@ -498,11 +631,27 @@ mod tests {
         let (mut train, val) = data(8);
         let c = cfg(Arch::Cnn, Init::Random);
         train.labels[1] = 5;
-        let err = finetune(&c, &train, &val, Path::new("/nonexistent"), &mut Silent, &CancelToken::new()).unwrap_err();
+        let err = finetune(
+            &c,
+            &train,
+            &val,
+            Path::new("/nonexistent"),
+            &mut Silent,
+            &CancelToken::new(),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "unknown-label");
         assert!(err.to_string().contains("train.labels[1]"), "{err}");
         train.labels = vec![0; train.indices.len()];
-        let err = finetune(&c, &train, &val, Path::new("/nonexistent"), &mut Silent, &CancelToken::new()).unwrap_err();
+        let err = finetune(
+            &c,
+            &train,
+            &val,
+            Path::new("/nonexistent"),
+            &mut Silent,
+            &CancelToken::new(),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "empty-class");
         assert!(err.to_string().contains("class 1"), "{err}");
     }

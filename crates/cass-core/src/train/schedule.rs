@@ -10,16 +10,10 @@ pub enum Schedule {
     /// The authors' schedule: cosine annealing with `t_max` stepped every iteration, periodic
     /// with period `2 t_max` (PyTorch's recursive `CosineAnnealingLR` never stops at `t_max`):
     /// `lr_t = min + (base - min) (1 + cos(pi t / t_max)) / 2`.
-    CosineWave {
-        t_max: u64,
-        min_lr: f64,
-    },
+    CosineWave { t_max: u64, min_lr: f64 },
     /// Linear warm-up from 0 over `warmup` iterations, then one cosine decay to `min_lr` at the
     /// end of the run.
-    Cosine {
-        warmup: u64,
-        min_lr: f64,
-    },
+    Cosine { warmup: u64, min_lr: f64 },
     /// A constant rate.
     Constant,
 }
@@ -27,7 +21,10 @@ pub enum Schedule {
 impl Schedule {
     /// The paper preset (T_max 16, eta_min 1e-6).
     pub fn paper() -> Self {
-        Schedule::CosineWave { t_max: 16, min_lr: 1e-6 }
+        Schedule::CosineWave {
+            t_max: 16,
+            min_lr: 1e-6,
+        }
     }
 
     /// Learning rate at iteration `t` of a run of `total` iterations.
@@ -78,7 +75,10 @@ mod tests {
 
     #[test]
     fn cosine_warms_up_then_decays_to_min() {
-        let s = Schedule::Cosine { warmup: 10, min_lr: 1e-6 };
+        let s = Schedule::Cosine {
+            warmup: 10,
+            min_lr: 1e-6,
+        };
         assert!(close(s.lr(1e-3, 0, 100), 1e-4));
         assert!(close(s.lr(1e-3, 9, 100), 1e-3));
         assert!(close(s.lr(1e-3, 10, 100), 1e-3));
