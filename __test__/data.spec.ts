@@ -1,0 +1,243 @@
+import { createHash } from 'node:crypto'
+import { mkdirSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { gzipSync } from 'node:zlib'
+
+import test from 'ava'
+import sharp from 'sharp'
+
+import { DataError } from '../ts/index.js'
+import { readCacheIndex } from '../ts/data/cache.js'
+import { loadDataset } from '../ts/data/dataset.js'
+import { sampleFraction, stratifiedSplit } from '../ts/data/splits.js'
+import { rng, tempDir } from './helpers.js'
+
+async function png(file: string, seed: number, opts: { channels?: 1 | 3 | 4; bits16?: boolean; size?: number } = {}) {
+  const size = opts.size ?? 12
+  const channels = opts.channels ?? 3
+  const next = rng(seed)
+  const raw = Buffer.from(Array.from({ length: size * size * channels }, () => Math.floor(next() * 256)))
+  let img = sharp(raw, { raw: { width: size, height: size, channels } })
+  if (opts.bits16) img = img.toColourspace('rgb16')
+  mkdirSync(path.dirname(file), { recursive: true })
+  const ext = path.extname(file)
+  const out = ext === '.jpg' ? img.jpeg() : ext === '.webp' ? img.webp() : ext === '.tif' ? img.tiff() : img.png()
+  await out.toFile(file)
+}
+
+function treeHash(dir: string): string {
+  const h = createHash('sha256')
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = path.join(d, e.name)
+      if (e.isDirectory()) walk(p)
+      else h.update(`${p}:${statSync(p).mtimeMs}:`).update(readFileSync(p))
+    }
+  }
+  walk(dir)
+  return h.digest('hex')
+}
+
+test('image folder with class sub-folders and mixed formats; cache reused, changed file re-read', async (t) => {
+  const root = tempDir('folder')
+  const src = path.join(root, 'src')
+  await png(path.join(src, 'benign', 'a.png'), 1)
+  await png(path.join(src, 'benign', 'b.jpg'), 2)
+  await png(path.join(src, 'benign', 'c.png'), 3, { channels: 1 })
+  await png(path.join(src, 'malignant', 'd.png'), 4, { channels: 4 })
+  await png(path.join(src, 'malignant', 'e.tif'), 5)
+  await png(path.join(src, 'malignant', 'f.webp'), 6)
+  await png(path.join(src, 'malignant', 'g.png'), 7, { bits16: true })
+  const before = treeHash(src)
+  const cacheDir = path.join(root, 'cache')
+  const ds = await loadDataset(src, { size: 8, cacheDir })
+  t.is(ds.format, 'folder')
+  t.deepEqual(ds.classes, ['benign', 'malignant'])
+  t.is(ds.count, 7)
+  t.is(ds.decoded, 7)
+  t.deepEqual(ds.labels, [0, 0, 0, 1, 1, 1, 1])
+  t.is(ds.skipped.length, 0)
+  const header = readCacheIndex(ds.cacheFile)!
+  t.is(header.height, 8)
+  t.is(statSync(ds.cacheFile).size, 64 + 7 * 8 * 8 * 3 + Buffer.byteLength(JSON.stringify(header.index)))
+
+  const again = await loadDataset(src, { size: 8, cacheDir })
+  t.is(again.decoded, 0, 'second load decodes nothing')
+  t.is(again.cacheFile, ds.cacheFile)
+
+  const changed = path.join(src, 'benign', 'a.png')
+  await png(changed, 99)
+  utimesSync(changed, new Date(), new Date(Date.now() + 5000))
+  const third = await loadDataset(src, { size: 8, cacheDir })
+  t.is(third.decoded, 7, 'a changed file invalidates the cache')
+  t.not(third.cacheFile, ds.cacheFile)
+  // Only our own write above changed the source: the pipeline never writes to it.
+  const fourth = treeHash(src)
+  t.not(before, fourth)
+  await loadDataset(src, { size: 16, cacheDir })
+  t.is(treeHash(src), fourth)
+})
+
+test('train/val/test folders are used as the source splits; unlabelled folders work', async (t) => {
+  const root = tempDir('splits')
+  for (const [split, n] of [
+    ['train', 4],
+    ['val', 2],
+    ['test', 2],
+  ] as const) {
+    for (let i = 0; i < n; i++) await png(path.join(root, 'src', split, i % 2 ? 'b' : 'a', `${i}.png`), i)
+  }
+  const ds = await loadDataset(path.join(root, 'src'), { size: 8, cacheDir: path.join(root, 'cache') })
+  t.true(ds.sourceSplits)
+  t.deepEqual([ds.splits.train.indices.length, ds.splits.val.indices.length, ds.splits.test.indices.length], [4, 2, 2])
+  for (let i = 0; i < 3; i++) await png(path.join(root, 'unlabelled', `${i}.png`), 10 + i)
+  const un = await loadDataset(path.join(root, 'unlabelled'), { size: 8, cacheDir: path.join(root, 'cache') })
+  t.deepEqual(un.labels, [-1, -1, -1])
+  t.is(un.splits.train.indices.length, 3)
+})
+
+test('bad data: truncated image, missing CSV file, unknown one-hot row, decompression bomb; skip or --strict', async (t) => {
+  const root = tempDir('bad')
+  const imgs = path.join(root, 'imgs')
+  await png(path.join(imgs, 'ok1.png'), 1)
+  await png(path.join(imgs, 'ok2.jpg'), 2)
+  await png(path.join(imgs, 'big.png'), 3, { size: 64 })
+  const good = readFileSync(path.join(imgs, 'ok2.jpg'))
+  writeFileSync(path.join(imgs, 'trunc.jpg'), good.subarray(0, Math.floor(good.length / 2)))
+  const csv = path.join(root, 'labels.csv')
+  writeFileSync(csv, 'image,MEL,NV,UNK\nok1,1,0,0\nok2,0,1,0\nmissing,1,0,0\ntrunc,0,1,0\nbig,1,0,0\nweird,1,1,0\n')
+  const ds = await loadDataset(csv, { size: 8, imageRoot: imgs, cacheDir: path.join(root, 'cache'), maxPixels: 32 * 32 })
+  t.is(ds.format, 'csv')
+  t.deepEqual(ds.classes, ['MEL', 'NV'], 'the never-used UNK column is dropped')
+  t.is(ds.count, 2)
+  const reasons = Object.fromEntries(ds.skipped.map((s) => [s.name, s.reason]))
+  t.regex(reasons.missing, /not found/)
+  t.regex(reasons.weird, /exactly one class/)
+  t.regex(reasons.big, /decompression-bomb/)
+  t.truthy(reasons.trunc)
+  t.is(ds.skipped.length, 4)
+  const err = await t.throwsAsync(
+    loadDataset(csv, { size: 8, imageRoot: imgs, cacheDir: path.join(root, 'cache2'), strict: true }),
+    { instanceOf: DataError },
+  )
+  t.regex(err.message, /missing|weird/)
+})
+
+test('path,label CSV rows relative to an image root', async (t) => {
+  const root = tempDir('csv2')
+  await png(path.join(root, 'images', 'x.png'), 1)
+  await png(path.join(root, 'images', 'y.png'), 2)
+  const csv = path.join(root, 'list.csv')
+  writeFileSync(csv, 'path,label\nx.png,tumour\ny.png,normal\n')
+  const ds = await loadDataset(csv, { size: 8, imageRoot: path.join(root, 'images'), cacheDir: path.join(root, 'cache') })
+  t.deepEqual(ds.classes, ['normal', 'tumour'])
+  t.deepEqual(ds.labels, [1, 0])
+})
+
+function idx(dims: number[], data: Uint8Array): Buffer {
+  const head = Buffer.alloc(4 + 4 * dims.length)
+  head[2] = 0x08
+  head[3] = dims.length
+  dims.forEach((d, i) => head.writeUInt32BE(d, 4 + 4 * i))
+  return Buffer.concat([head, Buffer.from(data)])
+}
+
+test('MNIST-style gzipped IDX files', async (t) => {
+  const root = tempDir('idx')
+  const dir = path.join(root, 'mnist')
+  mkdirSync(dir)
+  const next = rng(3)
+  const imgs = Uint8Array.from({ length: 6 * 28 * 28 }, () => Math.floor(next() * 256))
+  writeFileSync(path.join(dir, 'train-images-idx3-ubyte.gz'), gzipSync(idx([6, 28, 28], imgs)))
+  writeFileSync(path.join(dir, 'train-labels-idx1-ubyte.gz'), gzipSync(idx([6], Uint8Array.from([0, 1, 2, 0, 1, 2]))))
+  writeFileSync(path.join(dir, 't10k-images-idx3-ubyte'), idx([2, 28, 28], imgs.subarray(0, 2 * 784)))
+  writeFileSync(path.join(dir, 't10k-labels-idx1-ubyte'), idx([2], Uint8Array.from([1, 2])))
+  const ds = await loadDataset(dir, { size: 16, cacheDir: path.join(root, 'cache') })
+  t.is(ds.format, 'idx')
+  t.is(ds.count, 8)
+  t.deepEqual(ds.splits.test.labels, [1, 2])
+  t.is(ds.splits.train.indices.length + ds.splits.val.indices.length, 6)
+  t.deepEqual(ds.classes, ['0', '1', '2'])
+})
+
+function npy(shape: number[], descr: string, data: Uint8Array): Buffer {
+  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`
+  header += ' '.repeat((64 - ((10 + header.length + 1) % 64)) % 64) + '\n'
+  const pre = Buffer.alloc(10)
+  pre.write('\x93NUMPY', 0, 'latin1')
+  pre[6] = 1
+  pre.writeUInt16LE(header.length, 8)
+  return Buffer.concat([pre, Buffer.from(header, 'latin1'), Buffer.from(data)])
+}
+
+/** A zip with stored (uncompressed) entries, as `numpy.savez` writes. */
+function zip(entries: [string, Buffer][]): Buffer {
+  const locals: Buffer[] = []
+  const central: Buffer[] = []
+  let offset = 0
+  for (const [name, data] of entries) {
+    const n = Buffer.from(name)
+    const local = Buffer.alloc(30)
+    local.writeUInt32LE(0x04034b50, 0)
+    local.writeUInt32LE(data.length, 18)
+    local.writeUInt32LE(data.length, 22)
+    local.writeUInt16LE(n.length, 26)
+    const cd = Buffer.alloc(46)
+    cd.writeUInt32LE(0x02014b50, 0)
+    cd.writeUInt32LE(data.length, 20)
+    cd.writeUInt32LE(data.length, 24)
+    cd.writeUInt16LE(n.length, 28)
+    cd.writeUInt32LE(offset, 42)
+    locals.push(local, n, data)
+    central.push(cd, n)
+    offset += 30 + n.length + data.length
+  }
+  const cdBuf = Buffer.concat(central)
+  const end = Buffer.alloc(22)
+  end.writeUInt32LE(0x06054b50, 0)
+  end.writeUInt16LE(entries.length, 8)
+  end.writeUInt16LE(entries.length, 10)
+  end.writeUInt32LE(cdBuf.length, 12)
+  end.writeUInt32LE(offset, 16)
+  return Buffer.concat([...locals, cdBuf, end])
+}
+
+test('MedMNIST .npz (grayscale and RGB) read without Python', async (t) => {
+  const root = tempDir('npz')
+  const next = rng(4)
+  const gray = Uint8Array.from({ length: 4 * 10 * 10 }, () => Math.floor(next() * 256))
+  const rgb = Uint8Array.from({ length: 2 * 10 * 10 * 3 }, () => Math.floor(next() * 256))
+  const labels = (v: number[]) => new Uint8Array(new BigInt64Array(v.map(BigInt)).buffer)
+  const file = path.join(root, 'derma.npz')
+  writeFileSync(
+    file,
+    zip([
+      ['train_images.npy', npy([4, 10, 10], '|u1', gray)],
+      ['train_labels.npy', npy([4, 1], '<i8', labels([0, 1, 0, 1]))],
+      ['test_images.npy', npy([2, 10, 10, 3], '|u1', rgb)],
+      ['test_labels.npy', npy([2, 1], '<i8', labels([1, 0]))],
+    ]),
+  )
+  const ds = await loadDataset(file, { size: 8, cacheDir: path.join(root, 'cache') })
+  t.is(ds.format, 'npz')
+  t.is(ds.count, 6)
+  t.deepEqual(ds.splits.test.labels, [1, 0])
+  t.deepEqual(ds.classes, ['0', '1'])
+})
+
+test('label fractions: seeded, stratified, at least one image per class', (t) => {
+  const labels = [...Array(1000).keys()].map((i) => (i < 900 ? 0 : i < 990 ? 1 : 2))
+  const all = labels.map((_, i) => i)
+  const one = sampleFraction(all, labels, 0.01, 77)
+  const count = (s: number[], c: number) => s.filter((i) => labels[i] === c).length
+  t.deepEqual([count(one, 0), count(one, 1), count(one, 2)], [9, 1, 1])
+  const ten = sampleFraction(all, labels, 0.1, 77)
+  t.deepEqual([count(ten, 0), count(ten, 1), count(ten, 2)], [90, 9, 1])
+  t.deepEqual(sampleFraction(all, labels, 0.1, 77), ten, 'same seed, same sample')
+  t.notDeepEqual(sampleFraction(all, labels, 0.1, 78), ten)
+  t.is(sampleFraction(all, labels, 1, 77).length, 1000)
+  const [a, b, c] = stratifiedSplit(all, labels, [0.7, 0.1, 0.2], 1)
+  t.is(a.length + b.length + c.length, 1000)
+  t.is(new Set([...a, ...b, ...c]).size, 1000)
+  t.true(count(b, 2) >= 1 && count(c, 2) >= 1)
+})
