@@ -19,7 +19,12 @@ export declare class BindingCancelToken {
 /** Compute backends compiled into this addon (`cpu` always; `cuda`, `wgpu` by cargo feature). */
 export declare function availableBackends(): Array<string>
 
-/** Decoded images for the engine: either in memory, or a dataset cache file. */
+/**
+ * Progress callbacks are `ThreadsafeFunction<String, (), String, Status, false, true>`: one
+ * JSON-encoded event per call, callee not handling errors, weak (never keeps Node alive). The
+ * type is spelled out at each use because the `.d.ts` generator does not follow aliases.
+ * Decoded images for the engine: either in memory, or a dataset cache file.
+ */
 export interface BindingImages {
   /** `count * height * width * 3` bytes, RGB, row-major (in-memory source). */
   pixels?: Uint8Array
@@ -49,10 +54,10 @@ export declare function startEvaluate(checkpoint: string, images: BindingImages,
  * Starts fine-tuning of one network. Resolves to the JSON outcome (best epoch, validation
  * metrics, history, checkpoint path).
  */
-export declare function startFinetune(config: string, images: BindingImages, train: BindingLabeled, val: BindingLabeled, outDir: string, cancel: BindingCancelToken, onEvent?: EventFn | undefined | null): Promise<string>
+export declare function startFinetune(config: string, images: BindingImages, train: BindingLabeled, val: BindingLabeled, outDir: string, cancel: BindingCancelToken, onEvent?: (((arg: string) => void)) | undefined | null): Promise<string>
 
 /**
  * Starts CASS pre-training. `config` is the engine's JSON config (see the TypeScript
  * `toNativePretrainConfig`). Resolves to the JSON outcome.
  */
-export declare function startPretrain(config: string, images: BindingImages, indices: Array<number> | undefined | null, outDir: string, resume: boolean, cancel: BindingCancelToken, onEvent?: EventFn | undefined | null): Promise<string>
+export declare function startPretrain(config: string, images: BindingImages, indices: Array<number> | undefined | null, outDir: string, resume: boolean, cancel: BindingCancelToken, onEvent?: (((arg: string) => void)) | undefined | null): Promise<string>

@@ -20,6 +20,8 @@ export interface DemoOptions {
   /** Overrides of the sizes below (tests use tiny ones). */
   sizes?: Partial<DemoSizes>
   quiet?: boolean
+  /** Where decoded images are cached (default `~/.cache/cass-ssl`, shared with the CLI). */
+  cacheDir?: string
 }
 
 export interface DemoSizes {
@@ -79,7 +81,7 @@ export async function runDemo(opts: DemoOptions): Promise<{ arms: DemoArm[]; pre
   const seed = 77
   mkdirSync(opts.outDir, { recursive: true })
   log(`cass demo: MNIST (${mnistDir()}), cpu-small preset, ${JSON.stringify(sizes)}`)
-  const ds = await loadDataset(mnistDir(), { size, format: 'idx', seed, cacheDir: path.join(opts.outDir, 'cache') })
+  const ds = await loadDataset(mnistDir(), { size, format: 'idx', seed, cacheDir: opts.cacheDir })
   log(`data: ${ds.count} images, ${ds.decoded ? `${ds.decoded} decoded` : 'cache reused'}`)
   const labels = ds.labels
   const train = ds.splits.train.indices

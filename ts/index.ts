@@ -23,6 +23,8 @@ import { native } from './native.js'
 
 export * from './config.js'
 export * from './errors.js'
+export { type LoadOptions, type LoadedDataset, type SourceFormat, type Split, loadDataset } from './data/dataset.js'
+export { sampleFraction, stratifiedSplit } from './data/splits.js'
 
 /** Decoded RGB images held in memory: `count * height * width * 3` bytes, row-major (HWC). */
 export interface InMemoryImages {

@@ -15,9 +15,9 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-/// Progress callbacks are `ThreadsafeFunction<String, (), String, Status, false, true>`: one
-/// JSON-encoded event per call, callee not handling errors, weak (never keeps Node alive). The
-/// type is spelled out at each use because the `.d.ts` generator does not follow aliases.
+// Progress callbacks are `ThreadsafeFunction<String, (), String, Status, false, true>`: one
+// JSON-encoded event per call, callee not handling errors, weak (never keeps Node alive). The
+// type is spelled out at each use because the `.d.ts` generator does not follow aliases.
 
 /// Decoded images for the engine: either in memory, or a dataset cache file.
 #[napi(object)]
