@@ -147,7 +147,7 @@ function metricsLog(file: string) {
     if (e.type === 'step')
       appendFileSync(
         file,
-        `${JSON.stringify({ type: 'step', step: e.step, epoch: e.epoch, loss: e.loss, lr: e.lr, imagesPerSec: e.imagesPerSec, stepSec: e.stepSec })}\n`,
+        `${JSON.stringify({ type: 'step', step: e.step, epoch: e.epoch, loss: e.loss, parts: Object.fromEntries(e.parts), lr: e.lr, imagesPerSec: e.imagesPerSec, stepSec: e.stepSec })}\n`,
       )
     else if (e.type === 'epoch') appendFileSync(file, `${JSON.stringify(e)}\n`)
   }

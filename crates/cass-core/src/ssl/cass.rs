@@ -22,7 +22,7 @@ use crate::data::{HostBatch, ImageSet, Prefetcher, batch_positions};
 use crate::device::{BackendChoice, resolve};
 use crate::error::CassError;
 use crate::events::{CancelToken, Event, Observer};
-use crate::loss::cass_loss;
+use crate::loss::{cass_loss, output_spread};
 use crate::models::{ResNet, ResNetConfig, Vit, VitConfig, init_seeded};
 use crate::train::adam::{Adam, AdamConfig};
 use crate::train::schedule::Schedule;
@@ -146,10 +146,12 @@ pub struct CassTrainer {
     pub device: Device,
 }
 
-/// Named loss parts of one step.
+/// The loss of one step and collapse diagnostics ([`output_spread`] of each network's head).
 #[derive(Debug, Clone, Copy)]
 pub struct StepOutput {
     pub loss: f64,
+    pub cnn_spread: f64,
+    pub vit_spread: f64,
 }
 
 impl CassTrainer {
@@ -173,20 +175,14 @@ impl CassTrainer {
         let x = x.autodiff();
         let r = self.cnn.forward(x.clone()); // [batch, d]
         let t = self.vit.forward(x); // [batch, d]
+        let cnn_spread = output_spread(r.clone().detach()).into_scalar::<f32>() as f64;
+        let vit_spread = output_spread(t.clone().detach()).into_scalar::<f32>() as f64;
         let loss = cass_loss(r, t);
         let value = loss.clone().into_scalar::<f32>() as f64;
         let grads = loss.backward();
         self.cnn = self.opt_cnn.step(lr_cnn, self.cnn.clone(), &grads);
         self.vit = self.opt_vit.step(lr_vit, self.vit.clone(), &grads);
-        StepOutput { loss: value }
-    }
-
-    /// The CASS loss of a batch in evaluation mode (running BatchNorm statistics), no update.
-    pub fn eval_loss(&self, x: Tensor<4>) -> f64 {
-        let x = x.without_autodiff();
-        let cnn = self.cnn.valid();
-        let vit = self.vit.valid();
-        cass_loss(cnn.forward(x.clone()), vit.forward(x)).into_scalar::<f32>() as f64
+        StepOutput { loss: value, cnn_spread, vit_spread }
     }
 
     /// Writes weights, optimizer moments and `state` into `dir` atomically.
@@ -388,7 +384,11 @@ pub fn pretrain(
                 total_steps: total,
                 epoch: s / batches_per_epoch,
                 loss: out.loss,
-                parts: vec![("cass".into(), out.loss)],
+                parts: vec![
+                    ("cass".into(), out.loss),
+                    ("cnn_spread".into(), out.cnn_spread),
+                    ("vit_spread".into(), out.vit_spread),
+                ],
                 lr: lr_cnn,
                 images_per_sec: (done * cfg.batch_size as u64) as f64 / elapsed.max(1e-9),
                 step_sec: step_started.elapsed().as_secs_f64(),
