@@ -9,7 +9,8 @@ import { runDemo } from '../ts/demo.js'
 import { rng, tempDir, tinyPretrain } from './helpers.js'
 
 const root = path.resolve(__dirname, '..')
-const cass = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'ts', 'cli.ts'), ...args], { encoding: 'utf8', cwd: root })
+const cass = (...args: string[]) =>
+  spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'ts', 'cli.ts'), ...args], { encoding: 'utf8', cwd: root })
 
 test('help and usage errors have documented exit codes', (t) => {
   const help = cass('--help')
@@ -36,11 +37,13 @@ test('pretrain -> finetune -> evaluate -> embed on an image folder', async (t) =
     const cls = i % 2
     const raw = Buffer.alloc(20 * 20 * 3)
     for (let p = 0; p < 400; p++) {
-      const on = cls ? (p % 20 >> 2) % 2 : ((p / 20) >> 2) % 2
+      const on = cls ? ((p % 20) >> 2) % 2 : ((p / 20) >> 2) % 2
       raw.fill(Math.floor((on ? 200 : 50) + 30 * next()), p * 3, p * 3 + 3)
     }
     mkdirSync(path.join(dir, 'data', `c${cls}`), { recursive: true })
-    await sharp(raw, { raw: { width: 20, height: 20, channels: 3 } }).png().toFile(path.join(dir, 'data', `c${cls}`, `${i}.png`))
+    await sharp(raw, { raw: { width: 20, height: 20, channels: 3 } })
+      .png()
+      .toFile(path.join(dir, 'data', `c${cls}`, `${i}.png`))
   }
   const cfg = path.join(dir, 'tiny.json')
   writeFileSync(cfg, JSON.stringify({ ...tinyPretrain, epochs: 2 }))
@@ -48,13 +51,34 @@ test('pretrain -> finetune -> evaluate -> embed on an image folder', async (t) =
   const pre = cass('pretrain', '--data', path.join(dir, 'data'), '--config', cfg, '--out', path.join(dir, 'pre'), ...cache)
   t.is(pre.status, 0, pre.stderr)
   t.regex(pre.stderr, /24 images \(folder, 2 classes/)
-  const lines = readFileSync(path.join(dir, 'pre', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+  const lines = readFileSync(path.join(dir, 'pre', 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
   t.true(lines.filter((l) => l.type === 'step').every((l) => Number.isFinite(l.loss) && l.imagesPerSec > 0))
   t.is(lines.filter((l) => l.type === 'epoch').length, 2)
 
   const ftCfg = path.join(dir, 'ft.json')
-  writeFileSync(ftCfg, JSON.stringify({ cnn: tinyPretrain.cnn, vit: tinyPretrain.vit, imageSize: 16, batchSize: 4, maxEpochs: 2 }))
-  const ft = cass('finetune', '--data', path.join(dir, 'data'), '--from', path.join(dir, 'pre'), '--arch', 'vit', '--labels', '0.5', '--config', ftCfg, '--out', path.join(dir, 'ft'), ...cache)
+  writeFileSync(
+    ftCfg,
+    JSON.stringify({ cnn: tinyPretrain.cnn, vit: tinyPretrain.vit, imageSize: 16, batchSize: 4, maxEpochs: 2 }),
+  )
+  const ft = cass(
+    'finetune',
+    '--data',
+    path.join(dir, 'data'),
+    '--from',
+    path.join(dir, 'pre'),
+    '--arch',
+    'vit',
+    '--labels',
+    '0.5',
+    '--config',
+    ftCfg,
+    '--out',
+    path.join(dir, 'ft'),
+    ...cache,
+  )
   t.is(ft.status, 0, ft.stderr)
   const metrics = JSON.parse(readFileSync(path.join(dir, 'ft', 'metrics.json'), 'utf8'))
   t.is(metrics.arch, 'vit')
@@ -65,7 +89,18 @@ test('pretrain -> finetune -> evaluate -> embed on an image folder', async (t) =
   t.is(ev.status, 0, ev.stderr)
   t.deepEqual(JSON.parse(ev.stdout).metrics, metrics.metrics)
 
-  const em = cass('embed', '--checkpoint', path.join(dir, 'pre'), '--arch', 'cnn', '--data', path.join(dir, 'data'), '--out', path.join(dir, 'emb'), ...cache)
+  const em = cass(
+    'embed',
+    '--checkpoint',
+    path.join(dir, 'pre'),
+    '--arch',
+    'cnn',
+    '--data',
+    path.join(dir, 'data'),
+    '--out',
+    path.join(dir, 'emb'),
+    ...cache,
+  )
   t.is(em.status, 0, em.stderr)
   const npy = readFileSync(path.join(dir, 'emb', 'embeddings.npy'))
   t.is(npy.toString('latin1', 1, 6), 'NUMPY')
@@ -82,10 +117,7 @@ test('demo runs the whole protocol on real MNIST (tiny sizes) and writes results
     sizes: { pretrainImages: 64, pretrainEpochs: 1, finetuneImages: 200, finetuneMaxEpochs: 1, valImages: 40, testImages: 60 },
   })
   t.is(arms.length, 12)
-  t.deepEqual(
-    arms.map((a) => `${a.arch}-${a.init}-${a.labels}`).slice(0, 3),
-    ['cnn-cass-0.01', 'cnn-cass-0.1', 'cnn-cass-1'],
-  )
+  t.deepEqual(arms.map((a) => `${a.arch}-${a.init}-${a.labels}`).slice(0, 3), ['cnn-cass-0.01', 'cnn-cass-0.1', 'cnn-cass-1'])
   t.true(arms.every((a) => a.macroF1 >= 0 && a.macroF1 <= 1 && a.metrics.numSamples === 60))
   t.true(arms.find((a) => a.labels === 0.01)!.labelledImages >= 10, 'at least one image per digit')
   t.true(pretrainLosses.length >= 3 && pretrainLosses.every(Number.isFinite))

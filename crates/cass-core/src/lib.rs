@@ -10,6 +10,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod events;
+pub mod flops;
 pub mod loss;
 pub mod metrics;
 pub mod models;

@@ -1,0 +1,141 @@
+//! Times one CASS training step (both forwards, one backward, both Adam updates) or one
+//! network's forward pass, on the CPU backend unless `--device` says otherwise. Prints one JSON
+//! object. Driven by `bench/run.ts`, which runs the PyTorch reference (`bench/reference.py`) on
+//! the same configuration in the same invocation.
+//!
+//! cargo run --example bench_step -- --model cpu-small --size 32 --batch 16 --steps 20 --warmup 3 --what step
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::{Distribution, TensorData};
+use cass_core::BackendChoice;
+use cass_core::device::resolve;
+use cass_core::flops::{resnet_forward, vit_forward};
+use cass_core::models::{BlockKind, ResNetConfig, VitConfig};
+use cass_core::ssl::cass::{CassTrainer, PretrainConfig};
+use cass_core::train::schedule::Schedule;
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// The named model pairs of the benchmark (kept in step with `bench/reference.py`).
+fn models(name: &str, size: usize, head: usize) -> (ResNetConfig, VitConfig) {
+    match name {
+        "cpu-small" => (
+            ResNetConfig::new(BlockKind::Basic, [1, 1, 1, 1]).with_base_width(16).with_num_classes(head),
+            VitConfig::new(size, 96, 4, 4).with_patch_size(8).with_num_classes(head),
+        ),
+        "r18-vitti" => (ResNetConfig::resnet18(head), VitConfig::tiny(size, head)),
+        "paper" => (ResNetConfig::resnet50(head), VitConfig::base(size, head)),
+        other => panic!("unknown model pair {other}"),
+    }
+}
+
+/// Peak resident set size of this process, in MiB (Linux `VmHWM`).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let model = arg(&args, "--model", "cpu-small");
+    let size: usize = arg(&args, "--size", "32").parse().expect("--size");
+    let batch: usize = arg(&args, "--batch", "16").parse().expect("--batch");
+    let steps: usize = arg(&args, "--steps", "20").parse().expect("--steps");
+    let warmup: usize = arg(&args, "--warmup", "3").parse().expect("--warmup");
+    let what = arg(&args, "--what", "step");
+    let head: usize = arg(&args, "--head", if model == "cpu-small" { "128" } else { "1000" }).parse().expect("--head");
+    let backend: BackendChoice = serde_json::from_str(&format!("\"{}\"", arg(&args, "--device", "cpu"))).expect("--device");
+    let device = resolve(backend).expect("device");
+
+    if what == "matmul" {
+        // Machine peak estimate: a square f32 matmul, best of a few.
+        let n = 1024;
+        let a = Tensor::<2>::random([n, n], Distribution::Default, &device);
+        let b = Tensor::<2>::random([n, n], Distribution::Default, &device);
+        let mut times = Vec::new();
+        for _ in 0..(warmup + steps) {
+            let t = Instant::now();
+            let c = a.clone().matmul(b.clone());
+            let _ = c.sum().into_scalar::<f32>();
+            times.push(t.elapsed().as_secs_f64());
+        }
+        let best = times[warmup..].iter().copied().fold(f64::INFINITY, f64::min);
+        println!("{}", serde_json::json!({ "what": "matmul", "n": n, "gflops": 2.0 * (n * n * n) as f64 / best / 1e9 }));
+        return;
+    }
+
+    let (cnn, vit) = models(&model, size, head);
+    let cfg = PretrainConfig {
+        cnn: cnn.clone(),
+        vit: vit.clone(),
+        image_size: size,
+        batch_size: batch,
+        epochs: 1,
+        max_steps: None,
+        lr_cnn: 1e-3,
+        lr_vit: 1e-3,
+        adam: Default::default(),
+        schedule: Schedule::Constant,
+        augment: Default::default(),
+        seed: 0,
+        checkpoint_every: None,
+        backend,
+    };
+    let mut trainer = CassTrainer::new(&cfg, &device);
+    let pixels: Vec<f32> = (0..batch * 3 * size * size).map(|i| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0).collect();
+    let x = Tensor::<4>::from_data(TensorData::new(pixels, [batch, 3, size, size]), &device);
+    let mut times = Vec::with_capacity(steps);
+    let (cnn_eval, vit_eval) = (trainer.cnn.valid(), trainer.vit.valid());
+    for i in 0..(warmup + steps) {
+        let t = Instant::now();
+        match what.as_str() {
+            "step" => {
+                trainer.step(x.clone(), 1e-3, 1e-3);
+            }
+            "fwd-cnn" => {
+                let _ = cnn_eval.forward(x.clone()).sum().into_scalar::<f32>();
+            }
+            "fwd-vit" => {
+                let _ = vit_eval.forward(x.clone()).sum().into_scalar::<f32>();
+            }
+            other => panic!("unknown --what {other}"),
+        }
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let (min, med, max) = median(times);
+    let fwd = match what.as_str() {
+        "step" => 3.0 * (resnet_forward(&cnn, size) + vit_forward(&vit)),
+        "fwd-cnn" => resnet_forward(&cnn, size),
+        _ => vit_forward(&vit),
+    } * batch as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "cass-ssl (burn flex)",
+            "what": what, "model": model, "size": size, "batch": batch, "steps": steps,
+            "sec": { "min": min, "median": med, "max": max },
+            "images_per_sec": batch as f64 / med,
+            "flops_per_iter": fwd,
+            "achieved_gflops": fwd / med / 1e9,
+            "peak_rss_mib": peak_rss_mib(),
+            "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        })
+    );
+}
