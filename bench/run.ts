@@ -77,14 +77,14 @@ function main() {
     )
     process.exit(2)
   }
-  // Build the example once (shares the engine's build), then run the binary directly.
+  // Build the example once, then run the binary directly. `--workspace` and the host target
+  // resolve features exactly as the addon and test builds do, so the engine build is shared.
   const host = execFileSync('rustc', ['-vV'], { encoding: 'utf8' }).match(/^host: (.+)$/m)![1]
   const build = spawnSync(
     'cargo',
     [
       'build',
-      '-p',
-      'cass-core',
+      '--workspace',
       '--example',
       'bench_step',
       '--target',
