@@ -2,22 +2,14 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 
+import { seededRandom } from '../ts/data/splits.js'
 import type { InMemoryImages, PretrainInput } from '../ts/index.js'
 
 /** A fresh temporary directory. */
 export const tempDir = (name: string) => mkdtempSync(path.join(tmpdir(), `cass-${name}-`))
 
-/** Deterministic PRNG (mulberry32) so generated images are identical on every run. */
-export function rng(seed: number) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** Deterministic PRNG, so generated images are identical on every run. */
+export const rng = seededRandom
 
 /**
  * `count` RGB images of `size` x `size`, class 0 striped vertically and class 1 horizontally,
