@@ -19,12 +19,7 @@ export declare class BindingCancelToken {
 /** Compute backends compiled into this addon (`cpu` always; `cuda`, `wgpu` by cargo feature). */
 export declare function availableBackends(): Array<string>
 
-/**
- * Progress callbacks are `ThreadsafeFunction<String, (), String, Status, false, true>`: one
- * JSON-encoded event per call, callee not handling errors, weak (never keeps Node alive). The
- * type is spelled out at each use because the `.d.ts` generator does not follow aliases.
- * Decoded images for the engine: either in memory, or a dataset cache file.
- */
+/** Decoded images for the engine: either in memory, or a dataset cache file. */
 export interface BindingImages {
   /** `count * height * width * 3` bytes, RGB, row-major (in-memory source). */
   pixels?: Uint8Array
