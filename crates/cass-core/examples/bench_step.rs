@@ -27,7 +27,9 @@ fn arg(args: &[String], name: &str, default: &str) -> String {
 fn models(name: &str, size: usize, head: usize) -> (ResNetConfig, VitConfig) {
     match name {
         "cpu-small" => (
-            ResNetConfig::new(BlockKind::Basic, [1, 1, 1, 1]).with_base_width(16).with_num_classes(head),
+            ResNetConfig::new(BlockKind::Basic, [1, 1, 1, 1])
+                .with_base_width(16)
+                .with_num_classes(head),
             VitConfig::new(size, 96, 4, 4).with_patch_size(8).with_num_classes(head),
         ),
         "r18-vitti" => (ResNetConfig::resnet18(head), VitConfig::tiny(size, head)),
@@ -58,8 +60,11 @@ fn main() {
     let steps: usize = arg(&args, "--steps", "20").parse().expect("--steps");
     let warmup: usize = arg(&args, "--warmup", "3").parse().expect("--warmup");
     let what = arg(&args, "--what", "step");
-    let head: usize = arg(&args, "--head", if model == "cpu-small" { "128" } else { "1000" }).parse().expect("--head");
-    let backend: BackendChoice = serde_json::from_str(&format!("\"{}\"", arg(&args, "--device", "cpu"))).expect("--device");
+    let head: usize = arg(&args, "--head", if model == "cpu-small" { "128" } else { "1000" })
+        .parse()
+        .expect("--head");
+    let backend: BackendChoice =
+        serde_json::from_str(&format!("\"{}\"", arg(&args, "--device", "cpu"))).expect("--device");
     let device = resolve(backend).expect("device");
 
     if what == "matmul" {
@@ -75,7 +80,10 @@ fn main() {
             times.push(t.elapsed().as_secs_f64());
         }
         let best = times[warmup..].iter().copied().fold(f64::INFINITY, f64::min);
-        println!("{}", serde_json::json!({ "what": "matmul", "n": n, "gflops": 2.0 * (n * n * n) as f64 / best / 1e9 }));
+        println!(
+            "{}",
+            serde_json::json!({ "what": "matmul", "n": n, "gflops": 2.0 * (n * n * n) as f64 / best / 1e9 })
+        );
         return;
     }
 
@@ -97,7 +105,9 @@ fn main() {
         backend,
     };
     let mut trainer = CassTrainer::new(&cfg, &device);
-    let pixels: Vec<f32> = (0..batch * 3 * size * size).map(|i| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0).collect();
+    let pixels: Vec<f32> = (0..batch * 3 * size * size)
+        .map(|i| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
     let x = Tensor::<4>::from_data(TensorData::new(pixels, [batch, 3, size, size]), &device);
     let mut times = Vec::with_capacity(steps);
     let (cnn_eval, vit_eval) = (trainer.cnn.valid(), trainer.vit.valid());

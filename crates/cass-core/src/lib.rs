@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod models;
 pub mod ssl;
 pub mod train;
+pub mod weights;
 
 #[cfg(test)]
 pub(crate) mod testing;

@@ -1,6 +1,7 @@
 //! The two backbones CASS trains together, and a closed enum over them for the code paths
 //! (fine-tuning, evaluation, embedding) that take either.
 
+pub mod batch_norm;
 pub mod resnet;
 pub mod vit;
 

@@ -3,10 +3,12 @@
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
+
+use super::batch_norm::BatchNorm;
 
 /// Residual block type.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -155,7 +157,7 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, device: &D
 }
 
 fn bn(features: usize, eps: f64, device: &Device) -> BatchNorm {
-    BatchNormConfig::new(features).with_epsilon(eps).init(device)
+    BatchNorm::new(features, eps, device)
 }
 
 /// 1x1 projection of the shortcut (`downsample.0` conv, `downsample.1` BatchNorm in timm).

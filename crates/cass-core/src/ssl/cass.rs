@@ -182,7 +182,11 @@ impl CassTrainer {
         let grads = loss.backward();
         self.cnn = self.opt_cnn.step(lr_cnn, self.cnn.clone(), &grads);
         self.vit = self.opt_vit.step(lr_vit, self.vit.clone(), &grads);
-        StepOutput { loss: value, cnn_spread, vit_spread }
+        StepOutput {
+            loss: value,
+            cnn_spread,
+            vit_spread,
+        }
     }
 
     /// Writes weights, optimizer moments and `state` into `dir` atomically.

@@ -1,0 +1,64 @@
+//! BatchNorm with PyTorch's running statistics: the running variance is updated with the
+//! UNBIASED batch variance (`n / (n - 1)` times the population variance), as
+//! `torch.nn.BatchNorm2d` does. burn's own `BatchNorm` updates it with the biased variance, which
+//! makes running statistics, and so evaluation outputs after training, drift from timm's.
+//! Parameter names are burn's (`gamma`, `beta`), mapped to timm's by the checkpoint code.
+
+use burn::module::{Param, RunningState};
+use burn::prelude::*;
+use burn::tensor::module::{batch_norm, batch_norm_train};
+
+/// A BatchNorm over channel axis 1, momentum 0.1.
+#[derive(Module, Debug)]
+pub struct BatchNorm {
+    pub gamma: Param<Tensor<1>>,
+    pub beta: Param<Tensor<1>>,
+    pub running_mean: RunningState<Tensor<1>>,
+    pub running_var: RunningState<Tensor<1>>,
+    #[module(skip)]
+    pub momentum: f64,
+    #[module(skip)]
+    pub epsilon: f64,
+}
+
+impl BatchNorm {
+    /// Unit scale, zero shift, zero mean and unit variance, like a fresh PyTorch layer.
+    pub fn new(features: usize, epsilon: f64, device: &Device) -> Self {
+        Self {
+            gamma: Param::from_tensor(Tensor::ones([features], device)),
+            beta: Param::from_tensor(Tensor::zeros([features], device)),
+            running_mean: RunningState::new(Tensor::zeros([features], &device.clone().inner())),
+            running_var: RunningState::new(Tensor::ones([features], &device.clone().inner())),
+            momentum: 0.1,
+            epsilon,
+        }
+    }
+
+    /// Batch statistics on an autodiff (training) device, running statistics otherwise.
+    ///
+    /// # Shapes
+    /// `[batch, channels, ...] -> [batch, channels, ...]`
+    pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        let device = input.device();
+        if !device.is_autodiff() {
+            let mean = self.running_mean.value().to_device(&device);
+            let var = self.running_var.value().to_device(&device);
+            return batch_norm(input, self.gamma.val(), self.beta.val(), mean, var, self.epsilon);
+        }
+        let dims = input.dims();
+        let n = dims.iter().product::<usize>() / dims[1];
+        let out = batch_norm_train(input, self.gamma.val(), self.beta.val(), self.epsilon);
+        let unbiased = if n > 1 { n as f64 / (n - 1) as f64 } else { 1.0 };
+        let m = self.momentum;
+        let mean = self.running_mean.value_sync().to_device(&device);
+        let var = self.running_var.value_sync().to_device(&device);
+        self.running_mean
+            .update(mean.mul_scalar(1.0 - m).add(out.mean.detach().mul_scalar(m)).detach());
+        self.running_var.update(
+            var.mul_scalar(1.0 - m)
+                .add(out.variance.detach().mul_scalar(m * unbiased))
+                .detach(),
+        );
+        out.output
+    }
+}
