@@ -130,6 +130,18 @@ def main():
         write_case(name, model, cfg, x)
         models[name] = model
 
+    # The 32 px ViT's weights at 48 px: timm resamples pos_embed (bicubic, antialiased).
+    from timm.layers import resample_abs_pos_embed
+    vit48 = VisionTransformer(img_size=48, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=10)
+    sd = dict(models['vit_tiny'].state_dict())
+    sd['pos_embed'] = resample_abs_pos_embed(sd['pos_embed'], [6, 6], [4, 4], num_prefix_tokens=1)
+    vit48.load_state_dict(sd)
+    vit48.eval()
+    x48 = torch.randn(2, 3, 48, 48, generator=gen)
+    with torch.no_grad():
+        save_file({'input': x48, 'logits': vit48(x48).contiguous(), 'pos_embed': sd['pos_embed'].contiguous()},
+                  os.path.join(OUT, 'vit_tiny_at48.io.safetensors'))
+
     # One CASS training step from these weights (BatchNorm in train mode, no augmentation).
     cnn, vit = models['resnet_basic'], models['vit_tiny']
     loss, (g_cnn, g_vit) = cass_step(cnn, vit, x)

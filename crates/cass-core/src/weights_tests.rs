@@ -97,6 +97,22 @@ fn forward_and_features_match_timm_in_eval_mode() {
 }
 
 #[test]
+fn pos_embed_is_resampled_like_timm_for_another_image_size() {
+    let d = device();
+    let io = read_tensors(&fixture("vit_tiny_at48.io.safetensors")).unwrap();
+    let mut cfg = vit_config(&config("vit_tiny"));
+    cfg.image_size = 48;
+    let vit = load_timm_vit(cfg.init(&d), &fixture("vit_tiny.safetensors"), &HashSet::new()).unwrap();
+    let pe = rel_err(&values(vit.pos_embed.val()), &io["pos_embed"].data);
+    assert!(pe <= 1e-5, "pos_embed differs from timm's resampling by {pe:e}");
+    let logits = rel_err(
+        &values(vit.valid().forward(tensor(&io["input"], &d))),
+        &io["logits"].data,
+    );
+    assert!(logits <= 1e-4, "logits at 48 px differ from timm by {logits:e}");
+}
+
+#[test]
 fn strict_loading_names_what_is_missing_extra_or_misshapen() {
     let d = device();
     let path = fixture("resnet_basic.safetensors");
