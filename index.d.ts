@@ -46,6 +46,12 @@ export declare function startEmbed(checkpoint: string, arch: string | undefined 
 export declare function startEvaluate(checkpoint: string, images: BindingImages, data: BindingLabeled, batchSize: number, device?: string | undefined | null): Promise<string>
 
 /**
+ * Exports one network of a checkpoint as timm-compatible safetensors (`arch` picks the
+ * network of a pre-training checkpoint). Resolves to the output path.
+ */
+export declare function startExport(checkpoint: string, arch: string | undefined | null, out: string): Promise<string>
+
+/**
  * Starts fine-tuning of one network. Resolves to the JSON outcome (best epoch, validation
  * metrics, history, checkpoint path).
  */

@@ -839,5 +839,6 @@ module.exports.BindingCancelToken = nativeBinding.BindingCancelToken
 module.exports.availableBackends = nativeBinding.availableBackends
 module.exports.startEmbed = nativeBinding.startEmbed
 module.exports.startEvaluate = nativeBinding.startEvaluate
+module.exports.startExport = nativeBinding.startExport
 module.exports.startFinetune = nativeBinding.startFinetune
 module.exports.startPretrain = nativeBinding.startPretrain

@@ -123,3 +123,31 @@ test('demo runs the whole protocol on real MNIST (tiny sizes) and writes results
   t.true(pretrainLosses.length >= 3 && pretrainLosses.every(Number.isFinite))
   t.true(existsSync(path.join(out, 'results.json')))
 })
+
+test('weights export writes timm names that load back strictly', async (t) => {
+  const dir = tempDir('export')
+  const { stripes } = await import('./helpers.js')
+  const { pretrain } = await import('../ts/index.js')
+  const { images } = stripes(8, 16, 2)
+  await pretrain({ config: { ...tinyPretrain, epochs: 1 }, images, outDir: path.join(dir, 'pre') })
+  const out = path.join(dir, 'vit.safetensors')
+  const r = cass('weights', 'export', '--checkpoint', path.join(dir, 'pre'), '--arch', 'vit', '--out', out)
+  t.is(r.status, 0, r.stderr)
+  const file = readFileSync(out)
+  const header = JSON.parse(file.toString('utf8', 8, 8 + Number(file.readBigUInt64LE(0)))) as Record<string, { shape: number[] }>
+  t.deepEqual(header['blocks.0.attn.qkv.weight'].shape, [48, 16])
+  t.deepEqual(header['pos_embed'].shape, [1, 17, 16])
+  t.truthy(header['head.weight'])
+  const cnn = path.join(dir, 'cnn.safetensors')
+  t.is(cass('weights', 'export', '--checkpoint', path.join(dir, 'pre'), '--arch', 'cnn', '--out', cnn).status, 0)
+  const h2 = JSON.parse(readFileSync(cnn).toString('utf8', 8, 8 + Number(readFileSync(cnn).readBigUInt64LE(0)))) as Record<string, { dtype: string }>
+  t.is(h2['layer1.0.bn1.num_batches_tracked'].dtype, 'I64')
+  // Starting a new pre-training from exported weights, head included, works; a head of
+  // another width needs --ignore-head.
+  const again = await pretrain({ config: { ...tinyPretrain, epochs: 1, cnnWeights: cnn, vitWeights: out }, images, outDir: path.join(dir, 'again') })
+  t.is(again.status, 'completed')
+  const err = await t.throwsAsync(pretrain({ config: { ...tinyPretrain, headDim: 8, epochs: 1, cnnWeights: cnn }, images, outDir: path.join(dir, 'bad') }))
+  t.regex(err.message, /fc\.weight/)
+  const ok = await pretrain({ config: { ...tinyPretrain, headDim: 8, epochs: 1, cnnWeights: cnn, ignoreHead: true }, images, outDir: path.join(dir, 'ok') })
+  t.is(ok.status, 'completed')
+})

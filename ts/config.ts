@@ -4,6 +4,8 @@
  * BEFORE any native call, so a bad value is reported with its field path. Conversion to the
  * engine's JSON (snake_case) is explicit, in `toNative*`.
  */
+import path from 'node:path'
+
 import { z } from 'zod'
 
 import { ConfigError } from './errors.js'
@@ -103,6 +105,12 @@ export const pretrainSchema = z.strictObject({
   /** Also checkpoint every N steps (always at each epoch end). */
   checkpointEvery: int(1).optional(),
   device: deviceSchema.default('cpu'),
+  /** Initial CNN weights: a timm-named safetensors file (e.g. exported ImageNet weights). */
+  cnnWeights: z.string().min(1).optional(),
+  /** Initial ViT weights (timm-named; `pos_embed` is resampled to `imageSize`). */
+  vitWeights: z.string().min(1).optional(),
+  /** Leave the weight files' classifiers out (heads of another width than `headDim`). */
+  ignoreHead: z.boolean().default(false),
 })
 export type PretrainConfig = z.infer<typeof pretrainSchema>
 
@@ -342,6 +350,8 @@ export function toNativePretrainConfig(c: PretrainConfig): string {
     seed: c.seed,
     checkpoint_every: c.checkpointEvery ?? null,
     backend: c.device,
+    cnn_weights: c.cnnWeights === undefined ? null : { path: path.resolve(c.cnnWeights), ignore_head: c.ignoreHead },
+    vit_weights: c.vitWeights === undefined ? null : { path: path.resolve(c.vitWeights), ignore_head: c.ignoreHead },
   })
 }
 

@@ -365,6 +365,27 @@ export async function embed(options: EmbedOptions): Promise<Embeddings> {
   }
 }
 
+export interface ExportOptions {
+  /** A pre-training output (or checkpoint) directory, or a fine-tuning one. */
+  checkpoint: string
+  /** Which network of a pre-training checkpoint. */
+  arch?: 'cnn' | 'vit'
+  /** The `.safetensors` file to write (timm names; `timm.create_model(...).load_state_dict` reads it). */
+  out: string
+}
+
+/** Exports a network as timm-compatible safetensors. Resolves to the written path. */
+export async function exportWeights(options: ExportOptions): Promise<string> {
+  const dir = existsSync(path.join(options.checkpoint, 'best', 'state.json'))
+    ? bestDir(options.checkpoint)
+    : checkpointDir(options.checkpoint)
+  try {
+    return await native().startExport(dir, options.arch, path.resolve(options.out))
+  } catch (e) {
+    throw fromNative(e)
+  }
+}
+
 /** Compute backends compiled into the installed addon. */
 export function availableBackends(): string[] {
   return native().availableBackends()

@@ -103,6 +103,8 @@ fn main() {
         seed: 0,
         checkpoint_every: None,
         backend,
+        cnn_weights: None,
+        vit_weights: None,
     };
     let mut trainer = CassTrainer::new(&cfg, &device);
     let pixels: Vec<f32> = (0..batch * 3 * size * size)

@@ -25,4 +25,4 @@ pub use device::{BackendChoice, available_backends};
 pub use error::CassError;
 pub use events::{CancelToken, Event, Observer, Silent};
 pub use ssl::cass::{PretrainConfig, PretrainOutcome, Status, pretrain};
-pub use train::finetune::{FinetuneConfig, FinetuneOutcome, Init, Labeled, embed, evaluate, finetune};
+pub use train::finetune::{FinetuneConfig, FinetuneOutcome, Init, Labeled, embed, evaluate, export, finetune};

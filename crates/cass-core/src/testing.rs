@@ -58,6 +58,8 @@ pub fn tiny_pretrain() -> PretrainConfig {
         seed: 7,
         checkpoint_every: None,
         backend: Default::default(),
+        cnn_weights: None,
+        vit_weights: None,
     }
 }
 

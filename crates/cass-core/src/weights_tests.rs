@@ -199,6 +199,8 @@ fn one_cass_step_matches_pytorch() {
         seed: 0,
         checkpoint_every: None,
         backend: Default::default(),
+        cnn_weights: None,
+        vit_weights: None,
     };
     let none = HashSet::new();
     // Two copies: a train-mode forward updates the running statistics, so the gradient probe

@@ -201,6 +201,18 @@ pub fn start_finetune<'env>(
     })
 }
 
+fn parse_arch(arch: Option<String>) -> Result<Option<Arch>> {
+    match arch.as_deref() {
+        None => Ok(None),
+        Some("cnn") => Ok(Some(Arch::Cnn)),
+        Some("vit") => Ok(Some(Arch::Vit)),
+        Some(other) => Err(Error::new(
+            Status::InvalidArg,
+            error_json(&CassError::config("arch", format!("must be `cnn` or `vit`, got `{other}`"))),
+        )),
+    }
+}
+
 fn backend(name: Option<String>) -> Result<BackendChoice> {
     parse(&format!("\"{}\"", name.as_deref().unwrap_or("cpu")), "device")
 }
@@ -268,6 +280,17 @@ pub fn start_embed<'env>(
         )?;
         let count = if dim == 0 { 0 } else { features.len() / dim };
         Ok(serde_json::json!({ "dim": dim, "count": count, "features": features }).to_string())
+    })
+}
+
+/// Exports one network of a checkpoint as timm-compatible safetensors (`arch` picks the
+/// network of a pre-training checkpoint). Resolves to the output path.
+#[napi]
+pub fn start_export<'env>(env: &'env Env, checkpoint: String, arch: Option<String>, out: String) -> Result<PromiseRaw<'env, String>> {
+    let arch = parse_arch(arch)?;
+    spawn_job(env, "export", move || {
+        cass_core::export(&PathBuf::from(checkpoint), arch, &PathBuf::from(&out))?;
+        Ok(out)
     })
 }
 

@@ -26,6 +26,7 @@ use crate::loss::{cass_loss, output_spread};
 use crate::models::{ResNet, ResNetConfig, Vit, VitConfig, init_seeded};
 use crate::train::adam::{Adam, AdamConfig};
 use crate::train::schedule::Schedule;
+use crate::weights::{head_names, load_timm, load_timm_vit};
 
 /// Everything that defines a CASS pre-training run. Saved beside every checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +54,22 @@ pub struct PretrainConfig {
     pub checkpoint_every: Option<u64>,
     #[serde(default)]
     pub backend: BackendChoice,
+    /// Initial CNN weights (timm-named safetensors), e.g. ImageNet weights, as in the paper.
+    #[serde(default)]
+    pub cnn_weights: Option<InitWeights>,
+    /// Initial ViT weights (timm-named safetensors; `pos_embed` is resampled to `image_size`).
+    #[serde(default)]
+    pub vit_weights: Option<InitWeights>,
+}
+
+/// A weights file to start from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InitWeights {
+    pub path: PathBuf,
+    /// Leave the file's classifier out (a head of another width); ours stays freshly initialised.
+    #[serde(default)]
+    pub ignore_head: bool,
 }
 
 impl PretrainConfig {
@@ -165,6 +182,18 @@ impl CassTrainer {
             opt_vit: Adam::new(cfg.adam),
             device: device.clone(),
         }
+    }
+
+    /// Replaces the fresh weights by the configured initial weights, if any.
+    pub fn with_initial_weights(mut self, cfg: &PretrainConfig) -> Result<Self, CassError> {
+        let ignore = |w: &InitWeights, head: &str| if w.ignore_head { head_names(head) } else { Default::default() };
+        if let Some(w) = &cfg.cnn_weights {
+            self.cnn = load_timm(self.cnn, &w.path, &ignore(w, "fc"))?;
+        }
+        if let Some(w) = &cfg.vit_weights {
+            self.vit = load_timm_vit(self.vit, &w.path, &ignore(w, "head"))?;
+        }
+        Ok(self)
     }
 
     /// One CASS step on an already augmented, normalised batch.
@@ -324,7 +353,7 @@ pub fn pretrain(
             )
         }
         None => (
-            CassTrainer::new(&cfg, &device),
+            CassTrainer::new(&cfg, &device).with_initial_weights(&cfg)?,
             PretrainState {
                 kind: PRETRAIN_KIND.into(),
                 config: cfg.clone(),

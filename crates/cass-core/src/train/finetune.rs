@@ -473,6 +473,21 @@ pub fn restore(dir: &Path, arch: Option<Arch>, backend: BackendChoice) -> Result
     }
 }
 
+/// Exports one network of a checkpoint directory (pre-training: `arch` picks it; fine-tuning:
+/// its network) as timm-compatible safetensors, `num_batches_tracked` set to the steps trained.
+pub fn export(dir: &Path, arch: Option<Arch>, out: &Path) -> Result<(), CassError> {
+    let r = restore(dir, arch, BackendChoice::Cpu)?;
+    let steps = fs::read(dir.join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("step").and_then(|s| s.as_i64()))
+        .unwrap_or(0);
+    match &r.net {
+        Network::Cnn(m) => crate::weights::export_timm(m, out, steps),
+        Network::Vit(m) => crate::weights::export_timm(m, out, steps),
+    }
+}
+
 /// Every metric of a fine-tuned checkpoint on labelled data.
 pub fn evaluate(dir: &Path, data: &Labeled, batch_size: usize, backend: BackendChoice) -> Result<Metrics, CassError> {
     let r = restore(dir, None, backend)?;
