@@ -26,6 +26,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, '..', 'crates', 'cass-core', 'fixtures', 'timm')
+HOST = next((l.split(': ')[1] for l in subprocess.run(['rustc', '-vV'], capture_output=True, text=True).stdout.splitlines() if l.startswith('host: ')), '')
 
 
 def tiny_resnet(block, width, num_classes):
@@ -161,6 +162,10 @@ def full_check():
     """Full-size parity on demand: timm resnet50 and vit_base_patch16_384, random weights."""
     import timm
     root = os.path.join(HERE, '..')
+    # Build once with the workspace's feature set (shared with the test and addon builds).
+    subprocess.run(['cargo', 'build', '--workspace', '--target', HOST, '--example', 'parity_check'], cwd=root, check=True)
+    target = os.environ.get('CARGO_TARGET_DIR', os.path.join(root, 'target'))
+    binary = os.path.join(target, HOST, 'debug', 'examples', 'parity_check')
     with tempfile.TemporaryDirectory() as tmp:
         gen = torch.Generator().manual_seed(5)
         for name, model, cfg, size in [
@@ -177,8 +182,7 @@ def full_check():
             save_file({'input': x, 'logits': logits.contiguous(), 'features': feats.contiguous()}, base + '.io.safetensors')
             with open(base + '.json', 'w') as f:
                 json.dump(cfg, f)
-            out = subprocess.run(['node', os.path.join(root, 'scripts', 'cargo-host.cjs'), 'run', '--workspace', '--example', 'parity_check', '--', base],
-                                 cwd=root, capture_output=True, text=True)
+            out = subprocess.run([binary, base], cwd=root, capture_output=True, text=True)
             print(name, out.stdout.strip() or out.stderr[-2000:])
 
 

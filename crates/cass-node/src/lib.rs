@@ -208,7 +208,10 @@ fn parse_arch(arch: Option<String>) -> Result<Option<Arch>> {
         Some("vit") => Ok(Some(Arch::Vit)),
         Some(other) => Err(Error::new(
             Status::InvalidArg,
-            error_json(&CassError::config("arch", format!("must be `cnn` or `vit`, got `{other}`"))),
+            error_json(&CassError::config(
+                "arch",
+                format!("must be `cnn` or `vit`, got `{other}`"),
+            )),
         )),
     }
 }
@@ -286,7 +289,12 @@ pub fn start_embed<'env>(
 /// Exports one network of a checkpoint as timm-compatible safetensors (`arch` picks the
 /// network of a pre-training checkpoint). Resolves to the output path.
 #[napi]
-pub fn start_export<'env>(env: &'env Env, checkpoint: String, arch: Option<String>, out: String) -> Result<PromiseRaw<'env, String>> {
+pub fn start_export<'env>(
+    env: &'env Env,
+    checkpoint: String,
+    arch: Option<String>,
+    out: String,
+) -> Result<PromiseRaw<'env, String>> {
     let arch = parse_arch(arch)?;
     spawn_job(env, "export", move || {
         cass_core::export(&PathBuf::from(checkpoint), arch, &PathBuf::from(&out))?;

@@ -186,7 +186,13 @@ impl CassTrainer {
 
     /// Replaces the fresh weights by the configured initial weights, if any.
     pub fn with_initial_weights(mut self, cfg: &PretrainConfig) -> Result<Self, CassError> {
-        let ignore = |w: &InitWeights, head: &str| if w.ignore_head { head_names(head) } else { Default::default() };
+        let ignore = |w: &InitWeights, head: &str| {
+            if w.ignore_head {
+                head_names(head)
+            } else {
+                Default::default()
+            }
+        };
         if let Some(w) = &cfg.cnn_weights {
             self.cnn = load_timm(self.cnn, &w.path, &ignore(w, "fc"))?;
         }
