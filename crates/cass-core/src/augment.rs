@@ -21,6 +21,15 @@ use serde::{Deserialize, Serialize};
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+/// Channel order the network expects (Caffe-trained weights want BGR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    #[default]
+    Rgb,
+    Bgr,
+}
+
 /// Augmentation probabilities and strengths (defaults are the paper's).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -37,8 +46,10 @@ pub struct AugmentConfig {
     pub saturation: f64,
     pub p_vflip: f64,
     pub p_hflip: f64,
+    /// Normalisation, per channel in the network's channel order, for inputs in [0, 1].
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    pub channel_order: ChannelOrder,
 }
 
 impl Default for AugmentConfig {
@@ -57,6 +68,7 @@ impl Default for AugmentConfig {
             p_hflip: 0.3,
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
+            channel_order: ChannelOrder::Rgb,
         }
     }
 }
@@ -217,6 +229,9 @@ pub fn apply(x: Tensor<4>, params: Option<&BatchParams>, size: usize, cfg: &Augm
     if needs_warp || h != size || w != size {
         let ws: Vec<Mat3> = warps.map(|w| w.to_vec()).unwrap_or_else(|| vec![IDENTITY; b]);
         x = warp(x, &ws, size);
+    }
+    if cfg.channel_order == ChannelOrder::Bgr {
+        x = x.flip([1]);
     }
     let mean = Tensor::<1>::from_floats(cfg.mean, &device).reshape([1, 3, 1, 1]);
     let std = Tensor::<1>::from_floats(cfg.std, &device).reshape([1, 3, 1, 1]);

@@ -129,6 +129,52 @@ pub fn resample_pos_embed(pe: &HostTensor, from: usize, to: usize) -> HostTensor
     }
 }
 
+/// The string metadata of a safetensors file (empty when it has none).
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, CassError> {
+    let bytes = std::fs::read(path).map_err(|e| CassError::io(path, e))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| CassError::data("bad-weights", format!("not a safetensors file: {e}"), Some(path)))?;
+    Ok(header.metadata().clone().unwrap_or_default())
+}
+
+/// What a weights file says about itself: a ResNet variant and an input preprocessing, as
+/// written by `cass weights import` for the Keras ResNet-50 (`cass.resnet_variant`,
+/// `cass.preprocess`). Applies them to `cnn` and `augment`; returns whether anything changed.
+pub fn apply_declared_variant(
+    path: &Path,
+    cnn: &mut crate::models::ResNetConfig,
+    augment: &mut crate::augment::AugmentConfig,
+) -> Result<bool, CassError> {
+    #[derive(serde::Deserialize)]
+    struct Variant {
+        stride_in_1x1: bool,
+        bn_eps: f64,
+    }
+    #[derive(serde::Deserialize)]
+    struct Preprocess {
+        channel_order: crate::augment::ChannelOrder,
+        mean: [f32; 3],
+        std: [f32; 3],
+    }
+    let meta = read_metadata(path)?;
+    let bad = |k: &str, e: serde_json::Error| CassError::data("bad-weights", format!("metadata {k}: {e}"), Some(path));
+    let mut changed = false;
+    if let Some(v) = meta.get("cass.resnet_variant") {
+        let v: Variant = serde_json::from_str(v).map_err(|e| bad("cass.resnet_variant", e))?;
+        cnn.stride_in_1x1 = v.stride_in_1x1;
+        cnn.bn_eps = v.bn_eps;
+        changed = true;
+    }
+    if let Some(p) = meta.get("cass.preprocess") {
+        let p: Preprocess = serde_json::from_str(p).map_err(|e| bad("cass.preprocess", e))?;
+        augment.channel_order = p.channel_order;
+        augment.mean = p.mean;
+        augment.std = p.std;
+        changed = true;
+    }
+    Ok(changed)
+}
+
 /// Writes `module` as a timm state dict: float tensors by timm name, plus the int64
 /// `num_batches_tracked` buffer of every BatchNorm (set to `batches_tracked`).
 pub fn export_timm<M: Module>(module: &M, path: &Path, batches_tracked: i64) -> Result<(), CassError> {

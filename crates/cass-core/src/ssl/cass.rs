@@ -26,7 +26,7 @@ use crate::loss::{cass_loss, output_spread};
 use crate::models::{ResNet, ResNetConfig, Vit, VitConfig, init_seeded};
 use crate::train::adam::{Adam, AdamConfig};
 use crate::train::schedule::Schedule;
-use crate::weights::{head_names, load_timm, load_timm_vit};
+use crate::weights::{apply_declared_variant, head_names, load_timm, load_timm_vit};
 
 /// Everything that defines a CASS pre-training run. Saved beside every checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -314,6 +314,14 @@ pub fn pretrain(
     };
     cfg.epochs = config.epochs;
     cfg.max_steps = config.max_steps;
+    if resumed.is_none() {
+        if let Some(w) = &cfg.cnn_weights {
+            // Weights that declare their own ResNet variant and preprocessing (the imported
+            // Keras ResNet-50) get both; the run config saved with the checkpoint records them.
+            let path = w.path.clone();
+            apply_declared_variant(&path, &mut cfg.cnn, &mut cfg.augment)?;
+        }
+    }
     cfg.validate()?;
     let indices: Vec<usize> = if indices.is_empty() {
         (0..set.len).collect()

@@ -247,6 +247,7 @@ pub fn finetune(
     })?;
     let device = resolve(cfg.backend)?;
     let ad = device.clone().autodiff();
+    let mut augment_cfg = cfg.augment;
 
     let (cnn_cfg, vit_cfg, mut net) = match &cfg.init {
         Init::Random => {
@@ -260,6 +261,10 @@ pub fn finetune(
         }
         Init::Pretrained(dir) => {
             let st = read_state(dir)?;
+            // The pre-trained networks were trained on inputs prepared this way.
+            augment_cfg.mean = st.config.augment.mean;
+            augment_cfg.std = st.config.augment.std;
+            augment_cfg.channel_order = st.config.augment.channel_order;
             let (c, v) = (st.config.cnn.clone(), st.config.vit.clone());
             if cfg.arch == Arch::Vit && v.image_size != cfg.image_size {
                 return Err(CassError::config(
@@ -314,12 +319,12 @@ pub fn finetune(
                 status = Status::Cancelled;
                 break 'epochs;
             }
-            let params = cfg.augment.sample(host.size, step_seed(cfg.seed, step), aspect);
+            let params = augment_cfg.sample(host.size, step_seed(cfg.seed, step), aspect);
             let x = augment::apply(
                 upload(&host, &train.set, &device),
                 Some(&params),
                 cfg.image_size,
-                &cfg.augment,
+                &augment_cfg,
             )
             .autodiff();
             let y = Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(host.labels.clone(), [host.size]), &ad);
@@ -351,7 +356,7 @@ pub fn finetune(
                 eta_sec: elapsed / step as f64 * (total - step) as f64,
             });
         }
-        let (logits, targets) = predict(&net, val, cfg.image_size, cfg.batch_size, &cfg.augment, &device);
+        let (logits, targets) = predict(&net, val, cfg.image_size, cfg.batch_size, &augment_cfg, &device);
         let val_loss = mean_loss(&cfg.loss, &logits, &targets, &weights, cfg.num_classes, &device);
         let record = EpochRecord {
             epoch,
@@ -371,7 +376,10 @@ pub fn finetune(
             since_best = 0;
             let state = FinetuneState {
                 kind: FINETUNE_KIND.into(),
-                config: cfg.clone(),
+                config: FinetuneConfig {
+                    augment: augment_cfg,
+                    ..cfg.clone()
+                },
                 cnn: cnn_cfg.clone(),
                 vit: vit_cfg.clone(),
                 best_epoch: epoch,
@@ -397,7 +405,7 @@ pub fn finetune(
             None,
         ));
     };
-    let (logits, targets) = predict(&best_net, val, cfg.image_size, cfg.batch_size, &cfg.augment, &device);
+    let (logits, targets) = predict(&best_net, val, cfg.image_size, cfg.batch_size, &augment_cfg, &device);
     let val_metrics = metrics::compute(
         &logits,
         &targets,

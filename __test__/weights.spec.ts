@@ -1,0 +1,106 @@
+import { writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { gzipSync } from 'node:zlib'
+
+import test from 'ava'
+
+import { DataError } from '../ts/index.js'
+import { kerasResnet50ToTimm, readTar, readTfjsPackage } from '../ts/weights/keras.js'
+import { tempDir } from './helpers.js'
+
+type T = { shape: number[]; data: Float32Array }
+const t = (shape: number[], f: (i: number) => number = (i) => i): T => ({
+  shape,
+  data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => f(i)),
+})
+
+/** Every weight of the Keras ResNet-50 v1 by name, with tiny shapes (the mapping is by name). */
+function tinyKerasResnet50(): Map<string, T> {
+  const w = new Map<string, T>()
+  const conv = (name: string, bn: string) => {
+    w.set(`${name}/kernel`, t([1, 2, 3, 2])) // HWIO
+    w.set(
+      `${name}/bias`,
+      t([2], (i) => 10 + i),
+    )
+    for (const k of ['gamma', 'beta', 'moving_variance']) w.set(`${bn}/${k}`, t([2]))
+    w.set(
+      `${bn}/moving_mean`,
+      t([2], (i) => 100 + i),
+    )
+  }
+  conv('conv1', 'bn_conv1')
+  ;[3, 4, 6, 3].forEach((n, s) => {
+    for (let b = 0; b < n; b++) {
+      const id = `${s + 2}${String.fromCharCode(97 + b)}`
+      for (const br of ['2a', '2b', '2c']) conv(`res${id}_branch${br}`, `bn${id}_branch${br}`)
+      if (b === 0) conv(`res${id}_branch1`, `bn${id}_branch1`)
+    }
+  })
+  w.set('fc1000/kernel', t([3, 2])) // [in, out]
+  w.set('fc1000/bias', t([2]))
+  return w
+}
+
+test('Keras ResNet-50 names map to timm names: HWIO -> OIHW, dense transposed, conv bias folded into BN mean', (t0) => {
+  const timm = kerasResnet50ToTimm(tinyKerasResnet50())
+  t0.is(timm.size, 267) // 161 weights + 106 running statistics, as timm's resnet50 minus num_batches_tracked
+  const k = timm.get('layer4.2.conv3.weight')!
+  t0.deepEqual(k.shape, [2, 3, 1, 2]) // HWIO [1, 2, 3, 2] -> [out, in, kh, kw]
+  // HWIO element (h=0, w=1, i=2, o=0) sits at ((0*2+1)*3+2)*2+0 = 10; in OIHW at ((0*3+2)*1+0)*2+1 = 5.
+  t0.is(k.data[5], 10)
+  t0.deepEqual(Array.from(timm.get('layer1.0.downsample.1.running_mean')!.data), [90, 90])
+  t0.deepEqual(timm.get('fc.weight')!.shape, [2, 3])
+  t0.is(timm.get('fc.weight')!.data[1], 2) // [in=1, out=0] of the kernel
+  t0.truthy(timm.get('layer3.5.bn2.weight'))
+  const extra = tinyKerasResnet50()
+  extra.set('mystery/kernel', t([1]))
+  t0.throws(() => kerasResnet50ToTimm(extra), { instanceOf: DataError, message: /not mapped: mystery/ })
+  const missing = tinyKerasResnet50()
+  missing.delete('res5c_branch2c/bias')
+  t0.throws(() => kerasResnet50ToTimm(missing), { instanceOf: DataError, message: /res5c_branch2c\/bias/ })
+})
+
+function tar(files: Record<string, Buffer>): Buffer {
+  const parts: Buffer[] = []
+  for (const [name, data] of Object.entries(files)) {
+    const h = Buffer.alloc(512)
+    h.write(name, 0)
+    h.write(data.length.toString(8).padStart(11, '0'), 124)
+    h.write('0', 156)
+    parts.push(h, data, Buffer.alloc((512 - (data.length % 512)) % 512))
+  }
+  return gzipSync(Buffer.concat([...parts, Buffer.alloc(1024)]))
+}
+
+test('TF.js weights are read from a package tarball across shards, with labels', (t0) => {
+  const dir = tempDir('tfjs')
+  const values = Float32Array.from([1, 2, 3, 4, 5, 6])
+  const bytes = Buffer.from(values.buffer)
+  const model = {
+    weightsManifest: [
+      {
+        paths: ['group1-shard1of2.bin', 'group1-shard2of2.bin'],
+        weights: [
+          { name: 'a/kernel', shape: [2, 2], dtype: 'float32' },
+          { name: 'b/bias', shape: [2], dtype: 'float32' },
+        ],
+      },
+    ],
+  }
+  const file = path.join(dir, 'pkg.tgz')
+  writeFileSync(
+    file,
+    tar({
+      'package/ResNet50/model.json': Buffer.from(JSON.stringify(model)),
+      'package/ResNet50/group1-shard1of2.bin': bytes.subarray(0, 10),
+      'package/ResNet50/group1-shard2of2.bin': bytes.subarray(10),
+      'package/assets/labels.json': Buffer.from(JSON.stringify({ 1: 'goldfish', 0: 'tench' })),
+    }),
+  )
+  t0.is(readTar(file).size, 4)
+  const { weights, labels } = readTfjsPackage(file)
+  t0.deepEqual(Array.from(weights.get('a/kernel')!.data), [1, 2, 3, 4])
+  t0.deepEqual(Array.from(weights.get('b/bias')!.data), [5, 6])
+  t0.deepEqual(labels, ['tench', 'goldfish'])
+})
