@@ -12,25 +12,51 @@ use burn::prelude::*;
 pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use vit::{Vit, VitConfig};
 
-/// burn's random initialisers draw from one process-wide generator and parameters initialise
-/// lazily, on first use. To make a seed reproduce the same weights even when several jobs run
-/// at once, building happens under this lock and every parameter is materialised before it
-/// is released.
+/// burn's random initialisers draw from one process-wide generator, and parameters initialise
+/// lazily, on first use. So that a seed reproduces the same weights even while other jobs (or
+/// tests) build models on other threads, every model is built under this lock and all its
+/// parameters are materialised before the lock is released. The lock is re-entrant per thread
+/// (building a network inside [`init_seeded`] takes it again).
 static INIT_LOCK: Mutex<()> = Mutex::new(());
 
-/// Builds a module from `build` with the backend generator seeded by `seed`, reproducibly.
-pub fn init_seeded<M: Module>(device: &Device, seed: u64, build: impl FnOnce() -> M) -> M {
+thread_local! {
+    static INIT_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` holding the model-initialisation lock.
+pub fn with_init_lock<R>(f: impl FnOnce() -> R) -> R {
+    struct Depth;
+    impl Drop for Depth {
+        fn drop(&mut self) {
+            INIT_DEPTH.with(|d| d.set(d.get() - 1));
+        }
+    }
+    let outermost = INIT_DEPTH.with(|d| d.get() == 0);
+    let _guard = outermost.then(|| INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    INIT_DEPTH.with(|d| d.set(d.get() + 1));
+    let _depth = Depth;
+    f()
+}
+
+/// Initialises every lazily-initialised parameter of `module` now.
+pub fn materialize<M: Module>(module: &M) {
     struct Materialize;
     impl ModuleVisitor for Materialize {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let _ = param.val();
         }
     }
-    let _guard = INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    device.seed(seed);
-    let module = build();
     module.visit(&mut Materialize);
-    module
+}
+
+/// Builds a module from `build` with the backend generator seeded by `seed`, reproducibly.
+pub fn init_seeded<M: Module>(device: &Device, seed: u64, build: impl FnOnce() -> M) -> M {
+    with_init_lock(|| {
+        device.seed(seed);
+        let module = build();
+        materialize(&module);
+        module
+    })
 }
 
 /// Which of the two networks a downstream job uses.

@@ -73,6 +73,14 @@ impl ResNetConfig {
     /// Builds the network with torchvision's initialisation (Kaiming-normal fan-out convolutions,
     /// unit BatchNorm).
     pub fn init(&self, device: &Device) -> ResNet {
+        super::with_init_lock(|| {
+            let model = self.build(device);
+            super::materialize(&model);
+            model
+        })
+    }
+
+    fn build(&self, device: &Device) -> ResNet {
         assert!(
             self.layers.iter().all(|&n| n > 0),
             "every ResNet stage needs at least one block"
@@ -241,7 +249,11 @@ impl ResNet {
     /// Replaces the classification head by a freshly initialised linear layer.
     pub fn with_new_head(mut self, num_classes: usize, device: &Device) -> Self {
         let [d_in, _] = self.fc.weight.dims();
-        self.fc = LinearConfig::new(d_in, num_classes).init(device);
+        self.fc = super::with_init_lock(|| {
+            let fc = LinearConfig::new(d_in, num_classes).init(device);
+            super::materialize(&fc);
+            fc
+        });
         self
     }
 }

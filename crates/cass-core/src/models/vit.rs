@@ -6,7 +6,9 @@ use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::gelu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 
 const LN_EPS: f64 = 1e-6;
 
@@ -74,6 +76,14 @@ impl VitConfig {
     /// Builds the network with timm-like initialisation (truncated normal replaced by a
     /// normal of std 0.02 for linear weights and position embeddings).
     pub fn init(&self, device: &Device) -> Vit {
+        super::with_init_lock(|| {
+            let model = self.build(device);
+            super::materialize(&model);
+            model
+        })
+    }
+
+    fn build(&self, device: &Device) -> Vit {
         if let Err(msg) = self.validate() {
             panic!("{msg}");
         }
@@ -145,9 +155,10 @@ impl Attention {
         let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]);
         let k = qkv.clone().narrow(0, 1, 1).reshape([b, h, n, hd]);
         let v = qkv.narrow(0, 2, 1).reshape([b, h, n, hd]);
-        let scale = (hd as f64).powf(-0.5);
-        let attn = softmax(q.mul_scalar(scale).matmul(k.swap_dims(2, 3)), 3); // [b, h, n, n]
-        let out = attn.matmul(v).swap_dims(1, 2).reshape([b, n, d]); // [b, n, dim]
+        // burn's fused scaled-dot-product attention (scale 1/sqrt(head_dim)); on an autodiff
+        // device it is composed from differentiable ops, in evaluation the backend's kernel runs.
+        let out = attention(q, k, v, None, None, AttentionModuleOptions::default()); // [b, h, n, hd]
+        let out = out.swap_dims(1, 2).reshape([b, n, d]); // [b, n, dim]
         self.proj.forward(out)
     }
 }
@@ -221,9 +232,13 @@ impl Vit {
     /// Replaces the classification head by a freshly initialised linear layer.
     pub fn with_new_head(mut self, num_classes: usize, device: &Device) -> Self {
         let [d_in, _] = self.head.weight.dims();
-        self.head = LinearConfig::new(d_in, num_classes)
-            .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
-            .init(device);
+        self.head = super::with_init_lock(|| {
+            let head = LinearConfig::new(d_in, num_classes)
+                .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
+                .init(device);
+            super::materialize(&head);
+            head
+        });
         self
     }
 }
