@@ -222,26 +222,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CassError> {
     fs::rename(&tmp, path).map_err(|e| CassError::io(path, e))
 }
 
-/// Serialises named host tensors as safetensors bytes (f32), with string metadata.
-pub fn safetensors_bytes(tensors: &BTreeMap<String, HostTensor>, metadata: Option<HashMap<String, String>>) -> Vec<u8> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+/// Serialises named host tensors as safetensors bytes (f32), plus int64 scalars (BatchNorm's
+/// `num_batches_tracked`), with string metadata.
+pub fn safetensors_bytes(
+    tensors: &BTreeMap<String, HostTensor>,
+    int_scalars: &[(String, i64)],
+    metadata: Option<HashMap<String, String>>,
+) -> Vec<u8> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>, Dtype)> = tensors
         .iter()
         .map(|(k, t)| {
             (
                 k.clone(),
                 t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
                 t.shape.clone(),
+                Dtype::F32,
             )
         })
+        .chain(
+            int_scalars
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_le_bytes().to_vec(), vec![], Dtype::I64)),
+        )
         .collect();
     let views: Vec<(String, TensorView<'_>)> = bytes
         .iter()
-        .map(|(k, b, s)| {
-            (
-                k.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).expect("valid view"),
-            )
-        })
+        .map(|(k, b, s, d)| (k.clone(), TensorView::new(*d, s.clone(), b).expect("valid view")))
         .collect();
     safetensors::tensor::serialize(views, metadata).expect("safetensors serialisation")
 }
@@ -287,7 +293,7 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, Cas
 
 /// Saves a module's weights as timm-named safetensors, atomically.
 pub fn save_weights<M: Module>(module: &M, path: &Path, metadata: HashMap<String, String>) -> Result<(), CassError> {
-    write_atomic(path, &safetensors_bytes(&module_tensors(module), Some(metadata)))
+    write_atomic(path, &safetensors_bytes(&module_tensors(module), &[], Some(metadata)))
 }
 
 /// Loads timm-named safetensors into a module (strict, see [`load_module_tensors`]).
@@ -307,7 +313,7 @@ pub fn save_adam(adam: &Adam, path: &Path) -> Result<(), CassError> {
     let mut meta = HashMap::new();
     meta.insert("step".to_string(), adam.step.to_string());
     meta.insert("config".to_string(), serde_json::to_string(&adam.config).expect("json"));
-    write_atomic(path, &safetensors_bytes(&tensors, Some(meta)))
+    write_atomic(path, &safetensors_bytes(&tensors, &[], Some(meta)))
 }
 
 /// Restores optimizer moments saved by [`save_adam`].

@@ -1,11 +1,16 @@
 //! Helpers shared by the unit tests.
 
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
+use burn::tensor::Gradients;
 use burn::tensor::TensorData;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::augment::AugmentConfig;
+use crate::checkpoint::ParamNamer;
 use crate::models::{BlockKind, ResNetConfig, VitConfig};
 use crate::ssl::cass::PretrainConfig;
 use crate::train::schedule::Schedule;
@@ -83,4 +88,35 @@ pub fn synthetic_images(n: usize, size: usize, seed: u64) -> (Vec<u8>, Vec<i64>)
         }
     }
     (bytes, labels)
+}
+
+/// Every parameter's gradient by timm name, in timm layout (linear weights `[out, in]`).
+pub fn grads_by_name<M: Module>(m: &M, grads: &Gradients) -> BTreeMap<String, Vec<f32>> {
+    struct G<'a>(ParamNamer, &'a Gradients, BTreeMap<String, Vec<f32>>);
+    impl ModuleVisitor for G<'_> {
+        fn enter_module(&mut self, n: &str, c: &str) {
+            self.0.enter(n, c);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let Some(g) = p.val().grad(self.1) {
+                let g = if self.0.is_linear_weight() && D == 2 {
+                    g.transpose()
+                } else {
+                    g
+                };
+                let v = g
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("f32 gradient");
+                self.2.insert(self.0.param_name(), v);
+            }
+        }
+    }
+    let mut v = G(ParamNamer::default(), grads, BTreeMap::new());
+    m.visit(&mut v);
+    v.2
 }

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use burn::module::Module;
-use safetensors::tensor::{Dtype, TensorView};
 
 use crate::checkpoint::{self, HostTensor, module_tensors, read_safetensors, write_atomic};
 use crate::error::CassError;
@@ -179,43 +178,16 @@ pub fn apply_declared_variant(
 /// `num_batches_tracked` buffer of every BatchNorm (set to `batches_tracked`).
 pub fn export_timm<M: Module>(module: &M, path: &Path, batches_tracked: i64) -> Result<(), CassError> {
     let tensors = module_tensors(module);
-    let counts: Vec<String> = tensors
+    let counts: Vec<(String, i64)> = tensors
         .keys()
         .filter_map(|k| {
             k.strip_suffix(".running_mean")
-                .map(|p| format!("{p}.num_batches_tracked"))
+                .map(|p| (format!("{p}.num_batches_tracked"), batches_tracked))
         })
         .collect();
-    let count_bytes = batches_tracked.to_le_bytes();
-    let float_bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
-        .iter()
-        .map(|(k, t)| {
-            (
-                k.clone(),
-                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                t.shape.clone(),
-            )
-        })
-        .collect();
-    let mut views: Vec<(String, TensorView<'_>)> = float_bytes
-        .iter()
-        .map(|(k, b, s)| {
-            (
-                k.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).expect("valid view"),
-            )
-        })
-        .collect();
-    for name in &counts {
-        views.push((
-            name.clone(),
-            TensorView::new(Dtype::I64, vec![], &count_bytes).expect("valid view"),
-        ));
-    }
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
-    let bytes = safetensors::tensor::serialize(views, Some(meta))
-        .map_err(|e| CassError::data("bad-weights", format!("cannot serialise: {e}"), Some(path)))?;
+    let bytes = checkpoint::safetensors_bytes(&tensors, &counts, Some(meta));
     write_atomic(path, &bytes)
 }
 

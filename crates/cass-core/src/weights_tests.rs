@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::*;
 use crate::models::{BlockKind, Network, ResNetConfig, VitConfig};
 use crate::ssl::cass::{CassTrainer, PretrainConfig};
-use crate::testing::device;
+use crate::testing::{device, grads_by_name};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -279,34 +279,4 @@ fn one_cass_step_matches_pytorch() {
         compared * 5 >= total * 2,
         "only {compared} of {total} elements held to 2e-5"
     );
-}
-
-fn grads_by_name<M: burn::module::Module>(m: &M, grads: &burn::tensor::Gradients) -> BTreeMap<String, Vec<f32>> {
-    use burn::module::{ModuleVisitor, Param};
-    struct G<'a>(
-        crate::checkpoint::ParamNamer,
-        &'a burn::tensor::Gradients,
-        BTreeMap<String, Vec<f32>>,
-    );
-    impl ModuleVisitor for G<'_> {
-        fn enter_module(&mut self, n: &str, c: &str) {
-            self.0.enter(n, c);
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.0.exit();
-        }
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            if let Some(g) = p.val().grad(self.1) {
-                let g = if self.0.is_linear_weight() && D == 2 {
-                    g.transpose()
-                } else {
-                    g
-                };
-                self.2.insert(self.0.param_name(), values(g));
-            }
-        }
-    }
-    let mut v = G(crate::checkpoint::ParamNamer::default(), grads, BTreeMap::new());
-    m.visit(&mut v);
-    v.2
 }

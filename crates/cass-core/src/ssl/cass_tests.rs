@@ -1,12 +1,11 @@
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Gradients;
+use burn::module::Module;
 
 use super::*;
-use crate::checkpoint::{ParamNamer, load_module_tensors, module_tensors};
+use crate::checkpoint::{load_module_tensors, module_tensors};
 use crate::events::Silent;
-use crate::testing::{device, synthetic_images, tiny_pretrain};
+use crate::testing::{device, grads_by_name, synthetic_images, tiny_pretrain};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cass-test-{name}-{}", std::process::id()));
@@ -30,32 +29,6 @@ fn loss_falls_on_a_fixed_batch() {
     let losses: Vec<f64> = (0..12).map(|_| t.step(x.clone(), 1e-3, 1e-3).loss).collect();
     assert!(losses.iter().all(|l| l.is_finite() && (0.0..=4.0).contains(l)));
     assert!(losses[11] < 0.7 * losses[0], "loss did not fall: {losses:?}");
-}
-
-fn grads_by_name<M: Module>(m: &M, grads: &Gradients) -> BTreeMap<String, Vec<f32>> {
-    struct G<'a>(ParamNamer, &'a Gradients, BTreeMap<String, Vec<f32>>);
-    impl ModuleVisitor for G<'_> {
-        fn enter_module(&mut self, n: &str, c: &str) {
-            self.0.enter(n, c);
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.0.exit();
-        }
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            if let Some(g) = p.val().grad(self.1) {
-                let g = if self.0.is_linear_weight() && D == 2 {
-                    g.transpose()
-                } else {
-                    g
-                };
-                self.2
-                    .insert(self.0.param_name(), g.into_data().try_into_vec::<f32>().unwrap());
-            }
-        }
-    }
-    let mut v = G(ParamNamer::default(), grads, BTreeMap::new());
-    m.visit(&mut v);
-    v.2
 }
 
 #[test]
