@@ -218,12 +218,12 @@ pub fn apply(x: Tensor<4>, params: Option<&BatchParams>, size: usize, cfg: &Augm
     let [b, _, h, w] = x.dims();
     let mut x = x;
     let warps: Option<&[Mat3]> = params.map(|p| p.warps.as_slice());
-    if let Some(p) = params {
-        if p.jitter.iter().any(|j| j.iter().any(|&f| f != 1.0)) {
-            let col = |k: usize| column(p.jitter.iter().map(|j| j[k]).collect(), &device);
-            x = jitter(x, col(0), col(1), col(2));
-            x = jitter(x, col(3), col(4), col(5));
-        }
+    if let Some(p) = params
+        && p.jitter.iter().any(|j| j.iter().any(|&f| f != 1.0))
+    {
+        let col = |k: usize| column(p.jitter.iter().map(|j| j[k]).collect(), &device);
+        x = jitter(x, col(0), col(1), col(2));
+        x = jitter(x, col(3), col(4), col(5));
     }
     let needs_warp = warps.is_some_and(|ws| ws.iter().any(|m| *m != IDENTITY));
     if needs_warp || h != size || w != size {

@@ -32,24 +32,26 @@ pub fn load_timm_vit(
 ) -> Result<crate::models::Vit, CassError> {
     let mut tensors = read_safetensors(path)?;
     let want = vit.pos_embed.dims(); // [1, tokens, dim]
-    if let Some(pe) = tensors.get_mut("pos_embed") {
-        if pe.shape.len() == 3 && pe.shape[1] != want[1] && pe.shape[2] == want[2] {
-            let grid = |tokens: usize| {
-                let g = ((tokens - 1) as f64).sqrt().round() as usize;
-                (g * g == tokens - 1).then_some(g)
-            };
-            let (Some(from), Some(to)) = (grid(pe.shape[1]), grid(want[1])) else {
-                return Err(CassError::data(
-                    "bad-weights",
-                    format!(
-                        "pos_embed with {} tokens cannot be resampled to {} (not a square grid plus a class token)",
-                        pe.shape[1], want[1]
-                    ),
-                    Some(path),
-                ));
-            };
-            *pe = resample_pos_embed(pe, from, to);
-        }
+    if let Some(pe) = tensors.get_mut("pos_embed")
+        && pe.shape.len() == 3
+        && pe.shape[1] != want[1]
+        && pe.shape[2] == want[2]
+    {
+        let grid = |tokens: usize| {
+            let g = ((tokens - 1) as f64).sqrt().round() as usize;
+            (g * g == tokens - 1).then_some(g)
+        };
+        let (Some(from), Some(to)) = (grid(pe.shape[1]), grid(want[1])) else {
+            return Err(CassError::data(
+                "bad-weights",
+                format!(
+                    "pos_embed with {} tokens cannot be resampled to {} (not a square grid plus a class token)",
+                    pe.shape[1], want[1]
+                ),
+                Some(path),
+            ));
+        };
+        *pe = resample_pos_embed(pe, from, to);
     }
     checkpoint::load_module_tensors(vit, &tensors, ignore, path)
 }

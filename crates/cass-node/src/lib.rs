@@ -3,8 +3,6 @@
 //! cross as JSON strings through a weak threadsafe function; cancellation through a shared token.
 //! No training logic lives here.
 
-#![deny(clippy::all)]
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -130,10 +128,10 @@ where
 
 fn forward(events: Option<ThreadsafeFunction<String, (), String, Status, false, true>>) -> impl FnMut(&Event) + Send {
     move |e: &Event| {
-        if let Some(f) = &events {
-            if let Ok(json) = serde_json::to_string(e) {
-                f.call(json, ThreadsafeFunctionCallMode::NonBlocking);
-            }
+        if let Some(f) = &events
+            && let Ok(json) = serde_json::to_string(e)
+        {
+            f.call(json, ThreadsafeFunctionCallMode::NonBlocking);
         }
     }
 }
@@ -281,7 +279,7 @@ pub fn start_embed<'env>(
             batch_size as usize,
             backend,
         )?;
-        let count = if dim == 0 { 0 } else { features.len() / dim };
+        let count = features.len().checked_div(dim).unwrap_or(0);
         Ok(serde_json::json!({ "dim": dim, "count": count, "features": features }).to_string())
     })
 }

@@ -58,13 +58,13 @@ impl VitConfig {
 
     /// Checks the geometry; returns a readable message naming the bad field.
     pub fn validate(&self) -> Result<(), String> {
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return Err(format!(
                 "vit.imageSize ({}) must be a positive multiple of vit.patchSize ({})",
                 self.image_size, self.patch_size
             ));
         }
-        if self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
             return Err(format!(
                 "vit.numHeads ({}) must divide vit.embedDim ({})",
                 self.num_heads, self.embed_dim

@@ -314,13 +314,13 @@ pub fn pretrain(
     };
     cfg.epochs = config.epochs;
     cfg.max_steps = config.max_steps;
-    if resumed.is_none() {
-        if let Some(w) = &cfg.cnn_weights {
-            // Weights that declare their own ResNet variant and preprocessing (the imported
-            // Keras ResNet-50) get both; the run config saved with the checkpoint records them.
-            let path = w.path.clone();
-            apply_declared_variant(&path, &mut cfg.cnn, &mut cfg.augment)?;
-        }
+    if resumed.is_none()
+        && let Some(w) = &cfg.cnn_weights
+    {
+        // Weights that declare their own ResNet variant and preprocessing (the imported
+        // Keras ResNet-50) get both; the run config saved with the checkpoint records them.
+        let path = w.path.clone();
+        apply_declared_variant(&path, &mut cfg.cnn, &mut cfg.augment)?;
     }
     cfg.validate()?;
     let indices: Vec<usize> = if indices.is_empty() {
