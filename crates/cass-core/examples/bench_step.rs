@@ -4,6 +4,9 @@
 //! the same configuration in the same invocation.
 //!
 //! cargo run --example bench_step -- --model cpu-small --size 32 --batch 16 --steps 20 --warmup 3 --what step
+//!
+//! `--what` is `step`, `fwd-cnn`, `fwd-vit`, `matmul` (machine peak) or `breakdown` (median time
+//! of each phase of a step: augmentation, each forward, loss, backward, each Adam update).
 
 use std::time::Instant;
 
@@ -45,6 +48,11 @@ fn peak_rss_mib() -> f64 {
         .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
         .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// Flex executes eagerly, but reading one value makes sure the update has finished.
+fn materialize_sync<M: burn::module::Module>(m: &M) {
+    let _ = m.num_params();
 }
 
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -111,6 +119,68 @@ fn main() {
         .map(|i| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0)
         .collect();
     let x = Tensor::<4>::from_data(TensorData::new(pixels, [batch, 3, size, size]), &device);
+    if what == "breakdown" {
+        // Where one CASS step's time goes: augmentation of the batch, forward of each network
+        // (train mode), the loss, the backward, and each network's Adam update.
+        let aug = cass_core::augment::AugmentConfig::default();
+        let raw = Tensor::<4>::from_data(
+            TensorData::new(vec![0.5f32; batch * 3 * size * size], [batch, 3, size, size]),
+            &device,
+        );
+        let mut parts: Vec<(&str, Vec<f64>)> = [
+            "augment",
+            "forward_cnn",
+            "forward_vit",
+            "loss",
+            "backward",
+            "adam_cnn",
+            "adam_vit",
+        ]
+        .iter()
+        .map(|n| (*n, Vec::new()))
+        .collect();
+        for i in 0..(warmup + steps) {
+            let mut lap = Instant::now();
+            let mut mark = |k: usize, parts: &mut Vec<(&str, Vec<f64>)>| {
+                if i >= warmup {
+                    parts[k].1.push(lap.elapsed().as_secs_f64());
+                }
+                lap = Instant::now();
+            };
+            let p = aug.sample(batch, i as u64, 1.0);
+            let xa = cass_core::augment::apply(raw.clone(), Some(&p), size, &aug);
+            let _ = xa.clone().sum().into_scalar::<f32>();
+            mark(0, &mut parts);
+            let xd = x.clone().autodiff();
+            let r = trainer.cnn.forward(xd.clone());
+            let _ = r.clone().sum().into_scalar::<f32>();
+            mark(1, &mut parts);
+            let t = trainer.vit.forward(xd);
+            let _ = t.clone().sum().into_scalar::<f32>();
+            mark(2, &mut parts);
+            let loss = cass_core::loss::cass_loss(r, t);
+            let _ = loss.clone().into_scalar::<f32>();
+            mark(3, &mut parts);
+            let grads = loss.backward();
+            mark(4, &mut parts);
+            trainer.cnn = trainer.opt_cnn.step(1e-3, trainer.cnn.clone(), &grads);
+            materialize_sync(&trainer.cnn);
+            mark(5, &mut parts);
+            trainer.vit = trainer.opt_vit.step(1e-3, trainer.vit.clone(), &grads);
+            materialize_sync(&trainer.vit);
+            mark(6, &mut parts);
+        }
+        let medians: serde_json::Map<String, serde_json::Value> = parts
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), median(v).1.into()))
+            .collect();
+        let total: f64 = medians.values().filter_map(|v| v.as_f64()).sum();
+        println!(
+            "{}",
+            serde_json::json!({ "what": "breakdown", "model": model, "size": size, "batch": batch, "median_sec": medians, "total_sec": total })
+        );
+        return;
+    }
     let mut times = Vec::with_capacity(steps);
     let (cnn_eval, vit_eval) = (trainer.cnn.valid(), trainer.vit.valid());
     for i in 0..(warmup + steps) {
