@@ -349,8 +349,8 @@ pub fn load_adam(adam: &mut Adam, path: &Path, device: &Device) -> Result<(), Ca
     Ok(())
 }
 
-/// Publishes a fully written staging directory as `final_dir` (replacing an older one) and
-/// points `<parent>/latest` at it. The rename is the commit point.
+/// Publishes a fully written staging directory as `final_dir`, replacing an older one. The
+/// rename is the commit point.
 pub fn publish_dir(staging: &Path, final_dir: &Path) -> Result<(), CassError> {
     if final_dir.exists() {
         let old = final_dir.with_extension(format!("old-{}", std::process::id()));

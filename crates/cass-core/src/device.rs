@@ -34,6 +34,7 @@ pub fn available_backends() -> Vec<&'static str> {
 
 /// Runs a tiny computation to find out whether a device really works (GPU runtimes fail lazily,
 /// on first use, and some by panicking).
+#[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))]
 fn probe(device: Device) -> Result<Device, String> {
     let d = device.clone();
     std::panic::catch_unwind(move || {
@@ -94,7 +95,6 @@ pub fn resolve(choice: BackendChoice) -> Result<Device, CassError> {
                     return Ok(d);
                 }
             }
-            let _ = probe; // keeps the helper referenced in CPU-only builds
             Ok(Device::flex())
         }
     }

@@ -193,6 +193,82 @@ pub fn export_timm<M: Module>(module: &M, path: &Path, batches_tracked: i64) -> 
     write_atomic(path, &bytes)
 }
 
+/// The architecture a parity fixture describes (`<case>.json`, written by
+/// `parity/make_fixtures.py`), shared by the parity tests and `examples/parity_check.rs`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ParityModel {
+    Resnet {
+        block: crate::models::BlockKind,
+        layers: [usize; 4],
+        base_width: usize,
+        num_classes: usize,
+    },
+    Vit {
+        image_size: usize,
+        patch_size: usize,
+        embed_dim: usize,
+        depth: usize,
+        num_heads: usize,
+        num_classes: usize,
+    },
+}
+
+impl ParityModel {
+    pub fn read(path: &Path) -> Result<Self, CassError> {
+        let bytes = std::fs::read(path).map_err(|e| CassError::io(path, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CassError::data("bad-fixture", format!("unreadable model description: {e}"), Some(path)))
+    }
+
+    /// The ResNet config, if this describes a ResNet.
+    pub fn resnet(&self) -> Option<crate::models::ResNetConfig> {
+        match *self {
+            ParityModel::Resnet {
+                block,
+                layers,
+                base_width,
+                num_classes,
+            } => Some(
+                crate::models::ResNetConfig::new(block, layers)
+                    .with_base_width(base_width)
+                    .with_num_classes(num_classes),
+            ),
+            ParityModel::Vit { .. } => None,
+        }
+    }
+
+    /// The ViT config, if this describes a ViT.
+    pub fn vit(&self) -> Option<crate::models::VitConfig> {
+        match *self {
+            ParityModel::Vit {
+                image_size,
+                patch_size,
+                embed_dim,
+                depth,
+                num_heads,
+                num_classes,
+            } => Some(
+                crate::models::VitConfig::new(image_size, embed_dim, depth, num_heads)
+                    .with_patch_size(patch_size)
+                    .with_num_classes(num_classes),
+            ),
+            ParityModel::Resnet { .. } => None,
+        }
+    }
+
+    /// That network with timm weights loaded strictly (`pos_embed` resampled if needed).
+    pub fn load(&self, weights: &Path, device: &burn::prelude::Device) -> Result<crate::models::Network, CassError> {
+        use crate::models::Network;
+        let none = HashSet::new();
+        Ok(match (self.resnet(), self.vit()) {
+            (Some(c), _) => Network::Cnn(load_timm(c.init(device), weights, &none)?),
+            (_, Some(c)) => Network::Vit(load_timm_vit(c.init(device), weights, &none)?),
+            (None, None) => unreachable!("a parity model is a ResNet or a ViT"),
+        })
+    }
+}
+
 /// Reads named float tensors (for comparisons in tests and tools).
 pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, CassError> {
     read_safetensors(path)

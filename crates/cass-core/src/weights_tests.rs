@@ -5,10 +5,9 @@ use std::path::PathBuf;
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use serde_json::Value;
 
 use super::*;
-use crate::models::{BlockKind, Network, ResNetConfig, VitConfig};
+use crate::models::{BlockKind, Network, ResNetConfig};
 use crate::ssl::cass::{CassTrainer, PretrainConfig};
 use crate::testing::{device, grads_by_name};
 
@@ -18,44 +17,13 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn config(name: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(fixture(&format!("{name}.json"))).unwrap()).unwrap()
-}
-
-fn resnet_config(v: &Value) -> ResNetConfig {
-    let block = if v["block"] == "Basic" {
-        BlockKind::Basic
-    } else {
-        BlockKind::Bottleneck
-    };
-    let l: Vec<usize> = v["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect();
-    ResNetConfig::new(block, [l[0], l[1], l[2], l[3]])
-        .with_base_width(v["base_width"].as_u64().unwrap() as usize)
-        .with_num_classes(v["num_classes"].as_u64().unwrap() as usize)
-}
-
-fn vit_config(v: &Value) -> VitConfig {
-    let u = |k: &str| v[k].as_u64().unwrap() as usize;
-    VitConfig::new(u("image_size"), u("embed_dim"), u("depth"), u("num_heads"))
-        .with_patch_size(u("patch_size"))
-        .with_num_classes(u("num_classes"))
+fn model(name: &str) -> ParityModel {
+    ParityModel::read(&fixture(&format!("{name}.json"))).unwrap()
 }
 
 /// Our network for a fixture, with the fixture's timm weights loaded strictly.
 fn load_case(name: &str, d: &Device) -> Network {
-    let v = config(name);
-    let none = HashSet::new();
-    let path = fixture(&format!("{name}.safetensors"));
-    if v["kind"] == "resnet" {
-        Network::Cnn(load_timm(resnet_config(&v).init(d), &path, &none).unwrap())
-    } else {
-        Network::Vit(load_timm(vit_config(&v).init(d), &path, &none).unwrap())
-    }
+    model(name).load(&fixture(&format!("{name}.safetensors")), d).unwrap()
 }
 
 fn tensor<const D: usize>(t: &HostTensor, d: &Device) -> Tensor<D> {
@@ -100,7 +68,7 @@ fn forward_and_features_match_timm_in_eval_mode() {
 fn pos_embed_is_resampled_like_timm_for_another_image_size() {
     let d = device();
     let io = read_tensors(&fixture("vit_tiny_at48.io.safetensors")).unwrap();
-    let mut cfg = vit_config(&config("vit_tiny"));
+    let mut cfg = model("vit_tiny").vit().unwrap();
     cfg.image_size = 48;
     let vit = load_timm_vit(cfg.init(&d), &fixture("vit_tiny.safetensors"), &HashSet::new()).unwrap();
     let pe = rel_err(&values(vit.pos_embed.val()), &io["pos_embed"].data);
@@ -182,11 +150,10 @@ fn timm_to_ours_to_export_gives_identical_tensors() {
 #[test]
 fn one_cass_step_matches_pytorch() {
     let d = device();
-    let step: Value = serde_json::from_slice(&std::fs::read(fixture("cass_step.json")).unwrap()).unwrap();
-    let (cv, vv) = (config("resnet_basic"), config("vit_tiny"));
+    let step: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture("cass_step.json")).unwrap()).unwrap();
     let cfg = PretrainConfig {
-        cnn: resnet_config(&cv),
-        vit: vit_config(&vv),
+        cnn: model("resnet_basic").resnet().unwrap(),
+        vit: model("vit_tiny").vit().unwrap(),
         image_size: 32,
         batch_size: 2,
         epochs: 1,

@@ -425,6 +425,7 @@ pub fn finetune(
 /// A network restored from a checkpoint directory, with what it needs to be fed.
 pub struct Restored {
     pub net: Network,
+    pub device: Device,
     pub image_size: usize,
     pub augment: AugmentConfig,
     pub num_classes: usize,
@@ -450,6 +451,7 @@ pub fn restore(dir: &Path, arch: Option<Arch>, backend: BackendChoice) -> Result
             let net = build_network(st.config.arch, &cnn, &vit, &device, 0);
             Ok(Restored {
                 net: load_into(net, &dir.join("model.safetensors"), &HashSet::new())?,
+                device,
                 image_size: st.config.image_size,
                 augment: st.config.augment,
                 num_classes: st.config.num_classes,
@@ -467,6 +469,7 @@ pub fn restore(dir: &Path, arch: Option<Arch>, backend: BackendChoice) -> Result
             let net = build_network(arch, &st.config.cnn, &st.config.vit, &device, 0);
             Ok(Restored {
                 net: load_into(net, &dir.join(format!("{}.safetensors", arch.name())), &HashSet::new())?,
+                device,
                 image_size: st.config.image_size,
                 augment: st.config.augment,
                 num_classes: st.config.cnn.num_classes,
@@ -500,8 +503,7 @@ pub fn export(dir: &Path, arch: Option<Arch>, out: &Path) -> Result<(), CassErro
 pub fn evaluate(dir: &Path, data: &Labeled, batch_size: usize, backend: BackendChoice) -> Result<Metrics, CassError> {
     let r = restore(dir, None, backend)?;
     data.check("data", r.num_classes)?;
-    let device = resolve(backend)?;
-    let (logits, targets) = predict(&r.net, data, r.image_size, batch_size.max(1), &r.augment, &device);
+    let (logits, targets) = predict(&r.net, data, r.image_size, batch_size.max(1), &r.augment, &r.device);
     Ok(metrics::compute(&logits, &targets, r.num_classes, r.softmax_scores))
 }
 
@@ -521,7 +523,7 @@ pub fn embed(
         indices
     };
     set.check_indices(&indices, "indices")?;
-    let device = resolve(backend)?;
+    let device = r.device.clone();
     let net = r.net.valid();
     let batches = batch_positions(indices.len(), batch_size.max(1), false);
     let mut out = Vec::new();
@@ -653,28 +655,23 @@ mod tests {
     fn bad_labels_and_empty_class_are_domain_errors() {
         let (mut train, val) = data(8);
         let c = cfg(Arch::Cnn, Init::Random);
+        let run = |train: &Labeled| {
+            finetune(
+                &c,
+                train,
+                &val,
+                Path::new("/nonexistent"),
+                &mut Silent,
+                &CancelToken::new(),
+            )
+            .unwrap_err()
+        };
         train.labels[1] = 5;
-        let err = finetune(
-            &c,
-            &train,
-            &val,
-            Path::new("/nonexistent"),
-            &mut Silent,
-            &CancelToken::new(),
-        )
-        .unwrap_err();
+        let err = run(&train);
         assert_eq!(err.code(), "unknown-label");
         assert!(err.to_string().contains("train.labels[1]"), "{err}");
         train.labels = vec![0; train.indices.len()];
-        let err = finetune(
-            &c,
-            &train,
-            &val,
-            Path::new("/nonexistent"),
-            &mut Silent,
-            &CancelToken::new(),
-        )
-        .unwrap_err();
+        let err = run(&train);
         assert_eq!(err.code(), "empty-class");
         assert!(err.to_string().contains("class 1"), "{err}");
     }
