@@ -78,12 +78,13 @@ def main():
     p.add_argument('--what', default='step')
     p.add_argument('--threads', type=int, default=os.cpu_count())
     p.add_argument('--device', default='cpu')
+    p.add_argument('--n', type=int, default=1024)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = torch.device('cuda' if a.device == 'cuda' else 'cpu')
     if a.what == 'matmul':
-        n = 1024
+        n = a.n
         ma, mb = torch.rand(n, n, device=dev), torch.rand(n, n, device=dev)
         best = float('inf')
         for i in range(a.warmup + a.steps):

@@ -4,10 +4,11 @@
  * (`bench/reference.py`), same configurations, same machine, same invocation. Prints a markdown
  * table with the ratio ours / PyTorch of images/s and writes `bench/results/<date>-<machine>.json`.
  *
- *   npm run bench -- [--quick] [--device cpu|cuda] [--python /usr/bin/python3]
+ *   npm run bench -- [--quick] [--python /usr/bin/python3]
+ *   npm run bench -- --import results.jsonl   (a GPU run made by `bench/device.py`, see bench/README.md)
  */
 import { execFileSync, spawnSync } from 'node:child_process'
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
@@ -25,14 +26,35 @@ interface Result {
   images_per_sec: number
   sec: { min: number; median: number; max: number }
   peak_rss_mib: number
+  /** Peak device memory of the process (GPU runs, sampled from nvidia-smi). */
+  peak_gpu_mib?: number
   achieved_gflops?: number
   flops_per_iter?: number
   impl: string
+  towers?: string
+  conv?: string
 }
+
+interface Measured {
+  row: Row
+  ours: Result
+  torch: Result
+  /** Our step with the other tower mode, where measured (GPU runs). */
+  oursAlt?: Result
+}
+
+/**
+ * Datasheet dense peaks, FLOP/s, of the GPUs the benchmark has run on: FP32 on the CUDA cores
+ * (both sides compute in fp32) and TF32 on the tensor cores (what fp32 matmuls can use).
+ */
+const GPU_PEAKS: { match: RegExp; fp32: number; tf32: number }[] = [
+  { match: /H200|H100 80GB HBM3|H100 SXM/, fp32: 66.9e12, tf32: 494.7e12 },
+  { match: /H100 PCIe/, fp32: 51.2e12, tf32: 378e12 },
+]
 
 const root = path.resolve(__dirname, '..')
 
-function rows(quick: boolean, gpu: boolean): Row[] {
+function rows(quick: boolean): Row[] {
   const s = (n: number) => (quick ? Math.max(2, Math.floor(n / 4)) : n)
   const out: Row[] = []
   for (const batch of [16, 64]) {
@@ -46,10 +68,6 @@ function rows(quick: boolean, gpu: boolean): Row[] {
   for (const batch of [8, 32])
     out.push({ model: 'cpu-small', size: 32, batch, what: 'step', steps: s(10), group: 'batch-scaling' })
   out.push({ model: 'r18-vitti', size: 64, batch: 16, what: 'step', steps: s(6), group: 'size-scaling' })
-  if (gpu) {
-    out.push({ model: 'paper', size: 384, batch: 16, what: 'step', steps: s(20), group: 'main' })
-    out.push({ model: 'paper', size: 224, batch: 64, what: 'step', steps: s(20), group: 'main' })
-  }
   return out
 }
 
@@ -60,16 +78,7 @@ function runJson(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Record<s
   return JSON.parse(line) as Record<string, unknown>
 }
 
-function main() {
-  const { values } = parseArgs({
-    options: {
-      quick: { type: 'boolean', default: false },
-      device: { type: 'string', default: 'cpu' },
-      python: { type: 'string', default: process.env.CASS_BENCH_PYTHON ?? '/usr/bin/python3' },
-      out: { type: 'string' },
-    },
-  })
-  const python = values.python
+function measureLocal(quick: boolean, python: string) {
   const probe = spawnSync(python, ['-c', 'import torch, timm'], { encoding: 'utf8' })
   if (probe.status !== 0) {
     console.error(
@@ -80,19 +89,10 @@ function main() {
   // Build the example once, then run the binary directly. `--workspace` and the host target
   // resolve features exactly as the addon and test builds do, so the engine build is shared.
   const host = execFileSync('rustc', ['-vV'], { encoding: 'utf8' }).match(/^host: (.+)$/m)![1]
-  const build = spawnSync(
-    'cargo',
-    [
-      'build',
-      '--workspace',
-      '--example',
-      'bench_step',
-      '--target',
-      host,
-      ...(values.device === 'cuda' ? ['--features', 'cuda'] : []),
-    ],
-    { cwd: root, stdio: 'inherit' },
-  )
+  const build = spawnSync('cargo', ['build', '--workspace', '--example', 'bench_step', '--target', host], {
+    cwd: root,
+    stdio: 'inherit',
+  })
   if (build.status !== 0) process.exit(build.status ?? 1)
   const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(root, 'target')
   const ours = path.join(targetDir, host, 'debug', 'examples', 'bench_step')
@@ -103,18 +103,13 @@ function main() {
   for (const k of unset) delete refEnv[k]
   if (unset.length) console.log(`note: unset ${unset.join(', ')} for the PyTorch reference`)
 
-  const gpu = values.device === 'cuda'
+  const mm = ['--what', 'matmul', '--steps', '5', '--warmup', '2']
   const peak = {
-    ours: runJson(ours, ['--what', 'matmul', '--steps', '5', '--warmup', '2', '--device', values.device]).gflops as number,
-    torch: runJson(
-      python,
-      ['bench/reference.py', '--what', 'matmul', '--steps', '5', '--warmup', '2', '--device', values.device],
-      refEnv,
-    ).gflops as number,
+    ours: runJson(ours, mm).gflops as number,
+    torch: runJson(python, ['bench/reference.py', ...mm], refEnv).gflops as number,
   }
-  const machinePeak = Math.max(peak.ours, peak.torch)
-  const results: { row: Row; ours: Result; torch: Result; ratio: number; oursMfu?: number; torchMfu?: number }[] = []
-  for (const row of rows(values.quick, gpu)) {
+  const measured: Measured[] = []
+  for (const row of rows(quick)) {
     const args = [
       '--model',
       row.model,
@@ -128,44 +123,124 @@ function main() {
       String(row.steps),
       '--warmup',
       '2',
-      '--device',
-      values.device,
     ]
     const o = runJson(ours, args) as unknown as Result
     const t = runJson(python, ['bench/reference.py', ...args], refEnv) as unknown as Result
-    const ratio = o.images_per_sec / t.images_per_sec
-    const flops = o.flops_per_iter ?? 0
-    results.push({
-      row,
-      ours: o,
-      torch: t,
-      ratio,
-      oursMfu: flops / o.sec.median / 1e9 / machinePeak,
-      torchMfu: flops / t.sec.median / 1e9 / machinePeak,
-    })
+    measured.push({ row, ours: o, torch: t })
     console.error(
-      `${row.model} ${row.size}px b${row.batch} ${row.what}: ours ${o.images_per_sec.toFixed(1)} img/s, pytorch ${t.images_per_sec.toFixed(1)} img/s, ratio ${ratio.toFixed(2)}`,
+      `${row.model} ${row.size}px b${row.batch} ${row.what}: ours ${o.images_per_sec.toFixed(1)} img/s, pytorch ${t.images_per_sec.toFixed(1)} img/s, ratio ${(o.images_per_sec / t.images_per_sec).toFixed(2)}`,
     )
   }
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU'
+  return {
+    machine: {
+      cpu,
+      cores: os.cpus().length,
+      memGiB: Math.round(os.totalmem() / 2 ** 30),
+      node: process.version,
+      host: os.hostname(),
+    },
+    device: 'cpu',
+    unsetForReference: unset,
+    peakGflops: peak,
+    // MFU against the faster of the two matmuls measured in this run.
+    mfuPeakGflops: Math.max(peak.ours, peak.torch),
+    mfuPeakWhat: 'the higher of the two measured 1024^3 fp32 matmul rates',
+    measured,
+  }
+}
+
+/** Reads the JSON lines written by `bench/device.py` on a GPU machine. */
+function importDevice(file: string) {
+  const lines = readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as Record<string, any>)
+  const machine = lines.find((l) => l.kind === 'machine')
+  const peakLine = lines.find((l) => l.kind === 'peak')
+  if (!machine || !peakLine) throw new Error(`${file}: no machine or peak line; not a bench/device.py output`)
+  const gpu = String(machine.gpu)
+  const datasheet = GPU_PEAKS.find((p) => p.match.test(gpu))
+  const measured: Measured[] = []
+  const failures: string[] = []
+  const byRow = new Map<string, { row: Row; sides: Record<string, Result> }>()
+  for (const l of lines.filter((l) => l.kind === 'row')) {
+    const key = JSON.stringify(l.row)
+    const entry = byRow.get(key) ?? { row: l.row as Row, sides: {} }
+    if (l.result.error) failures.push(`${l.side} ${key}: ${l.result.error}\n${l.result.stderr ?? ''}`)
+    else entry.sides[l.side] = l.result as Result
+    byRow.set(key, entry)
+  }
+  for (const { row, sides } of byRow.values())
+    if (sides.ours && sides.torch)
+      measured.push({ row, ours: sides.ours, torch: sides.torch, oursAlt: sides['ours-parallel-towers'] })
+  return {
+    machine: { gpu, cpuCount: machine.cpu_count },
+    device: 'cuda',
+    unsetForReference: [] as string[],
+    peakGflops: { ours: peakLine.ours.gflops as number, torch: peakLine.torch.gflops as number },
+    mfuPeakGflops: datasheet ? datasheet.fp32 / 1e9 : Math.max(peakLine.ours.gflops, peakLine.torch.gflops),
+    mfuPeakWhat: datasheet
+      ? `the datasheet dense FP32 peak of the card, ${(datasheet.fp32 / 1e12).toFixed(1)} TFLOP/s (TF32 tensor cores: ${(datasheet.tf32 / 1e12).toFixed(1)})`
+      : 'the higher of the two measured 8192^3 fp32 matmul rates (card not in the datasheet table)',
+    failures,
+    measured,
+  }
+}
+
+function main() {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      python: { type: 'string', default: process.env.CASS_BENCH_PYTHON ?? '/usr/bin/python3' },
+      import: { type: 'string' },
+      note: { type: 'string' },
+      out: { type: 'string' },
+    },
+  })
+  const run = values.import ? importDevice(values.import) : measureLocal(values.quick, values.python)
+  const gpu = run.device !== 'cpu'
+  const mem = (r: Result) => (gpu ? (r.peak_gpu_mib ?? NaN) : r.peak_rss_mib).toFixed(0)
+  const mfu = (r: Result, flops: number) => ((flops / r.sec.median / 1e9 / run.mfuPeakGflops) * 100).toFixed(1)
+  // Non-default engine settings of a row: the tower mode of a step, the convolution strategy.
+  const label = (row: Row, r: Result) => {
+    const notes = [
+      ...(row.what === 'step' && r.towers ? [`${r.towers} towers`] : []),
+      ...(r.conv && r.conv !== 'auto' ? [`conv ${r.conv}`] : []),
+    ]
+    return notes.length ? `${row.what} (${notes.join(', ')})` : row.what
+  }
+  const ips = (r: Result) => `${r.images_per_sec.toFixed(1)} (${r.sec.min.toFixed(3)}-${r.sec.max.toFixed(3)})`
+  const machineLine = gpu
+    ? `Machine: ${(run.machine as { gpu: string }).gpu}; device cuda.`
+    : `Machine: ${(run.machine as { cpu: string }).cpu}, ${(run.machine as { cores: number }).cores} cores, ${(run.machine as { memGiB: number }).memGiB} GiB; device cpu.`
   const lines = [
-    `Machine: ${cpu}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB; device ${values.device}. Measured matmul peak (1024^3 fp32): ours ${peak.ours.toFixed(1)} GFLOP/s, PyTorch ${peak.torch.toFixed(1)} GFLOP/s. MFU = model FLOPs (3x forward for a step) / time / the higher of the two measured matmul rates.`,
+    `${machineLine} Measured matmul (fp32): ours ${run.peakGflops.ours.toFixed(1)} GFLOP/s, PyTorch ${run.peakGflops.torch.toFixed(1)} GFLOP/s. MFU = model FLOPs (3x forward for a step) / time / ${run.mfuPeakWhat}.`,
     '',
-    '| models | px | batch | what | ours img/s (min-max s/iter) | PyTorch img/s (min-max s/iter) | ours / PyTorch | ours MFU | PyTorch MFU | ours peak RSS MiB | PyTorch peak RSS MiB |',
+    `| models | px | batch | what | ours img/s (min-max s/iter) | PyTorch img/s (min-max s/iter) | ours / PyTorch | ours MFU | PyTorch MFU | ours peak ${gpu ? 'GPU' : 'RSS'} MiB | PyTorch peak ${gpu ? 'GPU' : 'RSS'} MiB |`,
     '|---|---|---|---|---|---|---|---|---|---|---|',
-    ...results.map(
-      ({ row, ours: o, torch: t, ratio, oursMfu, torchMfu }) =>
-        `| ${row.model} | ${row.size} | ${row.batch} | ${row.what} | ${o.images_per_sec.toFixed(1)} (${o.sec.min.toFixed(3)}-${o.sec.max.toFixed(3)}) | ${t.images_per_sec.toFixed(1)} (${t.sec.min.toFixed(3)}-${t.sec.max.toFixed(3)}) | **${ratio.toFixed(2)}** | ${((oursMfu ?? 0) * 100).toFixed(1)} % | ${((torchMfu ?? 0) * 100).toFixed(1)} % | ${o.peak_rss_mib.toFixed(0)} | ${t.peak_rss_mib.toFixed(0)} |`,
-    ),
   ]
+  const results = run.measured.map(({ row, ours, torch, oursAlt }) => {
+    const flops = ours.flops_per_iter ?? 0
+    const ratio = ours.images_per_sec / torch.images_per_sec
+    lines.push(
+      `| ${row.model} | ${row.size} | ${row.batch} | ${label(row, ours)} | ${ips(ours)} | ${ips(torch)} | **${ratio.toFixed(2)}** | ${mfu(ours, flops)} % | ${mfu(torch, flops)} % | ${mem(ours)} | ${mem(torch)} |`,
+    )
+    if (oursAlt)
+      lines.push(
+        `| ${row.model} | ${row.size} | ${row.batch} | ${label(row, oursAlt)} | ${ips(oursAlt)} | (same) | **${(oursAlt.images_per_sec / torch.images_per_sec).toFixed(2)}** | ${mfu(oursAlt, flops)} % | | ${mem(oursAlt)} | |`,
+      )
+    return { row, ours, torch, oursAlt, ratio }
+  })
   console.log(lines.join('\n'))
+  if ('failures' in run && run.failures.length) console.log(`\nnot measured:\n${run.failures.join('\n')}`)
   const date = new Date().toISOString()
-  const out = values.out ?? path.join(root, 'bench', 'results', `${date.slice(0, 10)}-${os.hostname()}-${values.device}.json`)
+  const host = gpu ? String((run.machine as { gpu: string }).gpu).split(',')[0].replace(/[^A-Za-z0-9]+/g, '-') : os.hostname()
+  const out = values.out ?? path.join(root, 'bench', 'results', `${date.slice(0, 10)}-${host}-${run.device}.json`)
   mkdirSync(path.dirname(out), { recursive: true })
-  writeFileSync(
-    out,
-    `${JSON.stringify({ date, machine: { cpu, cores: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version }, device: values.device, unsetForReference: unset, peakGflops: peak, results, table: lines.join('\n') }, null, 2)}\n`,
-  )
+  const { measured: _m, ...meta } = run
+  const note = values.note ? { note: values.note } : {}
+  writeFileSync(out, `${JSON.stringify({ date, ...note, ...meta, results, table: lines.join('\n') }, null, 2)}\n`)
   console.log(`\nwritten ${path.relative(root, out)}`)
 }
 

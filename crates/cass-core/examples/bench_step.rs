@@ -6,7 +6,9 @@
 //! cargo run --example bench_step -- --model cpu-small --size 32 --batch 16 --steps 20 --warmup 3 --what step
 //!
 //! `--what` is `step`, `fwd-cnn`, `fwd-vit`, `matmul` (machine peak) or `breakdown` (median time
-//! of each phase of a step: augmentation, each forward, loss, backward, each Adam update).
+//! of each phase of a step, run one after the other: augmentation, each forward, loss, backward,
+//! each Adam update). `--towers serial|parallel` overrides the engine's default of running the two
+//! networks of a step on two threads on the CPU and on one thread on a GPU.
 
 use std::time::Instant;
 
@@ -15,6 +17,7 @@ use burn::tensor::{Distribution, TensorData};
 use cass_core::BackendChoice;
 use cass_core::device::resolve;
 use cass_core::flops::{resnet_forward, vit_forward};
+use cass_core::models::conv::{ConvStrategy, set_conv_strategy};
 use cass_core::models::{BlockKind, ResNetConfig, VitConfig};
 use cass_core::ssl::cass::{CassTrainer, PretrainConfig};
 use cass_core::train::schedule::Schedule;
@@ -55,6 +58,15 @@ fn materialize_sync<M: burn::module::Module>(m: &M) {
     let _ = m.num_params();
 }
 
+fn backend_name(b: BackendChoice) -> &'static str {
+    match b {
+        BackendChoice::Cpu => "flex",
+        BackendChoice::Cuda => "cuda",
+        BackendChoice::Wgpu => "wgpu",
+        BackendChoice::Auto => "auto",
+    }
+}
+
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[0], v[v.len() / 2], v[v.len() - 1])
@@ -76,8 +88,8 @@ fn main() {
     let device = resolve(backend).expect("device");
 
     if what == "matmul" {
-        // Machine peak estimate: a square f32 matmul, best of a few.
-        let n = 1024;
+        // Machine peak estimate: a square f32 matmul, best of a few (`--n`, default 1024).
+        let n: usize = arg(&args, "--n", "1024").parse().expect("--n");
         let a = Tensor::<2>::random([n, n], Distribution::Default, &device);
         let b = Tensor::<2>::random([n, n], Distribution::Default, &device);
         let mut times = Vec::new();
@@ -115,6 +127,18 @@ fn main() {
         vit_weights: None,
     };
     let mut trainer = CassTrainer::new(&cfg, &device);
+    match arg(&args, "--conv", "auto").as_str() {
+        "auto" => {}
+        "native" => set_conv_strategy(ConvStrategy::Native),
+        "batched" => set_conv_strategy(ConvStrategy::Batched),
+        other => panic!("--conv is auto, native or batched, not {other}"),
+    }
+    match arg(&args, "--towers", "default").as_str() {
+        "default" => {}
+        "serial" => trainer.parallel_towers = false,
+        "parallel" => trainer.parallel_towers = true,
+        other => panic!("--towers is serial or parallel, not {other}"),
+    }
     let pixels: Vec<f32> = (0..batch * 3 * size * size)
         .map(|i| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0)
         .collect();
@@ -132,7 +156,8 @@ fn main() {
             "forward_cnn",
             "forward_vit",
             "loss",
-            "backward",
+            "backward_cnn",
+            "backward_vit",
             "adam_cnn",
             "adam_vit",
         ]
@@ -158,17 +183,23 @@ fn main() {
             let t = trainer.vit.forward(xd);
             let _ = t.clone().sum().into_scalar::<f32>();
             mark(2, &mut parts);
-            let loss = cass_core::loss::cass_loss(r, t);
-            let _ = loss.clone().into_scalar::<f32>();
+            // The loss and its gradient with respect to each output, then each network's own
+            // backward seeded with it (the split the engine's parallel step uses).
+            let (r_leaf, t_leaf) = (r.clone().detach().require_grad(), t.clone().detach().require_grad());
+            let g = cass_core::loss::cass_loss(r_leaf.clone(), t_leaf.clone()).backward();
+            let (g_r, g_t) = (r_leaf.grad(&g).unwrap(), t_leaf.grad(&g).unwrap());
+            let _ = g_r.clone().sum().into_scalar::<f32>();
             mark(3, &mut parts);
-            let grads = loss.backward();
+            let grads_cnn = r.mul(g_r.autodiff()).sum().backward();
             mark(4, &mut parts);
-            trainer.cnn = trainer.opt_cnn.step(1e-3, trainer.cnn.clone(), &grads);
-            materialize_sync(&trainer.cnn);
+            let grads_vit = t.mul(g_t.autodiff()).sum().backward();
             mark(5, &mut parts);
-            trainer.vit = trainer.opt_vit.step(1e-3, trainer.vit.clone(), &grads);
-            materialize_sync(&trainer.vit);
+            trainer.cnn = trainer.opt_cnn.step(1e-3, trainer.cnn.clone(), &grads_cnn);
+            materialize_sync(&trainer.cnn);
             mark(6, &mut parts);
+            trainer.vit = trainer.opt_vit.step(1e-3, trainer.vit.clone(), &grads_vit);
+            materialize_sync(&trainer.vit);
+            mark(7, &mut parts);
         }
         let medians: serde_json::Map<String, serde_json::Value> = parts
             .into_iter()
@@ -210,7 +241,9 @@ fn main() {
     println!(
         "{}",
         serde_json::json!({
-            "impl": "cass-ssl (burn flex)",
+            "impl": format!("cass-ssl (burn {})", backend_name(backend)),
+            "towers": if trainer.parallel_towers { "parallel" } else { "serial" },
+            "conv": arg(&args, "--conv", "auto"),
             "what": what, "model": model, "size": size, "batch": batch, "steps": steps,
             "sec": { "min": min, "median": med, "max": max },
             "images_per_sec": batch as f64 / med,

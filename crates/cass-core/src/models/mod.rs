@@ -2,6 +2,7 @@
 //! (fine-tuning, evaluation, embedding) that take either.
 
 pub mod batch_norm;
+pub mod conv;
 pub mod resnet;
 pub mod vit;
 

@@ -9,6 +9,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
 
 use super::batch_norm::BatchNorm;
+use super::conv::conv2d;
 
 /// Residual block type.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -192,13 +193,13 @@ impl Block {
     /// `[batch, c_in, h, w] -> [batch, c_out, h / stride, w / stride]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let shortcut = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x.clone())),
+            Some(d) => d.bn.forward(conv2d(&d.conv, x.clone())),
             None => x.clone(),
         };
-        let mut y = relu(self.bn1.forward(self.conv1.forward(x)));
-        y = self.bn2.forward(self.conv2.forward(y));
+        let mut y = relu(self.bn1.forward(conv2d(&self.conv1, x)));
+        y = self.bn2.forward(conv2d(&self.conv2, y));
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            y = bn3.forward(conv3.forward(relu(y)));
+            y = bn3.forward(conv2d(conv3, relu(y)));
         }
         relu(y + shortcut)
     }
@@ -223,7 +224,7 @@ impl ResNet {
     /// # Shapes
     /// `[batch, 3, h, w] -> [batch, feature_dim]`
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let mut x = relu(self.bn1.forward(conv2d(&self.conv1, x)));
         x = self.maxpool.forward(x);
         for block in self
             .layer1

@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
+use std::thread;
 use std::time::Instant;
 
 use burn::prelude::*;
@@ -161,6 +162,10 @@ pub struct CassTrainer {
     pub opt_cnn: Adam,
     pub opt_vit: Adam,
     pub device: Device,
+    /// Run the two networks on two threads during a step (see [`CassTrainer::step`]). On by
+    /// default on the CPU, where most of a small model's kernels are too small to spread over
+    /// the cores by themselves; the result is the same either way.
+    pub parallel_towers: bool,
 }
 
 /// The loss of one step and collapse diagnostics ([`output_spread`] of each network's head).
@@ -181,6 +186,7 @@ impl CassTrainer {
             opt_cnn: Adam::new(cfg.adam),
             opt_vit: Adam::new(cfg.adam),
             device: device.clone(),
+            parallel_towers: device.clone().inner() == Device::flex(),
         }
     }
 
@@ -204,9 +210,27 @@ impl CassTrainer {
 
     /// One CASS step on an already augmented, normalised batch.
     ///
+    /// With [`parallel_towers`](Self::parallel_towers), the CNN runs on the calling thread and
+    /// the ViT on a second one. The loss is computed on detached copies of the two outputs `r`
+    /// and `t`; its gradients `g_r`, `g_t` then seed each network's own backward, through
+    /// `sum(r * g_r)` and `sum(t * g_t)`, whose gradient with respect to the output is exactly
+    /// `g_r` (resp. `g_t`). So each parameter receives the same gradient, bit for bit, as with
+    /// one backward through the whole graph, and the two graphs never share a node, so their
+    /// backward passes run concurrently. The CNN, the only network with BatchNorm running
+    /// statistics, always runs on the calling thread: burn's `RunningState` keys its pending
+    /// update by thread.
+    ///
     /// # Shapes
     /// `x`: `[batch, 3, size, size]`
     pub fn step(&mut self, x: Tensor<4>, lr_cnn: f64, lr_vit: f64) -> StepOutput {
+        if self.parallel_towers {
+            self.step_parallel(x, lr_cnn, lr_vit)
+        } else {
+            self.step_serial(x, lr_cnn, lr_vit)
+        }
+    }
+
+    fn step_serial(&mut self, x: Tensor<4>, lr_cnn: f64, lr_vit: f64) -> StepOutput {
         let x = x.autodiff();
         let r = self.cnn.forward(x.clone()); // [batch, d]
         let t = self.vit.forward(x); // [batch, d]
@@ -222,6 +246,62 @@ impl CassTrainer {
             cnn_spread,
             vit_spread,
         }
+    }
+
+    fn step_parallel(&mut self, x: Tensor<4>, lr_cnn: f64, lr_vit: f64) -> StepOutput {
+        let Self {
+            cnn,
+            vit,
+            opt_cnn,
+            opt_vit,
+            ..
+        } = self;
+        let (send_t, recv_t) = mpsc::channel::<Tensor<2>>();
+        let (send_g, recv_g) = mpsc::channel::<Tensor<2>>();
+        let vit_model = vit.clone();
+        let x_vit = x.clone();
+        let (out, new_vit) = thread::scope(|scope| {
+            let tower = scope.spawn(move || {
+                let t = vit_model.forward(x_vit.autodiff()); // [batch, d]
+                // The receiving side hangs up only when it is unwinding; nothing left to do.
+                send_t.send(t.clone().detach()).ok()?;
+                let g = recv_g.recv().ok()?;
+                let grads = t.mul(g).sum().backward();
+                Some(opt_vit.step(lr_vit, vit_model, &grads))
+            });
+            let r = cnn.forward(x.autodiff()); // [batch, d]
+            let Ok(t) = recv_t.recv() else {
+                // The ViT thread ended without an output: it panicked. Re-raise its panic here.
+                std::panic::resume_unwind(tower.join().expect_err("the ViT thread sent no output"));
+            };
+            let r_leaf = r.clone().detach().require_grad();
+            let t_leaf = t.require_grad();
+            let cnn_spread = output_spread(r_leaf.clone().detach()).into_scalar::<f32>() as f64;
+            let vit_spread = output_spread(t_leaf.clone().detach()).into_scalar::<f32>() as f64;
+            let loss = cass_loss(r_leaf.clone(), t_leaf.clone());
+            let value = loss.clone().into_scalar::<f32>() as f64;
+            let g = loss.backward();
+            let g_r = r_leaf.grad(&g).expect("the loss depends on the CNN output");
+            let g_t = t_leaf.grad(&g).expect("the loss depends on the ViT output");
+            // If the ViT thread has died, its join below reports why.
+            let _ = send_g.send(Tensor::from_inner(g_t));
+            let grads = r.mul(Tensor::from_inner(g_r)).sum().backward();
+            *cnn = opt_cnn.step(lr_cnn, cnn.clone(), &grads);
+            let new_vit = match tower.join() {
+                Ok(v) => v.expect("the ViT thread received its gradient"),
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            (
+                StepOutput {
+                    loss: value,
+                    cnn_spread,
+                    vit_spread,
+                },
+                new_vit,
+            )
+        });
+        *vit = new_vit;
+        out
     }
 
     /// Writes weights, optimizer moments and `state` into `dir` atomically.

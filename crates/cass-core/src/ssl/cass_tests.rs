@@ -32,6 +32,34 @@ fn loss_falls_on_a_fixed_batch() {
 }
 
 #[test]
+fn parallel_towers_step_exactly_like_one_backward() {
+    let d = device();
+    let cfg = tiny_pretrain();
+    let mut serial = CassTrainer::new(&cfg, &d);
+    let mut parallel = CassTrainer::new(&cfg, &d);
+    serial.parallel_towers = false;
+    parallel.parallel_towers = true;
+    let x = fixed_batch(&cfg, &d);
+    for step in 0..3 {
+        let (a, b) = (serial.step(x.clone(), 1e-3, 2e-3), parallel.step(x.clone(), 1e-3, 2e-3));
+        assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "loss of step {step}");
+        assert_eq!(a.cnn_spread.to_bits(), b.cnn_spread.to_bits(), "cnn spread of step {step}");
+        assert_eq!(a.vit_spread.to_bits(), b.vit_spread.to_bits(), "vit spread of step {step}");
+    }
+    // Weights and BatchNorm running statistics (which only the calling thread updates).
+    for (net, a, b) in [
+        ("cnn", module_tensors(&serial.cnn), module_tensors(&parallel.cnn)),
+        ("vit", module_tensors(&serial.vit), module_tensors(&parallel.vit)),
+    ] {
+        assert!(a.keys().any(|k| k.ends_with("running_var")) || net == "vit");
+        for (k, v) in &a {
+            assert_eq!(Some(v), b.get(k), "{net} tensor {k} differs after 3 steps");
+        }
+    }
+    assert_eq!(serial.opt_vit.step, parallel.opt_vit.step);
+}
+
+#[test]
 fn gradients_match_finite_differences() {
     let d = device();
     let mut cfg = tiny_pretrain();

@@ -1,0 +1,111 @@
+"""GPU side of the benchmark, for machines with a GPU but no Node.js: runs our `bench_step`
+binary (built with the `cuda` feature) and `bench/reference.py` on the same rows, one after the
+other, and appends one JSON object per measurement to a JSON-lines file. `bench/run.ts --import`
+turns that file into the results table and file, exactly as for a local run.
+
+    python3 bench/device.py --ours path/to/bench_step --out results.jsonl [--quick]
+
+Peak device memory is sampled from `nvidia-smi` (the process's used memory, every 50 ms), the
+same way for both sides, so it includes each runtime's context and caching allocator.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+
+def rows(quick):
+    s = (lambda n: max(3, n // 3)) if quick else (lambda n: n)
+    out = []
+    # The `paper` pair: ResNet-50 + ViT-B/16 at 384 px (the paper's ViT) and at 224 px, batch 64.
+    for what in ('step', 'fwd-cnn', 'fwd-vit'):
+        out.append(dict(model='paper', size=384, batch=16, what=what, steps=s(10), group='main'))
+    for what in ('step', 'fwd-cnn', 'fwd-vit'):
+        out.append(dict(model='paper', size=224, batch=64, what=what, steps=s(10), group='main'))
+    out.append(dict(model='r18-vitti', size=224, batch=16, what='step', steps=s(10), group='main'))
+    out.append(dict(model='cpu-small', size=32, batch=64, what='step', steps=s(10), group='main'))
+    return out
+
+
+def gpu_memory_sampler(pid, peak, stop):
+    while not stop.is_set():
+        try:
+            q = subprocess.run(
+                ['nvidia-smi', '--query-compute-apps=pid,used_memory', '--format=csv,noheader,nounits'],
+                capture_output=True, text=True, timeout=5).stdout
+            for line in q.splitlines():
+                p, mib = (v.strip() for v in line.split(','))
+                if p == str(pid):
+                    peak[0] = max(peak[0], float(mib))
+        except Exception:  # sampling is best effort; the figure stays at what was seen
+            pass
+        stop.wait(0.05)
+
+
+def run(cmd, timeout):
+    started = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak, stop = [0.0], threading.Event()
+    sampler = threading.Thread(target=gpu_memory_sampler, args=(proc.pid, peak, stop), daemon=True)
+    sampler.start()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        stop.set()
+        return {'error': f'timed out after {timeout} s', 'stderr': err[-1500:]}
+    stop.set()
+    sampler.join()
+    if proc.returncode != 0:
+        return {'error': f'exit {proc.returncode}', 'stderr': err[-1500:]}
+    res = json.loads(out.strip().splitlines()[-1])
+    res['peak_gpu_mib'] = peak[0]
+    res['wall_sec'] = time.time() - started
+    return res
+
+
+def main():
+    a = argparse.ArgumentParser()
+    a.add_argument('--ours', required=True)
+    a.add_argument('--out', required=True)
+    a.add_argument('--python', default=sys.executable)
+    a.add_argument('--quick', action='store_true')
+    a.add_argument('--timeout', type=int, default=180)
+    a.add_argument('--towers', action='store_true', help='also time our step with both tower modes')
+    a.add_argument('--conv', default='auto', help="our convolution strategy: auto, native or batched")
+    a.add_argument('--only', default='', help='comma-separated rows to run, as model:size:batch:what')
+    args = a.parse_args()
+    ref = [args.python, os.path.join(os.path.dirname(__file__), 'reference.py')]
+    smi = subprocess.run(['nvidia-smi', '--query-gpu=name,memory.total,driver_version', '--format=csv,noheader'],
+                         capture_output=True, text=True).stdout.strip()
+
+    def emit(obj):
+        with open(args.out, 'a') as f:
+            f.write(json.dumps(obj) + '\n')
+        print(json.dumps(obj)[:400], flush=True)
+
+    emit({'kind': 'machine', 'gpu': smi, 'cpu_count': os.cpu_count(), 'device': 'cuda'})
+    mm = ['--what', 'matmul', '--n', '8192', '--steps', '5', '--warmup', '2', '--device', 'cuda']
+    emit({'kind': 'peak', 'ours': run([args.ours, *mm], args.timeout), 'torch': run([*ref, *mm], args.timeout)})
+    emit({'kind': 'options', 'conv': args.conv})
+    only = {r for r in args.only.split(',') if r}
+    for row in rows(args.quick):
+        if only and f"{row['model']}:{row['size']}:{row['batch']}:{row['what']}" not in only:
+            continue
+        common = ['--model', row['model'], '--size', str(row['size']), '--batch', str(row['batch']),
+                  '--what', row['what'], '--steps', str(row['steps']), '--warmup', '3', '--device', 'cuda']
+        variants = [('ours', ['--conv', args.conv])]
+        if args.towers and row['what'] == 'step' and row['model'] == 'paper':
+            variants = [('ours', ['--conv', args.conv, '--towers', 'serial']),
+                        ('ours-parallel-towers', ['--conv', args.conv, '--towers', 'parallel'])]
+        for name, extra in variants:
+            emit({'kind': 'row', 'row': row, 'side': name, 'result': run([args.ours, *common, *extra], args.timeout)})
+        emit({'kind': 'row', 'row': row, 'side': 'torch', 'result': run([*ref, *common], args.timeout)})
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,176 @@
+//! The convolution of our ResNets.
+//!
+//! On the CPU, burn's Flex backend computes a convolution as one matrix product per image and
+//! tile of output positions. Where a feature map has few positions (a ResNet's later stages, or
+//! every stage of a small input), those products are thin, e.g. `[512, 4608] x [4608, 9]`, and
+//! run far below the speed of the same work done as one product. There, the convolution runs
+//! instead as one matrix product over the whole batch: the `k x k` shifted windows of the
+//! (padded, channels-last) input are stacked into `[batch * positions, k * k * c_in]` (im2col)
+//! and multiplied by the reshaped kernel. It is the same convolution, summed in another order,
+//! built from tensor operations, so autodiff differentiates it and every backend runs it.
+//!
+//! On CUDA the batched product is used for every convolution: burn 0.22's own CUDA convolution
+//! ran ResNet-50's forward pass 11 times slower on an H200 (0.548 s against 0.048 s at 384 px,
+//! batch 16) and the CASS step 1.6 times slower (`bench/results/2026-11-26-h200-*`).
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+use burn::tensor::ops::PadMode;
+use burn::tensor::s;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Output positions per image up to which the batched product is used on the CPU. Measured with
+/// `cargo run --example bench_step -- --what breakdown` (ResNet-18 at 96 px and the `cpu-small`
+/// ResNet at 32 px, batch 16 and 64): at 6x6 positions and fewer the batched product wins in
+/// forward and backward; at 12x12 and more, Flex's own convolution is as fast or faster.
+pub const BATCHED_MAX_POSITIONS: usize = 64;
+
+/// Where the batched product replaces the backend's convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvStrategy {
+    /// On the CPU, feature maps of at most [`BATCHED_MAX_POSITIONS`] positions; on GPU
+    /// backends, every convolution it can express.
+    Auto,
+    /// Never: always the backend's convolution.
+    Native,
+    /// Every convolution it can express (no groups or dilation, square kernel, symmetric
+    /// padding), on every backend.
+    Batched,
+}
+
+static STRATEGY: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the process-wide [`ConvStrategy`] (for benchmarks; the default is `Auto`).
+pub fn set_conv_strategy(s: ConvStrategy) {
+    STRATEGY.store(s as u8, Ordering::Relaxed);
+}
+
+fn strategy() -> ConvStrategy {
+    match STRATEGY.load(Ordering::Relaxed) {
+        1 => ConvStrategy::Native,
+        2 => ConvStrategy::Batched,
+        _ => ConvStrategy::Auto,
+    }
+}
+
+/// `conv.forward(x)`, computed as one batched matrix product where that is faster (see the
+/// module documentation).
+///
+/// # Shapes
+/// `[batch, c_in, h, w] -> [batch, c_out, h_out, w_out]`
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let [kh, kw] = conv.kernel_size;
+    let [sh, sw] = conv.stride;
+    let pad = match &conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right)
+            if top == bottom && left == right && top == left =>
+        {
+            Some(*top)
+        }
+        PaddingConfig2d::Valid => Some(0),
+        _ => None,
+    };
+    let eligible = conv.groups == 1 && conv.dilation == [1, 1] && kh == kw && sh == sw;
+    match pad {
+        Some(p) if eligible && h + 2 * p >= kh && w + 2 * p >= kw => {
+            let ho = (h + 2 * p - kh) / sh + 1;
+            let wo = (w + 2 * p - kw) / sw + 1;
+            let batched_here = match strategy() {
+                ConvStrategy::Native => false,
+                ConvStrategy::Batched => true,
+                ConvStrategy::Auto => {
+                    x.device().inner() != Device::flex() || ho * wo <= BATCHED_MAX_POSITIONS
+                }
+            };
+            if batched_here {
+                let y = batched(x, conv.weight.val(), sh, p, [ho, wo]);
+                return match &conv.bias {
+                    Some(b) => y + b.val().reshape([1, -1, 1, 1]),
+                    None => y,
+                };
+            }
+            conv.forward(x)
+        }
+        _ => conv.forward(x),
+    }
+}
+
+/// Convolution as one matrix product over the batch (stride `s`, symmetric zero padding `p`).
+fn batched(x: Tensor<4>, weight: Tensor<4>, s: usize, p: usize, [ho, wo]: [usize; 2]) -> Tensor<4> {
+    let [b, c, _, _] = x.dims();
+    let [co, _, k, _] = weight.dims();
+    let x = if p > 0 {
+        x.pad([(p, p), (p, p)], PadMode::Constant(0.0))
+    } else {
+        x
+    };
+    let x = x.permute([0, 2, 3, 1]); // [b, h, w, c]
+    let rows = if k == 1 && s == 1 {
+        x.reshape([b * ho * wo, c])
+    } else {
+        let step = s as isize;
+        let windows: Vec<Tensor<4>> = (0..k * k)
+            .map(|i| {
+                let (dy, dx) = (i / k, i % k);
+                x.clone().slice(s![
+                    ..,
+                    dy..dy + s * (ho - 1) + 1;step,
+                    dx..dx + s * (wo - 1) + 1;step,
+                    ..
+                ])
+            })
+            .collect();
+        // [b, ho, wo, k * k, c]: each row is one output position's receptive field.
+        Tensor::stack::<5>(windows, 3).reshape([b * ho * wo, k * k * c])
+    };
+    // The kernel in the same (ky, kx, c) order: [c_out, c, k, k] -> [k * k * c, c_out].
+    let w = weight.permute([0, 2, 3, 1]).reshape([co, k * k * c]).transpose();
+    rows.matmul(w).reshape([b, ho, wo, co]).permute([0, 3, 1, 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    /// The batched path against burn's convolution, values and gradients, for the shapes our
+    /// ResNets use (3x3 stride 1 and 2, 1x1 stride 1 and 2, 7x7 stride 2).
+    #[test]
+    fn batched_convolution_matches_burn() {
+        let d = Device::flex().autodiff();
+        for (cin, cout, k, stride, pad, size) in [
+            (8, 16, 3, 1, 1, 6),
+            (8, 16, 3, 2, 1, 7),
+            (8, 16, 1, 1, 0, 5),
+            (8, 16, 1, 2, 0, 8),
+            (3, 8, 7, 2, 3, 9),
+        ] {
+            let conv = Conv2dConfig::new([cin, cout], [k, k])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .with_bias(true)
+                .init(&d);
+            let x = Tensor::<4>::random([3, cin, size, size], Distribution::Normal(0.0, 1.0), &d).require_grad();
+            let probe = Tensor::<4>::random(conv.forward(x.clone()).dims(), Distribution::Default, &d);
+            let ours = conv2d(&conv, x.clone());
+            let theirs = conv.forward(x.clone());
+            assert_eq!(ours.dims(), theirs.dims());
+            let tol = 1e-4;
+            ours.clone().inner().into_data().assert_approx_eq::<f32>(&theirs.clone().inner().into_data(), burn::tensor::Tolerance::absolute(tol));
+            let g_ours = (ours * probe.clone()).sum().backward();
+            let g_theirs = (theirs * probe).sum().backward();
+            for (what, a, b) in [
+                ("input", x.grad(&g_ours).unwrap(), x.grad(&g_theirs).unwrap()),
+                ("weight", conv.weight.val().grad(&g_ours).unwrap(), conv.weight.val().grad(&g_theirs).unwrap()),
+            ] {
+                let err = (a.clone() - b.clone()).abs().max().into_scalar::<f32>();
+                let scale = b.abs().max().into_scalar::<f32>();
+                assert!(err <= tol * scale.max(1.0), "k{k} s{stride}: {what} gradient differs by {err} (scale {scale})");
+            }
+        }
+    }
+}
