@@ -235,7 +235,11 @@ function main() {
   console.log(lines.join('\n'))
   if ('failures' in run && run.failures.length) console.log(`\nnot measured:\n${run.failures.join('\n')}`)
   const date = new Date().toISOString()
-  const host = gpu ? String((run.machine as { gpu: string }).gpu).split(',')[0].replace(/[^A-Za-z0-9]+/g, '-') : os.hostname()
+  const host = gpu
+    ? String((run.machine as { gpu: string }).gpu)
+        .split(',')[0]
+        .replace(/[^A-Za-z0-9]+/g, '-')
+    : os.hostname()
   const out = values.out ?? path.join(root, 'bench', 'results', `${date.slice(0, 10)}-${host}-${run.device}.json`)
   mkdirSync(path.dirname(out), { recursive: true })
   const { measured: _m, ...meta } = run

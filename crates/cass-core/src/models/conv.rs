@@ -1,17 +1,16 @@
 //! The convolution of our ResNets.
 //!
-//! On the CPU, burn's Flex backend computes a convolution as one matrix product per image and
-//! tile of output positions. Where a feature map has few positions (a ResNet's later stages, or
-//! every stage of a small input), those products are thin, e.g. `[512, 4608] x [4608, 9]`, and
-//! run far below the speed of the same work done as one product. There, the convolution runs
-//! instead as one matrix product over the whole batch: the `k x k` shifted windows of the
-//! (padded, channels-last) input are stacked into `[batch * positions, k * k * c_in]` (im2col)
-//! and multiplied by the reshaped kernel. It is the same convolution, summed in another order,
-//! built from tensor operations, so autodiff differentiates it and every backend runs it.
+//! A convolution can run as one matrix product over the whole batch: the `k x k` shifted windows
+//! of the (padded, channels-last) input are stacked into `[batch * positions, k * k * c_in]`
+//! (im2col) and multiplied by the reshaped kernel. It is the same convolution, summed in another
+//! order, built from tensor operations, so autodiff differentiates it and every backend runs it.
 //!
-//! On CUDA the batched product is used for every convolution: burn 0.22's own CUDA convolution
-//! ran ResNet-50's forward pass 11 times slower on an H200 (0.548 s against 0.048 s at 384 px,
-//! batch 16) and the CASS step 1.6 times slower (`bench/results/2026-11-26-h200-*`).
+//! On CUDA it replaces the backend's convolution: burn 0.22's own CUDA convolution ran
+//! ResNet-50's forward pass 11 times slower on an H200 (0.548 s against 0.048 s at 384 px,
+//! batch 16) and the CASS step 1.6 times slower (`bench/results/2026-11-26-h200-*`). On the CPU
+//! (`bench_step --conv native|batched|auto`, `cpu-small` at batch 16 and 64, ResNet-18 at 96 px)
+//! the batched product made no step measurably faster and `cpu-small`'s batch-64 forward pass
+//! slower (1,550 to 2,040 against 2,340 images/s), so the CPU keeps burn's Flex convolution.
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -20,17 +19,10 @@ use burn::tensor::ops::PadMode;
 use burn::tensor::s;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Output positions per image up to which the batched product is used on the CPU. Measured with
-/// `cargo run --example bench_step -- --what breakdown` (ResNet-18 at 96 px and the `cpu-small`
-/// ResNet at 32 px, batch 16 and 64): at 6x6 positions and fewer the batched product wins in
-/// forward and backward; at 12x12 and more, Flex's own convolution is as fast or faster.
-pub const BATCHED_MAX_POSITIONS: usize = 64;
-
 /// Where the batched product replaces the backend's convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvStrategy {
-    /// On the CPU, feature maps of at most [`BATCHED_MAX_POSITIONS`] positions; on GPU
-    /// backends, every convolution it can express.
+    /// On GPU backends, every convolution it can express; on the CPU, none.
     Auto,
     /// Never: always the backend's convolution.
     Native,
@@ -54,19 +46,21 @@ fn strategy() -> ConvStrategy {
     }
 }
 
-/// `conv.forward(x)`, computed as one batched matrix product where that is faster (see the
-/// module documentation).
+/// `conv.forward(x)`, computed as one batched matrix product where the strategy says so (see
+/// the module documentation).
 ///
 /// # Shapes
 /// `[batch, c_in, h, w] -> [batch, c_out, h_out, w_out]`
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    conv2d_with(conv, x, strategy())
+}
+
+fn conv2d_with(conv: &Conv2d, x: Tensor<4>, strategy: ConvStrategy) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
     let [kh, kw] = conv.kernel_size;
     let [sh, sw] = conv.stride;
     let pad = match &conv.padding {
-        PaddingConfig2d::Explicit(top, left, bottom, right)
-            if top == bottom && left == right && top == left =>
-        {
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right && top == left => {
             Some(*top)
         }
         PaddingConfig2d::Valid => Some(0),
@@ -77,12 +71,10 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         Some(p) if eligible && h + 2 * p >= kh && w + 2 * p >= kw => {
             let ho = (h + 2 * p - kh) / sh + 1;
             let wo = (w + 2 * p - kw) / sw + 1;
-            let batched_here = match strategy() {
+            let batched_here = match strategy {
                 ConvStrategy::Native => false,
                 ConvStrategy::Batched => true,
-                ConvStrategy::Auto => {
-                    x.device().inner() != Device::flex() || ho * wo <= BATCHED_MAX_POSITIONS
-                }
+                ConvStrategy::Auto => x.device().inner() != Device::flex(),
             };
             if batched_here {
                 let y = batched(x, conv.weight.val(), sh, p, [ho, wo]);
@@ -156,20 +148,30 @@ mod tests {
                 .init(&d);
             let x = Tensor::<4>::random([3, cin, size, size], Distribution::Normal(0.0, 1.0), &d).require_grad();
             let probe = Tensor::<4>::random(conv.forward(x.clone()).dims(), Distribution::Default, &d);
-            let ours = conv2d(&conv, x.clone());
+            let ours = conv2d_with(&conv, x.clone(), ConvStrategy::Batched);
             let theirs = conv.forward(x.clone());
             assert_eq!(ours.dims(), theirs.dims());
             let tol = 1e-4;
-            ours.clone().inner().into_data().assert_approx_eq::<f32>(&theirs.clone().inner().into_data(), burn::tensor::Tolerance::absolute(tol));
+            ours.clone().inner().into_data().assert_approx_eq::<f32>(
+                &theirs.clone().inner().into_data(),
+                burn::tensor::Tolerance::absolute(tol),
+            );
             let g_ours = (ours * probe.clone()).sum().backward();
             let g_theirs = (theirs * probe).sum().backward();
             for (what, a, b) in [
                 ("input", x.grad(&g_ours).unwrap(), x.grad(&g_theirs).unwrap()),
-                ("weight", conv.weight.val().grad(&g_ours).unwrap(), conv.weight.val().grad(&g_theirs).unwrap()),
+                (
+                    "weight",
+                    conv.weight.val().grad(&g_ours).unwrap(),
+                    conv.weight.val().grad(&g_theirs).unwrap(),
+                ),
             ] {
                 let err = (a.clone() - b.clone()).abs().max().into_scalar::<f32>();
                 let scale = b.abs().max().into_scalar::<f32>();
-                assert!(err <= tol * scale.max(1.0), "k{k} s{stride}: {what} gradient differs by {err} (scale {scale})");
+                assert!(
+                    err <= tol * scale.max(1.0),
+                    "k{k} s{stride}: {what} gradient differs by {err} (scale {scale})"
+                );
             }
         }
     }

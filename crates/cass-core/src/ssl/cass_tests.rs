@@ -43,8 +43,16 @@ fn parallel_towers_step_exactly_like_one_backward() {
     for step in 0..3 {
         let (a, b) = (serial.step(x.clone(), 1e-3, 2e-3), parallel.step(x.clone(), 1e-3, 2e-3));
         assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "loss of step {step}");
-        assert_eq!(a.cnn_spread.to_bits(), b.cnn_spread.to_bits(), "cnn spread of step {step}");
-        assert_eq!(a.vit_spread.to_bits(), b.vit_spread.to_bits(), "vit spread of step {step}");
+        assert_eq!(
+            a.cnn_spread.to_bits(),
+            b.cnn_spread.to_bits(),
+            "cnn spread of step {step}"
+        );
+        assert_eq!(
+            a.vit_spread.to_bits(),
+            b.vit_spread.to_bits(),
+            "vit spread of step {step}"
+        );
     }
     // Weights and BatchNorm running statistics (which only the calling thread updates).
     for (net, a, b) in [
