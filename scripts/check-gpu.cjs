@@ -5,7 +5,8 @@
 // burn 0.22's CUDA backend depends on cubecl-llvm, whose build script downloads a prebuilt LLVM
 // from GitHub. Machines that reach only package registries cannot do that, so the check runs
 // with DOCS_RS=1, which makes that build script skip the download: enough to type-check our
-// code against the CUDA backend, not to link a CUDA binary (that needs the LLVM bundle).
+// code against the CUDA backend, not to link a CUDA binary. `scripts/build-gpu-bench.sh` links
+// one, with LLVM taken from Debian's packages instead of the download.
 'use strict'
 const { spawnSync } = require('node:child_process')
 
