@@ -42,7 +42,8 @@ fn main() {
     time("layernorm", &x, || ln.forward(x.clone()));
     // GELU runs on the MLP's hidden width, 4 x dim.
     let hidden = Tensor::<3>::random([b, n, 4 * dim], Distribution::Normal(0.0, 1.0), &d).require_grad();
-    time("gelu(hidden)", &hidden, || gelu(hidden.clone()));
+    time("burn gelu", &hidden, || gelu(hidden.clone()));
+    time("our gelu", &hidden, || cass_core::models::gelu::gelu(hidden.clone()));
     time("linear96x384", &x, || fc1.forward(x.clone()));
     time("linear96x288", &x, || qkv.forward(x.clone()));
     time("attention", &x, || {
