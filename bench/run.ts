@@ -59,7 +59,7 @@ function rows(quick: boolean): Row[] {
   const out: Row[] = []
   for (const batch of [16, 64]) {
     for (const what of ['step', 'fwd-cnn', 'fwd-vit'] as const)
-      out.push({ model: 'cpu-small', size: 32, batch, what, steps: s(batch === 16 ? 20 : 8), group: 'main' })
+      out.push({ model: 'cpu-small', size: 32, batch, what, steps: s(batch === 16 ? 60 : 20), group: 'main' })
   }
   for (const size of [96, 224]) {
     for (const what of ['step', 'fwd-cnn', 'fwd-vit'] as const)
