@@ -91,7 +91,6 @@ def main():
     emit({'kind': 'machine', 'gpu': smi, 'cpu_count': os.cpu_count(), 'device': 'cuda'})
     mm = ['--what', 'matmul', '--n', '8192', '--steps', '5', '--warmup', '2', '--device', 'cuda']
     emit({'kind': 'peak', 'ours': run([args.ours, *mm], args.timeout), 'torch': run([*ref, *mm], args.timeout)})
-    emit({'kind': 'options', 'conv': args.conv})
     only = {r for r in args.only.split(',') if r}
     for row in rows(args.quick):
         if only and f"{row['model']}:{row['size']}:{row['batch']}:{row['what']}" not in only:

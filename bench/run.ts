@@ -5,7 +5,7 @@
  * table with the ratio ours / PyTorch of images/s and writes `bench/results/<date>-<machine>.json`.
  *
  *   npm run bench -- [--quick] [--python /usr/bin/python3]
- *   npm run bench -- --import results.jsonl   (a GPU run made by `bench/device.py`, see bench/README.md)
+ *   npm run bench -- --import results.jsonl   (a GPU run made by `bench/device.py`; README, Benchmarks)
  */
 import { execFileSync, spawnSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -132,11 +132,14 @@ function measureLocal(quick: boolean, python: string) {
     )
   }
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU'
+  const memGiB = Math.round(os.totalmem() / 2 ** 30)
   return {
+    describe: `Machine: ${cpu}, ${os.cpus().length} cores, ${memGiB} GiB; device cpu.`,
+    fileTag: os.hostname(),
     machine: {
       cpu,
       cores: os.cpus().length,
-      memGiB: Math.round(os.totalmem() / 2 ** 30),
+      memGiB,
       node: process.version,
       host: os.hostname(),
     },
@@ -146,6 +149,7 @@ function measureLocal(quick: boolean, python: string) {
     // MFU against the faster of the two matmuls measured in this run.
     mfuPeakGflops: Math.max(peak.ours, peak.torch),
     mfuPeakWhat: 'the higher of the two measured 1024^3 fp32 matmul rates',
+    failures: [] as string[],
     measured,
   }
 }
@@ -175,6 +179,8 @@ function importDevice(file: string) {
     if (sides.ours && sides.torch)
       measured.push({ row, ours: sides.ours, torch: sides.torch, oursAlt: sides['ours-parallel-towers'] })
   return {
+    describe: `Machine: ${gpu}; device cuda.`,
+    fileTag: gpu.split(',')[0].replace(/[^A-Za-z0-9]+/g, '-'),
     machine: { gpu, cpuCount: machine.cpu_count },
     device: 'cuda',
     unsetForReference: [] as string[],
@@ -211,11 +217,8 @@ function main() {
     return notes.length ? `${row.what} (${notes.join(', ')})` : row.what
   }
   const ips = (r: Result) => `${r.images_per_sec.toFixed(1)} (${r.sec.min.toFixed(3)}-${r.sec.max.toFixed(3)})`
-  const machineLine = gpu
-    ? `Machine: ${(run.machine as { gpu: string }).gpu}; device cuda.`
-    : `Machine: ${(run.machine as { cpu: string }).cpu}, ${(run.machine as { cores: number }).cores} cores, ${(run.machine as { memGiB: number }).memGiB} GiB; device cpu.`
   const lines = [
-    `${machineLine} Measured matmul (fp32): ours ${run.peakGflops.ours.toFixed(1)} GFLOP/s, PyTorch ${run.peakGflops.torch.toFixed(1)} GFLOP/s. MFU = model FLOPs (3x forward for a step) / time / ${run.mfuPeakWhat}.`,
+    `${run.describe} Measured matmul (fp32): ours ${run.peakGflops.ours.toFixed(1)} GFLOP/s, PyTorch ${run.peakGflops.torch.toFixed(1)} GFLOP/s. MFU = model FLOPs (3x forward for a step) / time / ${run.mfuPeakWhat}.`,
     '',
     `| models | px | batch | what | ours img/s (min-max s/iter) | PyTorch img/s (min-max s/iter) | ours / PyTorch | ours MFU | PyTorch MFU | ours peak ${gpu ? 'GPU' : 'RSS'} MiB | PyTorch peak ${gpu ? 'GPU' : 'RSS'} MiB |`,
     '|---|---|---|---|---|---|---|---|---|---|---|',
@@ -233,14 +236,9 @@ function main() {
     return { row, ours, torch, oursAlt, ratio }
   })
   console.log(lines.join('\n'))
-  if ('failures' in run && run.failures.length) console.log(`\nnot measured:\n${run.failures.join('\n')}`)
+  if (run.failures.length) console.log(`\nnot measured:\n${run.failures.join('\n')}`)
   const date = new Date().toISOString()
-  const host = gpu
-    ? String((run.machine as { gpu: string }).gpu)
-        .split(',')[0]
-        .replace(/[^A-Za-z0-9]+/g, '-')
-    : os.hostname()
-  const out = values.out ?? path.join(root, 'bench', 'results', `${date.slice(0, 10)}-${host}-${run.device}.json`)
+  const out = values.out ?? path.join(root, 'bench', 'results', `${date.slice(0, 10)}-${run.fileTag}-${run.device}.json`)
   mkdirSync(path.dirname(out), { recursive: true })
   const { measured: _m, ...meta } = run
   const note = values.note ? { note: values.note } : {}

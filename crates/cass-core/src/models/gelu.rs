@@ -2,7 +2,7 @@
 //!
 //! On the CPU, burn's Flex backend evaluates `erf` with one scalar `libm` call per element, in
 //! the forward and again in the backward, which made GELU the largest single cost of a small
-//! ViT's step (`cargo run --example vit_ops`: 5.6-6.1 ms forward, 8.8-9.9 ms backward on
+//! ViT's step (`cargo run --example vit_ops`: 4.8-6.2 ms forward, 7.8-10 ms backward on
 //! `[64, 17, 384]`, more than the two linear layers around it). Here, on the CPU, `Φ(x)` and
 //! `x φ(x)` are computed once, in parallel, on the host, with the Chebyshev fit of `erfc` of
 //! Numerical Recipes (6.2; relative error below 1.2e-7) and an inlined `exp`, in single precision
@@ -13,7 +13,7 @@
 //! `y = x · Φ(x) + (x - detach(x)) · xφ(x)`, where `Φ(x)` and `xφ(x)` are constants.
 //!
 //! The second term is zero in value, and its gradient is `xφ(x)`. Measured (`vit_ops`): 7.5 ms
-//! forward and 1.8 ms backward against burn's 4.8-6.0 and 7.8-10; the `cpu-small` step at batch 64
+//! forward and 1.8 ms backward; the `cpu-small` step at batch 64
 //! went from 250-264 to 307-326 images/s (`bench_step`, the two builds alternated three times).
 //! GPU backends use burn's GELU.
 
