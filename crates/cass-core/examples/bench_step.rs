@@ -80,6 +80,10 @@ fn main() {
     let steps: usize = arg(&args, "--steps", "20").parse().expect("--steps");
     let warmup: usize = arg(&args, "--warmup", "3").parse().expect("--warmup");
     let what = arg(&args, "--what", "step");
+    // `--views 2`: two augmented views per image (the batch the networks see doubles);
+    // `--guard`: the variance hinge added to the loss.
+    let views: usize = arg(&args, "--views", "1").parse().expect("--views");
+    let guard = args.iter().any(|a| a == "--guard");
     let head: usize = arg(&args, "--head", if model == "cpu-small" { "128" } else { "1000" })
         .parse()
         .expect("--head");
@@ -125,6 +129,17 @@ fn main() {
         backend,
         cnn_weights: None,
         vit_weights: None,
+        views: 1,
+        collapse_guard: None,
+        collapse_warning_spread: 0.1,
+    };
+    let cfg = PretrainConfig {
+        views,
+        collapse_guard: guard.then_some(cass_core::ssl::cass::CollapseGuard {
+            weight: 1.0,
+            target: 0.5,
+        }),
+        ..cfg
     };
     let mut trainer = CassTrainer::new(&cfg, &device);
     match arg(&args, "--conv", "auto").as_str() {
@@ -139,10 +154,10 @@ fn main() {
         "parallel" => trainer.parallel_towers = true,
         other => panic!("--towers is serial or parallel, not {other}"),
     }
-    let pixels: Vec<f32> = (0..batch * 3 * size * size)
+    let pixels: Vec<f32> = (0..views * batch * 3 * size * size)
         .map(|i| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0)
         .collect();
-    let x = Tensor::<4>::from_data(TensorData::new(pixels, [batch, 3, size, size]), &device);
+    let x = Tensor::<4>::from_data(TensorData::new(pixels, [views * batch, 3, size, size]), &device);
     if what == "breakdown" {
         // Where one CASS step's time goes: augmentation of the batch, forward of each network
         // (train mode), the loss, the backward, and each network's Adam update.
@@ -245,6 +260,7 @@ fn main() {
             "towers": if trainer.parallel_towers { "parallel" } else { "serial" },
             "conv": arg(&args, "--conv", "auto"),
             "what": what, "model": model, "size": size, "batch": batch, "steps": steps,
+            "views": views, "guard": guard,
             "sec": { "min": min, "median": med, "max": max },
             "images_per_sec": batch as f64 / med,
             "flops_per_iter": fwd,

@@ -36,6 +36,10 @@ pub enum Event {
     /// A checkpoint was written.
     #[serde(rename_all = "camelCase")]
     Checkpoint { path: String, step: u64 },
+    /// Something the user should act on, the run continues (e.g. `collapse`: the output spread
+    /// stayed under `collapse_warning_spread` for a whole epoch).
+    #[serde(rename_all = "camelCase")]
+    Warning { code: String, message: String, step: u64 },
 }
 
 /// Receives progress events; called on the training thread, so keep it cheap.

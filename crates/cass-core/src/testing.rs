@@ -65,6 +65,9 @@ pub fn tiny_pretrain() -> PretrainConfig {
         backend: Default::default(),
         cnn_weights: None,
         vit_weights: None,
+        views: 1,
+        collapse_guard: None,
+        collapse_warning_spread: 0.1,
     }
 }
 

@@ -168,6 +168,9 @@ fn one_cass_step_matches_pytorch() {
         backend: Default::default(),
         cnn_weights: None,
         vit_weights: None,
+        views: 1,
+        collapse_guard: None,
+        collapse_warning_spread: 0.1,
     };
     let none = HashSet::new();
     // Two copies: a train-mode forward updates the running statistics, so the gradient probe

@@ -1,13 +1,20 @@
-//! Fine-tuning losses. The CASS paper's preset is the sigmoid focal loss (Lin et al., "Focal
-//! Loss for Dense Object Detection", 2017) on one-hot targets with alpha 1, gamma 2, eps 1e-12,
-//! times a per-class weight, averaged over batch x classes:
-//! `l = -w_c [alpha (1-p)^gamma y log(p + eps) + (1 - alpha) p^gamma (1 - y) log(1 - p + eps)]`.
-//! With alpha = 1 the negative term vanishes, exactly as in the authors' setting.
+//! Fine-tuning losses. The CASS paper's preset is the authors' sigmoid focal loss (after Lin et
+//! al., "Focal Loss for Dense Object Detection", 2017) on one-hot targets `y`, alpha 1, gamma 2,
+//! eps 1e-12, times a per-class weight, averaged over batch x classes, exactly as their
+//! `FocalLoss.forward`:
+//! `log_pt = y log(p + eps) + (1 - y) log(1 - p + eps)`, `pt = exp(log_pt)`,
+//! `l = -alpha (1 - pt)^gamma log_pt w_c`.
+//! Alpha scales the positive AND the negative term, so at alpha = 1 negatives keep full weight.
+//! RetinaNet's alpha-balanced form (alpha on positives, `1 - alpha` on negatives) is a different
+//! loss, offered separately as [`ClassificationLoss::FocalAlphaBalanced`]: at alpha = 1 it gives
+//! negatives no weight at all, so nothing stops every logit from rising.
 
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, sigmoid};
 use serde::{Deserialize, Serialize};
 
+/// Added to `p` and to `1 - p` (after the subtraction: in f32, `1 + 1e-12` is 1, and a
+/// saturated sigmoid would give `log(0)`).
 const FOCAL_EPS: f64 = 1e-12;
 
 /// How per-class loss weights are derived from the class counts of the labelled split.
@@ -26,8 +33,10 @@ pub enum ClassWeighting {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum ClassificationLoss {
-    /// Sigmoid focal loss on one-hot targets.
+    /// The authors' sigmoid focal loss on one-hot targets: alpha scales both terms.
     Focal { alpha: f64, gamma: f64 },
+    /// RetinaNet's alpha-balanced sigmoid focal loss: alpha on positives, `1 - alpha` on negatives.
+    FocalAlphaBalanced { alpha: f64, gamma: f64 },
     /// Softmax cross-entropy.
     CrossEntropy,
 }
@@ -50,13 +59,20 @@ impl ClassificationLoss {
         match *self {
             ClassificationLoss::Focal { alpha, gamma } => {
                 let p = sigmoid(logits);
+                let log_pt = one_hot.clone() * p.clone().add_scalar(FOCAL_EPS).log()
+                    + one_hot.neg().add_scalar(1.0) * p.neg().add_scalar(1.0).add_scalar(FOCAL_EPS).log();
+                let modulator = log_pt.clone().exp().neg().add_scalar(1.0).powf_scalar(gamma);
+                (modulator * log_pt * w).mul_scalar(-alpha).mean()
+            }
+            ClassificationLoss::FocalAlphaBalanced { alpha, gamma } => {
+                let p = sigmoid(logits);
                 let pos = one_hot.clone()
                     * p.clone().neg().add_scalar(1.0).powf_scalar(gamma)
                     * p.clone().add_scalar(FOCAL_EPS).log()
                     * alpha;
                 let neg = one_hot.neg().add_scalar(1.0)
                     * p.clone().powf_scalar(gamma)
-                    * p.neg().add_scalar(1.0 + FOCAL_EPS).log()
+                    * p.neg().add_scalar(1.0).add_scalar(FOCAL_EPS).log()
                     * (1.0 - alpha);
                 ((pos + neg).neg() * w).mean()
             }
@@ -104,7 +120,9 @@ pub fn class_weights(counts: &[usize], weighting: ClassWeighting) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{device, scalar};
+    use burn::tensor::TensorData;
+
+    use crate::testing::{device, rand_tensor, scalar};
 
     #[test]
     fn spec_class_weight_vector() {
@@ -122,16 +140,55 @@ mod tests {
     }
 
     #[test]
-    fn focal_matches_hand_computation() {
+    fn spec_focal_vector() {
+        // CASS-SPEC section 7: the authors' form, alpha 1, gamma 2.
         let d = device();
-        let logits = Tensor::<2>::from_floats([[0.0, 2.0]], &d);
-        let targets = Tensor::<1, Int>::from_ints([1], &d);
-        let w = Tensor::<1>::from_floats([1.0, 0.5], &d);
-        let got = scalar(ClassificationLoss::paper().forward(logits, targets, w));
-        // Only the positive (class 1) term survives with alpha = 1.
-        let p = 1.0 / (1.0 + (-2.0f64).exp());
-        let want = 0.5 * (1.0 - p).powi(2) * -(p + 1e-12).ln() / 2.0;
-        assert!((got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+        let logits = Tensor::<2>::from_floats([[2.0, -1.0, 0.5]], &d);
+        let targets = Tensor::<1, Int>::from_ints([0], &d);
+        let w = Tensor::<1>::from_floats([1.0, 0.5, 0.2], &d);
+        let got = scalar(ClassificationLoss::paper().forward(logits, targets, w)) as f64;
+        assert!((got - 0.029_538_303_920_242_714).abs() < 1e-7, "{got}");
+    }
+
+    #[test]
+    fn focal_negatives_keep_weight_at_alpha_one() {
+        // The regression: the old reading weighed negatives by 1 - alpha, i.e. zero here, so a
+        // confidently wrong negative logit cost nothing.
+        let d = device();
+        let logits = Tensor::<2>::from_floats([[5.0, 5.0]], &d);
+        let targets = Tensor::<1, Int>::from_ints([0], &d);
+        let w = Tensor::<1>::ones([2], &d);
+        let focal = scalar(ClassificationLoss::paper().forward(logits.clone(), targets.clone(), w.clone())) as f64;
+        let p = 1.0 / (1.0 + (-5.0f64).exp());
+        let pos = (1.0 - p).powi(2) * -(p + 1e-12).ln();
+        let neg = p.powi(2) * -(1.0 - p + 1e-12).ln();
+        assert!((focal - (pos + neg) / 2.0).abs() < 1e-5, "{focal}");
+        let balanced = ClassificationLoss::FocalAlphaBalanced { alpha: 1.0, gamma: 2.0 };
+        let only_pos = scalar(balanced.forward(logits, targets, w)) as f64;
+        assert!((only_pos - pos / 2.0).abs() < 1e-7, "{only_pos}");
+    }
+
+    #[test]
+    fn focal_is_finite_and_non_negative_for_batch_sizes_1_to_8() {
+        let d = device();
+        for batch in 1..=8 {
+            let logits = rand_tensor([batch, 5], batch as u64, &d).mul_scalar(30.0);
+            let targets = Tensor::<1, Int>::from_ints(
+                TensorData::new((0..batch as i64).map(|i| i % 5).collect::<Vec<_>>(), [batch]),
+                &d,
+            );
+            let w = Tensor::<1>::ones([5], &d);
+            for loss in [
+                ClassificationLoss::paper(),
+                ClassificationLoss::FocalAlphaBalanced {
+                    alpha: 0.25,
+                    gamma: 2.0,
+                },
+            ] {
+                let v = scalar(loss.forward(logits.clone(), targets.clone(), w.clone()));
+                assert!(v.is_finite() && v >= 0.0, "{loss:?} at batch {batch}: {v}");
+            }
+        }
     }
 
     #[test]

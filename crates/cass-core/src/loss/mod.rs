@@ -1,8 +1,10 @@
-//! Losses: the CASS agreement loss for pre-training and the classification losses for
-//! fine-tuning.
+//! Losses: the CASS agreement loss and its collapse guard for pre-training, and the
+//! classification losses for fine-tuning.
 
 pub mod cass;
 pub mod classification;
+pub mod variance;
 
 pub use cass::{cass_loss, output_spread};
 pub use classification::{ClassWeighting, ClassificationLoss, class_weights};
+pub use variance::variance_hinge;

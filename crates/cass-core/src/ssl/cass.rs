@@ -2,6 +2,11 @@
 //! image goes through BOTH the CNN and the ViT; the loss is `mean(2 - 2 cos(r, t))` between their
 //! L2-normalised head outputs; one backward; one Adam per network; gradients are fresh every
 //! step (the authors' notebook accumulates them across the whole run, which we do not copy).
+//!
+//! Two named extensions, off in the `paper` preset, for training from random weights, where the
+//! loss's constant-output minimum is reached within an epoch: a collapse guard (the variance
+//! hinge of [`crate::loss::variance`]) and two views (each network sees its own augmentation of
+//! the image and the loss is symmetrised), see [`Objective`].
 
 use std::collections::HashMap;
 use std::fs;
@@ -23,7 +28,7 @@ use crate::data::{HostBatch, ImageSet, Prefetcher, batch_positions};
 use crate::device::{BackendChoice, resolve};
 use crate::error::CassError;
 use crate::events::{CancelToken, Event, Observer};
-use crate::loss::{cass_loss, output_spread};
+use crate::loss::{cass_loss, output_spread, variance_hinge};
 use crate::models::{ResNet, ResNetConfig, Vit, VitConfig, init_seeded};
 use crate::train::adam::{Adam, AdamConfig};
 use crate::train::schedule::Schedule;
@@ -61,6 +66,34 @@ pub struct PretrainConfig {
     /// Initial ViT weights (timm-named safetensors; `pos_embed` is resampled to `image_size`).
     #[serde(default)]
     pub vit_weights: Option<InitWeights>,
+    /// Augmented views per image and step: 1 (the paper: the same view through both networks)
+    /// or 2 (the CNN's view 1 is compared with the ViT's view 2 and vice versa).
+    #[serde(default = "one_view")]
+    pub views: usize,
+    /// Variance hinge against collapse, added to the CASS loss; `None` in the paper.
+    #[serde(default)]
+    pub collapse_guard: Option<CollapseGuard>,
+    /// A warning event is raised when a network's output spread stays below this for a whole
+    /// epoch (spread: about 1 for spread-out outputs, 0 for a constant output).
+    #[serde(default = "default_collapse_warning")]
+    pub collapse_warning_spread: f64,
+}
+
+fn one_view() -> usize {
+    1
+}
+
+fn default_collapse_warning() -> f64 {
+    0.1
+}
+
+/// The collapse guard: `weight * mean over networks and views of variance_hinge(output, target)`
+/// summed over the two networks (VICReg's variance term; weight is its `mu`, target its `gamma`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CollapseGuard {
+    pub weight: f64,
+    pub target: f64,
 }
 
 /// A weights file to start from.
@@ -112,6 +145,32 @@ impl PretrainConfig {
                 return Err(CassError::config(field, format!("must be a positive number, got {lr}")));
             }
         }
+        if !(1..=2).contains(&self.views) {
+            return Err(CassError::config(
+                "views",
+                format!("must be 1 or 2, got {}", self.views),
+            ));
+        }
+        if let Some(g) = self.collapse_guard {
+            if !(g.weight.is_finite() && g.weight >= 0.0) {
+                return Err(CassError::config(
+                    "collapse_guard.weight",
+                    format!("must be a non-negative number, got {}", g.weight),
+                ));
+            }
+            if !(g.target.is_finite() && g.target > 0.0) {
+                return Err(CassError::config(
+                    "collapse_guard.target",
+                    format!("must be a positive number, got {}", g.target),
+                ));
+            }
+        }
+        if !self.collapse_warning_spread.is_finite() || self.collapse_warning_spread < 0.0 {
+            return Err(CassError::config(
+                "collapse_warning_spread",
+                format!("must be a non-negative number, got {}", self.collapse_warning_spread),
+            ));
+        }
         Ok(())
     }
 }
@@ -155,12 +214,84 @@ pub struct PretrainOutcome {
     pub epoch_mean_losses: Vec<f64>,
 }
 
+/// The pre-training objective on the two networks' head outputs.
+///
+/// With one view, `r` and `t` are the outputs for the same batch and the loss is
+/// `cass_loss(r, t)`. With two views the batch holds view 1 of every image, then view 2
+/// (`[x1; x2]`, so each network runs once, over `2B` images, its BatchNorm statistics taken over
+/// both views), and the loss is `0.5 (L(r1, t2) + L(r2, t1))`: each network must agree with the
+/// other's output for ANOTHER augmentation of the image, which, from random weights, is what
+/// gives the agreement an invariance to learn rather than any shared constant.
+/// The guard adds `weight * (H(r) + H(t))`, `H` averaged over views.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Objective {
+    pub views: usize,
+    pub guard: Option<CollapseGuard>,
+}
+
+/// The objective's value, with its named parts still as tensors (the total carries the graph).
+pub struct ObjectiveParts {
+    pub total: Tensor<1>,
+    pub cass: f64,
+    pub guard: Option<f64>,
+    /// [`output_spread`] of each network over the first view.
+    pub cnn_spread: f64,
+    pub vit_spread: f64,
+}
+
+impl Objective {
+    pub fn of(cfg: &PretrainConfig) -> Self {
+        Self {
+            views: cfg.views,
+            guard: cfg.collapse_guard,
+        }
+    }
+
+    /// # Shapes
+    /// `r`, `t`: `[views * batch, dim]` -> total `[1]`
+    pub fn forward(&self, r: Tensor<2>, t: Tensor<2>) -> ObjectiveParts {
+        let rs = r.chunk(self.views, 0); // views x [batch, dim]
+        let ts = t.chunk(self.views, 0);
+        let cass = if self.views == 1 {
+            cass_loss(rs[0].clone(), ts[0].clone())
+        } else {
+            (cass_loss(rs[0].clone(), ts[1].clone()) + cass_loss(rs[1].clone(), ts[0].clone())).mul_scalar(0.5)
+        };
+        let spread = |v: &Tensor<2>| output_spread(v.clone().detach()).into_scalar::<f32>() as f64;
+        let (cnn_spread, vit_spread) = (spread(&rs[0]), spread(&ts[0]));
+        let cass_value = cass.clone().into_scalar::<f32>() as f64;
+        let (total, guard) = match self.guard {
+            None => (cass, None),
+            Some(g) => {
+                let per_view = 1.0 / self.views as f64;
+                let hinge = rs
+                    .into_iter()
+                    .chain(ts)
+                    .map(|v| variance_hinge(v, g.target))
+                    .reduce(|a, b| a + b)
+                    .expect("at least one view")
+                    .mul_scalar(g.weight * per_view);
+                let value = hinge.clone().into_scalar::<f32>() as f64;
+                (cass + hinge, Some(value))
+            }
+        };
+        ObjectiveParts {
+            total,
+            cass: cass_value,
+            guard,
+            cnn_spread,
+            vit_spread,
+        }
+    }
+}
+
 /// The two networks, their optimizers and the step counter.
 pub struct CassTrainer {
     pub cnn: ResNet,
     pub vit: Vit,
     pub opt_cnn: Adam,
     pub opt_vit: Adam,
+    pub objective: Objective,
     pub device: Device,
     /// Run the two networks on two threads during a step (see [`CassTrainer::step`]). On by
     /// default on the CPU, where most of a small model's kernels are too small to spread over
@@ -168,12 +299,39 @@ pub struct CassTrainer {
     pub parallel_towers: bool,
 }
 
-/// The loss of one step and collapse diagnostics ([`output_spread`] of each network's head).
+/// The loss of one step, its parts and collapse diagnostics ([`output_spread`] of each
+/// network's head).
 #[derive(Debug, Clone, Copy)]
 pub struct StepOutput {
+    /// The optimised total: the CASS loss plus the guard, if any.
     pub loss: f64,
+    pub cass: f64,
+    pub guard: Option<f64>,
     pub cnn_spread: f64,
     pub vit_spread: f64,
+}
+
+impl StepOutput {
+    fn from_parts(total: f64, p: &ObjectiveParts) -> Self {
+        Self {
+            loss: total,
+            cass: p.cass,
+            guard: p.guard,
+            cnn_spread: p.cnn_spread,
+            vit_spread: p.vit_spread,
+        }
+    }
+
+    /// Named parts for progress events.
+    pub fn parts(&self) -> Vec<(String, f64)> {
+        let mut parts = vec![("cass".to_string(), self.cass)];
+        if let Some(g) = self.guard {
+            parts.push(("guard".into(), g));
+        }
+        parts.push(("cnn_spread".into(), self.cnn_spread));
+        parts.push(("vit_spread".into(), self.vit_spread));
+        parts
+    }
 }
 
 impl CassTrainer {
@@ -185,6 +343,7 @@ impl CassTrainer {
             vit: init_seeded(&ad, cfg.seed.wrapping_add(1), || cfg.vit.init(&ad)),
             opt_cnn: Adam::new(cfg.adam),
             opt_vit: Adam::new(cfg.adam),
+            objective: Objective::of(cfg),
             device: device.clone(),
             parallel_towers: device.clone().inner() == Device::flex(),
         }
@@ -208,7 +367,8 @@ impl CassTrainer {
         Ok(self)
     }
 
-    /// One CASS step on an already augmented, normalised batch.
+    /// One CASS step on an already augmented, normalised batch (with two views, view 1 of
+    /// every image, then view 2: see [`Objective`]).
     ///
     /// With [`parallel_towers`](Self::parallel_towers), the CNN runs on the calling thread and
     /// the ViT on a second one. The loss is computed on detached copies of the two outputs `r`
@@ -232,20 +392,15 @@ impl CassTrainer {
 
     fn step_serial(&mut self, x: Tensor<4>, lr_cnn: f64, lr_vit: f64) -> StepOutput {
         let x = x.autodiff();
-        let r = self.cnn.forward(x.clone()); // [batch, d]
-        let t = self.vit.forward(x); // [batch, d]
-        let cnn_spread = output_spread(r.clone().detach()).into_scalar::<f32>() as f64;
-        let vit_spread = output_spread(t.clone().detach()).into_scalar::<f32>() as f64;
-        let loss = cass_loss(r, t);
-        let value = loss.clone().into_scalar::<f32>() as f64;
-        let grads = loss.backward();
+        let r = self.cnn.forward(x.clone()); // [views * batch, d]
+        let t = self.vit.forward(x); // [views * batch, d]
+        let parts = self.objective.forward(r, t);
+        let value = parts.total.clone().into_scalar::<f32>() as f64;
+        let out = StepOutput::from_parts(value, &parts);
+        let grads = parts.total.backward();
         self.cnn = self.opt_cnn.step(lr_cnn, self.cnn.clone(), &grads);
         self.vit = self.opt_vit.step(lr_vit, self.vit.clone(), &grads);
-        StepOutput {
-            loss: value,
-            cnn_spread,
-            vit_spread,
-        }
+        out
     }
 
     fn step_parallel(&mut self, x: Tensor<4>, lr_cnn: f64, lr_vit: f64) -> StepOutput {
@@ -254,6 +409,7 @@ impl CassTrainer {
             vit,
             opt_cnn,
             opt_vit,
+            objective,
             ..
         } = self;
         let (send_t, recv_t) = mpsc::channel::<Tensor<2>>();
@@ -276,11 +432,10 @@ impl CassTrainer {
             };
             let r_leaf = r.clone().detach().require_grad();
             let t_leaf = t.require_grad();
-            let cnn_spread = output_spread(r_leaf.clone().detach()).into_scalar::<f32>() as f64;
-            let vit_spread = output_spread(t_leaf.clone().detach()).into_scalar::<f32>() as f64;
-            let loss = cass_loss(r_leaf.clone(), t_leaf.clone());
-            let value = loss.clone().into_scalar::<f32>() as f64;
-            let g = loss.backward();
+            let parts = objective.forward(r_leaf.clone(), t_leaf.clone());
+            let value = parts.total.clone().into_scalar::<f32>() as f64;
+            let out = StepOutput::from_parts(value, &parts);
+            let g = parts.total.backward();
             let g_r = r_leaf.grad(&g).expect("the loss depends on the CNN output");
             let g_t = t_leaf.grad(&g).expect("the loss depends on the ViT output");
             // If the ViT thread has died, its join below reports why.
@@ -291,14 +446,7 @@ impl CassTrainer {
                 Ok(v) => v.expect("the ViT thread received its gradient"),
                 Err(panic) => std::panic::resume_unwind(panic),
             };
-            (
-                StepOutput {
-                    loss: value,
-                    cnn_spread,
-                    vit_spread,
-                },
-                new_vit,
-            )
+            (out, new_vit)
         });
         *vit = new_vit;
         out
@@ -360,6 +508,56 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
 /// Seed of the augmentation of global step `step`.
 pub fn step_seed(seed: u64, step: u64) -> u64 {
     seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ step.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// The augmented, normalised input of step `step`: one view, or view 1 of every image followed
+/// by view 2 (each view's augmentation drawn from its own seed).
+///
+/// # Shapes
+/// `raw`: `[batch, 3, h, w]` -> `[views * batch, 3, image_size, image_size]`
+pub fn augmented_views(cfg: &PretrainConfig, raw: Tensor<4>, step: u64, aspect: f64) -> Tensor<4> {
+    let batch = raw.dims()[0];
+    let views: Vec<Tensor<4>> = (0..cfg.views as u64)
+        .map(|v| {
+            // View 0 keeps the one-view seed, so a one-view run is unchanged by this option.
+            let seed = step_seed(cfg.seed.wrapping_add(v.wrapping_mul(0x5851_f42d_4c95_7f2d)), step);
+            let params = cfg.augment.sample(batch, seed, aspect);
+            augment::apply(raw.clone(), Some(&params), cfg.image_size, &cfg.augment)
+        })
+        .collect();
+    Tensor::cat(views, 0)
+}
+
+/// The largest output spread of each network over an epoch's steps: if even the largest stays
+/// under the threshold, the epoch was collapsed throughout.
+#[derive(Debug, Default)]
+struct EpochSpread {
+    cnn: f64,
+    vit: f64,
+}
+
+impl EpochSpread {
+    fn record(&mut self, out: &StepOutput) {
+        self.cnn = self.cnn.max(out.cnn_spread);
+        self.vit = self.vit.max(out.vit_spread);
+    }
+
+    fn epoch_warning(&self, epoch: u64, threshold: f64) -> Option<String> {
+        let low: Vec<String> = [("CNN", self.cnn), ("ViT", self.vit)]
+            .into_iter()
+            .filter(|&(_, s)| s < threshold)
+            .map(|(n, s)| format!("{n} {s:.3}"))
+            .collect();
+        (!low.is_empty()).then(|| {
+            format!(
+                "output spread stayed below {threshold} for all of epoch {epoch} (largest: {}): the networks are \
+                 collapsing to a constant output, which fine-tuning cannot use. From random weights, set \
+                 `collapseGuard` (--collapse-guard) and `views: 2` (--views 2), or start from pretrained weights \
+                 (--cnn-weights imagenet, --vit-weights hf:...)",
+                low.join(", ")
+            )
+        })
+    }
 }
 
 /// Uploads a host batch as `[batch, 3, h, w]`.
@@ -465,6 +663,7 @@ pub fn pretrain(
     let started = Instant::now();
     let first_step = state.step;
     let mut status = Status::Completed;
+    let mut collapse = EpochSpread::default();
     'epochs: while state.step < total {
         let epoch = state.step / batches_per_epoch;
         let skip = (state.step % batches_per_epoch) as usize;
@@ -483,13 +682,7 @@ pub fn pretrain(
                 break 'epochs;
             }
             let s = state.step;
-            let params = cfg.augment.sample(host.size, step_seed(cfg.seed, s), aspect);
-            let x = augment::apply(
-                upload(&host, &set, &device),
-                Some(&params),
-                cfg.image_size,
-                &cfg.augment,
-            );
+            let x = augmented_views(&cfg, upload(&host, &set, &device), s, aspect);
             let lr_cnn = cfg.schedule.lr(cfg.lr_cnn, s, total);
             let lr_vit = cfg.schedule.lr(cfg.lr_vit, s, total);
             let out = trainer.step(x, lr_cnn, lr_vit);
@@ -511,16 +704,13 @@ pub fn pretrain(
                 total_steps: total,
                 epoch: s / batches_per_epoch,
                 loss: out.loss,
-                parts: vec![
-                    ("cass".into(), out.loss),
-                    ("cnn_spread".into(), out.cnn_spread),
-                    ("vit_spread".into(), out.vit_spread),
-                ],
+                parts: out.parts(),
                 lr: lr_cnn,
                 images_per_sec: (done * cfg.batch_size as u64) as f64 / elapsed.max(1e-9),
                 step_sec: step_started.elapsed().as_secs_f64(),
                 eta_sec: per_step * (total - state.step) as f64,
             });
+            collapse.record(&out);
             let epoch_end = state.step % batches_per_epoch == 0;
             let periodic = cfg.checkpoint_every.is_some_and(|n| n > 0 && state.step % n == 0);
             if epoch_end {
@@ -532,6 +722,17 @@ pub fn pretrain(
                     val_loss: None,
                     best: false,
                 });
+                // An epoch resumed part-way has seen only some of its steps; judge full ones.
+                if s + 1 - first_step >= batches_per_epoch
+                    && let Some(message) = collapse.epoch_warning(s / batches_per_epoch, cfg.collapse_warning_spread)
+                {
+                    observer.event(&Event::Warning {
+                        code: "collapse".into(),
+                        message,
+                        step: state.step,
+                    });
+                }
+                collapse = EpochSpread::default();
             }
             if (epoch_end || periodic) && state.step < total {
                 trainer.save(&ckpt_dir, &state)?;

@@ -5,7 +5,8 @@ use burn::module::Module;
 use super::*;
 use crate::checkpoint::{load_module_tensors, module_tensors};
 use crate::events::Silent;
-use crate::testing::{device, grads_by_name, synthetic_images, tiny_pretrain};
+use crate::loss::variance_hinge;
+use crate::testing::{device, grads_by_name, rand_tensor, scalar, synthetic_images, tiny_pretrain};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cass-test-{name}-{}", std::process::id()));
@@ -33,13 +34,26 @@ fn loss_falls_on_a_fixed_batch() {
 
 #[test]
 fn parallel_towers_step_exactly_like_one_backward() {
+    let guard = Some(CollapseGuard {
+        weight: 1.0,
+        target: 0.5,
+    });
+    for (views, collapse_guard) in [(1, None), (2, guard)] {
+        parallel_towers_case(PretrainConfig {
+            views,
+            collapse_guard,
+            ..tiny_pretrain()
+        });
+    }
+}
+
+fn parallel_towers_case(cfg: PretrainConfig) {
     let d = device();
-    let cfg = tiny_pretrain();
     let mut serial = CassTrainer::new(&cfg, &d);
     let mut parallel = CassTrainer::new(&cfg, &d);
     serial.parallel_towers = false;
     parallel.parallel_towers = true;
-    let x = fixed_batch(&cfg, &d);
+    let x = fixed_batch(&cfg, &d).repeat_dim(0, cfg.views);
     for step in 0..3 {
         let (a, b) = (serial.step(x.clone(), 1e-3, 2e-3), parallel.step(x.clone(), 1e-3, 2e-3));
         assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "loss of step {step}");
@@ -252,3 +266,113 @@ fn too_few_images_and_bad_vit_size_name_the_field() {
         "{err}"
     );
 }
+
+#[test]
+fn two_view_objective_is_the_symmetrised_cass_loss() {
+    let d = device();
+    let r = rand_tensor([8, 6], 1, &d); // [r1; r2], 4 images
+    let t = rand_tensor([8, 6], 2, &d); // [t1; t2]
+    let two = Objective { views: 2, guard: None }.forward(r.clone(), t.clone());
+    let (r1, r2) = (r.clone().narrow(0, 0, 4), r.clone().narrow(0, 4, 4));
+    let (t1, t2) = (t.clone().narrow(0, 0, 4), t.clone().narrow(0, 4, 4));
+    let want = 0.5 * (scalar(cass_loss(r1, t2)) + scalar(cass_loss(r2, t1))) as f64;
+    assert!((two.cass - want).abs() < 1e-6, "{} vs {want}", two.cass);
+    // The same view on both sides is the one-view loss.
+    let one = Objective { views: 1, guard: None }.forward(r.clone(), t.clone());
+    assert!((one.cass - scalar(cass_loss(r.clone(), t.clone())) as f64).abs() < 1e-6);
+    // The guard adds weight x (mean over views of the hinge), summed over the two networks.
+    let g = CollapseGuard {
+        weight: 3.0,
+        target: 2.0,
+    };
+    let guarded = Objective {
+        views: 2,
+        guard: Some(g),
+    }
+    .forward(r.clone(), t.clone());
+    let h = |v: Tensor<2>| scalar(variance_hinge(v, 2.0)) as f64;
+    let want_guard = 3.0
+        * 0.5
+        * (h(r.clone().narrow(0, 0, 4)) + h(r.narrow(0, 4, 4)) + h(t.clone().narrow(0, 0, 4)) + h(t.narrow(0, 4, 4)));
+    let got = guarded.guard.expect("guard part");
+    assert!((got - want_guard).abs() < 1e-5, "{got} vs {want_guard}");
+    assert!((scalar(guarded.total) as f64 - (want + want_guard)).abs() < 1e-5);
+}
+
+#[test]
+fn views_and_guard_are_validated_by_name() {
+    let mut cfg = PretrainConfig {
+        views: 3,
+        ..tiny_pretrain()
+    };
+    assert!(matches!(cfg.validate(), Err(CassError::Config { field, .. }) if field == "views"));
+    cfg.views = 2;
+    cfg.collapse_guard = Some(CollapseGuard {
+        weight: 1.0,
+        target: 0.0,
+    });
+    assert!(matches!(cfg.validate(), Err(CassError::Config { field, .. }) if field == "collapse_guard.target"));
+}
+
+/// Runs a small CASS pre-training from random weights on synthetic stripes and returns the last
+/// epoch's output spreads (CNN, ViT) and the collapse warnings raised.
+fn spread_after_pretraining(cfg: &PretrainConfig, name: &str) -> ((f64, f64), Vec<String>) {
+    let (bytes, _) = synthetic_images(64, 16, 11);
+    let set = Arc::new(ImageSet::from_memory(bytes, 64, 16, 16).unwrap());
+    let dir = tmp(name);
+    let spreads = std::sync::Mutex::new(Vec::new());
+    let warnings = std::sync::Mutex::new(Vec::new());
+    let mut obs = |e: &Event| match e {
+        Event::Step { parts, .. } => {
+            let get = |k: &str| parts.iter().find(|(n, _)| n == k).map(|p| p.1).unwrap();
+            spreads.lock().unwrap().push((get("cnn_spread"), get("vit_spread")));
+        }
+        Event::Warning { code, .. } => warnings.lock().unwrap().push(code.clone()),
+        _ => {}
+    };
+    let out = pretrain(cfg, set, vec![], &dir, false, &mut obs, &CancelToken::new()).unwrap();
+    assert_eq!(out.status, Status::Completed);
+    fs::remove_dir_all(&dir).unwrap();
+    let spreads = spreads.into_inner().unwrap();
+    let last = &spreads[spreads.len() - 8..];
+    let mean = |f: fn(&(f64, f64)) -> f64| last.iter().map(f).sum::<f64>() / last.len() as f64;
+    let spread = (mean(|s| s.0), mean(|s| s.1));
+    eprintln!("{name}: final spread (cnn, vit) {spread:?}");
+    (spread, warnings.into_inner().unwrap())
+}
+
+#[test]
+fn random_init_collapses_without_the_guard_and_not_with_it() {
+    let base = PretrainConfig {
+        batch_size: 8,
+        epochs: COLLAPSE_EPOCHS,
+        schedule: crate::train::schedule::Schedule::Constant,
+        ..tiny_pretrain()
+    };
+    let ((cnn, vit), warnings) = spread_after_pretraining(&base, "collapse-plain");
+    assert!(
+        cnn < 0.15 && vit < 0.15,
+        "expected a collapse: spread cnn {cnn}, vit {vit}"
+    );
+    assert!(
+        warnings.iter().any(|w| w == "collapse"),
+        "no collapse warning: {warnings:?}"
+    );
+
+    let guarded = PretrainConfig {
+        views: 2,
+        collapse_guard: Some(CollapseGuard {
+            weight: 1.0,
+            target: 0.5,
+        }),
+        ..base
+    };
+    let ((cnn, vit), warnings) = spread_after_pretraining(&guarded, "collapse-guarded");
+    assert!(
+        cnn > 0.3 && vit > 0.3,
+        "guarded run collapsed: spread cnn {cnn}, vit {vit}"
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+const COLLAPSE_EPOCHS: u64 = 50;
