@@ -5,7 +5,8 @@ import path from 'node:path'
 import test from 'ava'
 import sharp from 'sharp'
 
-import { runDemo } from '../ts/demo.js'
+import { type DemoArm, formatTable, runDemo, summarise } from '../ts/demo.js'
+import { parsePretrainConfig } from '../ts/config.js'
 import { rng, tempDir, tinyPretrain } from './helpers.js'
 
 const root = path.resolve(__dirname, '..')
@@ -110,18 +111,61 @@ test('pretrain -> finetune -> evaluate -> embed on an image folder', async (t) =
 
 test('demo runs the whole protocol on real MNIST (tiny sizes) and writes results.json', async (t) => {
   const out = tempDir('demo')
-  const { arms, pretrainLosses } = await runDemo({
+  const { arms, cells, pretrainLosses } = await runDemo({
     outDir: out,
     quiet: true,
     cacheDir: path.join(tempDir('demo-cache'), 'c'),
-    sizes: { pretrainImages: 64, pretrainEpochs: 1, finetuneImages: 200, finetuneMaxEpochs: 1, valImages: 40, testImages: 60 },
+    sizes: {
+      pretrainImages: 64,
+      pretrainEpochs: 1,
+      finetuneImages: 200,
+      finetuneMaxEpochs: 1,
+      valImages: 40,
+      testImages: 60,
+      fractions: [0.01, 1],
+      seeds: 2,
+      fullLabelSeeds: 1,
+    },
   })
+  // 2 networks x (2 seeds at 1 % + 1 at 100 %) x 2 inits.
   t.is(arms.length, 12)
-  t.deepEqual(arms.map((a) => `${a.arch}-${a.init}-${a.labels}`).slice(0, 3), ['cnn-cass-0.01', 'cnn-cass-0.1', 'cnn-cass-1'])
   t.true(arms.every((a) => a.macroF1 >= 0 && a.macroF1 <= 1 && a.metrics.numSamples === 60))
   t.true(arms.find((a) => a.labels === 0.01)!.labelledImages >= 10, 'at least one image per digit')
+  // Paired: each seed gives CASS and random init the same number of labelled images, and the
+  // two seeds draw different ones.
+  for (const a of arms.filter((x) => x.init === 'cass')) {
+    const r = arms.find((x) => x.init === 'random' && x.arch === a.arch && x.labels === a.labels && x.seed === a.seed)!
+    t.is(r.labelledImages, a.labelledImages)
+  }
+  t.deepEqual(
+    cells.map((c) => `${c.arch}-${c.labels}-${c.seeds}`),
+    ['cnn-0.01-2', 'cnn-1-1', 'vit-0.01-2', 'vit-1-1'],
+  )
   t.true(pretrainLosses.length >= 3 && pretrainLosses.every(Number.isFinite))
-  t.true(existsSync(path.join(out, 'results.json')))
+  const results = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8'))
+  t.is(results.arms.length, 12)
+  t.is(results.pretrain.config.views, parsePretrainConfig({ preset: 'cpu-small' }).views)
+  t.true(Number.isFinite(results.pretrain.finalOutputSpread.cnn))
+  t.true(results.seconds.total > 0)
+})
+
+test('demo table: paired gain per cell, and a verdict that says when random init wins', (t) => {
+  const arm = (arch: 'cnn' | 'vit', init: 'cass' | 'random', seed: number, macroF1: number) =>
+    ({ arch, init, labels: 0.1, seed, labelledImages: 20, macroF1 }) as DemoArm
+  const cells = summarise([
+    arm('cnn', 'cass', 0, 0.8),
+    arm('cnn', 'random', 0, 0.7),
+    arm('cnn', 'cass', 1, 0.6),
+    arm('cnn', 'random', 1, 0.6),
+    arm('vit', 'cass', 0, 0.3),
+    arm('vit', 'random', 0, 0.5),
+  ])
+  t.is(cells.length, 2)
+  t.true(Math.abs(cells[0].gain - 0.05) < 1e-12)
+  t.deepEqual([cells[0].cass.min, cells[0].cass.max, cells[0].random.mean], [0.6, 0.8, 0.65])
+  t.is(cells[0].verdict, 'CASS better')
+  t.is(cells[1].verdict, 'random init better')
+  t.regex(formatTable(cells), /\| vit \| 10 % \(20\) \| 1 \| 0\.300 \| 0\.500 \| -0\.200 \| random init better \|/)
 })
 
 test('weights export writes timm names that load back strictly', async (t) => {

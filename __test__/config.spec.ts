@@ -54,6 +54,9 @@ for (const [input, field] of [
   [{ vit: { embedDim: 64, depth: 2, numHeads: 4, patchSize: 0 } }, 'vit'],
   [{ device: 'tpu' }, 'device'],
   [{ epocs: 3 }, '(root)'],
+  [{ views: 3 }, 'views'],
+  [{ collapseGuard: { weight: 1, target: 0 } }, 'collapseGuard.target'],
+  [{ collapseGuard: { weight: -1 } }, 'collapseGuard.weight'],
 ] as const) {
   test(`invalid config names the field: ${field}`, (t) => {
     const err = t.throws(() => parsePretrainConfig(input as never), { instanceOf: ConfigError })
@@ -78,4 +81,24 @@ test('pretrain rejects a bad config synchronously, naming the field', (t) => {
 test('unknown preset is a config error', (t) => {
   const err = t.throws(() => parsePretrainConfig({ preset: 'huge' as never }), { instanceOf: ConfigError })
   t.is(err.field, 'preset')
+})
+
+test('collapse guard and views cross to the engine; null turns a guard off', (t) => {
+  const on = parsePretrainConfig({ views: 2, collapseGuard: { weight: 2 } })
+  t.deepEqual(on.collapseGuard, { weight: 2, target: 0.5 })
+  const native = JSON.parse(toNativePretrainConfig(on))
+  t.is(native.views, 2)
+  t.deepEqual(native.collapse_guard, { weight: 2, target: 0.5 })
+  t.is(native.collapse_warning_spread, 0.1)
+  const paper = parsePretrainConfig({ preset: 'paper' })
+  t.is(paper.views, 1, 'the paper runs one view')
+  t.is(paper.collapseGuard, null, 'the paper has no guard')
+  t.is(parsePretrainConfig({ ...on, preset: 'cpu-small', collapseGuard: null }).collapseGuard, null)
+})
+
+test('fine-tuning losses: the authors focal form and RetinaNet alpha-balanced form are distinct kinds', (t) => {
+  const f = parseFinetuneConfig({ arch: 'cnn', loss: { kind: 'focal-alpha-balanced' } })
+  t.deepEqual(f.loss, { kind: 'focal-alpha-balanced', alpha: 0.25, gamma: 2 })
+  const e = t.throws(() => parseFinetuneConfig({ arch: 'cnn', loss: { kind: 'focal', alpha: 2 } }), { instanceOf: ConfigError })
+  t.is(e.field, 'loss.alpha')
 })

@@ -52,6 +52,31 @@ test('pretrain runs, reports progress, lowers the loss and writes a checkpoint',
   rmSync(outDir, { recursive: true })
 })
 
+test('two views with the guard report its part, and a low spread raises a collapse warning', async (t) => {
+  const { images } = stripes(16, 16)
+  const outDir = tempDir('guard')
+  const events: ProgressEvent[] = []
+  // A threshold above any possible spread makes every epoch count as collapsed: this checks that
+  // the warning reaches the caller, named and with its advice (the cargo tests show a real collapse).
+  const result = await pretrain({
+    config: { ...tinyPretrain, epochs: 2, views: 2, collapseGuard: { weight: 1, target: 0.5 }, collapseWarningSpread: 10 },
+    images,
+    outDir,
+    onProgress: (e) => events.push(e),
+  })
+  t.is(result.status, 'completed')
+  const step = events.find((e): e is StepEvent => e.type === 'step')!
+  t.deepEqual(
+    step.parts.map(([k]) => k),
+    ['cass', 'guard', 'cnn_spread', 'vit_spread'],
+  )
+  t.true(step.loss >= step.parts[0][1], 'the total includes the guard')
+  const warnings = events.filter((e) => e.type === 'warning')
+  t.is(warnings.length, 2)
+  t.true(warnings.every((w) => w.type === 'warning' && w.code === 'collapse' && /collapseGuard/.test(w.message)))
+  rmSync(outDir, { recursive: true })
+})
+
 test('cancel stops at the next step and resume continues the same loss curve', async (t) => {
   const { images } = stripes(12, 16, 2)
   // Enough steps that the cancel (sent from a progress event, which crosses threads) lands

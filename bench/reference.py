@@ -79,6 +79,10 @@ def main():
     p.add_argument('--threads', type=int, default=os.cpu_count())
     p.add_argument('--device', default='cpu')
     p.add_argument('--n', type=int, default=1024)
+    # Two augmented views per image (the networks see 2 x batch images) and the variance hinge,
+    # as the engine's `views: 2` and `collapseGuard: { weight: 1, target: 0.5 }`.
+    p.add_argument('--views', type=int, default=1)
+    p.add_argument('--guard', action='store_true')
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -96,8 +100,16 @@ def main():
         return
     head = 128 if a.model == 'cpu-small' else 1000
     cnn, vit = (m.to(dev) for m in models(a.model, a.size, head))
-    x = (torch.arange(a.batch * 3 * a.size * a.size, dtype=torch.int64) * 2654435761 % 1000).float().div(500).sub(1)
-    x = x.reshape(a.batch, 3, a.size, a.size).to(dev)
+    n = a.views * a.batch
+    x = (torch.arange(n * 3 * a.size * a.size, dtype=torch.int64) * 2654435761 % 1000).float().div(500).sub(1)
+    x = x.reshape(n, 3, a.size, a.size).to(dev)
+
+    def cass(r, t):
+        return (2 - 2 * (F.normalize(r, dim=1) * F.normalize(t, dim=1)).sum(1)).mean()
+
+    def hinge(v, target=0.5):
+        z = F.normalize(v, dim=1) * v.shape[1] ** 0.5
+        return F.relu(target - (z.var(0, unbiased=False) + 1e-4).sqrt()).mean()
     opt_c = torch.optim.Adam(cnn.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
     opt_v = torch.optim.Adam(vit.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
     sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
@@ -109,7 +121,10 @@ def main():
         t0 = time.perf_counter()
         if a.what == 'step':
             r, t = cnn(x), vit(x)
-            loss = (2 - 2 * (F.normalize(r, dim=1) * F.normalize(t, dim=1)).sum(1)).mean()
+            rs, ts = r.chunk(a.views), t.chunk(a.views)
+            loss = cass(r, t) if a.views == 1 else 0.5 * (cass(rs[0], ts[1]) + cass(rs[1], ts[0]))
+            if a.guard:
+                loss = loss + sum(hinge(v) for v in rs + ts) / a.views
             opt_c.zero_grad(set_to_none=True)
             opt_v.zero_grad(set_to_none=True)
             loss.backward()
@@ -127,6 +142,7 @@ def main():
     print(json.dumps({
         'impl': f'pytorch {torch.__version__} + timm {timm.__version__}',
         'what': a.what, 'model': a.model, 'size': a.size, 'batch': a.batch, 'steps': a.steps,
+        'views': a.views, 'guard': a.guard,
         'sec': {'min': times[0], 'median': med, 'max': times[-1]},
         'images_per_sec': a.batch / med,
         'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -17,7 +17,7 @@ interface Row {
   model: string
   size: number
   batch: number
-  what: 'step' | 'fwd-cnn' | 'fwd-vit'
+  what: 'step' | 'step-2views' | 'fwd-cnn' | 'fwd-vit'
   steps: number
   group: string
 }
@@ -65,6 +65,8 @@ function rows(quick: boolean): Row[] {
     for (const what of ['step', 'fwd-cnn', 'fwd-vit'] as const)
       out.push({ model: 'r18-vitti', size, batch: 16, what, steps: s(size === 96 ? 6 : 3), group: 'main' })
   }
+  // The two-view step with the collapse guard (images/s counts images, not views).
+  out.push({ model: 'cpu-small', size: 32, batch: 16, what: 'step-2views', steps: s(30), group: 'main' })
   for (const batch of [8, 32])
     out.push({ model: 'cpu-small', size: 32, batch, what: 'step', steps: s(10), group: 'batch-scaling' })
   out.push({ model: 'r18-vitti', size: 64, batch: 16, what: 'step', steps: s(6), group: 'size-scaling' })
@@ -117,8 +119,7 @@ function measureLocal(quick: boolean, python: string) {
       String(row.size),
       '--batch',
       String(row.batch),
-      '--what',
-      row.what,
+      ...(row.what === 'step-2views' ? ['--what', 'step', '--views', '2', '--guard'] : ['--what', row.what]),
       '--steps',
       String(row.steps),
       '--warmup',

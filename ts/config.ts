@@ -105,17 +105,48 @@ export const pretrainSchema = z.strictObject({
   /** Also checkpoint every N steps (always at each epoch end). */
   checkpointEvery: int(1).optional(),
   device: deviceSchema.default('cpu'),
-  /** Initial CNN weights: a timm-named safetensors file (e.g. exported ImageNet weights). */
+  /**
+   * Initial CNN weights: `imagenet` (the Keras ImageNet ResNet-50, resnet50 only),
+   * `hf:owner/name[@revision]` (a Hugging Face Hub repository's `model.safetensors`) or a
+   * timm-named safetensors file. `pretrain` fetches references before the engine starts.
+   */
   cnnWeights: z.string().min(1).optional(),
-  /** Initial ViT weights (timm-named; `pos_embed` is resampled to `imageSize`). */
+  /**
+   * Initial ViT weights: `hf:owner/name[@revision]` or a timm-named safetensors file
+   * (`pos_embed` is resampled to `imageSize`).
+   */
   vitWeights: z.string().min(1).optional(),
   /** Leave the weight files' classifiers out (heads of another width than `headDim`). */
   ignoreHead: z.boolean().default(false),
+  /**
+   * Augmented views per image: 1 is the paper (the same view through both networks); with 2,
+   * each network sees its own augmentation and the loss is symmetrised,
+   * `0.5 (L(cnn(x1), vit(x2)) + L(cnn(x2), vit(x1)))`. An epoch costs about twice as much.
+   */
+  views: z.union([z.literal(1), z.literal(2)]).default(1),
+  /**
+   * Collapse guard: VICReg's variance hinge on each network's L2-normalised outputs,
+   * `weight * mean_d relu(target - sqrt(D) std_batch(F(v))_d)`, added to the CASS loss.
+   * `null` turns it off (the paper).
+   */
+  collapseGuard: z
+    .strictObject({ weight: z.number().min(0).default(1), target: positive.default(0.5) })
+    .nullable()
+    .default(null),
+  /** A `collapse` warning is raised when a network's output spread stays below this for an epoch. */
+  collapseWarningSpread: z.number().min(0).default(0.1),
 })
 export type PretrainConfig = z.infer<typeof pretrainSchema>
 
 export const lossSchema = z.discriminatedUnion('kind', [
+  /** The authors' sigmoid focal loss: alpha scales the positive and the negative term. */
   z.strictObject({ kind: z.literal('focal'), alpha: z.number().min(0).max(1).default(1), gamma: z.number().min(0).default(2) }),
+  /** RetinaNet's alpha-balanced focal loss: alpha on positives, 1 - alpha on negatives. */
+  z.strictObject({
+    kind: z.literal('focal-alpha-balanced'),
+    alpha: z.number().min(0).max(1).default(0.25),
+    gamma: z.number().min(0).default(2),
+  }),
   z.strictObject({ kind: z.literal('cross-entropy') }),
 ])
 
@@ -352,6 +383,9 @@ export function toNativePretrainConfig(c: PretrainConfig): string {
     backend: c.device,
     cnn_weights: c.cnnWeights === undefined ? null : { path: path.resolve(c.cnnWeights), ignore_head: c.ignoreHead },
     vit_weights: c.vitWeights === undefined ? null : { path: path.resolve(c.vitWeights), ignore_head: c.ignoreHead },
+    views: c.views,
+    collapse_guard: c.collapseGuard,
+    collapse_warning_spread: c.collapseWarningSpread,
   })
 }
 
@@ -368,7 +402,10 @@ export function toNativeFinetuneConfig(c: FinetuneConfig, pretrainedDir: string 
     lr: c.lr,
     adam: nativeAdam(c.adam),
     schedule: nativeSchedule(c.schedule),
-    loss: c.loss.kind === 'focal' ? { kind: 'focal', alpha: c.loss.alpha, gamma: c.loss.gamma } : { kind: 'cross-entropy' },
+    loss:
+      c.loss.kind === 'cross-entropy'
+        ? { kind: 'cross-entropy' }
+        : { kind: c.loss.kind, alpha: c.loss.alpha, gamma: c.loss.gamma },
     class_weighting: c.classWeighting,
     patience: c.patience,
     seed: c.seed,

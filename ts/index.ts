@@ -20,11 +20,30 @@ import {
 } from './config.js'
 import { ConfigError, fromNative } from './errors.js'
 import { native } from './native.js'
+import { weightsReporter } from './progress.js'
+import type { WeightsEvent } from './weights/hub.js'
+import { checkPretrainWeights, pretrainedWeightsWarning, resolvePretrainWeights } from './weights/resolve.js'
 
 export * from './config.js'
 export * from './errors.js'
 export { type LoadOptions, type LoadedDataset, type SourceFormat, type Split, loadDataset } from './data/dataset.js'
 export { sampleFraction, stratifiedSplit } from './data/splits.js'
+export {
+  MAX_DOWNLOAD_BYTES,
+  type HubOptions,
+  type HubReference,
+  type WeightsEvent,
+  hubCacheDir,
+  hubDownload,
+} from './weights/hub.js'
+export {
+  IMAGENET_NPM_PACKAGE,
+  PAPER_VIT_WEIGHTS,
+  type ResolveOptions,
+  pretrainedWeightsWarning,
+  resolvePretrainWeights,
+  resolveWeights,
+} from './weights/resolve.js'
 
 /** Decoded RGB images held in memory: `count * height * width * 3` bytes, row-major (HWC). */
 export interface InMemoryImages {
@@ -53,7 +72,10 @@ export interface StepEvent {
   totalSteps: number
   epoch: number
   loss: number
-  /** Named loss parts, e.g. `[["cass", 1.93]]`. */
+  /**
+   * Named loss parts: `cass`, `guard` (with a collapse guard), and the output spread of each
+   * network, `cnn_spread` / `vit_spread` (about 1 for spread-out outputs, 0 when collapsed).
+   */
   parts: [string, number][]
   lr: number
   /** Mean images per second since the job (or resume) started. */
@@ -74,7 +96,14 @@ export interface CheckpointEvent {
   path: string
   step: number
 }
-export type ProgressEvent = StepEvent | EpochEvent | CheckpointEvent
+/** Something to act on; the run goes on. `collapse`: an output spread stayed low for an epoch. */
+export interface WarningEvent {
+  type: 'warning'
+  code: string
+  message: string
+  step: number
+}
+export type ProgressEvent = StepEvent | EpochEvent | CheckpointEvent | WarningEvent
 
 export interface JobOptions {
   /** Aborting cancels the job at its next step. */
@@ -261,20 +290,51 @@ export interface PretrainOptions extends JobOptions {
   outDir: string
   /** Continue from the checkpoint in `outDir` if there is one. */
   resume?: boolean
+  /** Where `cnnWeights: 'imagenet'` is cached, under `weights/` (default `~/.cache/cass-ssl`). */
+  cacheDir?: string
+  /** Download and conversion of `imagenet` / `hf:` weights (default: progress lines on stderr). */
+  onWeightsProgress?: (event: WeightsEvent) => void
 }
 
-/** CASS pre-training of a CNN and a ViT on unlabelled images. */
+/**
+ * CASS pre-training of a CNN and a ViT on unlabelled images. `cnnWeights: 'imagenet'` and
+ * `hf:` references are fetched (or taken from their caches) before the engine starts; the
+ * `paper` preset without them raises a `no-pretrained-weights` warning through `onProgress`
+ * (or `process.emitWarning` without a handler).
+ */
 export function pretrain(options: PretrainOptions): Job<PretrainResult> {
   const config = parsePretrainConfig(options.config ?? {})
-  const json = toNativePretrainConfig(config)
+  checkPretrainWeights(config)
+  toNativePretrainConfig(config) // its checks throw here, before anything is fetched
   const images = checkImages(options.images)
   const indices = checkIndices(options.indices, 'indices')
   if (typeof options.outDir !== 'string' || options.outDir === '') {
     throw new ConfigError('invalid argument at `outDir`: expected a directory path', 'outDir', [])
   }
-  return startJob<PretrainResult>(options, (token, onEvent) =>
-    native().startPretrain(json, images, indices, path.resolve(options.outDir), options.resume ?? false, token, onEvent),
-  )
+  const outDir = path.resolve(options.outDir)
+  // A resumed run takes its weights and config from the checkpoint; nothing to fetch or warn about.
+  const resuming = options.resume === true && existsSync(path.join(outDir, 'checkpoint', 'state.json'))
+  const warning = resuming ? undefined : pretrainedWeightsWarning(options.config)
+  if (warning !== undefined) {
+    if (options.onProgress) {
+      try {
+        options.onProgress({ type: 'warning', code: 'no-pretrained-weights', message: warning, step: 0 })
+      } catch {
+        // as for engine events: a throwing handler must not stop the run
+      }
+    } else process.emitWarning(warning, { code: 'CASS_NO_PRETRAINED_WEIGHTS' })
+  }
+  return startJob<PretrainResult>(options, async (token, onEvent) => {
+    const resolved = resuming
+      ? { ...config, cnnWeights: undefined, vitWeights: undefined }
+      : await resolvePretrainWeights(config, {
+          cacheDir: options.cacheDir,
+          signal: options.signal,
+          onProgress: options.onWeightsProgress ?? weightsReporter(),
+        })
+    const json = toNativePretrainConfig(resolved)
+    return native().startPretrain(json, images, indices, outDir, options.resume ?? false, token, onEvent)
+  })
 }
 
 /** Accepts a pre-training output directory or its `checkpoint` directory. */

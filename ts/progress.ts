@@ -1,5 +1,6 @@
 /** Terminal progress: a live line on a TTY, plain periodic lines otherwise. */
 import type { ProgressEvent } from './index.js'
+import type { WeightsEvent } from './weights/hub.js'
 
 const fmtTime = (s: number) => {
   if (!Number.isFinite(s)) return '?'
@@ -24,6 +25,35 @@ export function progressReporter(label: string, stream: NodeJS.WriteStream = pro
     } else if (e.type === 'epoch') {
       const val = e.valLoss === null ? '' : ` val loss ${e.valLoss.toFixed(4)}${e.best ? ' (best)' : ''}`
       stream.write(`${tty ? '\r\x1b[2K' : ''}${label} epoch ${e.epoch + 1} mean loss ${e.meanLoss.toFixed(4)}${val}\n`)
+    } else if (e.type === 'warning') {
+      stream.write(`${tty ? '\r\x1b[2K' : ''}${label} warning (${e.code}): ${e.message}\n`)
+    }
+  }
+}
+
+/** Weight downloads and conversions: a live bar on a TTY, otherwise a line per 10 % (per 64 MiB
+ *  when the size is unknown). */
+export function weightsReporter(stream: { isTTY?: boolean; write(text: string): unknown } = process.stderr) {
+  const tty = stream.isTTY === true
+  let lastMark = -1
+  const mib = (n: number) => (n / 1024 ** 2).toFixed(1)
+  return (e: WeightsEvent) => {
+    if (e.type === 'status') {
+      stream.write(`${tty ? '\r\x1b[2K' : ''}${e.ref}: ${e.message}\n`)
+      return
+    }
+    const frac = e.total ? Math.min(1, e.received / e.total) : undefined
+    const amount = `${mib(e.received)}${e.total ? `/${mib(e.total)}` : ''} MiB`
+    if (tty) {
+      const width = 20
+      const bar = frac === undefined ? '' : `[${'#'.repeat(Math.round(frac * width)).padEnd(width, '.')}] `
+      stream.write(`\r\x1b[2K${e.ref} ${bar}${amount}${e.done ? '\n' : ''}`)
+      return
+    }
+    const mark = frac === undefined ? Math.floor(e.received / 64 / 1024 ** 2) : Math.floor(frac * 10)
+    if (e.done || mark > lastMark) {
+      lastMark = e.done ? -1 : mark
+      stream.write(`${e.ref} ${frac === undefined ? '' : `${Math.round(frac * 100)}% `}${amount}${e.done ? ' done' : ''}\n`)
     }
   }
 }

@@ -3,11 +3,15 @@
  * index. The layout is documented in `crates/cass-core/src/data.rs`; the engine memory-maps it.
  */
 import { closeSync, fsyncSync, openSync, readSync, renameSync, writeSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 
 export const CACHE_MAGIC = 'CASSDS01'
 export const CACHE_VERSION = 1
 export const CACHE_HEADER_LEN = 64
+
+/** Where dataset caches (and converted weights, under `weights/`) live unless told otherwise. */
+export const defaultCacheDir = () => path.join(os.homedir(), '.cache', 'cass-ssl')
 
 export interface CacheIndex {
   /** Source name of each image (file path relative to the source, or `split/position`). */

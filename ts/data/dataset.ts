@@ -19,7 +19,7 @@ import path from 'node:path'
 import sharp from 'sharp'
 
 import { DataError } from '../errors.js'
-import { CacheWriter, type CacheIndex, readCacheIndex } from './cache.js'
+import { CacheWriter, type CacheIndex, defaultCacheDir, readCacheIndex } from './cache.js'
 import { type ImageArray, readIdxImages, readNpz } from './arrays.js'
 import { stratifiedSplit } from './splits.js'
 
@@ -342,7 +342,7 @@ export async function loadDataset(source: string, opts: LoadOptions): Promise<Lo
     const b = d.badRows[0]
     throw new DataError(`${b.name}: ${b.reason}`, 'bad-row', source)
   }
-  const cacheDir = opts.cacheDir ?? path.join(os.homedir(), '.cache', 'cass-ssl')
+  const cacheDir = opts.cacheDir ?? defaultCacheDir()
   mkdirSync(cacheDir, { recursive: true })
   const key = cacheKey(d, source, opts)
   const cacheFile = path.join(cacheDir, `${key}-${opts.size}.cassds`)
