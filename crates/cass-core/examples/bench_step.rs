@@ -138,6 +138,7 @@ fn main() {
         collapse_guard: guard.then_some(cass_core::ssl::cass::CollapseGuard {
             weight: 1.0,
             target: 0.5,
+            covariance: 0.0,
         }),
         ..cfg
     };
@@ -252,7 +253,7 @@ fn main() {
         "step" => 3.0 * (resnet_forward(&cnn, size) + vit_forward(&vit)),
         "fwd-cnn" => resnet_forward(&cnn, size),
         _ => vit_forward(&vit),
-    } * batch as f64;
+    } * (views * batch) as f64;
     println!(
         "{}",
         serde_json::json!({

@@ -46,6 +46,10 @@ pub struct AugmentConfig {
     pub saturation: f64,
     pub p_vflip: f64,
     pub p_hflip: f64,
+    /// Random resized crop (torchvision's `RandomResizedCrop`, aspect ratio 3/4 to 4/3): the
+    /// crop's area as a fraction of the image, drawn uniformly from `[min, max]`, applied before
+    /// every other transform. `[1, 1]` (the paper) turns it off.
+    pub crop_scale: [f64; 2],
     /// Normalisation, per channel in the network's channel order, for inputs in [0, 1].
     pub mean: [f32; 3],
     pub std: [f32; 3],
@@ -66,6 +70,7 @@ impl Default for AugmentConfig {
             saturation: 0.2,
             p_vflip: 0.3,
             p_hflip: 0.3,
+            crop_scale: [1.0, 1.0],
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
             channel_order: ChannelOrder::Rgb,
@@ -140,6 +145,17 @@ impl AugmentConfig {
         for _ in 0..batch {
             let mut j = [1.0f32; 6];
             let mut warp = IDENTITY;
+            if self.enabled && self.crop_scale[0] < 1.0 {
+                // Output coordinates map into a window of half-extents (w, h) around (cx, cy);
+                // composed first, it is the transform nearest the input image.
+                let area = rng.random_range(self.crop_scale[0]..=self.crop_scale[1].max(self.crop_scale[0]));
+                let ratio = rng.random_range((3.0f64 / 4.0).ln()..=(4.0f64 / 3.0).ln()).exp();
+                let w = (area * ratio).sqrt().min(1.0);
+                let h = (area / ratio).sqrt().min(1.0);
+                let cx = rng.random_range(-(1.0 - w)..=(1.0 - w));
+                let cy = rng.random_range(-(1.0 - h)..=(1.0 - h));
+                warp = [[w, 0.0, cx], [0.0, h, cy], [0.0, 0.0, 1.0]];
+            }
             if self.enabled {
                 let factor = |rng: &mut ChaCha8Rng, s: f64| rng.random_range((1.0 - s).max(0.0)..=1.0 + s) as f32;
                 if rng.random_bool(self.p_jitter_perspective) {
@@ -271,6 +287,35 @@ fn warp(x: Tensor<4>, warps: &[Mat3], size: usize) -> Tensor<4> {
 mod tests {
     use super::*;
     use crate::testing::device;
+
+    #[test]
+    fn random_resized_crop_windows_lie_inside_the_image_with_the_drawn_area() {
+        let cfg = AugmentConfig {
+            crop_scale: [0.2, 0.5],
+            p_jitter_perspective: 0.0,
+            p_jitter_rotate: 0.0,
+            p_vflip: 0.0,
+            p_hflip: 0.0,
+            ..Default::default()
+        };
+        let params = cfg.sample(64, 3, 1.0);
+        for m in &params.warps {
+            let (w, h, cx, cy) = (m[0][0], m[1][1], m[0][2], m[1][2]);
+            // Area as a fraction of the image (the window spans 2w x 2h of a 2 x 2 square).
+            assert!(
+                (0.2 - 1e-9..=0.5 + 1e-9).contains(&(w * h)) || w == 1.0 || h == 1.0,
+                "{m:?}"
+            );
+            assert!(cx.abs() + w <= 1.0 + 1e-9 && cy.abs() + h <= 1.0 + 1e-9, "{m:?}");
+            assert!((3.0 / 4.0 - 1e-9..=4.0 / 3.0 + 1e-9).contains(&(w / h)) || w == 1.0 || h == 1.0);
+        }
+        // Off by default (the paper's pipeline): no crop is drawn.
+        let plain = AugmentConfig {
+            crop_scale: [1.0, 1.0],
+            ..cfg
+        };
+        assert!(plain.sample(8, 3, 1.0).warps.iter().all(|m| *m == IDENTITY));
+    }
 
     fn ramp(d: &Device, b: usize, s: usize) -> Tensor<4> {
         let v: Vec<f32> = (0..b * 3 * s * s).map(|i| (i % 97) as f32 / 96.0).collect();

@@ -28,7 +28,7 @@ use crate::data::{HostBatch, ImageSet, Prefetcher, batch_positions};
 use crate::device::{BackendChoice, resolve};
 use crate::error::CassError;
 use crate::events::{CancelToken, Event, Observer};
-use crate::loss::{cass_loss, output_spread, variance_hinge};
+use crate::loss::{cass_loss, covariance_penalty, output_spread, variance_hinge};
 use crate::models::{ResNet, ResNetConfig, Vit, VitConfig, init_seeded};
 use crate::train::adam::{Adam, AdamConfig};
 use crate::train::schedule::Schedule;
@@ -87,13 +87,18 @@ fn default_collapse_warning() -> f64 {
     0.1
 }
 
-/// The collapse guard: `weight * mean over networks and views of variance_hinge(output, target)`
-/// summed over the two networks (VICReg's variance term; weight is its `mu`, target its `gamma`).
+/// The collapse guard, for each network's output and each view (averaged over views, summed over
+/// the two networks): `weight * variance_hinge(output, target) + covariance *
+/// covariance_penalty(output)` (VICReg's variance and covariance terms; `weight` is its `mu`,
+/// `target` its `gamma`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CollapseGuard {
     pub weight: f64,
     pub target: f64,
+    /// Weight of the covariance penalty; 0 leaves the variance hinge alone.
+    #[serde(default)]
+    pub covariance: f64,
 }
 
 /// A weights file to start from.
@@ -152,6 +157,12 @@ impl PretrainConfig {
             ));
         }
         if let Some(g) = self.collapse_guard {
+            if !(g.covariance.is_finite() && g.covariance >= 0.0) {
+                return Err(CassError::config(
+                    "collapse_guard.covariance",
+                    format!("must be a non-negative number, got {}", g.covariance),
+                ));
+            }
             if !(g.weight.is_finite() && g.weight >= 0.0) {
                 return Err(CassError::config(
                     "collapse_guard.weight",
@@ -267,10 +278,17 @@ impl Objective {
                 let hinge = rs
                     .into_iter()
                     .chain(ts)
-                    .map(|v| variance_hinge(v, g.target))
+                    .map(|v| {
+                        let hinge = variance_hinge(v.clone(), g.target).mul_scalar(g.weight);
+                        if g.covariance > 0.0 {
+                            hinge + covariance_penalty(v).mul_scalar(g.covariance)
+                        } else {
+                            hinge
+                        }
+                    })
                     .reduce(|a, b| a + b)
                     .expect("at least one view")
-                    .mul_scalar(g.weight * per_view);
+                    .mul_scalar(per_view);
                 let value = hinge.clone().into_scalar::<f32>() as f64;
                 (cass + hinge, Some(value))
             }

@@ -5,7 +5,7 @@ use burn::module::Module;
 use super::*;
 use crate::checkpoint::{load_module_tensors, module_tensors};
 use crate::events::Silent;
-use crate::loss::variance_hinge;
+use crate::loss::{covariance_penalty, variance_hinge};
 use crate::testing::{device, grads_by_name, rand_tensor, scalar, synthetic_images, tiny_pretrain};
 
 fn tmp(name: &str) -> PathBuf {
@@ -37,6 +37,7 @@ fn parallel_towers_step_exactly_like_one_backward() {
     let guard = Some(CollapseGuard {
         weight: 1.0,
         target: 0.5,
+        covariance: 0.0,
     });
     for (views, collapse_guard) in [(1, None), (2, guard)] {
         parallel_towers_case(PretrainConfig {
@@ -280,20 +281,25 @@ fn two_view_objective_is_the_symmetrised_cass_loss() {
     // The same view on both sides is the one-view loss.
     let one = Objective { views: 1, guard: None }.forward(r.clone(), t.clone());
     assert!((one.cass - scalar(cass_loss(r.clone(), t.clone())) as f64).abs() < 1e-6);
-    // The guard adds weight x (mean over views of the hinge), summed over the two networks.
+    // The guard adds, per network and view, weight x hinge + covariance x penalty, averaged
+    // over views and summed over the two networks.
     let g = CollapseGuard {
         weight: 3.0,
         target: 2.0,
+        covariance: 0.5,
     };
     let guarded = Objective {
         views: 2,
         guard: Some(g),
     }
     .forward(r.clone(), t.clone());
-    let h = |v: Tensor<2>| scalar(variance_hinge(v, 2.0)) as f64;
-    let want_guard = 3.0
-        * 0.5
-        * (h(r.clone().narrow(0, 0, 4)) + h(r.narrow(0, 4, 4)) + h(t.clone().narrow(0, 0, 4)) + h(t.narrow(0, 4, 4)));
+    let term =
+        |v: Tensor<2>| 3.0 * scalar(variance_hinge(v.clone(), 2.0)) as f64 + 0.5 * scalar(covariance_penalty(v)) as f64;
+    let want_guard = 0.5
+        * (term(r.clone().narrow(0, 0, 4))
+            + term(r.narrow(0, 4, 4))
+            + term(t.clone().narrow(0, 0, 4))
+            + term(t.narrow(0, 4, 4)));
     let got = guarded.guard.expect("guard part");
     assert!((got - want_guard).abs() < 1e-5, "{got} vs {want_guard}");
     assert!((scalar(guarded.total) as f64 - (want + want_guard)).abs() < 1e-5);
@@ -310,6 +316,7 @@ fn views_and_guard_are_validated_by_name() {
     cfg.collapse_guard = Some(CollapseGuard {
         weight: 1.0,
         target: 0.0,
+        covariance: 0.0,
     });
     assert!(matches!(cfg.validate(), Err(CassError::Config { field, .. }) if field == "collapse_guard.target"));
 }
@@ -364,6 +371,7 @@ fn random_init_collapses_without_the_guard_and_not_with_it() {
         collapse_guard: Some(CollapseGuard {
             weight: 1.0,
             target: 0.5,
+            covariance: 0.0,
         }),
         ..base
     };
