@@ -85,10 +85,14 @@ test('unknown preset is a config error', (t) => {
 
 test('collapse guard and views cross to the engine; null turns a guard off', (t) => {
   const on = parsePretrainConfig({ views: 2, collapseGuard: { weight: 2 } })
-  t.deepEqual(on.collapseGuard, { weight: 2, target: 0.5, covariance: 0 })
+  // Fields not given keep the preset's (cpu-small: weight 1, target 0.5, covariance 1).
+  t.deepEqual(on.collapseGuard, { weight: 2, target: 0.5, covariance: 1 })
+  const small = parsePretrainConfig({ preset: 'cpu-small' })
+  t.is(small.views, 2)
+  t.deepEqual(small.collapseGuard, { weight: 1, target: 0.5, covariance: 1 })
   const native = JSON.parse(toNativePretrainConfig(on))
   t.is(native.views, 2)
-  t.deepEqual(native.collapse_guard, { weight: 2, target: 0.5, covariance: 0 })
+  t.deepEqual(native.collapse_guard, { weight: 2, target: 0.5, covariance: 1 })
   t.is(native.collapse_warning_spread, 0.1)
   const paper = parsePretrainConfig({ preset: 'paper' })
   t.is(paper.views, 1, 'the paper runs one view')
