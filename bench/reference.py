@@ -79,8 +79,8 @@ def main():
     p.add_argument('--threads', type=int, default=os.cpu_count())
     p.add_argument('--device', default='cpu')
     p.add_argument('--n', type=int, default=1024)
-    # Two augmented views per image (the networks see 2 x batch images) and the variance hinge,
-    # as the engine's `views: 2` and `collapseGuard: { weight: 1, target: 0.5 }`.
+    # Two augmented views per image (the networks see 2 x batch images) and the collapse guard,
+    # as the engine's `views: 2` and `collapseGuard: { weight: 1, target: 0.5, covariance: 1 }`.
     p.add_argument('--views', type=int, default=1)
     p.add_argument('--guard', action='store_true')
     a = p.parse_args()
@@ -107,9 +107,12 @@ def main():
     def cass(r, t):
         return (2 - 2 * (F.normalize(r, dim=1) * F.normalize(t, dim=1)).sum(1)).mean()
 
-    def hinge(v, target=0.5):
+    def guard(v, target=0.5):
         z = F.normalize(v, dim=1) * v.shape[1] ** 0.5
-        return F.relu(target - (z.var(0, unbiased=False) + 1e-4).sqrt()).mean()
+        hinge = F.relu(target - (z.var(0, unbiased=False) + 1e-4).sqrt()).mean()
+        zc = z - z.mean(0)
+        cov = zc.T @ zc / z.shape[0]
+        return hinge + (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / z.shape[1]
     opt_c = torch.optim.Adam(cnn.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
     opt_v = torch.optim.Adam(vit.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
     sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
@@ -124,7 +127,7 @@ def main():
             rs, ts = r.chunk(a.views), t.chunk(a.views)
             loss = cass(r, t) if a.views == 1 else 0.5 * (cass(rs[0], ts[1]) + cass(rs[1], ts[0]))
             if a.guard:
-                loss = loss + sum(hinge(v) for v in rs + ts) / a.views
+                loss = loss + sum(guard(v) for v in rs + ts) / a.views
             opt_c.zero_grad(set_to_none=True)
             opt_v.zero_grad(set_to_none=True)
             loss.backward()

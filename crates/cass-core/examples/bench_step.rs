@@ -81,7 +81,7 @@ fn main() {
     let warmup: usize = arg(&args, "--warmup", "3").parse().expect("--warmup");
     let what = arg(&args, "--what", "step");
     // `--views 2`: two augmented views per image (the batch the networks see doubles);
-    // `--guard`: the variance hinge added to the loss.
+    // `--guard`: cpu-small's collapse guard (variance hinge and covariance penalty) in the loss.
     let views: usize = arg(&args, "--views", "1").parse().expect("--views");
     let guard = args.iter().any(|a| a == "--guard");
     let head: usize = arg(&args, "--head", if model == "cpu-small" { "128" } else { "1000" })
@@ -138,7 +138,7 @@ fn main() {
         collapse_guard: guard.then_some(cass_core::ssl::cass::CollapseGuard {
             weight: 1.0,
             target: 0.5,
-            covariance: 0.0,
+            covariance: 1.0,
         }),
         ..cfg
     };
