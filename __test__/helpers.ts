@@ -45,3 +45,15 @@ export const tinyPretrain: PretrainInput = {
   batchSize: 4,
   epochs: 2,
 }
+
+/** Calls `conv(layer, batchNorm)` for every convolution of the Keras ResNet-50, by Keras name, in order. */
+export function forEachKerasResnet50Conv(conv: (name: string, bn: string) => void) {
+  conv('conv1', 'bn_conv1')
+  ;[3, 4, 6, 3].forEach((n, s) => {
+    for (let b = 0; b < n; b++) {
+      const id = `${s + 2}${String.fromCharCode(97 + b)}`
+      for (const br of ['2a', '2b', '2c']) conv(`res${id}_branch${br}`, `bn${id}_branch${br}`)
+      if (b === 0) conv(`res${id}_branch1`, `bn${id}_branch1`)
+    }
+  })
+}

@@ -23,7 +23,7 @@ import {
   resolvePretrainWeights,
   resolveWeights,
 } from '../ts/weights/resolve.js'
-import { stripes, tempDir } from './helpers.js'
+import { forEachKerasResnet50Conv, stripes, tempDir } from './helpers.js'
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
 const COMMIT = 'a'.repeat(40)
@@ -413,14 +413,7 @@ function tinyKerasPackage(): Buffer {
     for (const k of ['gamma', 'beta', 'moving_mean', 'moving_variance'])
       weights.push({ name: `${bn}/${k}`, shape: [2], dtype: 'float32' })
   }
-  conv('conv1', 'bn_conv1')
-  ;[3, 4, 6, 3].forEach((n, s) => {
-    for (let b = 0; b < n; b++) {
-      const id = `${s + 2}${String.fromCharCode(97 + b)}`
-      for (const br of ['2a', '2b', '2c']) conv(`res${id}_branch${br}`, `bn${id}_branch${br}`)
-      if (b === 0) conv(`res${id}_branch1`, `bn${id}_branch1`)
-    }
-  })
+  forEachKerasResnet50Conv(conv)
   weights.push({ name: 'fc1000/kernel', shape: [2, 2], dtype: 'float32' })
   weights.push({ name: 'fc1000/bias', shape: [2], dtype: 'float32' })
   const count = weights.reduce((a, w) => a + w.shape.reduce((x, y) => x * y, 1), 0)

@@ -6,7 +6,7 @@ import test from 'ava'
 
 import { DataError } from '../ts/index.js'
 import { kerasResnet50ToTimm, readTar, readTfjsPackage } from '../ts/weights/keras.js'
-import { tempDir } from './helpers.js'
+import { forEachKerasResnet50Conv, tempDir } from './helpers.js'
 
 type T = { shape: number[]; data: Float32Array }
 const t = (shape: number[], f: (i: number) => number = (i) => i): T => ({
@@ -29,14 +29,7 @@ function tinyKerasResnet50(): Map<string, T> {
       t([2], (i) => 100 + i),
     )
   }
-  conv('conv1', 'bn_conv1')
-  ;[3, 4, 6, 3].forEach((n, s) => {
-    for (let b = 0; b < n; b++) {
-      const id = `${s + 2}${String.fromCharCode(97 + b)}`
-      for (const br of ['2a', '2b', '2c']) conv(`res${id}_branch${br}`, `bn${id}_branch${br}`)
-      if (b === 0) conv(`res${id}_branch1`, `bn${id}_branch1`)
-    }
-  })
+  forEachKerasResnet50Conv(conv)
   w.set('fc1000/kernel', t([3, 2])) // [in, out]
   w.set('fc1000/bias', t([2]))
   return w
