@@ -570,7 +570,8 @@ impl EpochSpread {
             format!(
                 "output spread stayed below {threshold} for all of epoch {epoch} (largest: {}): the networks are \
                  collapsing to a constant output, which fine-tuning cannot use. From random weights, set \
-                 `collapseGuard` (--collapse-guard) and `views: 2` (--views 2), or start from pretrained weights \
+                 `views: 2` and `collapseGuard: {{ weight: 1, target: 0.5, covariance: 1 }}` (--views 2 \
+                 --collapse-guard 1,0.5,1, the cpu-small preset's), or start from pretrained weights \
                  (--cnn-weights imagenet, --vit-weights hf:...)",
                 low.join(", ")
             )
