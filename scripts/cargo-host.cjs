@@ -6,5 +6,8 @@ const { execFileSync, spawnSync } = require('node:child_process')
 
 const host = execFileSync('rustc', ['-vV'], { encoding: 'utf8' }).match(/^host: (.+)$/m)[1]
 const args = process.argv.slice(2)
-const result = spawnSync('cargo', [...args, '--target', host], { stdio: 'inherit' })
+// `--target` belongs to cargo: before any `--`, whose followers go to the test binaries.
+const split = args.indexOf('--')
+const cargoArgs = split < 0 ? [...args, '--target', host] : [...args.slice(0, split), '--target', host, ...args.slice(split)]
+const result = spawnSync('cargo', cargoArgs, { stdio: 'inherit' })
 process.exit(result.status ?? 1)
