@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { mkdirSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { gzipSync } from 'node:zlib'
 
@@ -132,6 +132,34 @@ test('path,label CSV rows relative to an image root', async (t) => {
   const ds = await loadDataset(csv, { size: 8, imageRoot: path.join(root, 'images'), cacheDir: path.join(root, 'cache') })
   t.deepEqual(ds.classes, ['normal', 'tumour'])
   t.deepEqual(ds.labels, [1, 0])
+})
+
+test('csv path traversal: rows outside the image root, absolute or through a symlink, are rejected unread; empty labels too', async (t) => {
+  const root = tempDir('csv-escape')
+  const imgs = path.join(root, 'imgs')
+  await png(path.join(imgs, 'a.png'), 1)
+  await png(path.join(imgs, 'b.png'), 2)
+  await png(path.join(imgs, 'c.png'), 3)
+  await png(path.join(root, 'other', 'secret.png'), 4)
+  symlinkSync(path.join(root, 'other', 'secret.png'), path.join(imgs, 'link.png'))
+  const csv = path.join(root, 'list.csv')
+  const rows = ['a.png,x', 'b.png,y', '../other/secret.png,x', '../other/nothing.png,x', '/etc/passwd,x', 'link.png,y', 'c.png,']
+  writeFileSync(csv, `path,label\n${rows.join('\n')}\n`)
+  const ds = await loadDataset(csv, { size: 8, imageRoot: imgs, cacheDir: path.join(root, 'cache') })
+  t.is(ds.count, 2)
+  t.deepEqual(ds.classes, ['x', 'y'], 'an empty label is not a class')
+  const reasons = Object.fromEntries(ds.skipped.map((s) => [s.name, s.reason]))
+  // The same answer whether or not the outside file exists: no oracle for what lies outside.
+  t.regex(reasons['../other/secret.png'], /row 4: path is outside the image root/)
+  t.regex(reasons['../other/nothing.png'], /row 5: path is outside the image root/)
+  t.regex(reasons['/etc/passwd'], /row 6: path is outside the image root/)
+  t.regex(reasons['link.png'], /row 7: path is outside the image root/)
+  t.regex(reasons['c.png'], /row 8: missing label/)
+  const err = await t.throwsAsync(
+    loadDataset(csv, { size: 8, imageRoot: imgs, cacheDir: path.join(root, 'cache2'), strict: true }),
+    { instanceOf: DataError },
+  )
+  t.regex(err.message, /outside the image root/)
 })
 
 function idx(dims: number[], data: Uint8Array): Buffer {

@@ -12,7 +12,7 @@
  * gave is ever written to.
  */
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -168,6 +168,8 @@ function parseCsvLine(line: string): string[] {
   return out.map((s) => s.trim())
 }
 
+const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.tif', '.tiff', '.bmp', '.webp']
+
 function discoverCsv(file: string, imageRoot: string | undefined): Discovered {
   const root = imageRoot ?? path.dirname(file)
   const lines = readFileSync(file, 'utf8')
@@ -178,24 +180,42 @@ function discoverCsv(file: string, imageRoot: string | undefined): Discovered {
   const rows = lines.slice(1).map(parseCsvLine)
   const items: Item[] = []
   const badRows: { name: string; reason: string }[] = []
-  const resolveImage = (id: string): string | undefined => {
-    const direct = path.join(root, id)
-    if (path.extname(id) && existsSync(direct)) return direct
-    for (const ext of ['.jpg', '.jpeg', '.png', '.tif', '.tiff', '.bmp', '.webp']) {
-      if (existsSync(direct + ext)) return direct + ext
-    }
-    return existsSync(direct) ? direct : undefined
+  let realRoot: string
+  try {
+    realRoot = realpathSync(root)
+  } catch {
+    throw new DataError(`image root ${root} (for ${file}) does not exist`, 'bad-csv', root)
+  }
+  const inside = (p: string) => {
+    const rel = path.relative(realRoot, p)
+    return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel)
+  }
+  // A row's path must stay inside the image root, lexically AND after following symlinks; the
+  // lexical check comes first, so a path outside is rejected before the filesystem is asked
+  // whether it exists (the answer would tell which files exist outside the root).
+  const resolveImage = (id: string): string | undefined | 'outside' => {
+    if (path.isAbsolute(id) || !inside(path.resolve(realRoot, id))) return 'outside'
+    const direct = path.join(realRoot, id)
+    const candidates = [...(path.extname(id) ? [direct] : []), ...IMAGE_EXTENSIONS.map((e) => direct + e), direct]
+    const found = candidates.find((c) => existsSync(c))
+    if (found === undefined) return undefined
+    return inside(realpathSync(found)) ? found : 'outside'
+  }
+  const addRow = (k: number, name: string, label: number) => {
+    const f = resolveImage(name)
+    if (f === 'outside') badRows.push({ name, reason: `row ${k + 2}: path is outside the image root ${root}` })
+    else if (!f) badRows.push({ name, reason: `row ${k + 2}: file not found under ${root}` })
+    else items.push({ kind: 'file', file: f, name, label })
   }
   let classes: string[]
   const twoColumn =
     header.length === 2 && /^(path|file|image|filename)$/i.test(header[0]) && /^(label|class|target)$/i.test(header[1])
   if (twoColumn) {
-    classes = [...new Set(rows.map((r) => r[1]))].sort()
+    // A missing or empty label is a bad row, not a class of its own.
+    classes = [...new Set(rows.flatMap((r) => (r[1] ? [r[1]] : [])))].sort()
     rows.forEach((r, k) => {
-      const name = r[0]
-      const f = resolveImage(name)
-      if (!f) badRows.push({ name, reason: `row ${k + 2}: file not found under ${root}` })
-      else items.push({ kind: 'file', file: f, name, label: classes.indexOf(r[1]) })
+      if (!r[1]) badRows.push({ name: r[0], reason: `row ${k + 2}: missing label` })
+      else addRow(k, r[0], classes.indexOf(r[1]))
     })
   } else {
     // ISIC-2019 style: first column the image id, every other column a one-hot class
@@ -209,9 +229,7 @@ function discoverCsv(file: string, imageRoot: string | undefined): Discovered {
         badRows.push({ name, reason: `row ${k + 2}: expected exactly one class column set to 1` })
         return
       }
-      const f = resolveImage(name)
-      if (!f) badRows.push({ name, reason: `row ${k + 2}: file not found under ${root}` })
-      else items.push({ kind: 'file', file: f, name, label: ones[0] })
+      addRow(k, name, ones[0])
     })
     const used = new Set(items.map((i) => i.label))
     const keep = classes.map((_, i) => used.has(i))
