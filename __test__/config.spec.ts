@@ -55,10 +55,16 @@ for (const [input, field] of [
   [{ device: 'tpu' }, 'device'],
   [{ epocs: 3 }, '(root)'],
   [{ views: 3 }, 'views'],
+  // Sizes that decide allocations are bounded: this one used to abort the process.
+  [{ headDim: 1e9 }, 'headDim'],
+  [{ imageSize: 100_000 }, 'imageSize'],
+  [{ batchSize: 1e7 }, 'batchSize'],
+  [{ vit: { embedDim: 1e6, depth: 2, numHeads: 4, patchSize: 8 } }, 'vit'],
+  [{ cnn: { block: 'basic', layers: [1, 1, 1, 1e6] } }, 'cnn'],
   [{ collapseGuard: { weight: 1, target: 0 } }, 'collapseGuard.target'],
   [{ collapseGuard: { weight: -1 } }, 'collapseGuard.weight'],
 ] as const) {
-  test(`invalid config names the field: ${field}`, (t) => {
+  test(`invalid config names the field: ${field} (${JSON.stringify(input)})`, (t) => {
     const err = t.throws(() => parsePretrainConfig(input as never), { instanceOf: ConfigError })
     t.true(err.field.startsWith(field), `${err.field} vs ${field}: ${err.message}`)
     t.regex(err.message, /invalid pretrain config at `/)

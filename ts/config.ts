@@ -11,6 +11,23 @@ import { z } from 'zod'
 import { ConfigError } from './errors.js'
 
 const int = (min = 0) => z.number().int().min(min)
+
+/**
+ * Upper bounds on every size that decides an allocation, checked before anything is built: a
+ * typo or a hostile config (`headDim: 1e9`) must be a ConfigError, not an allocation that aborts
+ * the host process. Each is far above any model this engine trains (ViT-B/16 at 384 px, batch
+ * 16, a 65,536-wide DINO head).
+ */
+export const LIMITS = {
+  width: 65536,
+  depth: 256,
+  blocksPerStage: 64,
+  imageSize: 4096,
+  batchSize: 4096,
+  classes: 65536,
+  mlpRatio: 16,
+} as const
+const bounded = (min: number, max: number) => int(min).max(max)
 const positive = z.number().positive()
 const probability = z.number().min(0).max(1)
 
@@ -21,9 +38,14 @@ export const resnetSchema = z.strictObject({
   /** Residual block: `basic` (ResNet-18/34) or `bottleneck` (ResNet-50). */
   block: z.enum(['basic', 'bottleneck']),
   /** Blocks per stage. */
-  layers: z.tuple([int(1), int(1), int(1), int(1)]),
+  layers: z.tuple([
+    bounded(1, LIMITS.blocksPerStage),
+    bounded(1, LIMITS.blocksPerStage),
+    bounded(1, LIMITS.blocksPerStage),
+    bounded(1, LIMITS.blocksPerStage),
+  ]),
   /** Width of the stem and first stage (64 in the standard nets). */
-  baseWidth: int(1).default(64),
+  baseWidth: bounded(1, LIMITS.width / 32).default(64),
   /** Original ResNet v1 (stride on the first 1x1 of a downsampling bottleneck). */
   strideIn1x1: z.boolean().default(false),
   /** BatchNorm epsilon. */
@@ -32,11 +54,11 @@ export const resnetSchema = z.strictObject({
 export type ResNetOptions = z.infer<typeof resnetSchema>
 
 export const vitSchema = z.strictObject({
-  patchSize: int(1).default(16),
-  embedDim: int(1),
-  depth: int(1),
-  numHeads: int(1),
-  mlpRatio: positive.default(4),
+  patchSize: bounded(1, LIMITS.imageSize).default(16),
+  embedDim: bounded(1, LIMITS.width),
+  depth: bounded(1, LIMITS.depth),
+  numHeads: bounded(1, LIMITS.width),
+  mlpRatio: positive.max(LIMITS.mlpRatio).default(4),
 })
 export type VitOptions = z.infer<typeof vitSchema>
 
@@ -92,9 +114,9 @@ export const pretrainSchema = z.strictObject({
   cnn: cnnSchema,
   vit: vitArchSchema,
   /** Width of both heads, whose outputs CASS compares (1000 in the paper). */
-  headDim: int(1),
-  imageSize: int(8),
-  batchSize: int(2),
+  headDim: bounded(1, LIMITS.width),
+  imageSize: bounded(8, LIMITS.imageSize),
+  batchSize: bounded(2, LIMITS.batchSize),
   epochs: int(1),
   /** Stop after this many optimisation steps in total. */
   maxSteps: int(1).optional(),
@@ -162,9 +184,9 @@ export const finetuneSchema = z.strictObject({
   arch: z.enum(['cnn', 'vit']),
   cnn: cnnSchema,
   vit: vitArchSchema,
-  numClasses: int(2),
-  imageSize: int(8),
-  batchSize: int(2),
+  numClasses: bounded(2, LIMITS.classes),
+  imageSize: bounded(8, LIMITS.imageSize),
+  batchSize: bounded(2, LIMITS.batchSize),
   maxEpochs: int(1),
   lr: positive,
   adam: adamSchema.default(adamSchema.parse({})),
