@@ -58,6 +58,16 @@ test('pretrain -> finetune -> evaluate -> embed on an image folder', async (t) =
     .map((l) => JSON.parse(l))
   t.true(lines.filter((l) => l.type === 'step').every((l) => Number.isFinite(l.loss) && l.imagesPerSec > 0))
   t.is(lines.filter((l) => l.type === 'epoch').length, 2)
+  // The same --out again: refused before any decoding, the run left as it was.
+  const again = cass('pretrain', '--data', path.join(dir, 'data'), '--config', cfg, '--out', path.join(dir, 'pre'), ...cache)
+  t.is(again.status, 2)
+  t.regex(again.stderr, /already holds a pre-training run.*--resume.*--overwrite/)
+  t.is(
+    readFileSync(path.join(dir, 'pre', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n').length,
+    lines.length,
+  )
 
   const ftCfg = path.join(dir, 'ft.json')
   writeFileSync(

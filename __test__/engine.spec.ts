@@ -4,6 +4,7 @@ import path from 'node:path'
 import test from 'ava'
 
 import {
+  ConfigError,
   DataError,
   type ProgressEvent,
   type StepEvent,
@@ -74,6 +75,21 @@ test('two views with the guard report its part, and a low spread raises a collap
   const warnings = events.filter((e) => e.type === 'warning')
   t.is(warnings.length, 2)
   t.true(warnings.every((w) => w.type === 'warning' && w.code === 'collapse' && /collapseGuard/.test(w.message)))
+  rmSync(outDir, { recursive: true })
+})
+
+test('a fresh pre-training refuses an outDir holding a run, unless resume or overwrite says what to do', async (t) => {
+  const { images } = stripes(8, 16)
+  const outDir = tempDir('overwrite')
+  const config = { ...tinyPretrain, epochs: 1 }
+  const first = await pretrain({ config, images, outDir })
+  t.is(first.steps, 2)
+  // The regression: a second run replaced the first run's checkpoint without a word.
+  const err = t.throws(() => pretrain({ config, images, outDir }), { instanceOf: ConfigError })
+  t.is(err.field, 'outDir')
+  t.regex(err.message, /already holds a pre-training run.*resume.*overwrite/)
+  const again = await pretrain({ config: { ...config, epochs: 2 }, images, outDir, overwrite: true })
+  t.is(again.steps, 4)
   rmSync(outDir, { recursive: true })
 })
 

@@ -4,7 +4,7 @@
  * printed), 2 bad usage or invalid config, 130 stopped by Ctrl-C (a resumable checkpoint was
  * written).
  */
-import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 
@@ -17,6 +17,7 @@ import {
   type FinetuneInput,
   type PretrainInput,
   type ProgressEvent,
+  checkPretrainOutDir,
   embed,
   evaluate,
   exportWeights,
@@ -51,6 +52,7 @@ Exit codes: 0 done, 1 failed, 2 bad usage or config, 130 stopped by Ctrl-C (resu
   --config FILE.json  config (API field names); flags override it
   --epochs N, --batch-size N, --device cpu|cuda|wgpu|auto
   --resume            continue the run in --out exactly where it stopped
+  --overwrite         replace a run already in --out (without it, or --resume, that is an error)
   --views 1|2         1: one augmented view through both networks (the paper); 2: each network
                       sees its own view of the image, loss symmetrised (about 2x the step time)
   --collapse-guard W,T[,C] | off
@@ -224,6 +226,7 @@ async function cmdPretrain(argv: string[]) {
       'batch-size': { type: 'string' },
       device: { type: 'string' },
       resume: { type: 'boolean', default: false },
+      overwrite: { type: 'boolean', default: false },
       views: { type: 'string' },
       'collapse-guard': { type: 'string' },
       'cnn-weights': { type: 'string' },
@@ -248,8 +251,11 @@ async function cmdPretrain(argv: string[]) {
   } as PretrainInput
   const config = parsePretrainConfig(input)
   checkPretrainWeights(config) // before minutes of decoding
+  checkPretrainOutDir(out, { resume: values.resume, overwrite: values.overwrite })
   const ds = await load(values, config.imageSize)
   mkdirSync(out, { recursive: true })
+  // A replaced run's step log goes with it.
+  if (values.overwrite) rmSync(path.join(out, 'metrics.jsonl'), { force: true })
   const log = metricsLog(path.join(out, 'metrics.jsonl'))
   const show = progressReporter('pretrain')
   const r = await pretrain({
@@ -258,6 +264,7 @@ async function cmdPretrain(argv: string[]) {
     indices: ds.splits.train.indices,
     outDir: out,
     resume: values.resume,
+    overwrite: values.overwrite,
     cacheDir: values['cache-dir'],
     signal: interruptible(),
     onProgress: (e) => {

@@ -228,6 +228,8 @@ export async function runProtocol(opts: ProtocolOptions) {
       })
     : pretrain({
         config: pretrainInput,
+        // The demo's output folder is its own: a second run replaces the first.
+        overwrite: true,
         images,
         indices: pretrainSet,
         outDir: path.join(opts.outDir, 'pretrain'),

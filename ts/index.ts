@@ -290,10 +290,31 @@ export interface PretrainOptions extends JobOptions {
   outDir: string
   /** Continue from the checkpoint in `outDir` if there is one. */
   resume?: boolean
+  /**
+   * Replace a pre-training run already in `outDir`. Without it (or `resume`), a run there is an
+   * error: starting afresh would overwrite its checkpoint.
+   */
+  overwrite?: boolean
   /** Where `cnnWeights: 'imagenet'` is cached, under `weights/` (default `~/.cache/cass-ssl`). */
   cacheDir?: string
   /** Download and conversion of `imagenet` / `hf:` weights (default: progress lines on stderr). */
   onWeightsProgress?: (event: WeightsEvent) => void
+}
+
+/**
+ * Refuses to start a fresh pre-training over an existing run in `outDir` (its checkpoint would be
+ * replaced) unless `resume` or `overwrite` says what to do with it. Cheap: call it before
+ * decoding data.
+ */
+export function checkPretrainOutDir(outDir: string, options: { resume?: boolean; overwrite?: boolean }): void {
+  if (options.resume || options.overwrite) return
+  if (existsSync(path.join(path.resolve(outDir), 'checkpoint', 'state.json'))) {
+    throw new ConfigError(
+      `invalid argument at \`outDir\`: ${outDir} already holds a pre-training run; resume it (resume: true, --resume) or replace it (overwrite: true, --overwrite)`,
+      'outDir',
+      [],
+    )
+  }
 }
 
 /**
@@ -312,6 +333,7 @@ export function pretrain(options: PretrainOptions): Job<PretrainResult> {
     throw new ConfigError('invalid argument at `outDir`: expected a directory path', 'outDir', [])
   }
   const outDir = path.resolve(options.outDir)
+  checkPretrainOutDir(outDir, options)
   // A resumed run takes its weights and config from the checkpoint; nothing to fetch or warn about.
   const resuming = options.resume === true && existsSync(path.join(outDir, 'checkpoint', 'state.json'))
   const warning = resuming ? undefined : pretrainedWeightsWarning(options.config)
