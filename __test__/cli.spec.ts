@@ -29,6 +29,24 @@ test('help and usage errors have documented exit codes', (t) => {
   t.regex(bad.stderr, /batchSize/)
   const flag = cass('pretrain', '--no-such-flag')
   t.is(flag.status, 2)
+  // A config file that is valid JSON but not an object used to be taken as an empty config.
+  const dir = tempDir('usage')
+  for (const body of ['42', 'null', '[1]']) {
+    writeFileSync(path.join(dir, 'c.json'), body)
+    const r = cass('pretrain', '--data', dir, '--out', path.join(dir, 'o'), '--config', path.join(dir, 'c.json'))
+    t.is(r.status, 2, body)
+    t.regex(r.stderr, /must hold a JSON object/)
+  }
+  // --out naming a file: refused before any data is read.
+  writeFileSync(path.join(dir, 'file'), 'x')
+  const onFile = cass('pretrain', '--data', dir, '--out', path.join(dir, 'file'))
+  t.is(onFile.status, 2)
+  t.regex(onFile.stderr, /--out .* is a file, not a folder/)
+  // A missing --keras-package: one line naming the file, no stack trace.
+  const out = cass('weights', 'import', '--keras-package', path.join(dir, 'missing.tgz'), '--out', path.join(dir, 'w'))
+  t.is(out.status, 1)
+  t.is(out.stderr.trim().split('\n').length, 1, out.stderr)
+  t.notRegex(out.stderr, /\n\s+at /)
 })
 
 test('pretrain -> finetune -> evaluate -> embed on an image folder', async (t) => {

@@ -4,7 +4,7 @@
  * printed), 2 bad usage or invalid config, 130 stopped by Ctrl-C (a resumable checkpoint was
  * written).
  */
-import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 
@@ -145,11 +145,15 @@ function need<T>(value: T | undefined, flag: string, command: string): T {
 
 function readConfig(file: string | undefined): Record<string, unknown> {
   if (!file) return {}
+  let parsed: unknown
   try {
-    return JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>
+    parsed = JSON.parse(readFileSync(file, 'utf8'))
   } catch (e) {
     throw new UsageError(`cannot read --config ${file}: ${(e as Error).message}`)
   }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new UsageError(`--config ${file} must hold a JSON object of config fields, not ${JSON.stringify(parsed)}`)
+  return parsed as Record<string, unknown>
 }
 
 async function load(values: Record<string, unknown>, size: number, seed = 0): Promise<LoadedDataset> {
@@ -252,6 +256,7 @@ async function cmdPretrain(argv: string[]) {
   const config = parsePretrainConfig(input)
   checkPretrainWeights(config) // before minutes of decoding
   checkPretrainOutDir(out, { resume: values.resume, overwrite: values.overwrite })
+  if (existsSync(out) && !statSync(out).isDirectory()) throw new UsageError(`--out ${out} is a file, not a folder`)
   const ds = await load(values, config.imageSize)
   mkdirSync(out, { recursive: true })
   // A replaced run's step log goes with it.
@@ -552,5 +557,8 @@ main().catch((e: unknown) => {
   if (e instanceof UsageError || e instanceof ConfigError) say(e.message, 2)
   if (e instanceof CassError) say(`${e.message} [${e.code}]`, 1)
   if (e instanceof Error && 'code' in e && String(e.code).startsWith('ERR_PARSE_ARGS')) say(e.message, 2)
-  say(e instanceof Error ? (e.stack ?? e.message) : String(e), 1)
+  // One line naming the problem (a file system error names its path); the stack only with DEBUG.
+  if (process.env.DEBUG) say(e instanceof Error ? (e.stack ?? e.message) : String(e), 1)
+  const code = e instanceof Error && 'code' in e && typeof e.code === 'string' ? ` [${e.code}]` : ''
+  say(e instanceof Error ? `${e.message}${code}` : String(e), 1)
 })
