@@ -10,6 +10,11 @@ import { parsePretrainConfig } from '../ts/config.js'
 import { rng, tempDir, tinyPretrain } from './helpers.js'
 
 const root = path.resolve(__dirname, '..')
+const writeJson = (dir: string, value: unknown) => {
+  const file = path.join(dir, `${Math.random().toString(36).slice(2)}.json`)
+  writeFileSync(file, JSON.stringify(value))
+  return file
+}
 const cass = (...args: string[]) =>
   spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'ts', 'cli.ts'), ...args], { encoding: 'utf8', cwd: root })
 
@@ -37,6 +42,11 @@ test('help and usage errors have documented exit codes', (t) => {
     t.is(r.status, 2, body)
     t.regex(r.stderr, /must hold a JSON object/)
   }
+  // A patch size that does not divide the image: refused before any data is read (the folder
+  // here holds no images, so reaching the data would fail differently).
+  const geometry = cass('pretrain', '--data', dir, '--out', path.join(dir, 'g'), '--config', writeJson(dir, { imageSize: 30 }))
+  t.is(geometry.status, 2)
+  t.regex(geometry.stderr, /vit\.patchSize/)
   // --out naming a file: refused before any data is read.
   writeFileSync(path.join(dir, 'file'), 'x')
   const onFile = cass('pretrain', '--data', dir, '--out', path.join(dir, 'file'))

@@ -182,6 +182,17 @@ test('finetune from pre-training, then evaluate and embed', async (t) => {
   t.is(emb.count, 3)
   t.is(emb.features.length, 48)
   t.true(emb.features.every(Number.isFinite))
+  // Inference batch sizes are whole and positive (0 and 1.5 used to be accepted).
+  for (const batchSize of [0, 1.5, 1e9]) {
+    const e1 = await t.throwsAsync(evaluate({ checkpoint: path.join(root, 'ft'), images, data: val, batchSize }), {
+      instanceOf: ConfigError,
+    })
+    t.is(e1.field, 'batchSize')
+    const e2 = await t.throwsAsync(embed({ checkpoint: path.join(root, 'pre'), arch: 'vit', images, batchSize }), {
+      instanceOf: ConfigError,
+    })
+    t.is(e2.field, 'batchSize')
+  }
   rmSync(root, { recursive: true })
 })
 

@@ -25,6 +25,7 @@ import {
   parseFinetuneConfig,
   parsePretrainConfig,
   pretrain,
+  toNativePretrainConfig,
 } from './index.js'
 import { progressReporter } from './progress.js'
 import { importKerasResnet50 } from './weights/keras.js'
@@ -255,6 +256,7 @@ async function cmdPretrain(argv: string[]) {
   } as PretrainInput
   const config = parsePretrainConfig(input)
   checkPretrainWeights(config) // before minutes of decoding
+  toNativePretrainConfig(config) // its geometry checks (patch size against image size) too
   checkPretrainOutDir(out, { resume: values.resume, overwrite: values.overwrite })
   if (existsSync(out) && !statSync(out).isDirectory()) throw new UsageError(`--out ${out} is a file, not a folder`)
   const ds = await load(values, config.imageSize)

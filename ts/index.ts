@@ -12,6 +12,7 @@ import path from 'node:path'
 import {
   type DeviceName,
   type FinetuneInput,
+  LIMITS,
   type PretrainInput,
   parseFinetuneConfig,
   parsePretrainConfig,
@@ -410,11 +411,25 @@ function bestDir(dir: string): string {
 }
 
 /** Every metric of a fine-tuned network on labelled samples. */
+/** An inference batch size: an integer from 1 to `LIMITS.batchSize`, 32 when not given. */
+function checkBatchSize(value: number | undefined): number {
+  if (value === undefined) return 32
+  if (!Number.isInteger(value) || value < 1 || value > LIMITS.batchSize) {
+    throw new ConfigError(
+      `invalid argument at \`batchSize\`: expected an integer from 1 to ${LIMITS.batchSize}, got ${value}`,
+      'batchSize',
+      [],
+    )
+  }
+  return value
+}
+
 export async function evaluate(options: EvaluateOptions): Promise<Metrics> {
   const data = checkLabelled(options.data, 'data')
   const images = checkImages(options.images)
+  const batchSize = checkBatchSize(options.batchSize)
   try {
-    const json = await native().startEvaluate(bestDir(options.checkpoint), images, data, options.batchSize ?? 32, options.device)
+    const json = await native().startEvaluate(bestDir(options.checkpoint), images, data, batchSize, options.device)
     return JSON.parse(json) as Metrics
   } catch (e) {
     throw fromNative(e)
@@ -435,11 +450,12 @@ export interface EmbedOptions {
 export async function embed(options: EmbedOptions): Promise<Embeddings> {
   const images = checkImages(options.images)
   const indices = checkIndices(options.indices, 'indices')
+  const batchSize = checkBatchSize(options.batchSize)
   const dir = existsSync(path.join(options.checkpoint, 'best', 'state.json'))
     ? bestDir(options.checkpoint)
     : checkpointDir(options.checkpoint)
   try {
-    const json = await native().startEmbed(dir, options.arch, images, indices, options.batchSize ?? 32, options.device)
+    const json = await native().startEmbed(dir, options.arch, images, indices, batchSize, options.device)
     const out = JSON.parse(json) as { dim: number; count: number; features: number[] }
     return { dim: out.dim, count: out.count, features: Float32Array.from(out.features) }
   } catch (e) {
