@@ -5,7 +5,7 @@ use burn::module::Module;
 use super::*;
 use crate::checkpoint::{load_module_tensors, module_tensors};
 use crate::events::Silent;
-use crate::loss::{covariance_penalty, variance_hinge};
+use crate::loss::{cass_loss, covariance_penalty, variance_hinge};
 use crate::testing::{device, grads_by_name, rand_tensor, scalar, synthetic_images, tiny_pretrain};
 
 fn tmp(name: &str) -> PathBuf {

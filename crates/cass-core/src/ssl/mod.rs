@@ -1,3 +1,4 @@
 //! Self-supervised pre-training.
 
 pub mod cass;
+pub mod objective;
