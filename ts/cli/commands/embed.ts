@@ -1,0 +1,59 @@
+/** `cass embed`: the embeddings of a dataset, as a float32 .npy and an index of image names. */
+import { mkdirSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+
+import { embed } from '../../index.js'
+import { DATA_OPTIONS, UsageError, checkpointImageSize, load, need } from '../shared.js'
+
+export const usage = `cass embed --checkpoint DIR --data PATH --out DIR [--arch cnn|vit] [--split all|train|val|test]
+
+  Writes DIR/embeddings.npy (float32 [n, dim]) and DIR/index.json (image names).
+`
+
+export async function run(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ...DATA_OPTIONS,
+      checkpoint: { type: 'string' },
+      arch: { type: 'string' },
+      split: { type: 'string', default: 'all' },
+      out: { type: 'string' },
+      device: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  })
+  if (values.help) return void process.stdout.write(usage)
+  const checkpoint = need(values.checkpoint, '--checkpoint DIR', 'embed')
+  const out = need(values.out, '--out DIR', 'embed')
+  const ds = await load('embed', values, checkpointImageSize(checkpoint))
+  const split = values.split as string
+  const indices = split === 'all' ? undefined : ds.splits[split as 'train']?.indices
+  if (split !== 'all' && !indices) throw new UsageError('--split must be all, train, val or test')
+  const e = await embed({
+    checkpoint,
+    arch: values.arch as 'cnn' | 'vit' | undefined,
+    images: { cacheFile: ds.cacheFile },
+    indices,
+    device: values.device as never,
+  })
+  mkdirSync(out, { recursive: true })
+  writeFileSync(path.join(out, 'embeddings.npy'), npy(e.features, [e.count, e.dim]))
+  const names = (indices ?? ds.names.map((_, i) => i)).map((i) => ds.names[i])
+  writeFileSync(path.join(out, 'index.json'), `${JSON.stringify({ names, dim: e.dim }, null, 2)}\n`)
+  process.stdout.write(`${JSON.stringify({ count: e.count, dim: e.dim, out })}\n`)
+}
+
+/** A float32 `.npy` file (format 1.0). */
+export function npy(data: Float32Array, shape: number[]): Buffer {
+  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`
+  const total = 10 + header.length + 1
+  header += ' '.repeat((64 - (total % 64)) % 64) + '\n'
+  const pre = Buffer.alloc(10)
+  pre.write('\x93NUMPY', 0, 'latin1')
+  pre[6] = 1
+  pre[7] = 0
+  pre.writeUInt16LE(header.length, 8)
+  return Buffer.concat([pre, Buffer.from(header, 'latin1'), Buffer.from(data.buffer, data.byteOffset, data.byteLength)])
+}

@@ -1,0 +1,95 @@
+/** `cass finetune`: fine-tunes one network on a fraction of the labels, then tests it. */
+import { writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+
+import { sampleFraction } from '../../data/splits.js'
+import { type FinetuneInput, evaluate, finetune, parseFinetuneConfig } from '../../index.js'
+import { progressReporter } from '../../progress.js'
+import { DATA_OPTIONS, UsageError, int, interruptible, load, need, readConfig } from '../shared.js'
+
+export const usage = `cass finetune --data PATH --arch cnn|vit --labels F --out DIR (--from DIR | --init random) [options]
+
+  --from DIR          a pre-training output directory
+  --init random       start from random weights instead (the baseline)
+  --arch cnn|vit      which network
+  --labels F          fraction of the training labels: 0.01, 0.1, 1 ... (stratified, seeded)
+  --preset, --config, --epochs N (max epochs), --batch-size N, --device, --seed N
+  --out DIR           best checkpoint in DIR/best, test metrics in DIR/metrics.json
+  plus the data options of pretrain
+`
+
+export async function run(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ...DATA_OPTIONS,
+      out: { type: 'string' },
+      from: { type: 'string' },
+      init: { type: 'string' },
+      arch: { type: 'string' },
+      labels: { type: 'string', default: '1' },
+      preset: { type: 'string' },
+      config: { type: 'string' },
+      epochs: { type: 'string' },
+      'batch-size': { type: 'string' },
+      device: { type: 'string' },
+      seed: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  })
+  if (values.help) return void process.stdout.write(usage)
+  const out = need(values.out, '--out DIR', 'finetune')
+  if (!values.from && values.init !== 'random') throw new UsageError('finetune needs --from DIR or --init random')
+  if (values.from && values.init) throw new UsageError('give either --from or --init, not both')
+  const fraction = Number(values.labels)
+  if (!(fraction > 0 && fraction <= 1)) throw new UsageError(`--labels must be a fraction in (0, 1], got "${values.labels}"`)
+  const base = readConfig(values.config)
+  const input = {
+    ...base,
+    ...(values.preset ? { preset: values.preset } : {}),
+    ...(values.arch ? { arch: values.arch } : {}),
+    ...(values.epochs ? { maxEpochs: int(values.epochs, 'epochs') } : {}),
+    ...(values['batch-size'] ? { batchSize: int(values['batch-size'], 'batch-size') } : {}),
+    ...(values.device ? { device: values.device } : {}),
+    ...(values.seed ? { seed: int(values.seed, 'seed') } : {}),
+  } as FinetuneInput
+  const config = parseFinetuneConfig({ numClasses: 2, ...input })
+  const ds = await load('finetune', values, config.imageSize, config.seed)
+  input.numClasses ??= ds.classes.length
+  const { train, val, test } = ds.splits
+  const picked = sampleFraction(train.indices, ds.labels, fraction, config.seed)
+  const r = await finetune({
+    config: input,
+    from: values.from,
+    images: { cacheFile: ds.cacheFile },
+    train: { indices: picked, labels: picked.map((i) => ds.labels[i]) },
+    val: val.indices.length ? val : train,
+    outDir: out,
+    signal: interruptible(),
+    onProgress: progressReporter(`finetune ${config.arch} ${fraction * 100}%`),
+  })
+  const testSet = test.indices.length ? test : val
+  const metrics = await evaluate({
+    checkpoint: r.checkpoint,
+    images: { cacheFile: ds.cacheFile },
+    data: testSet,
+    device: config.device,
+  })
+  const result = {
+    arch: config.arch,
+    labels: fraction,
+    labelledImages: picked.length,
+    init: values.from ? 'cass' : 'random',
+    bestEpoch: r.bestEpoch,
+    bestValLoss: r.bestValLoss,
+    split: test.indices.length ? 'test' : 'val',
+    classes: ds.classes,
+    metrics,
+  }
+  writeFileSync(path.join(out, 'metrics.json'), `${JSON.stringify(result, null, 2)}\n`)
+  process.stdout.write(
+    `${JSON.stringify({ checkpoint: r.checkpoint, macroF1: metrics.macroF1, balancedAccuracy: metrics.balancedAccuracy, accuracy: metrics.accuracy })}\n`,
+  )
+  if (r.status === 'cancelled') process.exit(130)
+}

