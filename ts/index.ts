@@ -360,12 +360,6 @@ export function pretrain(options: PretrainOptions): Job<PretrainResult> {
   })
 }
 
-/** Accepts a pre-training output directory or its `checkpoint` directory. */
-function checkpointDir(dir: string): string {
-  const nested = path.join(dir, 'checkpoint')
-  return path.resolve(existsSync(path.join(nested, 'state.json')) ? nested : dir)
-}
-
 export interface FinetuneOptions extends JobOptions {
   /** Must name `arch` (`cnn` or `vit`); `numClasses` defaults to 1 + the largest label. */
   config: FinetuneInput
@@ -385,7 +379,8 @@ export function finetune(options: FinetuneOptions): Job<FinetuneResult> {
   const input = { ...options.config }
   input.numClasses ??= Math.max(1, ...train.labels, ...val.labels) + 1
   const config = parseFinetuneConfig(input)
-  const from = options.from === undefined ? undefined : checkpointDir(options.from)
+  // The engine finds the checkpoint in an output folder (see inspectCheckpoint).
+  const from = options.from === undefined ? undefined : path.resolve(options.from)
   const json = toNativeFinetuneConfig(config, from)
   const images = checkImages(options.images)
   if (typeof options.outDir !== 'string' || options.outDir === '') {
@@ -403,11 +398,6 @@ export interface EvaluateOptions {
   data: LabelledSamples
   batchSize?: number
   device?: DeviceName
-}
-
-function bestDir(dir: string): string {
-  const nested = path.join(dir, 'best')
-  return path.resolve(existsSync(path.join(nested, 'state.json')) ? nested : dir)
 }
 
 /** Every metric of a fine-tuned network on labelled samples. */
@@ -429,7 +419,7 @@ export async function evaluate(options: EvaluateOptions): Promise<Metrics> {
   const images = checkImages(options.images)
   const batchSize = checkBatchSize(options.batchSize)
   try {
-    const json = await native().startEvaluate(bestDir(options.checkpoint), images, data, batchSize, options.device)
+    const json = await native().startEvaluate(path.resolve(options.checkpoint), images, data, batchSize, options.device)
     return JSON.parse(json) as Metrics
   } catch (e) {
     throw fromNative(e)
@@ -451,11 +441,8 @@ export async function embed(options: EmbedOptions): Promise<Embeddings> {
   const images = checkImages(options.images)
   const indices = checkIndices(options.indices, 'indices')
   const batchSize = checkBatchSize(options.batchSize)
-  const dir = existsSync(path.join(options.checkpoint, 'best', 'state.json'))
-    ? bestDir(options.checkpoint)
-    : checkpointDir(options.checkpoint)
   try {
-    const json = await native().startEmbed(dir, options.arch, images, indices, batchSize, options.device)
+    const json = await native().startEmbed(path.resolve(options.checkpoint), options.arch, images, indices, batchSize, options.device)
     const out = JSON.parse(json) as { dim: number; count: number; features: number[] }
     return { dim: out.dim, count: out.count, features: Float32Array.from(out.features) }
   } catch (e) {
@@ -474,11 +461,46 @@ export interface ExportOptions {
 
 /** Exports a network as timm-compatible safetensors. Resolves to the written path. */
 export async function exportWeights(options: ExportOptions): Promise<string> {
-  const dir = existsSync(path.join(options.checkpoint, 'best', 'state.json'))
-    ? bestDir(options.checkpoint)
-    : checkpointDir(options.checkpoint)
   try {
-    return await native().startExport(dir, options.arch, path.resolve(options.out))
+    return await native().startExport(path.resolve(options.checkpoint), options.arch, path.resolve(options.out))
+  } catch (e) {
+    throw fromNative(e)
+  }
+}
+
+/** What a checkpoint holds, found from an output folder of `pretrain` or `finetune` or from the
+ * checkpoint folder itself. */
+export interface CheckpointInfo {
+  /** The folder holding `state.json` and the weights. */
+  dir: string
+  /** `pretrain`: both networks, resumable; `finetune`: one network and its classifier. */
+  kind: 'pretrain' | 'finetune'
+  /** The method that wrote it (e.g. `cass-pretrain`). */
+  method: string
+  /** Input side the networks were trained at. */
+  imageSize: number
+  networks: ('cnn' | 'vit')[]
+  /** Pre-training: steps done and whether the run completed. */
+  step?: number
+  completed?: boolean
+  /** Fine-tuning: the epoch whose weights were kept. */
+  bestEpoch?: number
+}
+
+/** Says what the checkpoint at `dir` holds; a `CassError` (code `no-checkpoint`) when there is none. */
+export function inspectCheckpoint(dir: string): CheckpointInfo {
+  try {
+    const c = native().inspectCheckpoint(path.resolve(dir))
+    return {
+      dir: c.dir,
+      kind: c.kind as CheckpointInfo['kind'],
+      method: c.method,
+      imageSize: c.imageSize,
+      networks: c.networks as CheckpointInfo['networks'],
+      ...(c.step != null ? { step: c.step } : {}),
+      ...(c.completed != null ? { completed: c.completed } : {}),
+      ...(c.bestEpoch != null ? { bestEpoch: c.bestEpoch } : {}),
+    }
   } catch (e) {
     throw fromNative(e)
   }

@@ -3,10 +3,9 @@
  * parsers, Ctrl-C handling and the step log.
  */
 import { appendFileSync, readFileSync } from 'node:fs'
-import path from 'node:path'
 
 import { type LoadedDataset, type SourceFormat, loadDataset } from '../data/dataset.js'
-import type { ProgressEvent } from '../index.js'
+import { type ProgressEvent, inspectCheckpoint } from '../index.js'
 
 /** Bad flags or arguments: printed without a stack, exit code 2. */
 export class UsageError extends Error {}
@@ -108,19 +107,7 @@ export function collapseGuardFlag(v: string): { weight: number; target: number; 
   return { weight: parts[0], target: parts[1], covariance: parts[2] ?? 0 }
 }
 
-/** The input size a checkpoint was trained at (from its state.json). */
+/** The input size a checkpoint was trained at. */
 export function checkpointImageSize(dir: string): number {
-  for (const p of [
-    path.join(dir, 'best', 'state.json'),
-    path.join(dir, 'checkpoint', 'state.json'),
-    path.join(dir, 'state.json'),
-  ]) {
-    try {
-      const st = JSON.parse(readFileSync(p, 'utf8')) as { config: { image_size: number } }
-      return st.config.image_size
-    } catch {
-      // try the next layout
-    }
-  }
-  throw new UsageError(`no checkpoint (state.json) in ${dir}`)
+  return inspectCheckpoint(dir).imageSize
 }

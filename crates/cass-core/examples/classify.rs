@@ -13,7 +13,7 @@ use burn::tensor::activation::softmax;
 use cass_core::augment::{self, AugmentConfig};
 use cass_core::data::{ImageSet, assemble};
 use cass_core::models::ResNetConfig;
-use cass_core::ssl::cass::upload;
+use cass_core::data::upload;
 use cass_core::weights::{apply_declared_variant, load_timm, read_metadata};
 
 fn main() {

@@ -225,6 +225,14 @@ pub fn assemble(set: &ImageSet, indices: &[usize], labels: Option<&[i64]>) -> Ho
     }
 }
 
+/// Uploads a host batch as `[batch, 3, h, w]`.
+pub fn upload(batch: &HostBatch, set: &ImageSet, device: &burn::prelude::Device) -> burn::prelude::Tensor<4> {
+    burn::prelude::Tensor::from_data(
+        burn::tensor::TensorData::new(batch.pixels.clone(), [batch.size, 3, set.height, set.width]),
+        device,
+    )
+}
+
 /// A prefetch thread yielding batches of `batches` (lists of sample positions) in order.
 pub struct Prefetcher {
     rx: Receiver<HostBatch>,

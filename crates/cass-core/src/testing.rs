@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::augment::AugmentConfig;
-use crate::checkpoint::ParamNamer;
+use crate::params::ParamNamer;
 use crate::models::{BlockKind, ResNetConfig, VitConfig};
 use crate::ssl::cass::PretrainConfig;
 use crate::train::schedule::Schedule;

@@ -300,6 +300,48 @@ pub fn start_export<'env>(
     })
 }
 
+/// What a checkpoint folder holds.
+#[napi(object)]
+pub struct CheckpointInfo {
+    /// The folder holding `state.json` and the weights (`out/checkpoint`, `out/best` or the
+    /// folder given).
+    pub dir: String,
+    /// `pretrain` (both networks, resumable) or `finetune` (one network and its classifier).
+    pub kind: String,
+    /// The method that wrote it (`state.json`'s kind, e.g. `cass-pretrain`).
+    pub method: String,
+    /// Input side the networks were trained at.
+    pub image_size: u32,
+    /// The networks it holds: `cnn`, `vit`.
+    pub networks: Vec<String>,
+    /// Pre-training: steps done, and whether the run completed.
+    pub step: Option<f64>,
+    pub completed: Option<bool>,
+    /// Fine-tuning: the epoch whose weights were kept.
+    pub best_epoch: Option<u32>,
+}
+
+/// Finds the checkpoint in `path` (an output folder of pre-training or fine-tuning, or the
+/// checkpoint folder itself) and says what it holds.
+#[napi]
+pub fn inspect_checkpoint(path: String) -> Result<CheckpointInfo> {
+    let c = cass_core::checkpoint::Checkpoint::open(&PathBuf::from(path))
+        .map_err(|e| Error::new(Status::InvalidArg, error_json(&e)))?;
+    Ok(CheckpointInfo {
+        dir: c.dir.display().to_string(),
+        kind: match c.kind {
+            cass_core::checkpoint::CheckpointKind::Pretrain => "pretrain".into(),
+            cass_core::checkpoint::CheckpointKind::Finetune => "finetune".into(),
+        },
+        method: c.method,
+        image_size: c.image_size as u32,
+        networks: c.networks.into_iter().map(|(n, _)| n).collect(),
+        step: c.step.map(|s| s as f64),
+        completed: c.completed,
+        best_epoch: c.best_epoch.map(|e| e as u32),
+    })
+}
+
 /// Compute backends compiled into this addon (`cpu` always; `cuda`, `wgpu` by cargo feature).
 #[napi]
 pub fn available_backends() -> Vec<String> {

@@ -9,27 +9,25 @@
 //! the image and the loss is symmetrised), see [`super::objective`].
 
 use std::collections::HashMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::thread;
-use std::time::Instant;
 
 use burn::prelude::*;
-use burn::tensor::TensorData;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use super::objective::CollapseGuard;
 use super::objective::{EpochSpread, Objective, ObjectiveParts};
+pub use super::pretrain::PretrainOutcome;
+use super::{Method, RunSettings};
 use crate::augment::{self, AugmentConfig};
-use crate::checkpoint::{self, load_adam, save_adam, save_weights};
-use crate::data::{HostBatch, ImageSet, Prefetcher, batch_positions};
-use crate::device::{BackendChoice, resolve};
+use crate::checkpoint::{self, save_weights};
+use crate::data::ImageSet;
+use crate::device::BackendChoice;
 use crate::error::CassError;
-use crate::events::{CancelToken, Event, Observer};
+use crate::events::{CancelToken, Observer};
+pub use crate::train::run::Status;
+use crate::train::run::StepReport;
 use crate::models::{ResNet, ResNetConfig, Vit, VitConfig, init_seeded};
 use crate::train::adam::{Adam, AdamConfig};
 use crate::train::schedule::Schedule;
@@ -173,47 +171,16 @@ impl PretrainConfig {
     }
 }
 
-/// Position of a run, saved in `state.json` beside the weights.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PretrainState {
-    pub kind: String,
-    pub config: PretrainConfig,
-    /// Optimisation steps done: the next step's index, which is also the schedule position.
-    /// The data order of an epoch and the augmentation of a step derive from `(seed, epoch)`
-    /// and `(seed, step)`, so this is the whole random-number state of the run.
-    pub step: u64,
-    /// Epoch of the next step (`step / batches_per_epoch`).
-    #[serde(default)]
-    pub epoch: u64,
-    pub batches_per_epoch: u64,
-    pub completed: bool,
-    /// Loss of every step so far.
-    pub losses: Vec<f64>,
-}
-
+/// The `kind` of CASS pre-training checkpoints (`state.json`).
 pub const PRETRAIN_KIND: &str = "cass-pretrain";
 
-/// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Completed,
-    Cancelled,
-}
+/// `state.json` of a CASS pre-training checkpoint.
+pub type PretrainState = super::pretrain::PretrainState<PretrainConfig>;
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PretrainOutcome {
-    pub status: Status,
-    pub steps: u64,
-    pub total_steps: u64,
-    pub checkpoint: PathBuf,
-    pub losses: Vec<f64>,
-    pub epoch_mean_losses: Vec<f64>,
-}
-
-/// The two networks, their optimizers and the step counter.
+/// The two networks, their optimizers and the objective.
 pub struct CassTrainer {
+    /// The run's config (schedule, augmentation and views of a step).
+    pub config: PretrainConfig,
     pub cnn: ResNet,
     pub vit: Vit,
     pub opt_cnn: Adam,
@@ -224,6 +191,8 @@ pub struct CassTrainer {
     /// default on the CPU, where most of a small model's kernels are too small to spread over
     /// the cores by themselves; the result is the same either way.
     pub parallel_towers: bool,
+    /// Largest output spreads of the current epoch (the collapse warning).
+    collapse: EpochSpread,
 }
 
 /// The loss of one step, its parts and collapse diagnostics ([`crate::loss::output_spread`] of each
@@ -266,6 +235,7 @@ impl CassTrainer {
     pub fn new(cfg: &PretrainConfig, device: &Device) -> Self {
         let ad = device.clone().autodiff();
         Self {
+            config: cfg.clone(),
             cnn: init_seeded(&ad, cfg.seed, || cfg.cnn.init(&ad)),
             vit: init_seeded(&ad, cfg.seed.wrapping_add(1), || cfg.vit.init(&ad)),
             opt_cnn: Adam::new(cfg.adam),
@@ -273,6 +243,7 @@ impl CassTrainer {
             objective: Objective::of(cfg),
             device: device.clone(),
             parallel_towers: device.clone().inner() == Device::flex(),
+            collapse: EpochSpread::default(),
         }
     }
 
@@ -378,63 +349,93 @@ impl CassTrainer {
         *vit = new_vit;
         out
     }
+}
 
-    /// Writes weights, optimizer moments and `state` into `dir` atomically.
-    pub fn save(&self, dir: &Path, state: &PretrainState) -> Result<(), CassError> {
-        let staging = checkpoint::staging_dir(dir)?;
-        let mut meta = HashMap::new();
-        meta.insert("format".to_string(), "cass-ssl".to_string());
-        meta.insert("step".to_string(), state.step.to_string());
-        meta.insert("arch".to_string(), "cnn".to_string());
-        save_weights(&self.cnn, &staging.join("cnn.safetensors"), meta.clone())?;
-        meta.insert("arch".to_string(), "vit".to_string());
-        save_weights(&self.vit, &staging.join("vit.safetensors"), meta)?;
-        save_adam(&self.opt_cnn, &staging.join("cnn.adam.safetensors"))?;
-        save_adam(&self.opt_vit, &staging.join("vit.adam.safetensors"))?;
-        let json = serde_json::to_vec_pretty(state).expect("state json");
-        checkpoint::write_atomic(&staging.join("state.json"), &json)?;
-        checkpoint::publish_dir(&staging, dir)
+impl Method for CassTrainer {
+    type Config = PretrainConfig;
+    const KIND: &'static str = PRETRAIN_KIND;
+    const LOSS_NAME: &'static str = "CASS loss";
+
+    fn settings(cfg: &PretrainConfig) -> RunSettings {
+        RunSettings {
+            batch_size: cfg.batch_size,
+            epochs: cfg.epochs,
+            max_steps: cfg.max_steps,
+            seed: cfg.seed,
+            checkpoint_every: cfg.checkpoint_every,
+            backend: cfg.backend,
+        }
     }
 
-    /// Restores networks and optimizers from a checkpoint directory.
-    pub fn load(cfg: &PretrainConfig, dir: &Path, device: &Device) -> Result<Self, CassError> {
+    fn set_length(cfg: &mut PretrainConfig, epochs: u64, max_steps: Option<u64>) {
+        cfg.epochs = epochs;
+        cfg.max_steps = max_steps;
+    }
+
+    fn prepare(cfg: &mut PretrainConfig, fresh: bool) -> Result<(), CassError> {
+        if fresh && let Some(w) = &cfg.cnn_weights {
+            // Weights that declare their own ResNet variant and preprocessing (the imported
+            // Keras ResNet-50) get both; the run config saved with the checkpoint records them.
+            let path = w.path.clone();
+            apply_declared_variant(&path, &mut cfg.cnn, &mut cfg.augment)?;
+        }
+        cfg.validate()
+    }
+
+    fn init(cfg: &PretrainConfig, device: &Device) -> Result<Self, CassError> {
+        Self::new(cfg, device).with_initial_weights(cfg)
+    }
+
+    fn load(cfg: &PretrainConfig, dir: &Path, device: &Device) -> Result<Self, CassError> {
         let mut t = Self::new(cfg, device);
         let none = Default::default();
         t.cnn = checkpoint::load_weights(t.cnn, &dir.join("cnn.safetensors"), &none)?;
         t.vit = checkpoint::load_weights(t.vit, &dir.join("vit.safetensors"), &none)?;
-        load_adam(&mut t.opt_cnn, &dir.join("cnn.adam.safetensors"), device)?;
-        load_adam(&mut t.opt_vit, &dir.join("vit.adam.safetensors"), device)?;
+        t.opt_cnn.load(&dir.join("cnn.adam.safetensors"), device)?;
+        t.opt_vit.load(&dir.join("vit.adam.safetensors"), device)?;
         Ok(t)
     }
-}
 
-/// Reads `state.json` of a pre-training checkpoint.
-pub fn read_state(dir: &Path) -> Result<PretrainState, CassError> {
-    let path = dir.join("state.json");
-    let bytes = fs::read(&path).map_err(|e| CassError::io(&path, e))?;
-    let state: PretrainState = serde_json::from_slice(&bytes)
-        .map_err(|e| CassError::data("bad-checkpoint", format!("unreadable state: {e}"), Some(&path)))?;
-    if state.kind != PRETRAIN_KIND {
-        return Err(CassError::data(
-            "bad-checkpoint",
-            format!("not a pre-training checkpoint (kind {})", state.kind),
-            Some(&path),
-        ));
+    fn save(&self, dir: &Path, step: u64) -> Result<(), CassError> {
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), "cass-ssl".to_string());
+        meta.insert("step".to_string(), step.to_string());
+        meta.insert("arch".to_string(), "cnn".to_string());
+        save_weights(&self.cnn, &dir.join("cnn.safetensors"), meta.clone())?;
+        meta.insert("arch".to_string(), "vit".to_string());
+        save_weights(&self.vit, &dir.join("vit.safetensors"), meta)?;
+        self.opt_cnn.save(&dir.join("cnn.adam.safetensors"))?;
+        self.opt_vit.save(&dir.join("vit.adam.safetensors"))
     }
-    Ok(state)
+
+    fn train_step(&mut self, raw: Tensor<4>, step: u64, total: u64) -> StepReport {
+        let cfg = &self.config;
+        let aspect = raw.dims()[3] as f64 / raw.dims()[2] as f64;
+        let x = augmented_views(cfg, raw, step, aspect);
+        let lr_cnn = cfg.schedule.lr(cfg.lr_cnn, step, total);
+        let lr_vit = cfg.schedule.lr(cfg.lr_vit, step, total);
+        let out = CassTrainer::step(self, x, lr_cnn, lr_vit);
+        self.collapse.record(&out);
+        StepReport {
+            loss: out.loss,
+            parts: out.parts(),
+            lr: lr_cnn,
+        }
+    }
+
+    fn end_epoch(&mut self, epoch: u64, full: bool) -> Vec<(String, String)> {
+        let spread = std::mem::take(&mut self.collapse);
+        // An epoch resumed part-way has seen only some of its steps; judge full ones.
+        match spread.epoch_warning(epoch, self.config.collapse_warning_spread) {
+            Some(message) if full => vec![("collapse".into(), message)],
+            _ => Vec::new(),
+        }
+    }
 }
 
-/// Seeded order of the training samples in `epoch`.
-pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch + 1));
-    order.shuffle(&mut rng);
-    order
-}
-
-/// Seed of the augmentation of global step `step`.
-pub fn step_seed(seed: u64, step: u64) -> u64 {
-    seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ step.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+/// Reads `state.json` of a CASS pre-training checkpoint.
+pub fn read_state(dir: &Path) -> Result<PretrainState, CassError> {
+    super::pretrain::read_state(dir, PRETRAIN_KIND)
 }
 
 /// The augmented, normalised input of step `step`: one view, or view 1 of every image followed
@@ -455,14 +456,6 @@ pub fn augmented_views(cfg: &PretrainConfig, raw: Tensor<4>, step: u64, aspect: 
     Tensor::cat(views, 0)
 }
 
-/// Uploads a host batch as `[batch, 3, h, w]`.
-pub fn upload(batch: &HostBatch, set: &ImageSet, device: &Device) -> Tensor<4> {
-    Tensor::from_data(
-        TensorData::new(batch.pixels.clone(), [batch.size, 3, set.height, set.width]),
-        device,
-    )
-}
-
 /// Runs (or resumes) CASS pre-training over `indices` of `set`, writing checkpoints under
 /// `out_dir/checkpoint`. With `resume`, continues from the checkpoint there if any, keeping its
 /// config but taking `epochs` and `max_steps` from `config`.
@@ -475,192 +468,7 @@ pub fn pretrain(
     observer: &mut dyn Observer,
     cancel: &CancelToken,
 ) -> Result<PretrainOutcome, CassError> {
-    let ckpt_dir = out_dir.join("checkpoint");
-    let resumed = if resume && ckpt_dir.join("state.json").exists() {
-        Some(read_state(&ckpt_dir)?)
-    } else {
-        None
-    };
-    let mut cfg = match &resumed {
-        Some(s) => s.config.clone(),
-        None => config.clone(),
-    };
-    cfg.epochs = config.epochs;
-    cfg.max_steps = config.max_steps;
-    if resumed.is_none()
-        && let Some(w) = &cfg.cnn_weights
-    {
-        // Weights that declare their own ResNet variant and preprocessing (the imported
-        // Keras ResNet-50) get both; the run config saved with the checkpoint records them.
-        let path = w.path.clone();
-        apply_declared_variant(&path, &mut cfg.cnn, &mut cfg.augment)?;
-    }
-    cfg.validate()?;
-    let indices: Vec<usize> = if indices.is_empty() {
-        (0..set.len).collect()
-    } else {
-        indices
-    };
-    set.check_indices(&indices, "indices")?;
-    if indices.len() < cfg.batch_size {
-        return Err(CassError::config(
-            "batch_size",
-            format!(
-                "is {} but only {} images were given; every step needs a full batch",
-                cfg.batch_size,
-                indices.len()
-            ),
-        ));
-    }
-    let device = resolve(cfg.backend)?;
-    fs::create_dir_all(out_dir).map_err(|e| CassError::io(out_dir, e))?;
-
-    let batches_per_epoch = (indices.len() / cfg.batch_size) as u64;
-    let mut total = cfg.epochs * batches_per_epoch;
-    if let Some(m) = cfg.max_steps {
-        total = total.min(m);
-    }
-    let (mut trainer, mut state) = match resumed {
-        Some(s) => {
-            if s.batches_per_epoch != batches_per_epoch {
-                return Err(CassError::config(
-                    "indices",
-                    format!(
-                        "the checkpoint was trained with {} batches per epoch, this data gives {batches_per_epoch}",
-                        s.batches_per_epoch
-                    ),
-                ));
-            }
-            (
-                CassTrainer::load(&cfg, &ckpt_dir, &device)?,
-                PretrainState {
-                    config: cfg.clone(),
-                    ..s
-                },
-            )
-        }
-        None => (
-            CassTrainer::new(&cfg, &device).with_initial_weights(&cfg)?,
-            PretrainState {
-                kind: PRETRAIN_KIND.into(),
-                config: cfg.clone(),
-                step: 0,
-                epoch: 0,
-                batches_per_epoch,
-                completed: false,
-                losses: Vec::new(),
-            },
-        ),
-    };
-
-    let samples = Arc::new(indices);
-    let aspect = set.width as f64 / set.height as f64;
-    let started = Instant::now();
-    let first_step = state.step;
-    let mut status = Status::Completed;
-    let mut collapse = EpochSpread::default();
-    'epochs: while state.step < total {
-        let epoch = state.step / batches_per_epoch;
-        let skip = (state.step % batches_per_epoch) as usize;
-        let order = epoch_order(samples.len(), cfg.seed, epoch);
-        let ordered = Arc::new(order.iter().map(|&p| samples[p]).collect::<Vec<_>>());
-        let batches: Vec<Vec<usize>> = batch_positions(ordered.len(), cfg.batch_size, true)
-            .into_iter()
-            .skip(skip)
-            .collect();
-        let mut prefetch = Prefetcher::spawn(set.clone(), ordered, None, batches, 2);
-        loop {
-            let step_started = Instant::now();
-            let Some(host) = prefetch.next() else { break };
-            if cancel.is_cancelled() {
-                status = Status::Cancelled;
-                break 'epochs;
-            }
-            let s = state.step;
-            let x = augmented_views(&cfg, upload(&host, &set, &device), s, aspect);
-            let lr_cnn = cfg.schedule.lr(cfg.lr_cnn, s, total);
-            let lr_vit = cfg.schedule.lr(cfg.lr_vit, s, total);
-            let out = trainer.step(x, lr_cnn, lr_vit);
-            if !out.loss.is_finite() {
-                return Err(CassError::at_step(
-                    "non-finite-loss",
-                    format!("CASS loss became {}", out.loss),
-                    s,
-                ));
-            }
-            state.losses.push(out.loss);
-            state.step += 1;
-            state.epoch = state.step / batches_per_epoch;
-            let done = state.step - first_step;
-            let elapsed = started.elapsed().as_secs_f64();
-            let per_step = elapsed / done as f64;
-            observer.event(&Event::Step {
-                step: state.step,
-                total_steps: total,
-                epoch: s / batches_per_epoch,
-                loss: out.loss,
-                parts: out.parts(),
-                lr: lr_cnn,
-                images_per_sec: (done * cfg.batch_size as u64) as f64 / elapsed.max(1e-9),
-                step_sec: step_started.elapsed().as_secs_f64(),
-                eta_sec: per_step * (total - state.step) as f64,
-            });
-            collapse.record(&out);
-            let epoch_end = state.step % batches_per_epoch == 0;
-            let periodic = cfg.checkpoint_every.is_some_and(|n| n > 0 && state.step % n == 0);
-            if epoch_end {
-                let from = (state.step - batches_per_epoch) as usize;
-                let mean = state.losses[from..].iter().sum::<f64>() / batches_per_epoch as f64;
-                observer.event(&Event::Epoch {
-                    epoch: s / batches_per_epoch,
-                    mean_loss: mean,
-                    val_loss: None,
-                    best: false,
-                });
-                // An epoch resumed part-way has seen only some of its steps; judge full ones.
-                if s + 1 - first_step >= batches_per_epoch
-                    && let Some(message) = collapse.epoch_warning(s / batches_per_epoch, cfg.collapse_warning_spread)
-                {
-                    observer.event(&Event::Warning {
-                        code: "collapse".into(),
-                        message,
-                        step: state.step,
-                    });
-                }
-                collapse = EpochSpread::default();
-            }
-            if (epoch_end || periodic) && state.step < total {
-                trainer.save(&ckpt_dir, &state)?;
-                observer.event(&Event::Checkpoint {
-                    path: ckpt_dir.display().to_string(),
-                    step: state.step,
-                });
-            }
-            if state.step >= total {
-                break 'epochs;
-            }
-        }
-    }
-    state.completed = status == Status::Completed;
-    trainer.save(&ckpt_dir, &state)?;
-    observer.event(&Event::Checkpoint {
-        path: ckpt_dir.display().to_string(),
-        step: state.step,
-    });
-    let epoch_mean_losses = state
-        .losses
-        .chunks(batches_per_epoch as usize)
-        .filter(|c| c.len() == batches_per_epoch as usize)
-        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
-        .collect();
-    Ok(PretrainOutcome {
-        status,
-        steps: state.step,
-        total_steps: total,
-        checkpoint: ckpt_dir,
-        losses: state.losses,
-        epoch_mean_losses,
-    })
+    super::pretrain::run::<CassTrainer>(config, set, indices, out_dir, resume, observer, cancel)
 }
 
 #[cfg(test)]

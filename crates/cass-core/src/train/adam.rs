@@ -1,14 +1,19 @@
 //! Adam (Kingma and Ba, 2015) exactly as `torch.optim.Adam` computes it, with its moments kept
 //! by parameter name so that they can be checkpointed next to timm-named weights and resumed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::Path;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
-use burn::tensor::Gradients;
+use burn::tensor::{Gradients, TensorData};
+use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::ParamNamer;
+use crate::checkpoint::{HostTensor, read_safetensors, safetensors_bytes, to_host, write_atomic};
+use crate::error::CassError;
+use crate::params::ParamNamer;
 
 /// Adam hyper-parameters (PyTorch defaults; the CASS paper uses lr 1e-3 for pre-training).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -118,22 +123,52 @@ impl ModuleMapper for AdamMapper<'_> {
     }
 }
 
-/// Names every trainable parameter of a module that has no gradient yet; used to check that
-/// the optimizer state loaded from a checkpoint covers the module.
-pub fn param_names<M: Module>(module: &M) -> Vec<String> {
-    struct Names(ParamNamer, Vec<String>);
-    impl ModuleVisitor for Names {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.0.enter(name, container_type);
+impl Adam {
+    /// Writes the moments as safetensors: `exp_avg.<name>`, `exp_avg_sq.<name>` (flattened), and
+    /// the step count and config in the metadata.
+    pub fn save(&self, path: &Path) -> Result<(), CassError> {
+        let mut tensors = BTreeMap::new();
+        for (name, m) in &self.state {
+            tensors.insert(format!("exp_avg.{name}"), to_host(m.exp_avg.clone(), false));
+            tensors.insert(format!("exp_avg_sq.{name}"), to_host(m.exp_avg_sq.clone(), false));
         }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.0.exit();
-        }
-        fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
-            self.1.push(self.0.param_name());
-        }
+        let mut meta = HashMap::new();
+        meta.insert("step".to_string(), self.step.to_string());
+        meta.insert("config".to_string(), serde_json::to_string(&self.config).expect("json"));
+        write_atomic(path, &safetensors_bytes(&tensors, &[], Some(meta)))
     }
-    let mut v = Names(ParamNamer::default(), Vec::new());
-    module.visit(&mut v);
-    v.1
+
+    /// Restores moments written by [`Adam::save`].
+    pub fn load(&mut self, path: &Path, device: &Device) -> Result<(), CassError> {
+        let bytes = fs::read(path).map_err(|e| CassError::io(path, e))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| CassError::data("bad-checkpoint", format!("unreadable optimizer state: {e}"), Some(path)))?;
+        let step = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("step"))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| CassError::data("bad-checkpoint", "optimizer state has no step count", Some(path)))?;
+        let tensors = read_safetensors(path)?;
+        let mut state = BTreeMap::new();
+        for (key, t) in &tensors {
+            if let Some(name) = key.strip_prefix("exp_avg.") {
+                let sq = tensors
+                    .get(&format!("exp_avg_sq.{name}"))
+                    .ok_or_else(|| CassError::data("bad-checkpoint", format!("exp_avg_sq.{name} missing"), Some(path)))?;
+                let mk =
+                    |h: &HostTensor| Tensor::<1>::from_data(TensorData::new(h.data.clone(), [h.data.len()]), device);
+                state.insert(
+                    name.to_string(),
+                    Moments {
+                        exp_avg: mk(t),
+                        exp_avg_sq: mk(sq),
+                    },
+                );
+            }
+        }
+        self.step = step;
+        self.state = state;
+        Ok(())
+    }
 }

@@ -2,4 +2,5 @@
 
 pub mod adam;
 pub mod finetune;
+pub mod run;
 pub mod schedule;

@@ -1,61 +1,18 @@
-//! Weights and training state on disk.
-//!
-//! Weights are safetensors files whose tensor names and layouts are timm's (`layer1.0.bn1.weight`,
-//! linear weights as `[out, in]`), so files move to and from PyTorch unchanged. Optimizer moments
-//! sit beside them in a second safetensors file, and a JSON sidecar holds the run config and the
-//! position in the run. Every file is written under a temporary name, synced and renamed, and a
-//! checkpoint directory only becomes visible (by rename) once all its files are complete, so a
-//! crash never leaves a torn checkpoint.
+//! Named host tensors and safetensors files: a module's tensors by timm name, strict loading,
+//! and the file format.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use super::write_atomic;
 use crate::error::CassError;
-use crate::train::adam::{Adam, Moments};
-
-/// Tracks the module path during a visit and turns burn's field names into timm's.
-#[derive(Debug, Default, Clone)]
-pub struct ParamNamer {
-    path: Vec<(String, String)>,
-}
-
-impl ParamNamer {
-    pub fn enter(&mut self, name: &str, container_type: &str) {
-        self.path.push((name.to_string(), container_type.to_string()));
-    }
-
-    pub fn exit(&mut self) {
-        self.path.pop();
-    }
-
-    /// Whether the current parameter is a linear weight stored `[in, out]` by burn.
-    pub fn is_linear_weight(&self) -> bool {
-        matches!(self.path.last(), Some((n, c)) if n == "weight" && c == "Struct:Linear")
-    }
-
-    /// timm name of the current parameter.
-    pub fn param_name(&self) -> String {
-        let parts: Vec<&str> = self
-            .path
-            .iter()
-            .map(|(name, container)| match (name.as_str(), container.as_str()) {
-                ("gamma", "Struct:BatchNorm" | "Struct:LayerNorm") => "weight",
-                ("beta", "Struct:BatchNorm" | "Struct:LayerNorm") => "bias",
-                ("conv", "Struct:Downsample") => "0",
-                ("bn", "Struct:Downsample") => "1",
-                (n, _) => n,
-            })
-            .collect();
-        parts.join(".")
-    }
-}
+use crate::params::ParamNamer;
 
 /// A named f32 tensor in timm layout, on the host.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +21,7 @@ pub struct HostTensor {
     pub data: Vec<f32>,
 }
 
-fn to_host<const D: usize>(t: Tensor<D>, transpose: bool) -> HostTensor {
+pub(crate) fn to_host<const D: usize>(t: Tensor<D>, transpose: bool) -> HostTensor {
     let t = if transpose && D == 2 { t.transpose() } else { t };
     let shape = t.dims().to_vec();
     let data = t
@@ -206,22 +163,6 @@ pub fn load_module_tensors<M: Module>(
     Ok(module)
 }
 
-/// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CassError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| CassError::io(dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let mut f = fs::File::create(&tmp).map_err(|e| CassError::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| CassError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| CassError::io(&tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| CassError::io(path, e))
-}
-
 /// Serialises named host tensors as safetensors bytes (f32), plus int64 scalars (BatchNorm's
 /// `num_batches_tracked`), with string metadata.
 pub fn safetensors_bytes(
@@ -302,74 +243,3 @@ pub fn load_weights<M: Module>(module: M, path: &Path, ignore: &HashSet<String>)
     load_module_tensors(module, &tensors, ignore, path)
 }
 
-/// Optimizer moments as safetensors: `exp_avg.<name>`, `exp_avg_sq.<name>` (flattened), and the
-/// step count in the metadata.
-pub fn save_adam(adam: &Adam, path: &Path) -> Result<(), CassError> {
-    let mut tensors = BTreeMap::new();
-    for (name, m) in &adam.state {
-        tensors.insert(format!("exp_avg.{name}"), to_host(m.exp_avg.clone(), false));
-        tensors.insert(format!("exp_avg_sq.{name}"), to_host(m.exp_avg_sq.clone(), false));
-    }
-    let mut meta = HashMap::new();
-    meta.insert("step".to_string(), adam.step.to_string());
-    meta.insert("config".to_string(), serde_json::to_string(&adam.config).expect("json"));
-    write_atomic(path, &safetensors_bytes(&tensors, &[], Some(meta)))
-}
-
-/// Restores optimizer moments saved by [`save_adam`].
-pub fn load_adam(adam: &mut Adam, path: &Path, device: &Device) -> Result<(), CassError> {
-    let bytes = fs::read(path).map_err(|e| CassError::io(path, e))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| CassError::data("bad-checkpoint", format!("unreadable optimizer state: {e}"), Some(path)))?;
-    let step = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("step"))
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or_else(|| CassError::data("bad-checkpoint", "optimizer state has no step count", Some(path)))?;
-    let tensors = read_safetensors(path)?;
-    let mut state = BTreeMap::new();
-    for (key, t) in &tensors {
-        if let Some(name) = key.strip_prefix("exp_avg.") {
-            let sq = tensors
-                .get(&format!("exp_avg_sq.{name}"))
-                .ok_or_else(|| CassError::data("bad-checkpoint", format!("exp_avg_sq.{name} missing"), Some(path)))?;
-            let mk = |h: &HostTensor| Tensor::<1>::from_data(TensorData::new(h.data.clone(), [h.data.len()]), device);
-            state.insert(
-                name.to_string(),
-                Moments {
-                    exp_avg: mk(t),
-                    exp_avg_sq: mk(sq),
-                },
-            );
-        }
-    }
-    adam.step = step;
-    adam.state = state;
-    Ok(())
-}
-
-/// Publishes a fully written staging directory as `final_dir`, replacing an older one. The
-/// rename is the commit point.
-pub fn publish_dir(staging: &Path, final_dir: &Path) -> Result<(), CassError> {
-    if final_dir.exists() {
-        let old = final_dir.with_extension(format!("old-{}", std::process::id()));
-        fs::rename(final_dir, &old).map_err(|e| CassError::io(final_dir, e))?;
-        fs::rename(staging, final_dir).map_err(|e| CassError::io(final_dir, e))?;
-        let _ = fs::remove_dir_all(&old);
-    } else {
-        fs::rename(staging, final_dir).map_err(|e| CassError::io(final_dir, e))?;
-    }
-    Ok(())
-}
-
-/// A fresh staging directory next to `final_dir`.
-pub fn staging_dir(final_dir: &Path) -> Result<PathBuf, CassError> {
-    let name = final_dir.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
-    let staging = final_dir.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(|e| CassError::io(&staging, e))?;
-    }
-    fs::create_dir_all(&staging).map_err(|e| CassError::io(&staging, e))?;
-    Ok(staging)
-}

@@ -1,0 +1,134 @@
+use std::fs;
+
+use super::*;
+use crate::inference::{embed, evaluate, export, restore};
+use crate::events::Silent;
+use crate::loss::ClassWeighting;
+use crate::testing::{synthetic_images, tiny_pretrain, tiny_resnet, tiny_vit};
+
+fn cfg(arch: Arch, init: Init) -> FinetuneConfig {
+    FinetuneConfig {
+        arch,
+        init,
+        cnn: tiny_resnet(16),
+        vit: tiny_vit(16, 16),
+        num_classes: 2,
+        image_size: 16,
+        batch_size: 4,
+        max_epochs: 3,
+        lr: 3e-3,
+        adam: Default::default(),
+        schedule: Schedule::Constant,
+        loss: ClassificationLoss::paper(),
+        class_weighting: ClassWeighting::MinMaxCounts,
+        patience: 5,
+        seed: 77,
+        augment: AugmentConfig {
+            enabled: false,
+            ..Default::default()
+        },
+        backend: Default::default(),
+    }
+}
+
+fn data(n: usize) -> (Labeled, Labeled) {
+    let (bytes, labels) = synthetic_images(n, 16, 11);
+    let set = Arc::new(ImageSet::from_memory(bytes, n, 16, 16).unwrap());
+    let half = n / 2;
+    (
+        Labeled {
+            set: set.clone(),
+            indices: (0..half).collect(),
+            labels: labels[..half].to_vec(),
+        },
+        Labeled {
+            set,
+            indices: (half..n).collect(),
+            labels: labels[half..].to_vec(),
+        },
+    )
+}
+
+#[test]
+fn finetune_from_pretraining_then_evaluate_reproduces_validation_metrics() {
+    let root = std::env::temp_dir().join(format!("cass-ft-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&root);
+    let (train, val) = data(24);
+    let mut pcfg = tiny_pretrain();
+    pcfg.epochs = 1;
+    crate::ssl::cass::pretrain(
+        &pcfg,
+        train.set.clone(),
+        vec![],
+        &root.join("pre"),
+        false,
+        &mut Silent,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    for arch in [Arch::Cnn, Arch::Vit] {
+        let c = cfg(arch, Init::Pretrained(root.join("pre/checkpoint")));
+        let out = finetune(
+            &c,
+            &train,
+            &val,
+            &root.join(arch.name()),
+            &mut Silent,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        assert!(out.history.len() <= 3 && !out.history.is_empty());
+        assert!(out.best_val_loss.is_finite());
+        let again = evaluate(&out.checkpoint, &val, 5, BackendChoice::Cpu).unwrap();
+        assert_eq!(again, out.val_metrics, "{arch:?}");
+        assert_eq!(again.num_samples, 12);
+        let (feats, dim) = embed(
+            &root.join("pre/checkpoint"),
+            Some(arch),
+            val.set.clone(),
+            vec![0, 1, 2],
+            2,
+            BackendChoice::Cpu,
+        )
+        .unwrap();
+        assert_eq!(feats.len(), 3 * dim);
+    }
+    fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn random_init_learns_a_separable_task() {
+    let root = std::env::temp_dir().join(format!("cass-ft-rand-{}", std::process::id()));
+    let (train, val) = data(32);
+    let mut c = cfg(Arch::Cnn, Init::Random);
+    c.max_epochs = 8;
+    c.loss = ClassificationLoss::CrossEntropy;
+    let out = finetune(&c, &train, &val, &root, &mut Silent, &CancelToken::new()).unwrap();
+    assert!(out.val_metrics.accuracy >= 0.75, "{:?}", out.val_metrics);
+    fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn bad_labels_and_empty_class_are_domain_errors() {
+    let (mut train, val) = data(8);
+    let c = cfg(Arch::Cnn, Init::Random);
+    let run = |train: &Labeled| {
+        finetune(
+            &c,
+            train,
+            &val,
+            Path::new("/nonexistent"),
+            &mut Silent,
+            &CancelToken::new(),
+        )
+        .unwrap_err()
+    };
+    train.labels[1] = 5;
+    let err = run(&train);
+    assert_eq!(err.code(), "unknown-label");
+    assert!(err.to_string().contains("train.labels[1]"), "{err}");
+    train.labels = vec![0; train.indices.len()];
+    let err = run(&train);
+    assert_eq!(err.code(), "empty-class");
+    assert!(err.to_string().contains("class 1"), "{err}");
+}
