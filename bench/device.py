@@ -5,6 +5,9 @@ turns that file into the results table and file, exactly as for a local run.
 
     python3 bench/device.py --ours path/to/bench_step --out results.jsonl [--quick]
 
+To compare builds of our side in one session, run it once per build with `--side NAME`, and
+`--no-reference --no-peak` after the first, so PyTorch is timed once per row.
+
 Peak device memory is sampled from `nvidia-smi` (the process's used memory, every 50 ms), the
 same way for both sides, so it includes each runtime's context and caching allocator.
 """
@@ -78,6 +81,10 @@ def main():
     a.add_argument('--towers', action='store_true', help='also time our step with both tower modes')
     a.add_argument('--conv', default='auto', help="our convolution strategy: auto, native or batched")
     a.add_argument('--only', default='', help='comma-separated rows to run, as model:size:batch:what')
+    a.add_argument('--side', default='ours', help='name of our side in the output (e.g. the build)')
+    a.add_argument('--no-reference', action='store_true', help='skip PyTorch (already timed)')
+    a.add_argument('--no-peak', action='store_true', help='skip the matmul peak row')
+    a.add_argument('--extra', default='', help='more arguments for our side, e.g. "--towers parallel"')
     args = a.parse_args()
     ref = [args.python, os.path.join(os.path.dirname(__file__), 'reference.py')]
     smi = subprocess.run(['nvidia-smi', '--query-gpu=name,memory.total,driver_version', '--format=csv,noheader'],
@@ -88,22 +95,24 @@ def main():
             f.write(json.dumps(obj) + '\n')
         print(json.dumps(obj)[:400], flush=True)
 
-    emit({'kind': 'machine', 'gpu': smi, 'cpu_count': os.cpu_count(), 'device': 'cuda'})
-    mm = ['--what', 'matmul', '--n', '8192', '--steps', '5', '--warmup', '2', '--device', 'cuda']
-    emit({'kind': 'peak', 'ours': run([args.ours, *mm], args.timeout), 'torch': run([*ref, *mm], args.timeout)})
+    emit({'kind': 'machine', 'gpu': smi, 'cpu_count': os.cpu_count(), 'device': 'cuda', 'side': args.side})
+    if not args.no_peak:
+        mm = ['--what', 'matmul', '--n', '8192', '--steps', '5', '--warmup', '2', '--device', 'cuda']
+        emit({'kind': 'peak', 'ours': run([args.ours, *mm], args.timeout), 'torch': run([*ref, *mm], args.timeout)})
     only = {r for r in args.only.split(',') if r}
     for row in rows(args.quick):
         if only and f"{row['model']}:{row['size']}:{row['batch']}:{row['what']}" not in only:
             continue
         common = ['--model', row['model'], '--size', str(row['size']), '--batch', str(row['batch']),
                   '--what', row['what'], '--steps', str(row['steps']), '--warmup', '3', '--device', 'cuda']
-        variants = [('ours', ['--conv', args.conv])]
+        variants = [(args.side, ['--conv', args.conv, *args.extra.split()])]
         if args.towers and row['what'] == 'step' and row['model'] == 'paper':
-            variants = [('ours', ['--conv', args.conv, '--towers', 'serial']),
-                        ('ours-parallel-towers', ['--conv', args.conv, '--towers', 'parallel'])]
+            variants = [(args.side, ['--conv', args.conv, '--towers', 'serial']),
+                        (args.side + '-parallel-towers', ['--conv', args.conv, '--towers', 'parallel'])]
         for name, extra in variants:
             emit({'kind': 'row', 'row': row, 'side': name, 'result': run([args.ours, *common, *extra], args.timeout)})
-        emit({'kind': 'row', 'row': row, 'side': 'torch', 'result': run([*ref, *common], args.timeout)})
+        if not args.no_reference:
+            emit({'kind': 'row', 'row': row, 'side': 'torch', 'result': run([*ref, *common], args.timeout)})
 
 
 if __name__ == '__main__':

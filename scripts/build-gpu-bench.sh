@@ -10,8 +10,16 @@
 # compiled against glibc 2.38+, whose C23 `__isoc23_strto*`/`sscanf` entry points bookworm's
 # glibc 2.36 lacks, so a few lines of C forward them to the classic functions.
 #
-#   scripts/build-gpu-bench.sh        # then: ls -l .device/
+#   scripts/build-gpu-bench.sh                      # kernels through LLVM; then: ls -l .device/
+#   scripts/build-gpu-bench.sh cuda-cpp,gpu-tuned    # NVRTC (CUDA C++), autotune + fusion
+#
+# Writes .device/<features, joined by +>/bench_step.xz (the benchmark, with `--what parity` for the forward-parity
+# check): xz because one build is about 160 MB (LLVM is linked in) and a GPU call carries 64 MiB.
 set -euo pipefail
+feature=${1:-cuda}
+for f in ${feature//,/ }; do
+  case "$f" in cuda|cuda-cpp|gpu-tuned) ;; *) echo "features are cuda, cuda-cpp, gpu-tuned; not $f" >&2; exit 2 ;; esac
+done
 [ -e /usr/lib/x86_64-linux-gnu/libzstd.so ] || { echo "needs libzstd-dev: apt-get install -y libzstd-dev" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
@@ -75,7 +83,9 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 # and this halves the build on small machines.
 CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
   RUSTFLAGS="-C link-arg=$work/compat.o" \
-  cargo build --release -p cass-core --features cuda --example bench_step --target "$host"
-mkdir -p "$root/.device"
-cp "$target/$host/release/examples/bench_step" "$root/.device/bench_step"
-ls -l "$root/.device/bench_step"
+  cargo build --release -p cass-core --features "cuda,$feature" --example bench_step --target "$host"
+dir=$root/.device/${feature//,/+}
+mkdir -p "$dir"
+rm -f "$dir/"*
+xz -T0 -9 -c "$target/$host/release/examples/bench_step" >"$dir/bench_step.xz"
+ls -l "$dir"

@@ -5,7 +5,8 @@
 //!
 //! cargo run --example bench_step -- --model cpu-small --size 32 --batch 16 --steps 20 --warmup 3 --what step
 //!
-//! `--what` is `step`, `fwd-cnn`, `fwd-vit`, `matmul` (machine peak) or `breakdown` (median time
+//! `--what` is `step`, `fwd-cnn`, `fwd-vit`, `matmul` (machine peak), `parity` (forward parity
+//! against timm fixtures, `--fixture BASE`) or `breakdown` (median time
 //! of each phase of a step, run one after the other: augmentation, each forward, loss, backward,
 //! each Adam update). `--towers serial|parallel` overrides the engine's default of running the two
 //! networks of a step on two threads on the CPU and on one thread on a GPU.
@@ -15,7 +16,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use cass_core::BackendChoice;
-use cass_core::device::resolve;
+use cass_core::device::{Precision, resolve_with};
 use cass_core::flops::{resnet_forward, vit_forward};
 use cass_core::models::conv::{ConvStrategy, set_conv_strategy};
 use cass_core::models::{BlockKind, ResNetConfig, VitConfig};
@@ -89,8 +90,21 @@ fn main() {
         .expect("--head");
     let backend: BackendChoice =
         serde_json::from_str(&format!("\"{}\"", arg(&args, "--device", "cpu"))).expect("--device");
-    let device = resolve(backend).expect("device");
+    // `--precision bf16`: every float tensor in bfloat16 (GPU backends only).
+    let precision: Precision =
+        serde_json::from_str(&format!("\"{}\"", arg(&args, "--precision", "f32"))).expect("--precision");
+    let device = resolve_with(backend, precision).expect("device");
 
+    if what == "parity" {
+        // Forward parity against timm on this device: `--fixture BASE` (see `parity_check`).
+        let base = std::path::PathBuf::from(arg(&args, "--fixture", ""));
+        let (logits, features) = cass_core::weights::parity_errors(&base, &device).expect("parity files");
+        println!(
+            "{}",
+            serde_json::json!({ "what": "parity", "fixture": base, "precision": precision, "logits_rel_err": logits, "features_rel_err": features })
+        );
+        return;
+    }
     if what == "matmul" {
         // Machine peak estimate: a square f32 matmul, best of a few (`--n`, default 1024).
         let n: usize = arg(&args, "--n", "1024").parse().expect("--n");
@@ -244,6 +258,9 @@ fn main() {
             }
             other => panic!("unknown --what {other}"),
         }
+        // Each step's time on stderr as it happens: a GPU run that autotunes and compiles kernels
+        // in its first steps shows where its time went even when it is stopped.
+        eprintln!("step {i}: {:.3} s", t.elapsed().as_secs_f64());
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64());
         }
@@ -261,7 +278,7 @@ fn main() {
             "towers": if trainer.parallel_towers { "parallel" } else { "serial" },
             "conv": arg(&args, "--conv", "auto"),
             "what": what, "model": model, "size": size, "batch": batch, "steps": steps,
-            "views": views, "guard": guard,
+            "views": views, "guard": guard, "precision": precision,
             "sec": { "min": min, "median": med, "max": max },
             "images_per_sec": batch as f64 / med,
             "flops_per_iter": fwd,

@@ -2,38 +2,23 @@
 //! (`<base>.json`, `<base>.safetensors`, `<base>.io.safetensors`). Prints one JSON object with
 //! the largest differences relative to the largest reference value.
 //!
-//! cargo run --example parity_check -- /tmp/dir/resnet50
+//! cargo run --example parity_check -- /tmp/dir/resnet50 [cpu|cuda|wgpu]
+//!
+//! The optional device checks a GPU build (its fused, autotuned kernels) against the same files
+//! (`bench_step --what parity --fixture BASE` does the same inside the GPU benchmark binary).
 
 use std::path::PathBuf;
 
-use burn::prelude::*;
-use burn::tensor::TensorData;
-use cass_core::weights::{ParityModel, read_tensors};
+use cass_core::BackendChoice;
+use cass_core::device::resolve;
+use cass_core::weights::parity_errors;
 
 fn main() {
-    let base = PathBuf::from(std::env::args().nth(1).expect("usage: parity_check <base path>"));
-    let with = |ext: &str| PathBuf::from(format!("{}{ext}", base.display()));
-    let device = Device::flex();
-    let net = ParityModel::read(&with(".json"))
-        .expect("model description")
-        .load(&with(".safetensors"), &device)
-        .expect("weights");
-    let io = read_tensors(&with(".io.safetensors")).expect("io");
-    let x = Tensor::<4>::from_data(
-        TensorData::new(io["input"].data.clone(), io["input"].shape.clone()),
-        &device,
-    );
-    let net = net.valid();
-    let rel = |ours: Tensor<2>, reference: &[f32]| {
-        let ours = ours.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32");
-        let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
-        ours.iter()
-            .zip(reference)
-            .fold(0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()))
-            / scale
-    };
-    let logits = rel(net.forward(x.clone()), &io["logits"].data);
-    let features = rel(net.forward_features(x), &io["features"].data);
+    let base = PathBuf::from(std::env::args().nth(1).expect("usage: parity_check <base path> [device]"));
+    let choice: BackendChoice =
+        serde_json::from_str(&format!("\"{}\"", std::env::args().nth(2).as_deref().unwrap_or("cpu"))).expect("device");
+    let device = resolve(choice).expect("device");
+    let (logits, features) = parity_errors(&base, &device).expect("parity files");
     println!(
         "{}",
         serde_json::json!({ "logits_rel_err": logits, "features_rel_err": features, "within_1e-4": logits <= 1e-4 && features <= 1e-4 })

@@ -1,6 +1,7 @@
 //! Run-time choice of compute backend.
 
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CassError;
@@ -18,6 +19,17 @@ pub enum BackendChoice {
     Wgpu,
     /// The first GPU backend built and working, else the CPU.
     Auto,
+}
+
+/// Floating-point precision of a job's tensors (parameters, activations and gradients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats (the GPU backends' matrix products may still use TF32 tensor cores).
+    #[default]
+    F32,
+    /// bfloat16 everywhere, on GPU backends only.
+    Bf16,
 }
 
 /// Backends compiled into this build.
@@ -65,6 +77,42 @@ fn missing(name: &str) -> CassError {
     }
 }
 
+/// Resolves a choice to a plain (non-autodiff) device whose float tensors have `precision`.
+/// The precision is set before the probe: burn fixes a device's default types at its first tensor.
+pub fn resolve_with(choice: BackendChoice, precision: Precision) -> Result<Device, CassError> {
+    if precision == Precision::F32 {
+        return resolve(choice);
+    }
+    let needs_gpu = || CassError::Backend {
+        message: format!(
+            "precision {precision:?} needs an explicit GPU backend (cuda or wgpu), not {choice:?}: the CPU backend computes in f32"
+        ),
+    };
+    let mut device: Device = match choice {
+        BackendChoice::Cpu | BackendChoice::Auto => Err(needs_gpu()),
+        BackendChoice::Cuda => {
+            #[cfg(feature = "cuda")]
+            let d = Ok(Device::cuda(0));
+            #[cfg(not(feature = "cuda"))]
+            let d = Err(missing("cuda"));
+            d
+        }
+        BackendChoice::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            let d = Ok(Device::wgpu(Default::default()));
+            #[cfg(not(feature = "wgpu"))]
+            let d = Err(missing("wgpu"));
+            d
+        }
+    }?;
+    device.configure(FloatDType::BF16).map_err(|e| CassError::Backend {
+        message: format!("cannot set bf16 on {choice:?}: {e:?}"),
+    })?;
+    probe(device).map_err(|e| CassError::Backend {
+        message: format!("{choice:?} with bf16 failed: {e}"),
+    })
+}
+
 /// Resolves a choice to a plain (non-autodiff) device.
 pub fn resolve(choice: BackendChoice) -> Result<Device, CassError> {
     match choice {
@@ -97,5 +145,24 @@ pub fn resolve(choice: BackendChoice) -> Result<Device, CassError> {
             }
             Ok(Device::flex())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_needs_an_explicit_gpu_backend() {
+        for choice in [BackendChoice::Cpu, BackendChoice::Auto] {
+            let e = resolve_with(choice, Precision::Bf16).unwrap_err().to_string();
+            assert!(e.contains("needs an explicit GPU backend"), "{e}");
+        }
+        if !cfg!(feature = "cuda") {
+            let e = resolve_with(BackendChoice::Cuda, Precision::Bf16).unwrap_err().to_string();
+            assert!(e.contains("not in this build"), "{e}");
+        }
+        // f32 is the plain resolution.
+        assert_eq!(resolve_with(BackendChoice::Cpu, Precision::F32).unwrap(), Device::flex());
     }
 }
