@@ -36,6 +36,34 @@ export interface BindingLabeled {
   labels: Array<number>
 }
 
+/** What a checkpoint folder holds. */
+export interface CheckpointInfo {
+  /**
+   * The folder holding `state.json` and the weights (`out/checkpoint`, `out/best` or the
+   * folder given).
+   */
+  dir: string
+  /** `pretrain` (both networks, resumable) or `finetune` (one network and its classifier). */
+  kind: string
+  /** The method that wrote it (`state.json`'s kind, e.g. `cass-pretrain`). */
+  method: string
+  /** Input side the networks were trained at. */
+  imageSize: number
+  /** The networks it holds: `cnn`, `vit`. */
+  networks: Array<string>
+  /** Pre-training: steps done, and whether the run completed. */
+  step?: number
+  completed?: boolean
+  /** Fine-tuning: the epoch whose weights were kept. */
+  bestEpoch?: number
+}
+
+/**
+ * Finds the checkpoint in `path` (an output folder of pre-training or fine-tuning, or the
+ * checkpoint folder itself) and says what it holds.
+ */
+export declare function inspectCheckpoint(path: string): CheckpointInfo
+
 /**
  * Embeds images with a checkpoint's network (`arch` picks the network of a pre-training
  * checkpoint). Resolves to JSON `{ dim, count, features }` (row-major).

@@ -837,6 +837,7 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.BindingCancelToken = nativeBinding.BindingCancelToken
 module.exports.availableBackends = nativeBinding.availableBackends
+module.exports.inspectCheckpoint = nativeBinding.inspectCheckpoint
 module.exports.startEmbed = nativeBinding.startEmbed
 module.exports.startEvaluate = nativeBinding.startEvaluate
 module.exports.startExport = nativeBinding.startExport

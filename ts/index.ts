@@ -442,7 +442,14 @@ export async function embed(options: EmbedOptions): Promise<Embeddings> {
   const indices = checkIndices(options.indices, 'indices')
   const batchSize = checkBatchSize(options.batchSize)
   try {
-    const json = await native().startEmbed(path.resolve(options.checkpoint), options.arch, images, indices, batchSize, options.device)
+    const json = await native().startEmbed(
+      path.resolve(options.checkpoint),
+      options.arch,
+      images,
+      indices,
+      batchSize,
+      options.device,
+    )
     const out = JSON.parse(json) as { dim: number; count: number; features: number[] }
     return { dim: out.dim, count: out.count, features: Float32Array.from(out.features) }
   } catch (e) {

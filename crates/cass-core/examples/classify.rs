@@ -11,9 +11,9 @@ use std::sync::Arc;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use cass_core::augment::{self, AugmentConfig};
+use cass_core::data::upload;
 use cass_core::data::{ImageSet, assemble};
 use cass_core::models::ResNetConfig;
-use cass_core::data::upload;
 use cass_core::weights::{apply_declared_variant, load_timm, read_metadata};
 
 fn main() {

@@ -14,7 +14,11 @@ use cass_core::device::resolve;
 use cass_core::weights::parity_errors;
 
 fn main() {
-    let base = PathBuf::from(std::env::args().nth(1).expect("usage: parity_check <base path> [device]"));
+    let base = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .expect("usage: parity_check <base path> [device]"),
+    );
     let choice: BackendChoice =
         serde_json::from_str(&format!("\"{}\"", std::env::args().nth(2).as_deref().unwrap_or("cpu"))).expect("device");
     let device = resolve(choice).expect("device");

@@ -159,10 +159,15 @@ mod tests {
             assert!(e.contains("needs an explicit GPU backend"), "{e}");
         }
         if !cfg!(feature = "cuda") {
-            let e = resolve_with(BackendChoice::Cuda, Precision::Bf16).unwrap_err().to_string();
+            let e = resolve_with(BackendChoice::Cuda, Precision::Bf16)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("not in this build"), "{e}");
         }
         // f32 is the plain resolution.
-        assert_eq!(resolve_with(BackendChoice::Cpu, Precision::F32).unwrap(), Device::flex());
+        assert_eq!(
+            resolve_with(BackendChoice::Cpu, Precision::F32).unwrap(),
+            Device::flex()
+        );
     }
 }

@@ -177,4 +177,3 @@ pub fn embed(
     }
     Ok((out, dim))
 }
-

@@ -26,6 +26,6 @@ pub(crate) mod testing;
 pub use device::{BackendChoice, available_backends};
 pub use error::CassError;
 pub use events::{CancelToken, Event, Observer, Silent};
-pub use ssl::cass::{PretrainConfig, PretrainOutcome, Status, pretrain};
 pub use inference::{embed, evaluate, export};
+pub use ssl::cass::{PretrainConfig, PretrainOutcome, Status, pretrain};
 pub use train::finetune::{FinetuneConfig, FinetuneOutcome, Init, Labeled, finetune};

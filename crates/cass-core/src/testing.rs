@@ -10,8 +10,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::augment::AugmentConfig;
-use crate::params::ParamNamer;
 use crate::models::{BlockKind, ResNetConfig, VitConfig};
+use crate::params::ParamNamer;
 use crate::ssl::cass::PretrainConfig;
 use crate::train::schedule::Schedule;
 

@@ -284,14 +284,24 @@ mod tests;
 pub fn parity_errors(base: &Path, device: &burn::prelude::Device) -> Result<(f64, f64), CassError> {
     use burn::prelude::*;
     let with = |ext: &str| std::path::PathBuf::from(format!("{}{ext}", base.display()));
-    let net = ParityModel::read(&with(".json"))?.load(&with(".safetensors"), device)?.valid();
+    let net = ParityModel::read(&with(".json"))?
+        .load(&with(".safetensors"), device)?
+        .valid();
     let io = read_tensors(&with(".io.safetensors"))?;
     let field = |name: &str| {
-        io.get(name)
-            .ok_or_else(|| CassError::data("bad-weights", format!("no `{name}` tensor"), Some(&with(".io.safetensors"))))
+        io.get(name).ok_or_else(|| {
+            CassError::data(
+                "bad-weights",
+                format!("no `{name}` tensor"),
+                Some(&with(".io.safetensors")),
+            )
+        })
     };
     let input = field("input")?;
-    let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(input.data.clone(), input.shape.clone()), device);
+    let x = Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(input.data.clone(), input.shape.clone()),
+        device,
+    );
     let rel = |ours: Tensor<2>, reference: &[f32]| {
         let ours = ours.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32");
         let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs() as f64));

@@ -60,7 +60,11 @@ impl Checkpoint {
         let state_path = dir.join("state.json");
         let v = read_json(&state_path)?;
         let bad = |what: &str| CassError::data("bad-checkpoint", format!("state.json {what}"), Some(&state_path));
-        let method = v.get("kind").and_then(|k| k.as_str()).ok_or_else(|| bad("has no kind"))?.to_string();
+        let method = v
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .ok_or_else(|| bad("has no kind"))?
+            .to_string();
         let config = v.get("config").ok_or_else(|| bad("has no config"))?;
         let size = |c: &serde_json::Value| c.get("image_size").and_then(|s| s.as_u64());
         let image_size = size(config).ok_or_else(|| bad("has no config.image_size"))? as usize;
@@ -79,7 +83,10 @@ impl Checkpoint {
                 .filter(|(_, p)| p.is_file())
                 .collect(),
             CheckpointKind::Finetune => {
-                let arch = config.get("arch").and_then(|a| a.as_str()).ok_or_else(|| bad("has no config.arch"))?;
+                let arch = config
+                    .get("arch")
+                    .and_then(|a| a.as_str())
+                    .ok_or_else(|| bad("has no config.arch"))?;
                 vec![(arch.to_string(), dir.join("model.safetensors"))]
             }
         };
@@ -135,7 +142,10 @@ mod tests {
         assert_eq!((c.image_size, c.step, c.completed), (32, Some(7), Some(false)));
         assert_eq!(c.dir, pre.join("checkpoint"));
         // Only the networks whose weights are there.
-        assert_eq!(c.networks, vec![("cnn".to_string(), pre.join("checkpoint/cnn.safetensors"))]);
+        assert_eq!(
+            c.networks,
+            vec![("cnn".to_string(), pre.join("checkpoint/cnn.safetensors"))]
+        );
         // The checkpoint folder itself opens the same.
         assert_eq!(Checkpoint::open(&pre.join("checkpoint")).unwrap().dir, c.dir);
 
@@ -145,7 +155,10 @@ mod tests {
             r#"{"kind":"cass-finetune","config":{"image_size":16,"arch":"vit"},"best_epoch":2}"#,
         );
         let c = Checkpoint::open(&ft).unwrap();
-        assert_eq!((c.kind, c.image_size, c.best_epoch, c.step), (CheckpointKind::Finetune, 16, Some(2), None));
+        assert_eq!(
+            (c.kind, c.image_size, c.best_epoch, c.step),
+            (CheckpointKind::Finetune, 16, Some(2), None)
+        );
         assert_eq!(c.networks[0].0, "vit");
 
         let e = Checkpoint::open(&root.join("nothing")).unwrap_err();
@@ -154,7 +167,10 @@ mod tests {
         let e = Checkpoint::open(&root.join("odd")).unwrap_err();
         assert!(e.to_string().contains("unknown kind"), "{e}");
         write(&root.join("torn"), r#"{"kind":"cass-pretrain""#);
-        assert_eq!(Checkpoint::open(&root.join("torn")).unwrap_err().code(), "bad-checkpoint");
+        assert_eq!(
+            Checkpoint::open(&root.join("torn")).unwrap_err().code(),
+            "bad-checkpoint"
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -242,4 +242,3 @@ pub fn load_weights<M: Module>(module: M, path: &Path, ignore: &HashSet<String>)
     let tensors = read_safetensors(path)?;
     load_module_tensors(module, &tensors, ignore, path)
 }
-

@@ -26,10 +26,10 @@ use crate::data::ImageSet;
 use crate::device::BackendChoice;
 use crate::error::CassError;
 use crate::events::{CancelToken, Observer};
-pub use crate::train::run::Status;
-use crate::train::run::StepReport;
 use crate::models::{ResNet, ResNetConfig, Vit, VitConfig, init_seeded};
 use crate::train::adam::{Adam, AdamConfig};
+pub use crate::train::run::Status;
+use crate::train::run::{StepReport, step_seed};
 use crate::train::schedule::Schedule;
 use crate::weights::{apply_declared_variant, head_names, load_timm, load_timm_vit};
 

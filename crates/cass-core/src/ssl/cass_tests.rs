@@ -5,9 +5,9 @@ use burn::module::Module;
 use std::fs;
 
 use super::*;
-use crate::data::upload;
 use crate::checkpoint::{load_module_tensors, module_tensors};
-use crate::events::Silent;
+use crate::data::upload;
+use crate::events::{Event, Silent};
 use crate::loss::{cass_loss, covariance_penalty, variance_hinge};
 use crate::testing::{device, grads_by_name, rand_tensor, scalar, synthetic_images, tiny_pretrain};
 

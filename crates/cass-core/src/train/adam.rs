@@ -153,9 +153,9 @@ impl Adam {
         let mut state = BTreeMap::new();
         for (key, t) in &tensors {
             if let Some(name) = key.strip_prefix("exp_avg.") {
-                let sq = tensors
-                    .get(&format!("exp_avg_sq.{name}"))
-                    .ok_or_else(|| CassError::data("bad-checkpoint", format!("exp_avg_sq.{name} missing"), Some(path)))?;
+                let sq = tensors.get(&format!("exp_avg_sq.{name}")).ok_or_else(|| {
+                    CassError::data("bad-checkpoint", format!("exp_avg_sq.{name} missing"), Some(path))
+                })?;
                 let mk =
                     |h: &HostTensor| Tensor::<1>::from_data(TensorData::new(h.data.clone(), [h.data.len()]), device);
                 state.insert(

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::{self, AugmentConfig};
 use crate::checkpoint::{self, Checkpoint};
-use crate::data::{HostBatch, ImageSet, batch_positions, upload};
+use crate::data::{HostBatch, ImageSet, upload};
 use crate::device::{BackendChoice, resolve};
 use crate::error::CassError;
 use crate::events::{CancelToken, Observer};
@@ -226,13 +226,27 @@ impl Learner for FinetuneLearner<'_> {
         }
     }
 
-    fn end_epoch(&mut self, epoch: u64, mean_loss: f64, _full: bool, at: &Progress) -> Result<EpochEnd, CassError> {
+    fn end_epoch(&mut self, epoch: u64, train_loss: f64, _full: bool, _at: &Progress) -> Result<EpochEnd, CassError> {
         let cfg = self.cfg;
-        let (logits, targets) = predict(&self.net, self.val, cfg.image_size, cfg.batch_size, &self.augment, &self.device);
-        let val_loss = mean_loss(&cfg.loss, &logits, &targets, &self.weights, cfg.num_classes, &self.device);
+        let (logits, targets) = predict(
+            &self.net,
+            self.val,
+            cfg.image_size,
+            cfg.batch_size,
+            &self.augment,
+            &self.device,
+        );
+        let val_loss = mean_loss(
+            &cfg.loss,
+            &logits,
+            &targets,
+            &self.weights,
+            cfg.num_classes,
+            &self.device,
+        );
         self.history.push(EpochRecord {
             epoch,
-            train_loss: mean_loss,
+            train_loss,
             val_loss,
         });
         let improved = self.best.as_ref().is_none_or(|(_, b, _)| val_loss < *b);
@@ -262,7 +276,6 @@ impl Learner for FinetuneLearner<'_> {
             self.since_best += 1;
             end.stop = self.since_best >= cfg.patience;
         }
-        let _ = at;
         Ok(end)
     }
 

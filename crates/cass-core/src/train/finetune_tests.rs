@@ -1,8 +1,8 @@
 use std::fs;
 
 use super::*;
-use crate::inference::{embed, evaluate, export, restore};
 use crate::events::Silent;
+use crate::inference::{embed, evaluate};
 use crate::loss::ClassWeighting;
 use crate::testing::{synthetic_images, tiny_pretrain, tiny_resnet, tiny_vit};
 

@@ -190,7 +190,7 @@ pub fn run(
                 step_sec: step_started.elapsed().as_secs_f64(),
                 eta_sec: elapsed / done as f64 * (total - step) as f64,
             });
-            let epoch_end = step % per_epoch == 0;
+            let epoch_end = step.is_multiple_of(per_epoch);
             let mut stop = false;
             if epoch_end {
                 let last = &losses[(step - per_epoch) as usize..];
@@ -220,7 +220,7 @@ pub fn run(
                 }
                 stop = end.stop;
             }
-            let periodic = plan.checkpoint_every.is_some_and(|n| n > 0 && step % n == 0);
+            let periodic = plan.checkpoint_every.is_some_and(|n| n > 0 && step.is_multiple_of(n));
             if (epoch_end || periodic) && step < total && !stop {
                 let at = Progress {
                     step,
@@ -268,7 +268,11 @@ mod tests {
                 .map(|b| (batch.pixels[b * plane] * 255.0).round() as u8)
                 .collect();
             self.batches.push(firsts);
-            let loss = if self.nan_at == Some(step) { f64::NAN } else { step as f64 };
+            let loss = if self.nan_at == Some(step) {
+                f64::NAN
+            } else {
+                step as f64
+            };
             StepReport {
                 loss,
                 parts: vec![],
@@ -336,7 +340,14 @@ mod tests {
         assert_eq!(l.saves, vec![2, 3, 4, 6]);
         assert_eq!(
             &seen[..6],
-            ["step 1 e0", "step 2 e0", "checkpoint 2", "step 3 e0", "epoch 0 mean 1", "warning epoch 0"]
+            [
+                "step 1 e0",
+                "step 2 e0",
+                "checkpoint 2",
+                "step 3 e0",
+                "epoch 0 mean 1",
+                "warning epoch 0"
+            ]
         );
         assert_eq!(seen.last().unwrap(), "step 7 e2");
         // Each epoch is a permutation: 9 distinct images of the 10, seeded by (seed, epoch).
@@ -373,9 +384,14 @@ mod tests {
             stop_after_epoch: Some(0),
             ..Default::default()
         };
-        let end = events(&plan(9, None), &mut l, 0, vec![], &CancelToken::new()).0.unwrap();
+        let end = events(&plan(9, None), &mut l, 0, vec![], &CancelToken::new())
+            .0
+            .unwrap();
         assert_eq!((end.status, end.step), (Status::Completed, 3));
-        assert!(l.saves.is_empty(), "a stopping run leaves the final checkpoint to its caller");
+        assert!(
+            l.saves.is_empty(),
+            "a stopping run leaves the final checkpoint to its caller"
+        );
 
         let cancel = CancelToken::new();
         cancel.cancel();
@@ -387,7 +403,10 @@ mod tests {
             nan_at: Some(4),
             ..Default::default()
         };
-        let e = events(&plan(9, None), &mut l, 0, vec![], &CancelToken::new()).0.err().unwrap();
+        let e = events(&plan(9, None), &mut l, 0, vec![], &CancelToken::new())
+            .0
+            .err()
+            .unwrap();
         assert_eq!(e.code(), "non-finite-loss");
         assert!(e.to_string().contains("probe loss became NaN"), "{e}");
     }
