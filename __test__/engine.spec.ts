@@ -8,10 +8,12 @@ import {
   DataError,
   type ProgressEvent,
   type StepEvent,
+  CassError,
   availableBackends,
   embed,
   evaluate,
   finetune,
+  inspectCheckpoint,
   pretrain,
 } from '../ts/index.js'
 import { stripes, tempDir, tinyPretrain } from './helpers.js'
@@ -50,6 +52,20 @@ test('pretrain runs, reports progress, lowers the loss and writes a checkpoint',
   t.is(state.step, 24)
   t.true(state.completed)
   t.is(state.config.batch_size, 4)
+  // The engine finds the checkpoint from the output folder or from the checkpoint folder.
+  for (const dir of [outDir, result.checkpoint]) {
+    const info = inspectCheckpoint(dir)
+    t.is(info.kind, 'pretrain')
+    t.is(info.method, 'cass-pretrain')
+    t.is(info.dir, path.resolve(result.checkpoint))
+    t.is(info.imageSize, 16)
+    t.deepEqual(info.networks, ['cnn', 'vit'])
+    t.is(info.step, 24)
+    t.true(info.completed)
+  }
+  const none = t.throws(() => inspectCheckpoint(path.join(outDir, 'nothing-here')))
+  t.true(none instanceof CassError, String(none))
+  t.is((none as CassError).code, 'no-checkpoint')
   rmSync(outDir, { recursive: true })
 })
 
