@@ -19,6 +19,16 @@ export declare class BindingCancelToken {
 /** Compute backends compiled into this addon (`cpu` always; `cuda`, `wgpu` by cargo feature). */
 export declare function availableBackends(): Array<string>
 
+/** A progress event of a running job, `type` names which. */
+export type BindingEvent =
+  | { type: 'step'; step: number; totalSteps: number; epoch: number; loss: number; /** Named parts of the loss and diagnostics, e.g. `["cass", 1.2]`, `["cnn_spread", 0.9]`. */
+    parts: Array<[string, number]>; lr: number; /** Mean images per second since the job (or resume) started. */
+    imagesPerSec: number; /** Wall time of this step, data wait included. */
+  stepSec: number; etaSec: number }
+  | { type: 'epoch'; epoch: number; meanLoss: number; valLoss?: number; best: boolean }
+  | { type: 'checkpoint'; path: string; step: number }
+  | { type: 'warning'; code: string; message: string; step: number }
+
 /** Decoded images for the engine: either in memory, or a dataset cache file. */
 export interface BindingImages {
   /** `count * height * width * 3` bytes, RGB, row-major (in-memory source). */
@@ -58,20 +68,87 @@ export interface CheckpointInfo {
   bestEpoch?: number
 }
 
+/** Pooled embeddings of images. */
+export interface Embeddings {
+  dim: number
+  count: number
+  /** Row-major `[count, dim]`. */
+  features: Float32Array
+}
+
+/** One epoch of a fine-tuning's history. */
+export interface EpochRecord {
+  epoch: number
+  trainLoss: number
+  valLoss: number
+}
+
+/** How a fine-tuning ended. */
+export interface FinetuneOutcome {
+  /** `completed` or `cancelled`. */
+  status: string
+  bestEpoch: number
+  bestValLoss: number
+  /** Metrics of the best-validation weights on the validation samples. */
+  valMetrics: Metrics
+  history: Array<EpochRecord>
+  /** The best checkpoint's folder (`<outDir>/best`). */
+  checkpoint: string
+}
+
 /**
  * Finds the checkpoint in `path` (an output folder of pre-training or fine-tuning, or the
  * checkpoint folder itself) and says what it holds.
  */
 export declare function inspectCheckpoint(path: string): CheckpointInfo
 
+/** Every metric the CASS spec lists. */
+export interface Metrics {
+  numSamples: number
+  accuracy: number
+  /** Mean per-class recall. */
+  balancedAccuracy: number
+  macroF1: number
+  /** The authors' metric: micro-F1 over (sample, class) pairs with sigmoid(logit) > 0.5. */
+  microF1Sigmoid05: number
+  /** Absent when no class has both positives and negatives. */
+  macroAuroc?: number
+  /** `null` for a class without both positives and negatives. */
+  aurocPerClass: Array<number | undefined | null>
+  perClass: Array<PerClassMetrics>
+  /** `confusion[true][predicted]`. */
+  confusion: Array<Array<number>>
+}
+
+/** Precision, recall and F1 of one class. */
+export interface PerClassMetrics {
+  precision: number
+  recall: number
+  f1: number
+  support: number
+}
+
+/** How a pre-training ended. */
+export interface PretrainOutcome {
+  /** `completed` or `cancelled` (a cancelled run leaves a resumable checkpoint). */
+  status: string
+  steps: number
+  totalSteps: number
+  /** The checkpoint folder (`<outDir>/checkpoint`). */
+  checkpoint: string
+  /** Loss of every step of the run (those before a resume included). */
+  losses: Array<number>
+  epochMeanLosses: Array<number>
+}
+
 /**
  * Embeds images with a checkpoint's network (`arch` picks the network of a pre-training
- * checkpoint). Resolves to JSON `{ dim, count, features }` (row-major).
+ * checkpoint).
  */
-export declare function startEmbed(checkpoint: string, arch: string | undefined | null, images: BindingImages, indices: Array<number> | undefined | null, batchSize: number, device?: string | undefined | null): Promise<string>
+export declare function startEmbed(checkpoint: string, arch: string | undefined | null, images: BindingImages, indices: Array<number> | undefined | null, batchSize: number, device?: string | undefined | null): Promise<Embeddings>
 
-/** Evaluates a fine-tuned checkpoint directory on labelled data. Resolves to the JSON metrics. */
-export declare function startEvaluate(checkpoint: string, images: BindingImages, data: BindingLabeled, batchSize: number, device?: string | undefined | null): Promise<string>
+/** Evaluates a fine-tuned checkpoint on labelled data. */
+export declare function startEvaluate(checkpoint: string, images: BindingImages, data: BindingLabeled, batchSize: number, device?: string | undefined | null): Promise<Metrics>
 
 /**
  * Exports one network of a checkpoint as timm-compatible safetensors (`arch` picks the
@@ -80,13 +157,13 @@ export declare function startEvaluate(checkpoint: string, images: BindingImages,
 export declare function startExport(checkpoint: string, arch: string | undefined | null, out: string): Promise<string>
 
 /**
- * Starts fine-tuning of one network. Resolves to the JSON outcome (best epoch, validation
- * metrics, history, checkpoint path).
+ * Starts fine-tuning of one network (`config`: the engine's JSON config, see the TypeScript
+ * `toNativeFinetuneConfig`).
  */
-export declare function startFinetune(config: string, images: BindingImages, train: BindingLabeled, val: BindingLabeled, outDir: string, cancel: BindingCancelToken, onEvent?: (((arg: string) => void)) | undefined | null): Promise<string>
+export declare function startFinetune(config: string, images: BindingImages, train: BindingLabeled, val: BindingLabeled, outDir: string, cancel: BindingCancelToken, onEvent?: (((arg: BindingEvent) => void)) | undefined | null): Promise<FinetuneOutcome>
 
 /**
  * Starts CASS pre-training. `config` is the engine's JSON config (see the TypeScript
- * `toNativePretrainConfig`). Resolves to the JSON outcome.
+ * `toNativePretrainConfig`).
  */
-export declare function startPretrain(config: string, images: BindingImages, indices: Array<number> | undefined | null, outDir: string, resume: boolean, cancel: BindingCancelToken, onEvent?: (((arg: string) => void)) | undefined | null): Promise<string>
+export declare function startPretrain(config: string, images: BindingImages, indices: Array<number> | undefined | null, outDir: string, resume: boolean, cancel: BindingCancelToken, onEvent?: (((arg: BindingEvent) => void)) | undefined | null): Promise<PretrainOutcome>

@@ -1,8 +1,11 @@
 import test from 'ava'
 
 import {
+  CassError,
   ConfigError,
+  DataError,
   PRESETS,
+  fromNative,
   merge,
   parseFinetuneConfig,
   parsePretrainConfig,
@@ -111,4 +114,17 @@ test('fine-tuning losses: the authors focal form and RetinaNet alpha-balanced fo
   t.deepEqual(f.loss, { kind: 'focal-alpha-balanced', alpha: 0.25, gamma: 2 })
   const e = t.throws(() => parseFinetuneConfig({ arch: 'cnn', loss: { kind: 'focal', alpha: 2 } }), { instanceOf: ConfigError })
   t.is(e.field, 'loss.alpha')
+})
+
+test('engine errors become typed errors; an engine panic is a plain Error, not a data problem', (t) => {
+  const native = (shape: object) => new Error(JSON.stringify(shape))
+  const config = fromNative(native({ kind: 'config', field: 'batch_size', message: 'too small' }))
+  t.true(config instanceof ConfigError)
+  const data = fromNative(native({ kind: 'data', code: 'bad-cache', message: 'torn', path: '/x' }))
+  t.true(data instanceof DataError)
+  t.is((data as DataError).code, 'bad-cache')
+  const panic = fromNative(native({ kind: 'internal', code: 'internal', message: 'the engine panicked: x' }))
+  t.false(panic instanceof CassError)
+  t.true(panic instanceof Error)
+  t.is(panic.message, 'the engine panicked: x')
 })

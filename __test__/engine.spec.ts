@@ -193,9 +193,22 @@ test('finetune from pre-training, then evaluate and embed', async (t) => {
   }
   const again = await evaluate({ checkpoint: path.join(root, 'ft'), images, data: val })
   t.deepEqual(again, ft.valMetrics)
+  t.true(ft.valMetrics.aurocPerClass.every((a) => typeof a === 'number'))
+  t.is(typeof ft.valMetrics.macroAuroc, 'number')
+  // Samples of one class only: no class has both positives and negatives, so no AUROC, which the
+  // Metrics type gives as null (the binding leaves absent values out).
+  const zeros = val.indices.filter((_, k) => val.labels[k] === 0)
+  const oneClass = await evaluate({
+    checkpoint: path.join(root, 'ft'),
+    images,
+    data: { indices: zeros, labels: zeros.map(() => 0) },
+  })
+  t.deepEqual(oneClass.aurocPerClass, [null, null])
+  t.is(oneClass.macroAuroc, null)
   const emb = await embed({ checkpoint: path.join(root, 'pre'), arch: 'vit', images, indices: [0, 1, 2] })
   t.is(emb.dim, 16)
   t.is(emb.count, 3)
+  t.true(emb.features instanceof Float32Array)
   t.is(emb.features.length, 48)
   t.true(emb.features.every(Number.isFinite))
   // Inference batch sizes are whole and positive (0 and 1.5 used to be accepted).

@@ -83,6 +83,9 @@ export function fromNative(err: unknown): Error {
       return new IoError(message, shape.path ?? '')
     case 'backend':
       return new BackendError(message)
+    case 'internal':
+      // An engine panic: a bug, not a problem with the inputs, so no CassError subclass.
+      return new Error(message)
     default:
       return new DataError(message, shape.code ?? 'internal', shape.path ?? undefined, shape.step ?? undefined)
   }

@@ -19,7 +19,10 @@ import {
   toNativeFinetuneConfig,
   toNativePretrainConfig,
 } from './config.js'
+import { toFinetuneResult, toMetrics, toPretrainResult } from './binding.js'
 import { ConfigError, fromNative } from './errors.js'
+import type { Embeddings, FinetuneResult, Metrics, PretrainResult } from './events.js'
+import { Job, type JobOptions, startJob } from './job.js'
 import { native } from './native.js'
 import { weightsReporter } from './progress.js'
 import type { WeightsEvent } from './weights/hub.js'
@@ -27,6 +30,8 @@ import { checkPretrainWeights, pretrainedWeightsWarning, resolvePretrainWeights 
 
 export * from './config.js'
 export * from './errors.js'
+export * from './events.js'
+export { Job, type JobOptions } from './job.js'
 export { type LoadOptions, type LoadedDataset, type SourceFormat, type Split, loadDataset } from './data/dataset.js'
 export { sampleFraction, stratifiedSplit } from './data/splits.js'
 export {
@@ -65,128 +70,6 @@ export type Images = InMemoryImages | CacheImages
 export interface LabelledSamples {
   indices: number[]
   labels: number[]
-}
-
-export interface StepEvent {
-  type: 'step'
-  step: number
-  totalSteps: number
-  epoch: number
-  loss: number
-  /**
-   * Named loss parts: `cass`, `guard` (with a collapse guard), and the output spread of each
-   * network, `cnn_spread` / `vit_spread` (about 1 for spread-out outputs, 0 when collapsed).
-   */
-  parts: [string, number][]
-  lr: number
-  /** Mean images per second since the job (or resume) started. */
-  imagesPerSec: number
-  /** Wall time of this step, data wait included. */
-  stepSec: number
-  etaSec: number
-}
-export interface EpochEvent {
-  type: 'epoch'
-  epoch: number
-  meanLoss: number
-  valLoss: number | null
-  best: boolean
-}
-export interface CheckpointEvent {
-  type: 'checkpoint'
-  path: string
-  step: number
-}
-/** Something to act on; the run goes on. `collapse`: an output spread stayed low for an epoch. */
-export interface WarningEvent {
-  type: 'warning'
-  code: string
-  message: string
-  step: number
-}
-export type ProgressEvent = StepEvent | EpochEvent | CheckpointEvent | WarningEvent
-
-export interface JobOptions {
-  /** Aborting cancels the job at its next step. */
-  signal?: AbortSignal
-  /** Called on the main thread for every progress event. Exceptions thrown here are ignored. */
-  onProgress?: (event: ProgressEvent) => void
-}
-
-/** A running engine job. Awaitable; `cancel()` stops it at the next step. */
-export class Job<T> implements PromiseLike<T> {
-  readonly result: Promise<T>
-  readonly #token: { cancel(): void }
-
-  /** @internal */
-  constructor(token: { cancel(): void }, result: Promise<T>) {
-    this.#token = token
-    this.result = result
-  }
-
-  /** Stops the job at its next step; pre-training then writes a resumable checkpoint. */
-  cancel(): void {
-    this.#token.cancel()
-  }
-
-  then<A = T, B = never>(
-    onFulfilled?: ((value: T) => A | PromiseLike<A>) | null,
-    onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
-  ): Promise<A | B> {
-    return this.result.then(onFulfilled, onRejected)
-  }
-}
-
-export interface PretrainResult {
-  status: 'completed' | 'cancelled'
-  steps: number
-  totalSteps: number
-  /** Directory of the checkpoint (`<outDir>/checkpoint`). */
-  checkpoint: string
-  /** Loss of every step of the run (including steps done before a resume). */
-  losses: number[]
-  epochMeanLosses: number[]
-}
-
-export interface PerClassMetrics {
-  precision: number
-  recall: number
-  f1: number
-  support: number
-}
-
-/** Every metric the CASS spec lists, named as there. */
-export interface Metrics {
-  numSamples: number
-  accuracy: number
-  /** Mean per-class recall. */
-  balancedAccuracy: number
-  macroF1: number
-  /** The authors' metric: micro-F1 over (sample, class) pairs with sigmoid(logit) > 0.5. */
-  microF1Sigmoid05: number
-  macroAuroc: number | null
-  aurocPerClass: (number | null)[]
-  perClass: PerClassMetrics[]
-  /** `confusion[true][predicted]`. */
-  confusion: number[][]
-}
-
-export interface FinetuneResult {
-  status: 'completed' | 'cancelled'
-  bestEpoch: number
-  bestValLoss: number
-  /** Metrics of the best-validation weights on the validation samples. */
-  valMetrics: Metrics
-  history: { epoch: number; trainLoss: number; valLoss: number }[]
-  /** Directory of the best checkpoint (`<outDir>/best`). */
-  checkpoint: string
-}
-
-export interface Embeddings {
-  dim: number
-  count: number
-  /** Row-major `[count, dim]`. */
-  features: Float32Array
 }
 
 function checkImages(images: Images, field = 'images') {
@@ -243,42 +126,6 @@ function checkLabelled(s: LabelledSamples, field: string) {
     )
   }
   return { indices, labels: s.labels }
-}
-
-function startJob<T>(
-  opts: JobOptions,
-  start: (
-    token: InstanceType<ReturnType<typeof native>['BindingCancelToken']>,
-    onEvent: (json: string) => void,
-  ) => Promise<string>,
-): Job<T> {
-  const binding = native()
-  const token = new binding.BindingCancelToken()
-  const onAbort = () => token.cancel()
-  if (opts.signal?.aborted) token.cancel()
-  opts.signal?.addEventListener('abort', onAbort, { once: true })
-  const onEvent = (json: string) => {
-    if (!opts.onProgress) return
-    try {
-      opts.onProgress(JSON.parse(json) as ProgressEvent)
-    } catch {
-      // A throwing progress handler must not take the training job (or the process) down.
-    }
-  }
-  let promise: Promise<string>
-  try {
-    promise = start(token, onEvent)
-  } catch (e) {
-    promise = Promise.reject(e)
-  }
-  const result = promise.then(
-    (json) => JSON.parse(json) as T,
-    (e: unknown) => {
-      throw fromNative(e)
-    },
-  )
-  void result.finally(() => opts.signal?.removeEventListener('abort', onAbort)).catch(() => {})
-  return new Job<T>(token, result)
 }
 
 export interface PretrainOptions extends JobOptions {
@@ -347,17 +194,21 @@ export function pretrain(options: PretrainOptions): Job<PretrainResult> {
       }
     } else process.emitWarning(warning, { code: 'CASS_NO_PRETRAINED_WEIGHTS' })
   }
-  return startJob<PretrainResult>(options, async (token, onEvent) => {
-    const resolved = resuming
-      ? { ...config, cnnWeights: undefined, vitWeights: undefined }
-      : await resolvePretrainWeights(config, {
-          cacheDir: options.cacheDir,
-          signal: options.signal,
-          onProgress: options.onWeightsProgress ?? weightsReporter(),
-        })
-    const json = toNativePretrainConfig(resolved)
-    return native().startPretrain(json, images, indices, outDir, options.resume ?? false, token, onEvent)
-  })
+  return startJob(
+    options,
+    async (token, onEvent) => {
+      const resolved = resuming
+        ? { ...config, cnnWeights: undefined, vitWeights: undefined }
+        : await resolvePretrainWeights(config, {
+            cacheDir: options.cacheDir,
+            signal: options.signal,
+            onProgress: options.onWeightsProgress ?? weightsReporter(),
+          })
+      const json = toNativePretrainConfig(resolved)
+      return native().startPretrain(json, images, indices, outDir, options.resume ?? false, token, onEvent)
+    },
+    toPretrainResult,
+  )
 }
 
 export interface FinetuneOptions extends JobOptions {
@@ -386,8 +237,10 @@ export function finetune(options: FinetuneOptions): Job<FinetuneResult> {
   if (typeof options.outDir !== 'string' || options.outDir === '') {
     throw new ConfigError('invalid argument at `outDir`: expected a directory path', 'outDir', [])
   }
-  return startJob<FinetuneResult>(options, (token, onEvent) =>
-    native().startFinetune(json, images, train, val, path.resolve(options.outDir), token, onEvent),
+  return startJob(
+    options,
+    (token, onEvent) => native().startFinetune(json, images, train, val, path.resolve(options.outDir), token, onEvent),
+    toFinetuneResult,
   )
 }
 
@@ -419,8 +272,7 @@ export async function evaluate(options: EvaluateOptions): Promise<Metrics> {
   const images = checkImages(options.images)
   const batchSize = checkBatchSize(options.batchSize)
   try {
-    const json = await native().startEvaluate(path.resolve(options.checkpoint), images, data, batchSize, options.device)
-    return JSON.parse(json) as Metrics
+    return toMetrics(await native().startEvaluate(path.resolve(options.checkpoint), images, data, batchSize, options.device))
   } catch (e) {
     throw fromNative(e)
   }
@@ -442,16 +294,7 @@ export async function embed(options: EmbedOptions): Promise<Embeddings> {
   const indices = checkIndices(options.indices, 'indices')
   const batchSize = checkBatchSize(options.batchSize)
   try {
-    const json = await native().startEmbed(
-      path.resolve(options.checkpoint),
-      options.arch,
-      images,
-      indices,
-      batchSize,
-      options.device,
-    )
-    const out = JSON.parse(json) as { dim: number; count: number; features: number[] }
-    return { dim: out.dim, count: out.count, features: Float32Array.from(out.features) }
+    return await native().startEmbed(path.resolve(options.checkpoint), options.arch, images, indices, batchSize, options.device)
   } catch (e) {
     throw fromNative(e)
   }

@@ -1,6 +1,9 @@
 //! The N-API door to `cass-core`: every export parses its arguments, starts the core job on a
-//! dedicated thread (never the libuv pool) and settles a Promise when it ends. Progress events
-//! cross as JSON strings through a weak threadsafe function; cancellation through a shared token.
+//! dedicated thread (never the libuv pool) and settles a Promise when it ends. Outcomes, metrics,
+//! progress events and embeddings cross as typed objects (`#[napi(object)]`, a structured enum
+//! for events, a `Float32Array` for embeddings), so the generated `index.d.ts` describes them;
+//! progress goes through a weak threadsafe function, cancellation through a shared token. The
+//! engine configs still cross as JSON, validated by zod on the TypeScript side and by serde here.
 //! No training logic lives here.
 
 use std::path::PathBuf;
@@ -9,13 +12,14 @@ use std::sync::Arc;
 use cass_core::data::ImageSet;
 use cass_core::models::Arch;
 use cass_core::{BackendChoice, CancelToken, CassError, Event, FinetuneConfig, Labeled, PretrainConfig};
+use napi::bindgen_prelude::ToNapiValue;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-// Progress callbacks are `ThreadsafeFunction<String, (), String, Status, false, true>`: one
-// JSON-encoded event per call, callee not handling errors, weak (never keeps Node alive). The
-// type is spelled out at each use because the `.d.ts` generator does not follow aliases.
+// Progress callbacks are `ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>`:
+// one event per call, callee not handling errors, weak (never keeps Node alive). The type is
+// spelled out at each use because the `.d.ts` generator does not follow aliases.
 
 /// Decoded images for the engine: either in memory, or a dataset cache file.
 #[napi(object)]
@@ -98,18 +102,19 @@ fn to_usize(v: Option<Vec<u32>>) -> Vec<usize> {
     v.unwrap_or_default().into_iter().map(|i| i as usize).collect()
 }
 
-/// Runs `job` on its own thread and returns a Promise of its JSON result. Errors reject with a
-/// JSON message; panics are caught and reject too, so the process never crashes.
-fn spawn_job<'env, F>(env: &'env Env, name: &str, job: F) -> Result<PromiseRaw<'env, String>>
+/// Runs `job` on its own thread and returns a Promise of its result. Errors reject with a JSON
+/// message; panics are caught and reject too (code `internal`), so the process never crashes.
+fn spawn_job<'env, T, F>(env: &'env Env, name: &str, job: F) -> Result<PromiseRaw<'env, T>>
 where
-    F: FnOnce() -> std::result::Result<String, CassError> + Send + 'static,
+    T: ToNapiValue + Send + 'static,
+    F: FnOnce() -> std::result::Result<T, CassError> + Send + 'static,
 {
-    let (deferred, promise) = env.create_deferred::<String, _>()?;
+    let (deferred, promise) = env.create_deferred::<T, _>()?;
     std::thread::Builder::new()
         .name(format!("cass-{name}"))
         .spawn(
             move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
-                Ok(Ok(json)) => deferred.resolve(move |_| Ok(json)),
+                Ok(Ok(value)) => deferred.resolve(move |_| Ok(value)),
                 Ok(Err(e)) => deferred.reject(Error::from_reason(error_json(&e))),
                 Err(panic) => {
                     let msg = panic
@@ -117,8 +122,14 @@ where
                         .cloned()
                         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                         .unwrap_or_else(|| "unknown panic".into());
-                    let e = CassError::data("internal", format!("the engine panicked: {msg}"), None);
-                    deferred.reject(Error::from_reason(error_json(&e)))
+                    // A panic is a bug, not a problem with the user's data: it crosses with kind
+                    // `internal` and surfaces as a plain Error.
+                    let json = serde_json::json!({
+                        "kind": "internal",
+                        "code": "internal",
+                        "message": format!("the engine panicked (a bug in cass-ssl, please report it): {msg}"),
+                    });
+                    deferred.reject(Error::from_reason(json.to_string()))
                 }
             },
         )
@@ -126,18 +137,206 @@ where
     Ok(PromiseRaw::new(env.raw(), promise.raw()))
 }
 
-fn forward(events: Option<ThreadsafeFunction<String, (), String, Status, false, true>>) -> impl FnMut(&Event) + Send {
-    move |e: &Event| {
-        if let Some(f) = &events
-            && let Ok(json) = serde_json::to_string(e)
-        {
-            f.call(json, ThreadsafeFunctionCallMode::NonBlocking);
+/// A progress event of a running job, `type` names which.
+#[napi(discriminant = "type", discriminant_case = "lowercase")]
+pub enum BindingEvent {
+    /// One optimisation step finished.
+    Step {
+        step: f64,
+        total_steps: f64,
+        epoch: f64,
+        loss: f64,
+        /// Named parts of the loss and diagnostics, e.g. `["cass", 1.2]`, `["cnn_spread", 0.9]`.
+        parts: Vec<(String, f64)>,
+        lr: f64,
+        /// Mean images per second since the job (or resume) started.
+        images_per_sec: f64,
+        /// Wall time of this step, data wait included.
+        step_sec: f64,
+        eta_sec: f64,
+    },
+    /// An epoch finished (fine-tuning: with its validation loss, and whether it is the best).
+    Epoch {
+        epoch: f64,
+        mean_loss: f64,
+        val_loss: Option<f64>,
+        best: bool,
+    },
+    /// A checkpoint was written.
+    Checkpoint { path: String, step: f64 },
+    /// Something to act on; the run goes on (e.g. `collapse`).
+    Warning { code: String, message: String, step: f64 },
+}
+
+impl From<&Event> for BindingEvent {
+    fn from(e: &Event) -> Self {
+        match e.clone() {
+            Event::Step {
+                step,
+                total_steps,
+                epoch,
+                loss,
+                parts,
+                lr,
+                images_per_sec,
+                step_sec,
+                eta_sec,
+            } => Self::Step {
+                step: step as f64,
+                total_steps: total_steps as f64,
+                epoch: epoch as f64,
+                loss,
+                parts,
+                lr,
+                images_per_sec,
+                step_sec,
+                eta_sec,
+            },
+            Event::Epoch {
+                epoch,
+                mean_loss,
+                val_loss,
+                best,
+            } => Self::Epoch {
+                epoch: epoch as f64,
+                mean_loss,
+                val_loss,
+                best,
+            },
+            Event::Checkpoint { path, step } => Self::Checkpoint {
+                path,
+                step: step as f64,
+            },
+            Event::Warning { code, message, step } => Self::Warning {
+                code,
+                message,
+                step: step as f64,
+            },
         }
     }
 }
 
+fn forward(
+    events: Option<ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>>,
+) -> impl FnMut(&Event) + Send {
+    move |e: &Event| {
+        if let Some(f) = &events {
+            f.call(BindingEvent::from(e), ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+}
+
+/// How a pre-training ended.
+#[napi(object)]
+pub struct PretrainOutcome {
+    /// `completed` or `cancelled` (a cancelled run leaves a resumable checkpoint).
+    pub status: String,
+    pub steps: f64,
+    pub total_steps: f64,
+    /// The checkpoint folder (`<outDir>/checkpoint`).
+    pub checkpoint: String,
+    /// Loss of every step of the run (those before a resume included).
+    pub losses: Vec<f64>,
+    pub epoch_mean_losses: Vec<f64>,
+}
+
+fn status_name(s: cass_core::Status) -> String {
+    match s {
+        cass_core::Status::Completed => "completed".into(),
+        cass_core::Status::Cancelled => "cancelled".into(),
+    }
+}
+
+/// Precision, recall and F1 of one class.
+#[napi(object)]
+pub struct PerClassMetrics {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: u32,
+}
+
+/// Every metric the CASS spec lists.
+#[napi(object)]
+pub struct Metrics {
+    pub num_samples: u32,
+    pub accuracy: f64,
+    /// Mean per-class recall.
+    pub balanced_accuracy: f64,
+    pub macro_f1: f64,
+    /// The authors' metric: micro-F1 over (sample, class) pairs with sigmoid(logit) > 0.5.
+    pub micro_f1_sigmoid05: f64,
+    /// Absent when no class has both positives and negatives.
+    pub macro_auroc: Option<f64>,
+    /// `null` for a class without both positives and negatives.
+    pub auroc_per_class: Vec<Option<f64>>,
+    pub per_class: Vec<PerClassMetrics>,
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<u32>>,
+}
+
+impl From<cass_core::metrics::Metrics> for Metrics {
+    fn from(m: cass_core::metrics::Metrics) -> Self {
+        Self {
+            num_samples: m.num_samples as u32,
+            accuracy: m.accuracy,
+            balanced_accuracy: m.balanced_accuracy,
+            macro_f1: m.macro_f1,
+            micro_f1_sigmoid05: m.micro_f1_sigmoid05,
+            macro_auroc: m.macro_auroc,
+            auroc_per_class: m.auroc_per_class,
+            per_class: m
+                .per_class
+                .into_iter()
+                .map(|c| PerClassMetrics {
+                    precision: c.precision,
+                    recall: c.recall,
+                    f1: c.f1,
+                    support: c.support as u32,
+                })
+                .collect(),
+            confusion: m
+                .confusion
+                .into_iter()
+                .map(|row| row.into_iter().map(|v| v as u32).collect())
+                .collect(),
+        }
+    }
+}
+
+/// One epoch of a fine-tuning's history.
+#[napi(object)]
+pub struct EpochRecord {
+    pub epoch: u32,
+    pub train_loss: f64,
+    pub val_loss: f64,
+}
+
+/// How a fine-tuning ended.
+#[napi(object)]
+pub struct FinetuneOutcome {
+    /// `completed` or `cancelled`.
+    pub status: String,
+    pub best_epoch: u32,
+    pub best_val_loss: f64,
+    /// Metrics of the best-validation weights on the validation samples.
+    pub val_metrics: Metrics,
+    pub history: Vec<EpochRecord>,
+    /// The best checkpoint's folder (`<outDir>/best`).
+    pub checkpoint: String,
+}
+
+/// Pooled embeddings of images.
+#[napi(object)]
+pub struct Embeddings {
+    pub dim: u32,
+    pub count: u32,
+    /// Row-major `[count, dim]`.
+    pub features: Float32Array,
+}
+
 /// Starts CASS pre-training. `config` is the engine's JSON config (see the TypeScript
-/// `toNativePretrainConfig`). Resolves to the JSON outcome.
+/// `toNativePretrainConfig`).
 #[napi]
 pub fn start_pretrain<'env>(
     env: &'env Env,
@@ -147,8 +346,8 @@ pub fn start_pretrain<'env>(
     out_dir: String,
     resume: bool,
     cancel: &BindingCancelToken,
-    on_event: Option<ThreadsafeFunction<String, (), String, Status, false, true>>,
-) -> Result<PromiseRaw<'env, String>> {
+    on_event: Option<ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>>,
+) -> Result<PromiseRaw<'env, PretrainOutcome>> {
     let cfg: PretrainConfig = parse(&config, "config")?;
     let token = cancel.token.clone();
     let indices = to_usize(indices);
@@ -156,7 +355,14 @@ pub fn start_pretrain<'env>(
         let set = open_images(images)?;
         let mut obs = forward(on_event);
         let out = cass_core::pretrain(&cfg, set, indices, &PathBuf::from(out_dir), resume, &mut obs, &token)?;
-        Ok(serde_json::to_string(&out).expect("outcome json"))
+        Ok(PretrainOutcome {
+            status: status_name(out.status),
+            steps: out.steps as f64,
+            total_steps: out.total_steps as f64,
+            checkpoint: out.checkpoint.display().to_string(),
+            losses: out.losses,
+            epoch_mean_losses: out.epoch_mean_losses,
+        })
     })
 }
 
@@ -175,8 +381,8 @@ fn labeled(set: &Arc<ImageSet>, l: BindingLabeled) -> Labeled {
     }
 }
 
-/// Starts fine-tuning of one network. Resolves to the JSON outcome (best epoch, validation
-/// metrics, history, checkpoint path).
+/// Starts fine-tuning of one network (`config`: the engine's JSON config, see the TypeScript
+/// `toNativeFinetuneConfig`).
 #[napi]
 pub fn start_finetune<'env>(
     env: &'env Env,
@@ -186,8 +392,8 @@ pub fn start_finetune<'env>(
     val: BindingLabeled,
     out_dir: String,
     cancel: &BindingCancelToken,
-    on_event: Option<ThreadsafeFunction<String, (), String, Status, false, true>>,
-) -> Result<PromiseRaw<'env, String>> {
+    on_event: Option<ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>>,
+) -> Result<PromiseRaw<'env, FinetuneOutcome>> {
     let cfg: FinetuneConfig = parse(&config, "config")?;
     let token = cancel.token.clone();
     spawn_job(env, "finetune", move || {
@@ -195,7 +401,22 @@ pub fn start_finetune<'env>(
         let (train, val) = (labeled(&set, train), labeled(&set, val));
         let mut obs = forward(on_event);
         let out = cass_core::finetune(&cfg, &train, &val, &PathBuf::from(out_dir), &mut obs, &token)?;
-        Ok(serde_json::to_string(&out).expect("outcome json"))
+        Ok(FinetuneOutcome {
+            status: status_name(out.status),
+            best_epoch: out.best_epoch as u32,
+            best_val_loss: out.best_val_loss,
+            val_metrics: out.val_metrics.into(),
+            history: out
+                .history
+                .into_iter()
+                .map(|r| EpochRecord {
+                    epoch: r.epoch as u32,
+                    train_loss: r.train_loss,
+                    val_loss: r.val_loss,
+                })
+                .collect(),
+            checkpoint: out.checkpoint.display().to_string(),
+        })
     })
 }
 
@@ -218,7 +439,7 @@ fn backend(name: Option<String>) -> Result<BackendChoice> {
     parse(&format!("\"{}\"", name.as_deref().unwrap_or("cpu")), "device")
 }
 
-/// Evaluates a fine-tuned checkpoint directory on labelled data. Resolves to the JSON metrics.
+/// Evaluates a fine-tuned checkpoint on labelled data.
 #[napi]
 pub fn start_evaluate<'env>(
     env: &'env Env,
@@ -227,7 +448,7 @@ pub fn start_evaluate<'env>(
     data: BindingLabeled,
     batch_size: u32,
     device: Option<String>,
-) -> Result<PromiseRaw<'env, String>> {
+) -> Result<PromiseRaw<'env, Metrics>> {
     let backend = backend(device)?;
     spawn_job(env, "evaluate", move || {
         let set = open_images(images)?;
@@ -237,12 +458,12 @@ pub fn start_evaluate<'env>(
             batch_size as usize,
             backend,
         )?;
-        Ok(serde_json::to_string(&m).expect("metrics json"))
+        Ok(Metrics::from(m))
     })
 }
 
 /// Embeds images with a checkpoint's network (`arch` picks the network of a pre-training
-/// checkpoint). Resolves to JSON `{ dim, count, features }` (row-major).
+/// checkpoint).
 #[napi]
 pub fn start_embed<'env>(
     env: &'env Env,
@@ -252,22 +473,9 @@ pub fn start_embed<'env>(
     indices: Option<Vec<u32>>,
     batch_size: u32,
     device: Option<String>,
-) -> Result<PromiseRaw<'env, String>> {
+) -> Result<PromiseRaw<'env, Embeddings>> {
     let backend = backend(device)?;
-    let arch: Option<Arch> = match arch.as_deref() {
-        None => None,
-        Some("cnn") => Some(Arch::Cnn),
-        Some("vit") => Some(Arch::Vit),
-        Some(other) => {
-            return Err(Error::new(
-                Status::InvalidArg,
-                error_json(&CassError::config(
-                    "arch",
-                    format!("must be `cnn` or `vit`, got `{other}`"),
-                )),
-            ));
-        }
-    };
+    let arch = parse_arch(arch)?;
     let indices = to_usize(indices);
     spawn_job(env, "embed", move || {
         let set = open_images(images)?;
@@ -280,7 +488,11 @@ pub fn start_embed<'env>(
             backend,
         )?;
         let count = features.len().checked_div(dim).unwrap_or(0);
-        Ok(serde_json::json!({ "dim": dim, "count": count, "features": features }).to_string())
+        Ok(Embeddings {
+            dim: dim as u32,
+            count: count as u32,
+            features: Float32Array::new(features),
+        })
     })
 }
 
