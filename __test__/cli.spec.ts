@@ -1,5 +1,5 @@
-import { spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
 import test from 'ava'
@@ -63,9 +63,10 @@ test('help and usage errors have documented exit codes', (t) => {
   t.notRegex(out.stderr, /\n\s+at /)
 })
 
-test('pretrain -> finetune -> evaluate -> embed on an image folder', async (t) => {
-  const dir = tempDir('cli')
+/** 24 striped 20 px PNGs in two class folders under `dir/data`. */
+function stripesPng(dir: string): { images: Promise<void> } {
   const next = rng(9)
+  const writes: Promise<unknown>[] = []
   for (let i = 0; i < 24; i++) {
     const cls = i % 2
     const raw = Buffer.alloc(20 * 20 * 3)
@@ -74,10 +75,18 @@ test('pretrain -> finetune -> evaluate -> embed on an image folder', async (t) =
       raw.fill(Math.floor((on ? 200 : 50) + 30 * next()), p * 3, p * 3 + 3)
     }
     mkdirSync(path.join(dir, 'data', `c${cls}`), { recursive: true })
-    await sharp(raw, { raw: { width: 20, height: 20, channels: 3 } })
-      .png()
-      .toFile(path.join(dir, 'data', `c${cls}`, `${i}.png`))
+    writes.push(
+      sharp(raw, { raw: { width: 20, height: 20, channels: 3 } })
+        .png()
+        .toFile(path.join(dir, 'data', `c${cls}`, `${i}.png`)),
+    )
   }
+  return { images: Promise.all(writes).then(() => undefined) }
+}
+
+test('pretrain -> finetune -> evaluate -> embed on an image folder', async (t) => {
+  const dir = tempDir('cli')
+  await stripesPng(dir).images
   const cfg = path.join(dir, 'tiny.json')
   writeFileSync(cfg, JSON.stringify({ ...tinyPretrain, epochs: 2 }))
   const cache = ['--cache-dir', path.join(dir, 'cache')]
@@ -100,6 +109,39 @@ test('pretrain -> finetune -> evaluate -> embed on an image folder', async (t) =
       .split('\n').length,
     lines.length,
   )
+  // --resume finds the checkpoint's step and drops log lines past it (a run killed after its
+  // last checkpoint logged steps that the resumed run replays).
+  const steps = lines.filter((l) => l.type === 'step').length
+  appendFileSync(path.join(dir, 'pre', 'metrics.jsonl'), `${JSON.stringify({ type: 'step', step: steps + 3 })}\n`)
+  const resumed = cass(
+    'pretrain',
+    '--data',
+    path.join(dir, 'data'),
+    '--config',
+    cfg,
+    '--out',
+    path.join(dir, 'pre'),
+    '--resume',
+    ...cache,
+  )
+  t.is(resumed.status, 0, resumed.stderr)
+  t.regex(resumed.stderr, new RegExp(`resuming .* at step ${steps}`))
+  t.is(
+    readFileSync(path.join(dir, 'pre', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n').length,
+    lines.length,
+  )
+  // Outputs that cannot be written are refused before any work.
+  const file = path.join(dir, 'a-file')
+  writeFileSync(file, 'keep')
+  const ftFile = cass('finetune', '--data', path.join(dir, 'data'), '--init', 'random', '--arch', 'cnn', '--out', file)
+  t.is(ftFile.status, 2)
+  t.regex(ftFile.stderr, /is a file, not a folder/)
+  const evDir = cass('evaluate', '--checkpoint', path.join(dir, 'pre'), '--data', path.join(dir, 'data'), '--out', dir)
+  t.is(evDir.status, 2)
+  t.regex(evDir.stderr, /is a folder, not a file/)
+  t.is(readFileSync(file, 'utf8'), 'keep')
 
   const ftCfg = path.join(dir, 'ft.json')
   writeFileSync(
@@ -149,6 +191,45 @@ test('pretrain -> finetune -> evaluate -> embed on an image folder', async (t) =
   t.is(npy.toString('latin1', 1, 6), 'NUMPY')
   t.regex(npy.toString('latin1', 10, 120), /'shape': \(24, 32\)/)
   t.is(JSON.parse(readFileSync(path.join(dir, 'emb', 'index.json'), 'utf8')).names.length, 24)
+})
+
+test('SIGTERM stops a pre-training like Ctrl-C: exit 130 and a resumable checkpoint', async (t) => {
+  const dir = tempDir('sigterm')
+  const { images } = stripesPng(dir)
+  await images
+  const cfg = path.join(dir, 'long.json')
+  writeFileSync(cfg, JSON.stringify({ ...tinyPretrain, epochs: 10_000 }))
+  const out = path.join(dir, 'pre')
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      path.join(root, 'ts', 'cli.ts'),
+      'pretrain',
+      '--data',
+      path.join(dir, 'data'),
+      '--config',
+      cfg,
+      '--out',
+      out,
+      '--cache-dir',
+      path.join(dir, 'cache'),
+    ],
+    { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] },
+  )
+  let stderr = ''
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  const log = path.join(out, 'metrics.jsonl')
+  for (let i = 0; i < 600 && !(existsSync(log) && readFileSync(log, 'utf8').includes('"step"')); i++)
+    await new Promise((r) => setTimeout(r, 100))
+  child.kill('SIGTERM')
+  const code = await new Promise<number | null>((r) => child.on('exit', r))
+  t.is(code, 130, stderr)
+  t.regex(stderr, /SIGTERM: stopping at the next step/)
+  const state = JSON.parse(readFileSync(path.join(out, 'checkpoint', 'state.json'), 'utf8'))
+  t.false(state.completed)
+  t.true(state.step >= 1)
 })
 
 test('demo runs the whole protocol on real MNIST (tiny sizes) and writes results.json', async (t) => {

@@ -2,7 +2,8 @@
  * What several `cass` commands share: the usage error, the data flags and their loading, flag
  * parsers, Ctrl-C handling and the step log.
  */
-import { appendFileSync, readFileSync } from 'node:fs'
+import { appendFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
 
 import { type LoadedDataset, type SourceFormat, loadDataset } from '../data/dataset.js'
 import { type ProgressEvent, inspectCheckpoint } from '../index.js'
@@ -71,12 +72,53 @@ export async function load(command: string, values: Record<string, unknown>, siz
 /** Ctrl-C -> cancel at the next step; a second Ctrl-C exits at once. */
 export function interruptible(): AbortSignal {
   const controller = new AbortController()
-  process.once('SIGINT', () => {
-    process.stderr.write('\ncass: stopping at the next step (Ctrl-C again to quit now)...\n')
+  // SIGTERM (what servers and containers send) stops the same way as Ctrl-C: at the next step,
+  // with a resumable checkpoint; a second signal exits at once.
+  const stop = (signal: NodeJS.Signals) => {
+    process.stderr.write(`\ncass: ${signal}: stopping at the next step (again to quit now)...\n`)
     controller.abort()
-    process.once('SIGINT', () => process.exit(130))
-  })
+    for (const s of ['SIGINT', 'SIGTERM'] as const) {
+      process.removeListener(s, stop)
+      process.once(s, () => process.exit(130))
+    }
+  }
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
   return controller.signal
+}
+
+/**
+ * Keeps the step log of a resumed run in step with its checkpoint: lines of steps after the
+ * checkpoint's step (logged by a run killed before its next checkpoint) would appear twice.
+ */
+export function truncateMetricsLog(file: string, step: number): void {
+  if (!existsSync(file)) return
+  const kept = readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((line) => {
+      if (line === '') return false
+      try {
+        const e = JSON.parse(line) as { step?: number; type?: string; epoch?: number }
+        return e.step === undefined || e.step <= step
+      } catch {
+        return false // a line torn by the kill
+      }
+    })
+  writeFileSync(file, kept.length ? `${kept.join('\n')}\n` : '')
+}
+
+/** `--out` must be a folder (or not exist yet): checked before any work, so none is lost. */
+export function outputFolder(out: string): string {
+  if (existsSync(out) && !statSync(out).isDirectory()) throw new UsageError(`--out ${out} is a file, not a folder`)
+  return out
+}
+
+/** `--out` must be a file whose folder exists: checked before any work, so none is lost. */
+export function outputFile(out: string): string {
+  if (existsSync(out) && statSync(out).isDirectory()) throw new UsageError(`--out ${out} is a folder, not a file`)
+  const dir = path.dirname(path.resolve(out))
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`--out ${out}: folder ${dir} does not exist`)
+  return out
 }
 
 /** Appends step, epoch and warning events to `file`, one JSON object per line. */

@@ -123,9 +123,19 @@ impl ImageSet {
         if channels != 3 || height == 0 || width == 0 {
             return Err(bad(format!("unsupported image geometry {height}x{width}x{channels}")));
         }
-        let pixels_end = CACHE_HEADER_LEN + len * height * width * channels;
+        // Sizes from the header are checked arithmetic: a crafted header (2^21 x 2^21 images,
+        // an index past the end) is a clear error, not an overflow.
+        let pixels_end = len
+            .checked_mul(height)
+            .and_then(|v| v.checked_mul(width))
+            .and_then(|v| v.checked_mul(channels))
+            .and_then(|v| v.checked_add(CACHE_HEADER_LEN))
+            .ok_or_else(|| bad(format!("header sizes overflow: {len} images of {height}x{width}")))?;
         let (index_offset, index_len) = (u64_at(32), u64_at(40));
-        if map.len() < pixels_end || (index_len > 0 && index_offset + index_len > map.len()) {
+        let index_end = index_offset
+            .checked_add(index_len)
+            .ok_or_else(|| bad(format!("index at {index_offset} of {index_len} bytes overflows")))?;
+        if map.len() < pixels_end || (index_len > 0 && index_end > map.len()) {
             return Err(bad(format!(
                 "truncated: {} bytes, header promises {} images of {height}x{width}",
                 map.len(),
@@ -301,6 +311,40 @@ pub fn batch_positions(n: usize, batch: usize, drop_last: bool) -> Vec<Vec<usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crafted_cache_header_with_huge_sizes_is_an_error_not_an_overflow() {
+        let dir = std::env::temp_dir().join(format!("cass-cache-crafted-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.cache");
+        ImageSet::write_cache(&good, &[7u8; 2 * 4 * 4 * 3], 2, 4, 4, b"{}").unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        let craft = |name: &str, edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = bytes.clone();
+            edit(&mut b);
+            let p = dir.join(name);
+            std::fs::write(&p, b).unwrap();
+            ImageSet::open_cache(&p).unwrap_err()
+        };
+        // height = width = 2^21 and 2^32 - 1 images: the product overflows 64 bits.
+        let e = craft("huge.cache", &|b| {
+            b[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+            b[16..20].copy_from_slice(&(1u32 << 21).to_le_bytes());
+            b[20..24].copy_from_slice(&(1u32 << 21).to_le_bytes());
+        });
+        assert_eq!(e.code(), "bad-cache");
+        assert!(
+            e.to_string().contains("overflow") || e.to_string().contains("truncated"),
+            "{e}"
+        );
+        // An index whose end overflows.
+        let e = craft("index.cache", &|b| {
+            b[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
+            b[40..48].copy_from_slice(&16u64.to_le_bytes());
+        });
+        assert_eq!(e.code(), "bad-cache");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn cache_round_trip_and_truncation_is_reported() {

@@ -4,7 +4,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 
 import { embed } from '../../index.js'
-import { DATA_OPTIONS, UsageError, checkpointImageSize, load, need } from '../shared.js'
+import { DATA_OPTIONS, UsageError, checkpointImageSize, load, need, outputFolder } from '../shared.js'
 
 export const usage = `cass embed --checkpoint DIR --data PATH --out DIR [--arch cnn|vit] [--split all|train|val|test]
 
@@ -26,7 +26,7 @@ export async function run(argv: string[]): Promise<void> {
   })
   if (values.help) return void process.stdout.write(usage)
   const checkpoint = need(values.checkpoint, '--checkpoint DIR', 'embed')
-  const out = need(values.out, '--out DIR', 'embed')
+  const out = outputFolder(need(values.out, '--out DIR', 'embed'))
   const ds = await load('embed', values, checkpointImageSize(checkpoint))
   const split = values.split as string
   const indices = split === 'all' ? undefined : ds.splits[split as 'train']?.indices

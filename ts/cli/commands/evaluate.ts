@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 
 import { evaluate } from '../../index.js'
-import { DATA_OPTIONS, UsageError, checkpointImageSize, load, need } from '../shared.js'
+import { DATA_OPTIONS, UsageError, checkpointImageSize, load, need, outputFile } from '../shared.js'
 
 export const usage = `cass evaluate --checkpoint DIR --data PATH [--split test|val|train] [--out FILE.json]
 `
@@ -22,6 +22,7 @@ export async function run(argv: string[]): Promise<void> {
   })
   if (values.help) return void process.stdout.write(usage)
   const checkpoint = need(values.checkpoint, '--checkpoint DIR', 'evaluate')
+  if (values.out) outputFile(values.out)
   const size = checkpointImageSize(checkpoint)
   const ds = await load('evaluate', values, size)
   const split = values.split as 'train' | 'val' | 'test'

@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util'
 import { sampleFraction } from '../../data/splits.js'
 import { type FinetuneInput, evaluate, finetune, parseFinetuneConfig } from '../../index.js'
 import { progressReporter } from '../../progress.js'
-import { DATA_OPTIONS, UsageError, int, interruptible, load, need, readConfig } from '../shared.js'
+import { DATA_OPTIONS, UsageError, int, interruptible, load, need, outputFolder, readConfig } from '../shared.js'
 
 export const usage = `cass finetune --data PATH --arch cnn|vit --labels F --out DIR (--from DIR | --init random) [options]
 
@@ -39,7 +39,7 @@ export async function run(argv: string[]): Promise<void> {
     },
   })
   if (values.help) return void process.stdout.write(usage)
-  const out = need(values.out, '--out DIR', 'finetune')
+  const out = outputFolder(need(values.out, '--out DIR', 'finetune'))
   if (!values.from && values.init !== 'random') throw new UsageError('finetune needs --from DIR or --init random')
   if (values.from && values.init) throw new UsageError('give either --from or --init, not both')
   const fraction = Number(values.labels)

@@ -1,12 +1,30 @@
 /** `cass pretrain`: CASS pre-training on unlabelled images. */
-import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs'
+import { mkdirSync, rmSync } from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 
-import { type PretrainInput, checkPretrainOutDir, parsePretrainConfig, pretrain, toNativePretrainConfig } from '../../index.js'
+import {
+  type PretrainInput,
+  checkPretrainOutDir,
+  inspectCheckpoint,
+  parsePretrainConfig,
+  pretrain,
+  toNativePretrainConfig,
+} from '../../index.js'
 import { progressReporter } from '../../progress.js'
 import { checkPretrainWeights } from '../../weights/resolve.js'
-import { DATA_OPTIONS, UsageError, collapseGuardFlag, int, interruptible, load, metricsLog, need, readConfig } from '../shared.js'
+import {
+  DATA_OPTIONS,
+  collapseGuardFlag,
+  int,
+  interruptible,
+  load,
+  metricsLog,
+  need,
+  outputFolder,
+  readConfig,
+  truncateMetricsLog,
+} from '../shared.js'
 
 export const usage = `cass pretrain --data PATH --out DIR [options]
 
@@ -78,12 +96,21 @@ export async function run(argv: string[]): Promise<void> {
   checkPretrainWeights(config) // before minutes of decoding
   toNativePretrainConfig(config) // its geometry checks (patch size against image size) too
   checkPretrainOutDir(out, { resume: values.resume, overwrite: values.overwrite })
-  if (existsSync(out) && !statSync(out).isDirectory()) throw new UsageError(`--out ${out} is a file, not a folder`)
+  outputFolder(out)
   const ds = await load('pretrain', values, config.imageSize)
   mkdirSync(out, { recursive: true })
+  const logFile = path.join(out, 'metrics.jsonl')
   // A replaced run's step log goes with it.
-  if (values.overwrite) rmSync(path.join(out, 'metrics.jsonl'), { force: true })
-  const log = metricsLog(path.join(out, 'metrics.jsonl'))
+  if (values.overwrite) rmSync(logFile, { force: true })
+  if (values.resume) {
+    const at = resumePoint(out)
+    if (at === undefined) process.stderr.write(`cass: nothing to resume in ${out}: starting a new run\n`)
+    else {
+      process.stderr.write(`cass: resuming ${out} at step ${at}\n`)
+      truncateMetricsLog(logFile, at)
+    }
+  }
+  const log = metricsLog(logFile)
   const show = progressReporter('pretrain')
   const r = await pretrain({
     config: input,
@@ -103,4 +130,14 @@ export async function run(argv: string[]): Promise<void> {
     `${JSON.stringify({ status: r.status, steps: r.steps, checkpoint: r.checkpoint, epochMeanLosses: r.epochMeanLosses })}\n`,
   )
   if (r.status === 'cancelled') process.exit(130)
+}
+
+/** The step a resumed run continues from, or undefined when `out` holds no pre-training. */
+function resumePoint(out: string): number | undefined {
+  try {
+    const info = inspectCheckpoint(out)
+    return info.kind === 'pretrain' ? info.step : undefined
+  } catch {
+    return undefined
+  }
 }

@@ -50,8 +50,56 @@ pub fn publish_dir(staging: &Path, final_dir: &Path) -> Result<(), CassError> {
     Ok(())
 }
 
-/// A fresh staging directory next to `final_dir`.
+/// Whether process `pid` still runs. Only Linux can tell cheaply (`/proc`); elsewhere every
+/// process counts as running, so nothing of another process is ever removed.
+fn process_alive(pid: u32) -> bool {
+    !cfg!(target_os = "linux") || pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Siblings of `final_dir` named `{prefix}{pid}` whose process is gone.
+fn orphans(final_dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Some(parent) = final_dir.parent() else {
+        return Vec::new();
+    };
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let pid: u32 = name.strip_prefix(prefix)?.parse().ok()?;
+            (!process_alive(pid)).then(|| e.path())
+        })
+        .collect()
+}
+
+/// Tidies what a process killed while writing `final_dir` left beside it: a staging folder
+/// (`.NAME.partial-PID`) is removed; a previous checkpoint moved aside for the swap
+/// (`NAME.old-PID`) is put back when `final_dir` itself is missing (the kill fell between the
+/// two renames of [`publish_dir`]), else removed. Folders of running processes are left alone.
+pub fn recover(final_dir: &Path) -> Result<(), CassError> {
+    let name = final_dir.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    for staging in orphans(final_dir, &format!(".{name}.partial-")) {
+        fs::remove_dir_all(&staging).map_err(|e| CassError::io(&staging, e))?;
+    }
+    for old in orphans(final_dir, &format!("{name}.old-")) {
+        if !final_dir.join("state.json").exists() && old.join("state.json").exists() {
+            if final_dir.exists() {
+                fs::remove_dir_all(final_dir).map_err(|e| CassError::io(final_dir, e))?;
+            }
+            fs::rename(&old, final_dir).map_err(|e| CassError::io(final_dir, e))?;
+        } else {
+            fs::remove_dir_all(&old).map_err(|e| CassError::io(&old, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// A fresh staging directory next to `final_dir` (after [`recover`] has tidied up after killed
+/// writers).
 pub fn staging_dir(final_dir: &Path) -> Result<PathBuf, CassError> {
+    recover(final_dir)?;
     let name = final_dir.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
     let staging = final_dir.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     if staging.exists() {
@@ -59,4 +107,42 @@ pub fn staging_dir(final_dir: &Path) -> Result<PathBuf, CassError> {
     }
     fs::create_dir_all(&staging).map_err(|e| CassError::io(&staging, e))?;
     Ok(staging)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PID no process has: above the kernel's limit (`pid_max` is at most 2^22).
+    const GONE: u32 = 4_194_400;
+
+    fn checkpoint(dir: &Path, step: u32) {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("state.json"), format!("{{\"step\":{step}}}")).unwrap();
+    }
+
+    #[test]
+    fn a_writer_killed_between_the_two_renames_leaves_its_previous_checkpoint_restorable() {
+        let root = std::env::temp_dir().join(format!("cass-recover-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let ck = root.join("checkpoint");
+        // Killed after moving the old checkpoint aside, before publishing the new one.
+        checkpoint(&root.join(format!("checkpoint.old-{GONE}")), 7);
+        checkpoint(&root.join(format!(".checkpoint.partial-{GONE}")), 8);
+        // A live writer's staging folder (this process) is not touched.
+        let mine = root.join(format!(".checkpoint.partial-{}", std::process::id()));
+        checkpoint(&mine, 9);
+        recover(&ck).unwrap();
+        assert_eq!(fs::read_to_string(ck.join("state.json")).unwrap(), r#"{"step":7}"#);
+        assert!(!root.join(format!(".checkpoint.partial-{GONE}")).exists());
+        assert!(!root.join(format!("checkpoint.old-{GONE}")).exists());
+        assert!(mine.exists());
+
+        // With a complete checkpoint in place, a leftover old copy is only removed.
+        checkpoint(&root.join(format!("checkpoint.old-{GONE}")), 3);
+        recover(&ck).unwrap();
+        assert_eq!(fs::read_to_string(ck.join("state.json")).unwrap(), r#"{"step":7}"#);
+        assert!(!root.join(format!("checkpoint.old-{GONE}")).exists());
+        fs::remove_dir_all(&root).unwrap();
+    }
 }

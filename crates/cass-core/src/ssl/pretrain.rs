@@ -123,6 +123,8 @@ pub fn run<M: Method>(
     cancel: &CancelToken,
 ) -> Result<PretrainOutcome, CassError> {
     let ckpt_dir = out_dir.join("checkpoint");
+    // A run killed while publishing a checkpoint left it beside its place: put it back first.
+    checkpoint::recover(&ckpt_dir)?;
     let resumed = if resume && ckpt_dir.join("state.json").exists() {
         Some(read_state::<M::Config>(&ckpt_dir, M::KIND)?)
     } else {
