@@ -190,7 +190,37 @@ pub fn safetensors_bytes(
         .iter()
         .map(|(k, b, s, d)| (k.clone(), TensorView::new(*d, s.clone(), b).expect("valid view")))
         .collect();
-    safetensors::tensor::serialize(views, metadata).expect("safetensors serialisation")
+    canonical(safetensors::tensor::serialize(views, metadata).expect("safetensors serialisation"))
+}
+
+/// The same safetensors bytes with the header's keys sorted. The crate writes `__metadata__`
+/// from a `HashMap`, in an order that differs between runs, so identical runs wrote files with
+/// different hashes. Same keys and values in another order serialise to the same length, so the
+/// data offsets and the padding stay as they are.
+fn canonical(bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header = &bytes[8..8 + n];
+    let Ok(serde_json::Value::Object(top)) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return bytes;
+    };
+    let sorted: BTreeMap<String, serde_json::Value> = top
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::Object(m) if k == "__metadata__" => {
+                let m: BTreeMap<String, serde_json::Value> = m.into_iter().collect();
+                (k, serde_json::to_value(m).expect("json"))
+            }
+            v => (k, v),
+        })
+        .collect();
+    let mut text = serde_json::to_vec(&sorted).expect("json");
+    if text.len() > n {
+        return bytes; // not expected: keep the crate's bytes rather than break the offsets
+    }
+    text.resize(n, b' '); // the crate pads the header with spaces to its alignment
+    let mut out = bytes;
+    out[8..8 + n].copy_from_slice(&text);
+    out
 }
 
 /// Reads every f32 (or f64/f16-free) tensor of a safetensors file by name.
@@ -241,4 +271,44 @@ pub fn save_weights<M: Module>(module: &M, path: &Path, metadata: HashMap<String
 pub fn load_weights<M: Module>(module: M, path: &Path, ignore: &HashSet<String>) -> Result<M, CassError> {
     let tensors = read_safetensors(path)?;
     load_module_tensors(module, &tensors, ignore, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_tensors_and_metadata_always_give_the_same_bytes() {
+        let tensors: BTreeMap<String, HostTensor> = ["b.weight", "a.bias", "c.running_mean"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    n.to_string(),
+                    HostTensor {
+                        shape: vec![2, i + 1],
+                        data: (0..2 * (i + 1)).map(|v| v as f32).collect(),
+                    },
+                )
+            })
+            .collect();
+        let meta = || -> HashMap<String, String> {
+            ["format", "step", "arch", "config", "seed"]
+                .iter()
+                .map(|k| (k.to_string(), format!("value of {k}")))
+                .collect()
+        };
+        let first = safetensors_bytes(&tensors, &[("n".into(), 3)], Some(meta()));
+        // Each HashMap has its own random order: many maps, one file.
+        for _ in 0..32 {
+            assert_eq!(safetensors_bytes(&tensors, &[("n".into(), 3)], Some(meta())), first);
+        }
+        let st = SafeTensors::deserialize(&first).unwrap();
+        assert_eq!(st.tensor("b.weight").unwrap().shape(), &[2, 1]);
+        let (_, header) = SafeTensors::read_metadata(&first).unwrap();
+        assert_eq!(
+            header.metadata().as_ref().unwrap().get("step").unwrap(),
+            "value of step"
+        );
+    }
 }

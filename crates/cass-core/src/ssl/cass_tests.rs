@@ -376,3 +376,28 @@ fn random_init_collapses_without_the_guard_and_not_with_it() {
 }
 
 const COLLAPSE_EPOCHS: u64 = 50;
+
+#[test]
+fn identical_runs_write_identical_checkpoint_files() {
+    let cfg = tiny_pretrain();
+    let (bytes, _) = synthetic_images(8, 16, 5);
+    let set = Arc::new(ImageSet::from_memory(bytes, 8, 16, 16).unwrap());
+    let dirs = [tmp("same-a"), tmp("same-b")];
+    for d in &dirs {
+        pretrain(&cfg, set.clone(), vec![], d, false, &mut Silent, &CancelToken::new()).unwrap();
+    }
+    let files = [
+        "cnn.safetensors",
+        "vit.safetensors",
+        "cnn.adam.safetensors",
+        "vit.adam.safetensors",
+        "state.json",
+    ];
+    for f in files {
+        let [a, b] = dirs.clone().map(|d| fs::read(d.join("checkpoint").join(f)).unwrap());
+        assert!(a == b, "{f} differs between two identical runs");
+    }
+    for d in &dirs {
+        fs::remove_dir_all(d).unwrap();
+    }
+}
