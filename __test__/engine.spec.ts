@@ -141,6 +141,29 @@ test('cancel stops at the next step and resume continues the same loss curve', a
   rmSync(dir, { recursive: true })
 })
 
+test('two jobs writing the same outDir: the second is refused while the first runs', async (t) => {
+  const { images } = stripes(8, 16, 3)
+  const dir = tempDir('lock')
+  let second: Promise<unknown> | undefined
+  const first = pretrain({
+    config: { ...tinyPretrain, epochs: 50 },
+    images,
+    outDir: dir,
+    onProgress: (e) => {
+      if (e.type !== 'step' || e.step !== 2) return
+      second = pretrain({ config: { ...tinyPretrain, epochs: 1 }, images, outDir: dir, overwrite: true }).result
+      void second.finally(() => first.cancel()).catch(() => {})
+    },
+  })
+  t.is((await first).status, 'cancelled')
+  const err = await t.throwsAsync(second!, { instanceOf: DataError })
+  t.is(err.code, 'output-in-use')
+  t.regex(err.message, /another job \(process \d+\) is writing to this folder/)
+  // The lock goes with the job: the folder can be resumed now.
+  t.is((await pretrain({ config: { ...tinyPretrain, epochs: 50, maxSteps: 3 }, images, outDir: dir, resume: true })).steps, 3)
+  rmSync(dir, { recursive: true })
+})
+
 test('job.cancel() works too and leaves a resumable checkpoint', async (t) => {
   const { images } = stripes(8, 16, 3)
   const dir = tempDir('cancel')

@@ -56,6 +56,60 @@ fn process_alive(pid: u32) -> bool {
     !cfg!(target_os = "linux") || pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// An output folder held by one job: `DIR/.lock` holds the job's process id while it runs. A
+/// second job on the same folder is refused with a clear error (the two would replace each
+/// other's checkpoints); a lock whose process is gone (killed) is taken over.
+#[derive(Debug)]
+pub struct OutputLock {
+    path: PathBuf,
+}
+
+impl OutputLock {
+    pub fn acquire(dir: &Path) -> Result<Self, CassError> {
+        fs::create_dir_all(dir).map_err(|e| CassError::io(dir, e))?;
+        let path = dir.join(".lock");
+        for _ in 0..2 {
+            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    f.write_all(std::process::id().to_string().as_bytes())
+                        .map_err(|e| CassError::io(&path, e))?;
+                    return Ok(Self { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok());
+                    match holder {
+                        Some(pid) if process_alive(pid) => {
+                            return Err(CassError::data(
+                                "output-in-use",
+                                format!(
+                                    "another job (process {pid}) is writing to this folder; wait for it or choose another"
+                                ),
+                                Some(dir),
+                            ));
+                        }
+                        // Left by a killed job: take it over.
+                        _ => fs::remove_file(&path).map_err(|e| CassError::io(&path, e))?,
+                    }
+                }
+                Err(e) => return Err(CassError::io(&path, e)),
+            }
+        }
+        Err(CassError::data(
+            "output-in-use",
+            "could not take the folder's lock",
+            Some(dir),
+        ))
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 /// Siblings of `final_dir` named `{prefix}{pid}` whose process is gone.
 fn orphans(final_dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let Some(parent) = final_dir.parent() else {
@@ -119,6 +173,27 @@ mod tests {
     fn checkpoint(dir: &Path, step: u32) {
         fs::create_dir_all(dir).unwrap();
         fs::write(dir.join("state.json"), format!("{{\"step\":{step}}}")).unwrap();
+    }
+
+    #[test]
+    fn one_job_per_output_folder_and_a_dead_holder_is_taken_over() {
+        let dir = std::env::temp_dir().join(format!("cass-lock-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let held = OutputLock::acquire(&dir).unwrap();
+        let e = OutputLock::acquire(&dir).unwrap_err();
+        assert_eq!(e.code(), "output-in-use");
+        assert!(e.to_string().contains(&std::process::id().to_string()), "{e}");
+        drop(held);
+        assert!(!dir.join(".lock").exists());
+        // A lock left by a killed job.
+        fs::write(dir.join(".lock"), GONE.to_string()).unwrap();
+        let taken = OutputLock::acquire(&dir).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join(".lock")).unwrap(),
+            std::process::id().to_string()
+        );
+        drop(taken);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -155,7 +155,8 @@ pub fn run<M: Method>(
         ));
     }
     let device = resolve(settings.backend)?;
-    fs::create_dir_all(out_dir).map_err(|e| CassError::io(out_dir, e))?;
+    // One job per output folder (also creates it).
+    let _lock = checkpoint::OutputLock::acquire(out_dir)?;
 
     let batches_per_epoch = (indices.len() / settings.batch_size) as u64;
     let mut total = settings.epochs * batches_per_epoch;

@@ -319,6 +319,7 @@ pub fn finetune(
             train.set.source.as_deref(),
         )
     })?;
+    let _lock = checkpoint::OutputLock::acquire(out_dir)?;
     let device = resolve(cfg.backend)?;
     let ad = device.clone().autodiff();
     let mut augment_cfg = cfg.augment;
