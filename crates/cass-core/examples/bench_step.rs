@@ -18,7 +18,6 @@ use burn::tensor::{Distribution, TensorData};
 use cass_core::BackendChoice;
 use cass_core::device::{Precision, resolve_with};
 use cass_core::flops::{resnet_forward, vit_forward};
-use cass_core::models::conv::{ConvStrategy, set_conv_strategy};
 use cass_core::models::{BlockKind, ResNetConfig, VitConfig};
 use cass_core::ssl::cass::{CassTrainer, PretrainConfig};
 use cass_core::train::schedule::Schedule;
@@ -146,6 +145,8 @@ fn main() {
         views: 1,
         collapse_guard: None,
         collapse_warning_spread: 0.1,
+        conv: serde_json::from_str(&format!("\"{}\"", arg(&args, "--conv", "auto")))
+            .expect("--conv is auto, native or batched"),
     };
     let cfg = PretrainConfig {
         views,
@@ -157,12 +158,6 @@ fn main() {
         ..cfg
     };
     let mut trainer = CassTrainer::new(&cfg, &device);
-    match arg(&args, "--conv", "auto").as_str() {
-        "auto" => {}
-        "native" => set_conv_strategy(ConvStrategy::Native),
-        "batched" => set_conv_strategy(ConvStrategy::Batched),
-        other => panic!("--conv is auto, native or batched, not {other}"),
-    }
     match arg(&args, "--towers", "default").as_str() {
         "default" => {}
         "serial" => trainer.parallel_towers = false,

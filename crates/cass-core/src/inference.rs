@@ -93,7 +93,7 @@ pub fn restore(path: &Path, arch: Option<Arch>, backend: BackendChoice) -> Resul
             let mut vit = st.vit.clone();
             cnn.num_classes = st.config.num_classes;
             vit.num_classes = st.config.num_classes;
-            let net = build_network(st.config.arch, &cnn, &vit, &device, 0);
+            let net = build_network(st.config.arch, &cnn, &vit, &device, 0).with_conv(st.config.conv);
             Ok(Restored {
                 net: load_into(net, &dir.join("model.safetensors"), &HashSet::new())?,
                 device,
@@ -111,7 +111,7 @@ pub fn restore(path: &Path, arch: Option<Arch>, backend: BackendChoice) -> Resul
                     "a pre-training checkpoint holds two networks: say `cnn` or `vit`",
                 )
             })?;
-            let net = build_network(arch, &st.config.cnn, &st.config.vit, &device, 0);
+            let net = build_network(arch, &st.config.cnn, &st.config.vit, &device, 0).with_conv(st.config.conv);
             Ok(Restored {
                 net: load_into(net, &dir.join(format!("{}.safetensors", arch.name())), &HashSet::new())?,
                 device,

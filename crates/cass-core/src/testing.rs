@@ -68,6 +68,7 @@ pub fn tiny_pretrain() -> PretrainConfig {
         views: 1,
         collapse_guard: None,
         collapse_warning_spread: 0.1,
+        conv: Default::default(),
     }
 }
 

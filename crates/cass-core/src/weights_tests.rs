@@ -171,6 +171,7 @@ fn one_cass_step_matches_pytorch() {
         views: 1,
         collapse_guard: None,
         collapse_warning_spread: 0.1,
+        conv: Default::default(),
     };
     let none = HashSet::new();
     // Two copies: a train-mode forward updates the running statistics, so the gradient probe

@@ -17,12 +17,14 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
 use burn::tensor::s;
-use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Where the batched product replaces the backend's convolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the batched product replaces the backend's convolution. A field of the run configs
+/// (`conv`), saved with their checkpoints, and held by each [`super::ResNet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ConvStrategy {
     /// On GPU backends, every convolution it can express; on the CPU, none.
+    #[default]
     Auto,
     /// Never: always the backend's convolution.
     Native,
@@ -31,31 +33,12 @@ pub enum ConvStrategy {
     Batched,
 }
 
-static STRATEGY: AtomicU8 = AtomicU8::new(0);
-
-/// Sets the process-wide [`ConvStrategy`] (for benchmarks; the default is `Auto`).
-pub fn set_conv_strategy(s: ConvStrategy) {
-    STRATEGY.store(s as u8, Ordering::Relaxed);
-}
-
-fn strategy() -> ConvStrategy {
-    match STRATEGY.load(Ordering::Relaxed) {
-        1 => ConvStrategy::Native,
-        2 => ConvStrategy::Batched,
-        _ => ConvStrategy::Auto,
-    }
-}
-
-/// `conv.forward(x)`, computed as one batched matrix product where the strategy says so (see
-/// the module documentation).
+/// `conv.forward(x)`, computed as one batched matrix product where `strategy` says so (see the
+/// module documentation).
 ///
 /// # Shapes
 /// `[batch, c_in, h, w] -> [batch, c_out, h_out, w_out]`
-pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    conv2d_with(conv, x, strategy())
-}
-
-fn conv2d_with(conv: &Conv2d, x: Tensor<4>, strategy: ConvStrategy) -> Tensor<4> {
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>, strategy: ConvStrategy) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
     let [kh, kw] = conv.kernel_size;
     let [sh, sw] = conv.stride;
@@ -148,7 +131,7 @@ mod tests {
                 .init(&d);
             let x = Tensor::<4>::random([3, cin, size, size], Distribution::Normal(0.0, 1.0), &d).require_grad();
             let probe = Tensor::<4>::random(conv.forward(x.clone()).dims(), Distribution::Default, &d);
-            let ours = conv2d_with(&conv, x.clone(), ConvStrategy::Batched);
+            let ours = conv2d(&conv, x.clone(), ConvStrategy::Batched);
             let theirs = conv.forward(x.clone());
             assert_eq!(ours.dims(), theirs.dims());
             let tol = 1e-4;

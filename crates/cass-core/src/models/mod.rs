@@ -88,6 +88,14 @@ pub enum Network {
 }
 
 impl Network {
+    /// The same network with the CNN's convolutions computed as `conv` says (a ViT has none).
+    pub fn with_conv(self, conv: conv::ConvStrategy) -> Self {
+        match self {
+            Network::Cnn(m) => Network::Cnn(m.with_conv(conv)),
+            v => v,
+        }
+    }
+
     /// Pooled embedding. `[batch, 3, h, w] -> [batch, feature_dim]`
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
         match self {

@@ -9,7 +9,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
 
 use super::batch_norm::BatchNorm;
-use super::conv::conv2d;
+use super::conv::{ConvStrategy, conv2d};
 
 /// Residual block type.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -116,6 +116,7 @@ impl ResNetConfig {
             layer3: it.next().unwrap_or_default(),
             layer4: it.next().unwrap_or_default(),
             fc,
+            conv: ConvStrategy::Auto,
         }
     }
 
@@ -191,15 +192,15 @@ pub struct Block {
 impl Block {
     /// # Shapes
     /// `[batch, c_in, h, w] -> [batch, c_out, h / stride, w / stride]`
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, conv: ConvStrategy) -> Tensor<4> {
         let shortcut = match &self.downsample {
-            Some(d) => d.bn.forward(conv2d(&d.conv, x.clone())),
+            Some(d) => d.bn.forward(conv2d(&d.conv, x.clone(), conv)),
             None => x.clone(),
         };
-        let mut y = relu(self.bn1.forward(conv2d(&self.conv1, x)));
-        y = self.bn2.forward(conv2d(&self.conv2, y));
+        let mut y = relu(self.bn1.forward(conv2d(&self.conv1, x, conv)));
+        y = self.bn2.forward(conv2d(&self.conv2, y, conv));
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            y = bn3.forward(conv2d(conv3, relu(y)));
+            y = bn3.forward(conv2d(conv3, relu(y), conv));
         }
         relu(y + shortcut)
     }
@@ -216,6 +217,10 @@ pub struct ResNet {
     pub layer3: Vec<Block>,
     pub layer4: Vec<Block>,
     pub fc: Linear,
+    /// How convolutions are computed (the run config's `conv`; the same convolution either way,
+    /// summed in another order, see [`super::conv`]).
+    #[module(skip)]
+    pub conv: ConvStrategy,
 }
 
 impl ResNet {
@@ -224,7 +229,7 @@ impl ResNet {
     /// # Shapes
     /// `[batch, 3, h, w] -> [batch, feature_dim]`
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(conv2d(&self.conv1, x)));
+        let mut x = relu(self.bn1.forward(conv2d(&self.conv1, x, self.conv)));
         x = self.maxpool.forward(x);
         for block in self
             .layer1
@@ -233,7 +238,7 @@ impl ResNet {
             .chain(&self.layer3)
             .chain(&self.layer4)
         {
-            x = block.forward(x);
+            x = block.forward(x, self.conv);
         }
         let [b, c, _, _] = x.dims();
         adaptive_avg_pool2d(x, [1, 1]).reshape([b, c]) // [batch, channels]
@@ -245,6 +250,12 @@ impl ResNet {
     /// `[batch, 3, h, w] -> [batch, num_classes]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.fc.forward(self.forward_features(x))
+    }
+
+    /// The same network with convolutions computed as `conv` says.
+    pub fn with_conv(mut self, conv: ConvStrategy) -> Self {
+        self.conv = conv;
+        self
     }
 
     /// Replaces the classification head by a freshly initialised linear layer.

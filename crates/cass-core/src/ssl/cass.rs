@@ -26,6 +26,7 @@ use crate::data::ImageSet;
 use crate::device::BackendChoice;
 use crate::error::CassError;
 use crate::events::{CancelToken, Observer};
+use crate::models::conv::ConvStrategy;
 use crate::models::{ResNet, ResNetConfig, Vit, VitConfig, init_seeded};
 use crate::train::adam::{Adam, AdamConfig};
 pub use crate::train::run::Status;
@@ -69,6 +70,10 @@ pub struct PretrainConfig {
     /// or 2 (the CNN's view 1 is compared with the ViT's view 2 and vice versa).
     #[serde(default = "one_view")]
     pub views: usize,
+    /// How the CNN's convolutions are computed (on GPUs, one batched matrix product each by
+    /// default); the same convolutions either way, summed in another order.
+    #[serde(default)]
+    pub conv: ConvStrategy,
     /// Variance hinge against collapse, added to the CASS loss; `None` in the paper.
     #[serde(default)]
     pub collapse_guard: Option<CollapseGuard>,
@@ -236,7 +241,7 @@ impl CassTrainer {
         let ad = device.clone().autodiff();
         Self {
             config: cfg.clone(),
-            cnn: init_seeded(&ad, cfg.seed, || cfg.cnn.init(&ad)),
+            cnn: init_seeded(&ad, cfg.seed, || cfg.cnn.init(&ad)).with_conv(cfg.conv),
             vit: init_seeded(&ad, cfg.seed.wrapping_add(1), || cfg.vit.init(&ad)),
             opt_cnn: Adam::new(cfg.adam),
             opt_vit: Adam::new(cfg.adam),

@@ -401,3 +401,34 @@ fn identical_runs_write_identical_checkpoint_files() {
         fs::remove_dir_all(d).unwrap();
     }
 }
+
+#[test]
+fn the_convolution_strategy_is_saved_with_the_checkpoint_and_restored() {
+    use crate::models::conv::ConvStrategy;
+    let cfg = PretrainConfig {
+        conv: ConvStrategy::Batched,
+        epochs: 1,
+        ..tiny_pretrain()
+    };
+    let (bytes, _) = synthetic_images(8, 16, 5);
+    let set = Arc::new(ImageSet::from_memory(bytes, 8, 16, 16).unwrap());
+    let dir = tmp("conv-saved");
+    pretrain(&cfg, set, vec![], &dir, false, &mut Silent, &CancelToken::new()).unwrap();
+    assert_eq!(
+        read_state(&dir.join("checkpoint")).unwrap().config.conv,
+        ConvStrategy::Batched
+    );
+    let restored = crate::inference::restore(&dir, Some(crate::models::Arch::Cnn), Default::default()).unwrap();
+    match restored.net {
+        crate::models::Network::Cnn(m) => assert_eq!(m.conv, ConvStrategy::Batched),
+        _ => panic!("asked for the CNN"),
+    }
+    // A config without the field (written before it existed) reads as the default.
+    let mut v = serde_json::to_value(&cfg).unwrap();
+    v.as_object_mut().unwrap().remove("conv");
+    assert_eq!(
+        serde_json::from_value::<PretrainConfig>(v).unwrap().conv,
+        ConvStrategy::Auto
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -18,6 +18,7 @@ use crate::events::{CancelToken, Observer};
 use crate::inference::{build_network, load_into, predict};
 use crate::loss::{ClassWeighting, ClassificationLoss, class_weights};
 use crate::metrics::{self, Metrics};
+use crate::models::conv::ConvStrategy;
 use crate::models::{Arch, Network, ResNetConfig, VitConfig, init_seeded};
 use crate::ssl::cass::read_state;
 use crate::train::adam::{Adam, AdamConfig};
@@ -59,6 +60,9 @@ pub struct FinetuneConfig {
     pub augment: AugmentConfig,
     #[serde(default)]
     pub backend: BackendChoice,
+    /// How the CNN's convolutions are computed (see [`ConvStrategy`]).
+    #[serde(default)]
+    pub conv: ConvStrategy,
 }
 
 /// Labelled samples: `indices[k]` into the image set has class `labels[k]`.
@@ -359,7 +363,8 @@ pub fn finetune(
     };
     let net = init_seeded(&ad, cfg.seed.wrapping_add(2), || {
         net.with_new_head(cfg.num_classes, &ad)
-    });
+    })
+    .with_conv(cfg.conv);
     let weights_t = Tensor::<1>::from_floats(weights.as_slice(), &ad);
 
     // Keep a last batch of at least 2 images (BatchNorm); drop a single leftover image.

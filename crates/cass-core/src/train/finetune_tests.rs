@@ -28,6 +28,7 @@ fn cfg(arch: Arch, init: Init) -> FinetuneConfig {
             ..Default::default()
         },
         backend: Default::default(),
+        conv: Default::default(),
     }
 }
 
