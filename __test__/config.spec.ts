@@ -128,3 +128,12 @@ test('engine errors become typed errors; an engine panic is a plain Error, not a
   t.true(panic instanceof Error)
   t.is(panic.message, 'the engine panicked: x')
 })
+
+test('conv: the convolution strategy crosses to the engine, and a wrong one names the field', (t) => {
+  t.is(parsePretrainConfig({}).conv, 'auto')
+  const native = JSON.parse(toNativePretrainConfig(parsePretrainConfig({ conv: 'batched' })))
+  t.is(native.conv, 'batched')
+  const e = t.throws(() => parsePretrainConfig({ conv: 'fast' } as never), { instanceOf: ConfigError })
+  t.is(e.field, 'conv')
+  t.is(parseFinetuneConfig({ arch: 'cnn', numClasses: 2, conv: 'native' }).conv, 'native')
+})

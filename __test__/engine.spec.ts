@@ -286,3 +286,12 @@ test('a missing backend is reported, not crashed on', async (t) => {
   const err = await t.throwsAsync(pretrain({ config: { ...tinyPretrain, device: 'cuda' }, images, outDir: tempDir('nocuda') }))
   t.is((err as { code?: string }).code, 'backend-unavailable')
 })
+
+test('the conv setting reaches the engine and is saved with the checkpoint', async (t) => {
+  const { images } = stripes(8, 16, 3)
+  const outDir = tempDir('conv')
+  await pretrain({ config: { ...tinyPretrain, epochs: 1, conv: 'batched' }, images, outDir })
+  const state = JSON.parse(readFileSync(path.join(outDir, 'checkpoint', 'state.json'), 'utf8'))
+  t.is(state.config.conv, 'batched')
+  rmSync(outDir, { recursive: true })
+})

@@ -130,6 +130,12 @@ export const pretrainSchema = z.strictObject({
   checkpointEvery: int(1).optional(),
   device: deviceSchema.default('cpu'),
   /**
+   * How the CNN's convolutions run: `auto` (on GPUs one batched matrix product each, on the CPU
+   * the backend's own), `native` or `batched`. The same convolutions either way, summed in another
+   * order; saved with the checkpoint.
+   */
+  conv: z.enum(['auto', 'native', 'batched']).default('auto'),
+  /**
    * Initial CNN weights: `imagenet` (the Keras ImageNet ResNet-50, resnet50 only),
    * `hf:owner/name[@revision]` (a Hugging Face Hub repository's `model.safetensors`) or a
    * timm-named safetensors file. `pretrain` fetches references before the engine starts.
@@ -197,6 +203,12 @@ export const finetuneSchema = z.strictObject({
   seed: int(0),
   augment: augmentSchema.default(augmentSchema.parse({})),
   device: deviceSchema.default('cpu'),
+  /**
+   * How the CNN's convolutions run: `auto` (on GPUs one batched matrix product each, on the CPU
+   * the backend's own), `native` or `batched`. The same convolutions either way, summed in another
+   * order; saved with the checkpoint.
+   */
+  conv: z.enum(['auto', 'native', 'batched']).default('auto'),
 })
 export type FinetuneConfig = z.infer<typeof finetuneSchema>
 
@@ -425,6 +437,7 @@ export function toNativePretrainConfig(c: PretrainConfig): string {
     views: c.views,
     collapse_guard: c.collapseGuard,
     collapse_warning_spread: c.collapseWarningSpread,
+    conv: c.conv,
   })
 }
 
@@ -450,5 +463,6 @@ export function toNativeFinetuneConfig(c: FinetuneConfig, pretrainedDir: string 
     seed: c.seed,
     augment: nativeAugment(c.augment),
     backend: c.device,
+    conv: c.conv,
   })
 }
