@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
-import { gzipSync } from 'node:zlib'
+import { deflateRawSync, gzipSync } from 'node:zlib'
 
 import test from 'ava'
 import sharp from 'sharp'
@@ -251,6 +251,46 @@ test('MedMNIST .npz (grayscale and RGB) read without Python', async (t) => {
   t.is(ds.count, 6)
   t.deepEqual(ds.splits.test.labels, [1, 0])
   t.deepEqual(ds.classes, ['0', '1'])
+})
+
+test('hostile .npz and IDX files: a short array, a huge label, a deflate bomb and torn gzip data are clear errors', async (t) => {
+  const root = tempDir('npz-hostile')
+  const labels = (v: number[]) => new Uint8Array(new BigInt64Array(v.map(BigInt)).buffer)
+  const gray = new Uint8Array(4 * 10 * 10).fill(9)
+  const load = (name: string, bytes: Buffer) => {
+    const file = path.join(root, name)
+    writeFileSync(file, bytes)
+    return loadDataset(file, { size: 8, cacheDir: path.join(root, 'cache') })
+  }
+  // The header claims 5 images, the array holds 4: the reader used to take the archive's next
+  // bytes as a fifth image.
+  const short = await t.throwsAsync(load('short.npz', zip([['train_images.npy', npy([5, 10, 10], '|u1', gray)]])))
+  t.regex(short.message, /train_images: holds 400 bytes of data but its shape \[5,10,10\] \(\|u1\) needs 500/)
+  // A label of 2e9 used to size per-class arrays until Node ran out of heap.
+  const huge = await t.throwsAsync(
+    load(
+      'label.npz',
+      zip([
+        ['train_images.npy', npy([4, 10, 10], '|u1', gray)],
+        ['train_labels.npy', npy([4, 1], '<i8', labels([0, 1, 2_000_000_000, 1]))],
+      ]),
+    ),
+  )
+  t.regex(huge.message, /label 2000000000 at row 2 is not a class index in 0\.\.65535/)
+  // A deflated entry that declares 500 bytes and inflates to 10 MB stops at its declared size.
+  const bombEntry = deflateRawSync(Buffer.alloc(10 * 2 ** 20))
+  const bomb = zip([['train_images.npy', bombEntry]])
+  const cd = bomb.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]))
+  bomb.writeUInt16LE(8, cd + 10) // method: deflate
+  bomb.writeUInt32LE(500, cd + 24) // declared uncompressed size
+  const inflated = await t.throwsAsync(load('bomb.npz', bomb))
+  t.regex(inflated.message, /decompresses to more than it may/)
+  // Gzipped IDX data is inflated through the same bounded, checked path.
+  const dir = path.join(root, 'mnist')
+  mkdirSync(dir)
+  writeFileSync(path.join(dir, 'train-images-idx3-ubyte.gz'), gzipSync(Buffer.from('not gzip payload')).subarray(0, 12))
+  const torn = await t.throwsAsync(loadDataset(dir, { size: 8, cacheDir: path.join(root, 'cache') }))
+  t.regex(torn.message, /corrupt compressed data/)
 })
 
 test('label fractions: seeded, stratified, at least one image per class', (t) => {

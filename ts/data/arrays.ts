@@ -5,6 +5,15 @@
 import { readFileSync } from 'node:fs'
 import { gunzipSync, inflateRawSync } from 'node:zlib'
 
+import { LIMITS } from '../config.js'
+
+/**
+ * Largest decompressed array this reader accepts (a gzipped IDX file, an `.npz` entry): 4 GiB,
+ * above the largest MedMNIST+ arrays. Decompression stops at the bound, so a small archive cannot
+ * inflate into all of memory.
+ */
+export const MAX_ARRAY_BYTES = 4 * 2 ** 30
+
 /** A stack of uint8 images `[count, height, width, channels]` with optional labels. */
 export interface ImageArray {
   pixels: Uint8Array
@@ -15,13 +24,24 @@ export interface ImageArray {
   labels?: number[]
 }
 
-function maybeGunzip(buf: Buffer): Buffer {
-  return buf.length > 2 && buf[0] === 0x1f && buf[1] === 0x8b ? gunzipSync(buf) : buf
+function inflateBounded(file: string, inflate: () => Buffer): Buffer {
+  try {
+    return inflate()
+  } catch (e) {
+    if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' || /Cannot create a Buffer larger/.test(String(e)))
+      throw new Error(`${file}: decompresses to more than it may (its declared size, at most ${MAX_ARRAY_BYTES} bytes)`)
+    throw new Error(`${file}: corrupt compressed data (${(e as Error).message})`)
+  }
+}
+
+function maybeGunzip(file: string, buf: Buffer): Buffer {
+  if (!(buf.length > 2 && buf[0] === 0x1f && buf[1] === 0x8b)) return buf
+  return inflateBounded(file, () => gunzipSync(buf, { maxOutputLength: MAX_ARRAY_BYTES }))
 }
 
 /** Parses an IDX file: magic 0x0000 0x08 rank, big-endian dims, uint8 data. */
 export function readIdx(file: string): { dims: number[]; data: Uint8Array } {
-  const buf = maybeGunzip(readFileSync(file))
+  const buf = maybeGunzip(file, readFileSync(file))
   if (buf.length < 4 || buf[0] !== 0 || buf[1] !== 0) throw new Error(`${file}: not an IDX file (bad magic)`)
   if (buf[2] !== 0x08) throw new Error(`${file}: IDX element type 0x${buf[2].toString(16)} is not unsigned byte`)
   const rank = buf[3]
@@ -70,7 +90,15 @@ export function parseNpy(buf: Uint8Array, name: string): NpyArray {
     .map((s) => s.trim())
     .filter(Boolean)
     .map(Number)
-  return { shape, dtype: descr, data: new Uint8Array(b.buffer, b.byteOffset + start + headerLen, b.length - start - headerLen) }
+  if (!shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new Error(`${name}: bad shape (${shapeText})`)
+  const itemSize = Number(/\d+$/.exec(descr)?.[0] ?? NaN)
+  const want = shape.reduce((a, d) => a * d, 1) * itemSize
+  const have = b.length - start - headerLen
+  // The data must be exactly what the shape says: a header claiming more would read whatever
+  // follows in the archive as images.
+  if (!Number.isSafeInteger(want) || want !== have)
+    throw new Error(`${name}: holds ${have} bytes of data but its shape ${JSON.stringify(shape)} (${descr}) needs ${want}`)
+  return { shape, dtype: descr, data: new Uint8Array(b.buffer, b.byteOffset + start + headerLen, have) }
 }
 
 /** Reads every entry of a zip archive (stored or deflated), as `.npz` files are. */
@@ -99,6 +127,7 @@ export function readZip(file: string): Map<string, Uint8Array> {
     if (buf.readUInt32LE(cd) !== 0x02014b50) throw new Error(`${file}: corrupt zip central directory`)
     const method = buf.readUInt16LE(cd + 10)
     let compressed = buf.readUInt32LE(cd + 20)
+    let uncompressed = buf.readUInt32LE(cd + 24)
     const nameLen = buf.readUInt16LE(cd + 28)
     const extraLen = buf.readUInt16LE(cd + 30)
     const commentLen = buf.readUInt16LE(cd + 32)
@@ -112,7 +141,10 @@ export function readZip(file: string): Map<string, Uint8Array> {
       const size = buf.readUInt16LE(p + 2)
       if (id === 0x0001) {
         let q = p + 4
-        if (buf.readUInt32LE(cd + 24) === 0xffffffff) q += 8
+        if (uncompressed === 0xffffffff) {
+          uncompressed = Number(buf.readBigUInt64LE(q))
+          q += 8
+        }
         if (compressed === 0xffffffff) {
           compressed = Number(buf.readBigUInt64LE(q))
           q += 8
@@ -124,8 +156,18 @@ export function readZip(file: string): Map<string, Uint8Array> {
     const dataStart = local + 30 + buf.readUInt16LE(local + 26) + buf.readUInt16LE(local + 28)
     const raw = buf.subarray(dataStart, dataStart + compressed)
     if (method === 0) out.set(name, raw)
-    else if (method === 8) out.set(name, inflateRawSync(raw))
-    else throw new Error(`${file}: entry ${name} uses unsupported zip compression ${method}`)
+    else if (method === 8) {
+      // Inflate no further than the size the archive declares (a bomb declares a small one),
+      // and refuse a declared size above the limit before inflating anything.
+      if (uncompressed > MAX_ARRAY_BYTES)
+        throw new Error(
+          `${file}: entry ${name} declares ${uncompressed} bytes, more than the ${MAX_ARRAY_BYTES} limit for one array`,
+        )
+      const data = inflateBounded(`${file}:${name}`, () => inflateRawSync(raw, { maxOutputLength: Math.max(1, uncompressed) }))
+      if (data.length !== uncompressed)
+        throw new Error(`${file}: entry ${name} inflates to ${data.length} bytes, not the ${uncompressed} it declares`)
+      out.set(name, data)
+    } else throw new Error(`${file}: entry ${name} uses unsupported zip compression ${method}`)
     cd += 46 + nameLen + extraLen + commentLen
   }
   return out
@@ -148,7 +190,11 @@ function npyLabels(arr: NpyArray, name: string): number[] {
   }
   const f = read[arr.dtype]
   if (!f) throw new Error(`${name}: label dtype ${arr.dtype} is not an integer type`)
-  return Array.from({ length: n }, (_, i) => f(i))
+  const labels = Array.from({ length: n }, (_, i) => f(i))
+  // Labels become class indices (and per-class arrays): bound them before anything allocates.
+  const bad = labels.findIndex((l) => !(Number.isSafeInteger(l) && l >= 0 && l < LIMITS.classes))
+  if (bad >= 0) throw new Error(`${name}: label ${labels[bad]} at row ${bad} is not a class index in 0..${LIMITS.classes - 1}`)
+  return labels
 }
 
 /** Reads a MedMNIST-style `.npz`: `{split}_images` uint8 `[n, h, w]` or `[n, h, w, 3]`, `{split}_labels`. */
