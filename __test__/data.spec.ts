@@ -123,6 +123,24 @@ test('bad data: truncated image, missing CSV file, unknown one-hot row, decompre
   t.regex(err.message, /missing|weird/)
 })
 
+test('--strict after a lenient run fails on what the shared cache skipped', async (t) => {
+  const root = tempDir('strict-cache')
+  const dir = path.join(root, 'imgs', 'c0')
+  await png(path.join(dir, 'ok.png'), 1)
+  await png(path.join(dir, 'ok2.png'), 2)
+  const good = readFileSync(path.join(dir, 'ok.png'))
+  writeFileSync(path.join(dir, 'torn.png'), good.subarray(0, Math.floor(good.length / 2)))
+  const cacheDir = path.join(root, 'cache')
+  const lenient = await loadDataset(path.join(root, 'imgs'), { size: 8, cacheDir })
+  t.is(lenient.count, 2)
+  t.is(lenient.skipped.length, 1)
+  const err = await t.throwsAsync(loadDataset(path.join(root, 'imgs'), { size: 8, cacheDir, strict: true }), {
+    instanceOf: DataError,
+  })
+  t.regex(err.message, /torn\.png/)
+  t.is(err.code, 'bad-image')
+})
+
 test('path,label CSV rows relative to an image root', async (t) => {
   const root = tempDir('csv2')
   await png(path.join(root, 'images', 'x.png'), 1)

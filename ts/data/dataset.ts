@@ -421,6 +421,12 @@ export async function loadDataset(source: string, opts: LoadOptions): Promise<Lo
       throw e
     }
   }
+  // A cache written by a lenient run records what it skipped: `strict` fails on it just as a fresh
+  // decode would (the cache key leaves `strict` out, so both runs share one cache).
+  if (opts.strict && index.skipped.length) {
+    const b = index.skipped[0]
+    throw new DataError(`${b.name}: ${b.reason}`, 'bad-image', source)
+  }
   if (index.names.length === 0) throw new DataError(`no readable images in ${source}`, 'empty-dataset', source)
   return {
     cacheFile,
