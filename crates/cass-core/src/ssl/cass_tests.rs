@@ -218,6 +218,26 @@ fn resume_after_cancel_continues_the_same_loss_curve() {
         .filter(|n| n.contains(".partial-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Resuming with another batch size keeps the checkpoint's, and says so.
+    let mut warned = Vec::new();
+    let other = PretrainConfig {
+        batch_size: 2,
+        ..cfg.clone()
+    };
+    let probe_cancel = CancelToken::new();
+    probe_cancel.cancel();
+    let mut seen = |e: &Event| {
+        if let Event::Warning { code, message, .. } = e {
+            warned.push(format!("{code}: {message}"));
+        }
+    };
+    let again = pretrain(&other, set.clone(), vec![], &b, true, &mut seen, &probe_cancel).unwrap();
+    assert_eq!(again.steps, 3, "cancelled before its first step");
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].starts_with("resume-keeps-config: resuming keeps the checkpoint's config (batch size 4"),
+        "{warned:?}"
+    );
     let rest = pretrain(&cfg, set, vec![], &b, true, &mut Silent, &CancelToken::new()).unwrap();
     assert_eq!(rest.status, Status::Completed);
     assert_eq!(rest.losses.len(), full.losses.len());

@@ -135,6 +135,20 @@ pub fn run<M: Method>(
         None => config.clone(),
     };
     let wanted = M::settings(config);
+    if let Some(s) = &resumed {
+        let kept = M::settings(&s.config);
+        if kept.batch_size != wanted.batch_size || kept.seed != wanted.seed {
+            // A resumed run is the checkpoint's run: only its length can change.
+            observer.event(&Event::Warning {
+                code: "resume-keeps-config".into(),
+                message: format!(
+                    "resuming keeps the checkpoint's config (batch size {}, seed {}); the batch size {} and seed {} given are not used",
+                    kept.batch_size, kept.seed, wanted.batch_size, wanted.seed
+                ),
+                step: s.step,
+            });
+        }
+    }
     M::set_length(&mut cfg, wanted.epochs, wanted.max_steps);
     M::prepare(&mut cfg, resumed.is_none())?;
     let settings = M::settings(&cfg);
