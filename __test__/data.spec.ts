@@ -152,6 +152,32 @@ test('path,label CSV rows relative to an image root', async (t) => {
   t.deepEqual(ds.labels, [1, 0])
 })
 
+test('symbolic links in an image folder: followed inside the folder, reported (not read) when they lead outside or nowhere', async (t) => {
+  const root = tempDir('links')
+  const data = path.join(root, 'data')
+  await png(path.join(data, 'cat', 'a.png'), 1)
+  await png(path.join(data, 'dog', 'b.png'), 2)
+  await png(path.join(root, 'outside', 'secret.png'), 3)
+  await png(path.join(root, 'elsewhere', 'c.png'), 4)
+  // Inside: an image linked from another class, and a linked sub-folder.
+  symlinkSync(path.join(data, 'cat', 'a.png'), path.join(data, 'dog', 'a-too.png'))
+  mkdirSync(path.join(data, 'shared'))
+  await png(path.join(data, 'shared', 'd.png'), 5)
+  symlinkSync(path.join(data, 'shared'), path.join(data, 'cat', 'more'))
+  // Outside, broken, and a class folder that leads outside.
+  symlinkSync(path.join(root, 'outside', 'secret.png'), path.join(data, 'cat', 'secret.png'))
+  symlinkSync(path.join(root, 'nowhere.png'), path.join(data, 'dog', 'broken.png'))
+  symlinkSync(path.join(root, 'elsewhere'), path.join(data, 'bird'))
+  const ds = await loadDataset(data, { size: 8, cacheDir: path.join(root, 'cache') })
+  t.deepEqual(ds.classes, ['cat', 'dog', 'shared'])
+  t.deepEqual([...ds.names].sort(), ['cat/a.png', 'cat/more/d.png', 'dog/a-too.png', 'dog/b.png', 'shared/d.png'])
+  const reasons = Object.fromEntries(ds.skipped.map((s) => [s.name, s.reason]))
+  t.regex(reasons['cat/secret.png'], /outside the data folder \(not read\)/)
+  t.regex(reasons['dog/broken.png'], /symbolic link to nothing/)
+  t.regex(reasons.bird, /outside the data folder/)
+  t.is(ds.skipped.length, 3)
+})
+
 test('csv path traversal: rows outside the image root, absolute or through a symlink, are rejected unread; empty labels too', async (t) => {
   const root = tempDir('csv-escape')
   const imgs = path.join(root, 'imgs')

@@ -90,12 +90,46 @@ interface Discovered {
 
 const isImage = (f: string) => IMAGE_EXT.has(path.extname(f).toLowerCase())
 
-function listImages(dir: string, rel = ''): string[] {
+/**
+ * What a folder walk found besides images: symbolic links are followed when they lead to a place
+ * inside the data folder and reported (not read) when they lead outside it or nowhere.
+ */
+interface Walk {
+  /** The data folder, symbolic links resolved. */
+  realRoot: string
+  /** Folders already walked (by real path): a link back up cannot loop. */
+  seen: Set<string>
+  badRows: { name: string; reason: string }[]
+}
+
+/** Where a directory entry really leads: its kind, or why it is not followed. */
+function follow(full: string, e: { isDirectory(): boolean; isFile(): boolean; isSymbolicLink(): boolean }, w: Walk) {
+  if (!e.isSymbolicLink()) return e.isDirectory() ? 'dir' : e.isFile() ? 'file' : 'other'
+  let real: string
+  try {
+    real = realpathSync(full)
+  } catch {
+    return 'symbolic link to nothing (broken)'
+  }
+  if (real !== w.realRoot && !real.startsWith(w.realRoot + path.sep))
+    return `symbolic link to ${real}, outside the data folder (not read)`
+  const st = statSync(real)
+  return st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other'
+}
+
+function listImages(dir: string, w: Walk, rel = '', shown = rel): string[] {
+  const here = path.join(dir, rel)
+  const real = realpathSync(here)
+  if (w.seen.has(real)) return []
+  w.seen.add(real)
   const out: string[] = []
-  for (const e of readdirSync(path.join(dir, rel), { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+  for (const e of readdirSync(here, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
     const r = path.join(rel, e.name)
-    if (e.isDirectory()) out.push(...listImages(dir, r))
-    else if (e.isFile() && isImage(e.name)) out.push(r)
+    const kind = follow(path.join(dir, r), e, w)
+    if (kind === 'dir') out.push(...listImages(dir, w, r, path.join(shown, e.name)))
+    else if (kind === 'file') {
+      if (isImage(e.name)) out.push(r)
+    } else if (kind !== 'other') w.badRows.push({ name: path.join(shown, e.name), reason: kind })
   }
   return out
 }
@@ -115,9 +149,16 @@ function detectFormat(p: string): SourceFormat {
 }
 
 function discoverFolder(root: string): Discovered {
+  const w: Walk = { realRoot: realpathSync(root), seen: new Set(), badRows: [] }
   const subdirs = (d: string) =>
     readdirSync(d, { withFileTypes: true })
-      .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
+      .filter((e) => {
+        if (e.name.startsWith('.')) return false
+        const kind = follow(path.join(d, e.name), e, w)
+        if (kind !== 'dir' && kind !== 'file' && kind !== 'other')
+          w.badRows.push({ name: path.relative(root, path.join(d, e.name)), reason: kind })
+        return kind === 'dir'
+      })
       .map((e) => e.name)
       .sort()
   const top = subdirs(root)
@@ -131,19 +172,22 @@ function discoverFolder(root: string): Discovered {
   const classes = [...classSet].sort()
   const items: Item[] = []
   if (classes.length === 0) {
-    for (const f of listImages(root)) items.push({ kind: 'file', file: path.join(root, f), name: f, label: -1 })
+    for (const f of listImages(root, w)) items.push({ kind: 'file', file: path.join(root, f), name: f, label: -1 })
   } else {
     for (const r of roots) {
       for (const [label, c] of classes.entries()) {
         const dir = path.join(root, r.dir, c)
         if (!existsSync(dir)) continue
-        for (const f of listImages(dir)) {
+        w.seen.clear() // one walk per class folder: the same images may be linked from two classes
+        for (const f of listImages(dir, w, '', path.join(r.dir, c))) {
           items.push({ kind: 'file', file: path.join(dir, f), name: path.join(r.dir, c, f), label, split: r.split })
         }
       }
     }
   }
-  return { format: 'folder', items, classes, files: items.map((i) => (i.kind === 'file' ? i.file : '')), badRows: [] }
+  // Links that lead outside the folder are reported once each (class folders are listed per split).
+  const badRows = [...new Map(w.badRows.map((b) => [b.name, b])).values()]
+  return { format: 'folder', items, classes, files: items.map((i) => (i.kind === 'file' ? i.file : '')), badRows }
 }
 
 function parseCsvLine(line: string): string[] {
