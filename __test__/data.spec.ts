@@ -1,5 +1,15 @@
 import { createHash } from 'node:crypto'
-import { mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs'
 import path from 'node:path'
 import { deflateRawSync, gzipSync } from 'node:zlib'
 
@@ -7,7 +17,7 @@ import test from 'ava'
 import sharp from 'sharp'
 
 import { DataError } from '../ts/index.js'
-import { readCacheIndex } from '../ts/data/cache.js'
+import { CacheWriter, readCacheIndex, removeOrphans } from '../ts/data/cache.js'
 import { loadDataset } from '../ts/data/dataset.js'
 import { sampleFraction, stratifiedSplit } from '../ts/data/splits.js'
 import { rng, tempDir } from './helpers.js'
@@ -352,4 +362,21 @@ test('label fractions: seeded, stratified, at least one image per class', (t) =>
   t.is(a.length + b.length + c.length, 1000)
   t.is(new Set([...a, ...b, ...c]).size, 1000)
   t.true(count(b, 2) >= 1 && count(c, 2) >= 1)
+})
+
+test("partial cache files: a killed writer's are removed, a live one's kept, an aborted writer leaves none", (t) => {
+  const dir = tempDir('orphans')
+  const file = path.join(dir, 'abc-8.cassds')
+  const dead = path.join(dir, '.abc-8.cassds.tmp-4194400') // above the kernel's pid_max
+  const live = path.join(dir, `.abc-8.cassds.tmp-${process.pid}`)
+  writeFileSync(dead, 'half')
+  writeFileSync(live, 'writing')
+  removeOrphans(file)
+  t.false(existsSync(dead))
+  t.true(existsSync(live))
+  rmSync(live)
+  const w = new CacheWriter(path.join(dir, 'x-8.cassds'), 8, 8)
+  w.append(new Uint8Array(8 * 8 * 3))
+  w.abort()
+  t.deepEqual(readdirSync(dir), [])
 })

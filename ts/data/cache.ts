@@ -2,7 +2,7 @@
  * The engine's dataset cache file: decoded RGB images of one size back to back, plus a JSON
  * index. The layout is documented in `crates/cass-core/src/data.rs`; the engine memory-maps it.
  */
-import { closeSync, fsyncSync, openSync, readSync, renameSync, writeSync } from 'node:fs'
+import { closeSync, fsyncSync, openSync, readSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -40,6 +40,7 @@ export class CacheWriter {
     readonly width: number,
   ) {
     this.#final = file
+    removeOrphans(file)
     this.#tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`)
     this.#fd = openSync(this.#tmp, 'w')
     this.#imageBytes = height * width * 3
@@ -78,12 +79,42 @@ export class CacheWriter {
     renameSync(this.#tmp, this.#final)
   }
 
+  /** Stops writing and removes the partial file. */
   abort(): void {
     try {
       closeSync(this.#fd)
     } catch {
       // already closed
     }
+    rmSync(this.#tmp, { force: true })
+  }
+}
+
+/** Whether process `pid` still runs (signal 0 checks without sending anything). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM' // it exists, owned by someone else
+  }
+}
+
+/**
+ * Removes partial cache files (`.NAME.tmp-PID`) beside `file` left by processes that are gone
+ * (killed while decoding); those of running processes are left alone.
+ */
+export function removeOrphans(file: string): void {
+  const prefix = `.${path.basename(file)}.tmp-`
+  let names: string[]
+  try {
+    names = readdirSync(path.dirname(file))
+  } catch {
+    return
+  }
+  for (const name of names) {
+    const pid = Number(name.startsWith(prefix) ? name.slice(prefix.length) : NaN)
+    if (Number.isInteger(pid) && pid > 0 && !alive(pid)) rmSync(path.join(path.dirname(file), name), { force: true })
   }
 }
 

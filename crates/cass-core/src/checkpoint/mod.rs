@@ -21,19 +21,27 @@ pub use inspect::{Checkpoint, CheckpointKind};
 pub use tensors::*;
 
 /// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync, rename.
+/// Temporary files of writers that were killed (`.NAME.tmp-PID` of a process that is gone) are
+/// removed first; a failed write removes its own.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CassError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| CassError::io(dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let mut f = fs::File::create(&tmp).map_err(|e| CassError::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| CassError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| CassError::io(&tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| CassError::io(path, e))
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    for stale in orphans(path, &format!(".{name}.tmp-")) {
+        let _ = fs::remove_file(&stale);
+    }
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let written = (|| {
+        let mut f = fs::File::create(&tmp).map_err(|e| CassError::io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| CassError::io(&tmp, e))?;
+        f.sync_all().map_err(|e| CassError::io(&tmp, e))?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(|e| CassError::io(path, e))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Publishes a fully written staging directory as `final_dir`, replacing an older one. The
@@ -173,6 +181,27 @@ mod tests {
     fn checkpoint(dir: &Path, step: u32) {
         fs::create_dir_all(dir).unwrap();
         fs::write(dir.join("state.json"), format!("{{\"step\":{step}}}")).unwrap();
+    }
+
+    #[test]
+    fn atomic_writes_remove_temporary_files_of_killed_writers() {
+        let dir = std::env::temp_dir().join(format!("cass-atomic-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("out.safetensors");
+        let stale = dir.join(format!(".out.safetensors.tmp-{GONE}"));
+        let live = dir.join(format!(".out.safetensors.tmp-{}", std::process::id()));
+        fs::write(&stale, b"half").unwrap();
+        fs::write(dir.join(".other.tmp-1"), b"not ours").unwrap();
+        write_atomic(&target, b"whole").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"whole");
+        assert!(!stale.exists());
+        assert!(!live.exists(), "its own temporary file was renamed");
+        assert!(
+            dir.join(".other.tmp-1").exists(),
+            "another file's temporaries are not touched"
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
