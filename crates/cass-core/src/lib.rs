@@ -21,6 +21,8 @@ pub mod train;
 pub mod weights;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 pub(crate) mod testing;
 
 pub use device::{BackendChoice, available_backends};
