@@ -353,7 +353,13 @@ function discover(source: string, opts: LoadOptions): Discovered {
     }
   } catch (e) {
     if (e instanceof DataError) throw e
-    throw new DataError((e as Error).message, `bad-${format}`, source)
+    // The readers' own errors name the file and the problem; a RangeError or TypeError is a read
+    // past the end of a torn or crafted file, said as such.
+    const message =
+      e instanceof RangeError || e instanceof TypeError
+        ? `${source}: corrupt or truncated ${format} data (${(e as Error).message})`
+        : (e as Error).message
+    throw new DataError(message, `bad-${format}`, source)
   }
 }
 
