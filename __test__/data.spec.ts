@@ -344,7 +344,18 @@ test('hostile .npz and IDX files: a short array, a huge label, a deflate bomb an
   mkdirSync(dir)
   writeFileSync(path.join(dir, 'train-images-idx3-ubyte.gz'), gzipSync(Buffer.from('not gzip payload')).subarray(0, 12))
   const torn = await t.throwsAsync(loadDataset(dir, { size: 8, cacheDir: path.join(root, 'cache') }))
-  t.regex(torn.message, /corrupt compressed data/)
+  t.regex(torn.message, /train-images-idx3-ubyte.gz: (corrupt compressed data|not an IDX file \(no header after decompression\))/)
+  // A gzipped IDX whose data inflates past what its header declares (4 images of 28 x 28 with
+  // 10 MB behind them) stops at the declared size.
+  const header = Buffer.alloc(16)
+  header[2] = 0x08
+  header[3] = 3
+  header.writeUInt32BE(4, 4)
+  header.writeUInt32BE(28, 8)
+  header.writeUInt32BE(28, 12)
+  writeFileSync(path.join(dir, 'train-images-idx3-ubyte.gz'), gzipSync(Buffer.concat([header, Buffer.alloc(10 * 2 ** 20)])))
+  const idxBomb = await t.throwsAsync(loadDataset(dir, { size: 8, cacheDir: path.join(root, 'cache') }))
+  t.regex(idxBomb.message, /decompresses to more than it may/)
 })
 
 test('label fractions: seeded, stratified, at least one image per class', (t) => {

@@ -3,7 +3,7 @@
  * `.npz` archives in the MedMNIST layout (`train_images`, `train_labels`, `val_*`, `test_*`).
  */
 import { readFileSync } from 'node:fs'
-import { gunzipSync, inflateRawSync } from 'node:zlib'
+import { gunzipSync, inflateRawSync, constants as zlibConstants } from 'node:zlib'
 
 import { LIMITS } from '../config.js'
 
@@ -34,9 +34,32 @@ function inflateBounded(file: string, inflate: () => Buffer): Buffer {
   }
 }
 
+/** Bytes an IDX file declares: its header plus the product of its dims (uint8 data). */
+function idxDeclaredBytes(head: Buffer): number | undefined {
+  if (head.length < 4) return undefined
+  const rank = head[3]
+  if (head.length < 4 + 4 * rank) return undefined
+  let size = 1
+  for (let i = 0; i < rank; i++) size *= head.readUInt32BE(4 + 4 * i)
+  return 4 + 4 * rank + size
+}
+
+/**
+ * Gunzips an IDX file no further than its header declares: the header is inflated first (from
+ * the first kilobytes), then the whole file with that size as the bound. A gzip bomb stops at
+ * the declared size instead of filling memory.
+ */
 function maybeGunzip(file: string, buf: Buffer): Buffer {
   if (!(buf.length > 2 && buf[0] === 0x1f && buf[1] === 0x8b)) return buf
-  return inflateBounded(file, () => gunzipSync(buf, { maxOutputLength: MAX_ARRAY_BYTES }))
+  // 4 KiB of deflate data inflate to at most about 4 MiB (deflate's ratio is at most 1032:1).
+  const head = inflateBounded(file, () =>
+    gunzipSync(buf.subarray(0, 4096), { finishFlush: zlibConstants.Z_SYNC_FLUSH, maxOutputLength: 8 * 2 ** 20 }),
+  )
+  const declared = idxDeclaredBytes(head)
+  if (declared === undefined) throw new Error(`${file}: not an IDX file (no header after decompression)`)
+  if (declared > MAX_ARRAY_BYTES)
+    throw new Error(`${file}: declares ${declared} bytes, more than the ${MAX_ARRAY_BYTES} limit for one array`)
+  return inflateBounded(file, () => gunzipSync(buf, { maxOutputLength: Math.max(declared, 1) }))
 }
 
 /** Parses an IDX file: magic 0x0000 0x08 rank, big-endian dims, uint8 data. */
