@@ -240,15 +240,9 @@ fn resume_after_cancel_continues_the_same_loss_curve() {
     );
     let rest = pretrain(&cfg, set, vec![], &b, true, &mut Silent, &CancelToken::new()).unwrap();
     assert_eq!(rest.status, Status::Completed);
-    assert_eq!(rest.losses.len(), full.losses.len());
-    for (x, y) in rest.losses.iter().zip(&full.losses) {
-        assert!(
-            (x - y).abs() <= 1e-6 * y.abs().max(1.0),
-            "{:?} vs {:?}",
-            rest.losses,
-            full.losses
-        );
-    }
+    // Bit for bit: the losses read back from state.json included (serde_json's default float
+    // parser was 1 ULP off on some of them; the workspace turns on `float_roundtrip`).
+    assert_eq!(rest.losses, full.losses);
     fs::remove_dir_all(&a).unwrap();
     fs::remove_dir_all(&b).unwrap();
 }
