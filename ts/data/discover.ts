@@ -1,0 +1,303 @@
+/**
+ * Finding the images in a source: the format, each image (a file, or a slice of an in-memory
+ * array) with its label and source split, the classes, and the rows that cannot be used (with
+ * the reason). Nothing is decoded here; `dataset.ts` decodes into the cache.
+ */
+import { existsSync, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs'
+import path from 'node:path'
+
+import { DataError } from '../errors.js'
+import { type ImageArray, readIdxImages, readNpz } from './arrays.js'
+
+export type SourceFormat = 'folder' | 'csv' | 'npz' | 'idx'
+export type SplitName = 'train' | 'val' | 'test'
+
+/** One image to decode: a file, or a slice of an in-memory array. */
+export type Item =
+  | { kind: 'file'; file: string; name: string; label: number; split?: SplitName }
+  | { kind: 'array'; array: ImageArray; position: number; name: string; label: number; split?: SplitName }
+
+export interface Discovered {
+  format: SourceFormat
+  items: Item[]
+  classes: string[]
+  /** Files whose size and mtime identify the source state. */
+  files: string[]
+  badRows: { name: string; reason: string }[]
+}
+
+/** Extensions read as images (sharp decodes each); a CSV id without one is tried with each. */
+const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.tif', '.tiff', '.bmp', '.webp', '.gif']
+const isImage = (f: string) => IMAGE_EXTENSIONS.includes(path.extname(f).toLowerCase())
+
+/**
+ * What a folder walk found besides images: symbolic links are followed when they lead to a place
+ * inside the data folder and reported (not read) when they lead outside it or nowhere.
+ */
+interface Walk {
+  /** The data folder, symbolic links resolved. */
+  realRoot: string
+  /** Folders already walked (by real path): a link back up cannot loop. */
+  seen: Set<string>
+  badRows: { name: string; reason: string }[]
+}
+
+/** Where a directory entry really leads: its kind, or why it is not followed. */
+function follow(full: string, e: { isDirectory(): boolean; isFile(): boolean; isSymbolicLink(): boolean }, w: Walk) {
+  if (!e.isSymbolicLink()) return e.isDirectory() ? 'dir' : e.isFile() ? 'file' : 'other'
+  let real: string
+  try {
+    real = realpathSync(full)
+  } catch {
+    return 'symbolic link to nothing (broken)'
+  }
+  if (real !== w.realRoot && !real.startsWith(w.realRoot + path.sep))
+    return `symbolic link to ${real}, outside the data folder (not read)`
+  const st = statSync(real)
+  return st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other'
+}
+
+function listImages(dir: string, w: Walk, rel = '', shown = rel): string[] {
+  const here = path.join(dir, rel)
+  const real = realpathSync(here)
+  if (w.seen.has(real)) return []
+  w.seen.add(real)
+  const out: string[] = []
+  for (const e of readdirSync(here, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+    const r = path.join(rel, e.name)
+    const kind = follow(path.join(dir, r), e, w)
+    if (kind === 'dir') out.push(...listImages(dir, w, r, path.join(shown, e.name)))
+    else if (kind === 'file') {
+      if (isImage(e.name)) out.push(r)
+    } else if (kind !== 'other') w.badRows.push({ name: path.join(shown, e.name), reason: kind })
+  }
+  return out
+}
+
+function detectFormat(p: string): SourceFormat {
+  const st = statSync(p)
+  if (st.isFile()) {
+    const ext = path.extname(p).toLowerCase()
+    if (ext === '.csv') return 'csv'
+    if (ext === '.npz') return 'npz'
+    if (p.includes('idx')) return 'idx'
+    throw new DataError(`cannot tell the format of ${p}; pass format: folder | csv | npz | idx`, 'unknown-format', p)
+  }
+  const entries = readdirSync(p)
+  if (entries.some((e) => /-idx\d-ubyte(\.gz)?$/.test(e))) return 'idx'
+  return 'folder'
+}
+
+function discoverFolder(root: string): Discovered {
+  const w: Walk = { realRoot: realpathSync(root), seen: new Set(), badRows: [] }
+  const subdirs = (d: string) =>
+    readdirSync(d, { withFileTypes: true })
+      .filter((e) => {
+        if (e.name.startsWith('.')) return false
+        const kind = follow(path.join(d, e.name), e, w)
+        if (kind !== 'dir' && kind !== 'file' && kind !== 'other')
+          w.badRows.push({ name: path.relative(root, path.join(d, e.name)), reason: kind })
+        return kind === 'dir'
+      })
+      .map((e) => e.name)
+      .sort()
+  const top = subdirs(root)
+  const splitDirs = top.filter((d) => d === 'train' || d === 'val' || d === 'test' || d === 'Training' || d === 'Testing')
+  const splitName = (d: string): SplitName => (d === 'Training' ? 'train' : d === 'Testing' ? 'test' : (d as SplitName))
+  const roots: { dir: string; split?: SplitName }[] = splitDirs.length
+    ? splitDirs.map((d) => ({ dir: d, split: splitName(d) }))
+    : [{ dir: '' }]
+  const classSet = new Set<string>()
+  for (const r of roots) for (const c of subdirs(path.join(root, r.dir))) classSet.add(c)
+  const classes = [...classSet].sort()
+  const items: Item[] = []
+  if (classes.length === 0) {
+    for (const f of listImages(root, w)) items.push({ kind: 'file', file: path.join(root, f), name: f, label: -1 })
+  } else {
+    for (const r of roots) {
+      for (const [label, c] of classes.entries()) {
+        const dir = path.join(root, r.dir, c)
+        if (!existsSync(dir)) continue
+        w.seen.clear() // one walk per class folder: the same images may be linked from two classes
+        for (const f of listImages(dir, w, '', path.join(r.dir, c))) {
+          items.push({ kind: 'file', file: path.join(dir, f), name: path.join(r.dir, c, f), label, split: r.split })
+        }
+      }
+    }
+  }
+  // Links that lead outside the folder are reported once each (class folders are listed per split).
+  const badRows = [...new Map(w.badRows.map((b) => [b.name, b])).values()]
+  return { format: 'folder', items, classes, files: items.map((i) => (i.kind === 'file' ? i.file : '')), badRows }
+}
+
+function parseCsvLine(line: string): string[] {
+  const out: string[] = []
+  let cur = ''
+  let quoted = false
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i]
+    if (quoted) {
+      if (ch === '"' && line[i + 1] === '"') {
+        cur += '"'
+        i++
+      } else if (ch === '"') quoted = false
+      else cur += ch
+    } else if (ch === '"') quoted = true
+    else if (ch === ',') {
+      out.push(cur)
+      cur = ''
+    } else cur += ch
+  }
+  out.push(cur)
+  return out.map((s) => s.trim())
+}
+
+function discoverCsv(file: string, imageRoot: string | undefined): Discovered {
+  const root = imageRoot ?? path.dirname(file)
+  const lines = readFileSync(file, 'utf8')
+    .split(/\r?\n/)
+    .filter((l) => l.trim() !== '')
+  if (lines.length < 2) throw new DataError(`${file} has no data rows`, 'bad-csv', file)
+  const header = parseCsvLine(lines[0])
+  const rows = lines.slice(1).map(parseCsvLine)
+  const items: Item[] = []
+  const badRows: { name: string; reason: string }[] = []
+  let realRoot: string
+  try {
+    realRoot = realpathSync(root)
+  } catch {
+    throw new DataError(`image root ${root} (for ${file}) does not exist`, 'bad-csv', root)
+  }
+  const inside = (p: string) => {
+    const rel = path.relative(realRoot, p)
+    return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel)
+  }
+  // A row's path must stay inside the image root, lexically AND after following symlinks; the
+  // lexical check comes first, so a path outside is rejected before the filesystem is asked
+  // whether it exists (the answer would tell which files exist outside the root).
+  const resolveImage = (id: string): string | undefined | 'outside' => {
+    if (path.isAbsolute(id) || !inside(path.resolve(realRoot, id))) return 'outside'
+    const direct = path.join(realRoot, id)
+    const candidates = [...(path.extname(id) ? [direct] : []), ...IMAGE_EXTENSIONS.map((e) => direct + e), direct]
+    const found = candidates.find((c) => existsSync(c))
+    if (found === undefined) return undefined
+    return inside(realpathSync(found)) ? found : 'outside'
+  }
+  const addRow = (k: number, name: string, label: number) => {
+    const f = resolveImage(name)
+    if (f === 'outside') badRows.push({ name, reason: `row ${k + 2}: path is outside the image root ${root}` })
+    else if (!f) badRows.push({ name, reason: `row ${k + 2}: file not found under ${root}` })
+    else items.push({ kind: 'file', file: f, name, label })
+  }
+  let classes: string[]
+  const twoColumn =
+    header.length === 2 && /^(path|file|image|filename)$/i.test(header[0]) && /^(label|class|target)$/i.test(header[1])
+  if (twoColumn) {
+    // A missing or empty label is a bad row, not a class of its own.
+    classes = [...new Set(rows.flatMap((r) => (r[1] ? [r[1]] : [])))].sort()
+    rows.forEach((r, k) => {
+      if (!r[1]) badRows.push({ name: r[0], reason: `row ${k + 2}: missing label` })
+      else addRow(k, r[0], classes.indexOf(r[1]))
+    })
+  } else {
+    // ISIC-2019 style: first column the image id, every other column a one-hot class
+    // (an all-zero "UNK" column is allowed and simply never chosen).
+    classes = header.slice(1)
+    rows.forEach((r, k) => {
+      const name = r[0]
+      const hot = r.slice(1).map(Number)
+      const ones = hot.flatMap((v, i) => (v === 1 ? [i] : []))
+      if (hot.some((v) => !Number.isFinite(v)) || ones.length !== 1) {
+        badRows.push({ name, reason: `row ${k + 2}: expected exactly one class column set to 1` })
+        return
+      }
+      addRow(k, name, ones[0])
+    })
+    const used = new Set(items.map((i) => i.label))
+    const keep = classes.map((_, i) => used.has(i))
+    if (keep.some((k) => !k)) {
+      // Drop never-used classes (ISIC's UNK) and renumber, so every class has images.
+      const remap = new Map<number, number>()
+      classes = classes.filter((c, i) => {
+        if (keep[i]) remap.set(i, remap.size)
+        return keep[i]
+      })
+      for (const it of items) it.label = remap.get(it.label)!
+    }
+  }
+  return { format: 'csv', items, classes, files: [file, ...items.map((i) => (i.kind === 'file' ? i.file : ''))], badRows }
+}
+
+function arrayItems(arr: ImageArray, split: SplitName | undefined, prefix: string): Item[] {
+  return Array.from({ length: arr.count }, (_, position) => ({
+    kind: 'array' as const,
+    array: arr,
+    position,
+    name: `${prefix}${position}`,
+    label: arr.labels?.[position] ?? -1,
+    split,
+  }))
+}
+
+function classNames(items: Item[]): string[] {
+  const max = items.reduce((m, i) => Math.max(m, i.label), -1)
+  return Array.from({ length: max + 1 }, (_, i) => String(i))
+}
+
+function discoverIdx(p: string): Discovered {
+  const dir = statSync(p).isDirectory() ? p : path.dirname(p)
+  const files = readdirSync(dir)
+  const find = (re: RegExp) => files.find((f) => re.test(f))
+  const items: Item[] = []
+  const used: string[] = []
+  for (const [split, stem] of [
+    ['train', 'train'],
+    ['test', 't10k'],
+  ] as const) {
+    const img = find(new RegExp(`^${stem}-images-idx3-ubyte(\\.gz)?$`))
+    if (!img) continue
+    const lab = find(new RegExp(`^${stem}-labels-idx1-ubyte(\\.gz)?$`))
+    used.push(path.join(dir, img), ...(lab ? [path.join(dir, lab)] : []))
+    const arr = readIdxImages(path.join(dir, img), lab ? path.join(dir, lab) : undefined)
+    items.push(...arrayItems(arr, split, `${split}/`))
+  }
+  if (items.length === 0) throw new DataError(`no *-images-idx3-ubyte files in ${dir}`, 'bad-idx', dir)
+  return { format: 'idx', items, classes: classNames(items), files: used, badRows: [] }
+}
+
+function discoverNpz(file: string): Discovered {
+  const parts = readNpz(file)
+  const items: Item[] = []
+  for (const split of ['train', 'val', 'test'] as const) {
+    const arr = parts[split]
+    if (arr) items.push(...arrayItems(arr, split, `${split}/`))
+  }
+  return { format: 'npz', items, classes: classNames(items), files: [file], badRows: [] }
+}
+
+/** What `source` holds: its format, the images to decode with their labels, its classes. */
+export function discover(source: string, forced?: SourceFormat, imageRoot?: string): Discovered {
+  if (!existsSync(source)) throw new DataError(`data source does not exist: ${source}`, 'not-found', source)
+  const format = forced ?? detectFormat(source)
+  try {
+    switch (format) {
+      case 'folder':
+        return discoverFolder(source)
+      case 'csv':
+        return discoverCsv(source, imageRoot)
+      case 'npz':
+        return discoverNpz(source)
+      case 'idx':
+        return discoverIdx(source)
+    }
+  } catch (e) {
+    if (e instanceof DataError) throw e
+    // The readers' own errors name the file and the problem; a RangeError or TypeError is a read
+    // past the end of a torn or crafted file, said as such.
+    const message =
+      e instanceof RangeError || e instanceof TypeError
+        ? `${source}: corrupt or truncated ${format} data (${(e as Error).message})`
+        : (e as Error).message
+    throw new DataError(message, `bad-${format}`, source)
+  }
+}
