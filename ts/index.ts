@@ -16,9 +16,8 @@ import {
   type PretrainInput,
   parseFinetuneConfig,
   parsePretrainConfig,
-  toNativeFinetuneConfig,
-  toNativePretrainConfig,
 } from './config.js'
+import { toNativeFinetuneConfig, toNativePretrainConfig } from './native-config.js'
 import { toFinetuneResult, toMetrics, toPretrainResult } from './binding.js'
 import { ConfigError, fromNative } from './errors.js'
 import type { Embeddings, FinetuneResult, Metrics, PretrainResult } from './events.js'
@@ -29,6 +28,7 @@ import type { WeightsEvent } from './weights/hub.js'
 import { checkPretrainWeights, pretrainedWeightsWarning, resolvePretrainWeights } from './weights/resolve.js'
 
 export * from './config.js'
+export { toNativeFinetuneConfig, toNativePretrainConfig } from './native-config.js'
 export * from './errors.js'
 export * from './events.js'
 export { Job, type JobOptions } from './job.js'
