@@ -3,6 +3,7 @@ use std::collections::HashSet;
 use burn::module::Module;
 
 use std::fs;
+use std::path::PathBuf;
 
 use super::*;
 use crate::checkpoint::{load_module_tensors, module_tensors};

@@ -13,6 +13,7 @@ use crate::error::CassError;
 use crate::train::run::StepReport;
 
 pub mod cass;
+pub mod cass_config;
 pub mod objective;
 pub mod pretrain;
 
