@@ -16,6 +16,34 @@ export declare class BindingCancelToken {
   get cancelled(): boolean
 }
 
+export interface AdamOptions {
+  beta1: number
+  beta2: number
+  eps: number
+  /** Decoupled weight decay (AdamW); 0 is Adam. */
+  weightDecay: number
+}
+
+/** Random augmentation on the device (probabilities in [0, 1]). */
+export interface AugmentOptions {
+  enabled: boolean
+  pJitterPerspective: number
+  pPerspective: number
+  perspectiveDistortion: number
+  pJitterRotate: number
+  rotateDegrees: number
+  brightness: number
+  contrast: number
+  saturation: number
+  pVflip: number
+  pHflip: number
+  /** Random resized crop's area fraction `[min, max]`; `[1, 1]` is off. */
+  cropScale: Array<number>
+  /** Per-channel normalisation of inputs in [0, 1]. */
+  mean: Array<number>
+  std: Array<number>
+}
+
 /** Compute backends compiled into this addon (`cpu` always; `cuda`, `wgpu` by cargo feature). */
 export declare function availableBackends(): Array<string>
 
@@ -46,6 +74,9 @@ export interface BindingLabeled {
   labels: Array<number>
 }
 
+/** Residual block of a ResNet. */
+export type Block = 'basic' | 'bottleneck'
+
 /** What a checkpoint folder holds. */
 export interface CheckpointInfo {
   /**
@@ -68,6 +99,22 @@ export interface CheckpointInfo {
   bestEpoch?: number
 }
 
+/** How per-class loss weights follow the class counts. */
+export type ClassWeightingOptions = 'min-max-counts' | 'inverse-frequency' | 'none'
+
+/** VICReg's variance hinge (and covariance penalty) on each network's outputs. */
+export interface CollapseGuardOptions {
+  weight: number
+  target: number
+  covariance: number
+}
+
+/** How the CNN's convolutions are computed (saved with the checkpoint). */
+export type Conv = 'auto' | 'native' | 'batched'
+
+/** Which backend a job runs on. */
+export type Device = 'cpu' | 'cuda' | 'wgpu' | 'auto'
+
 /** Pooled embeddings of images. */
 export interface Embeddings {
   dim: number
@@ -81,6 +128,30 @@ export interface EpochRecord {
   epoch: number
   trainLoss: number
   valLoss: number
+}
+
+/** A fine-tuning run of one network (the fields of the TypeScript `FinetuneConfig`). */
+export interface FinetuneOptions {
+  arch: Network
+  /** A pre-training checkpoint (or its output folder) to start from; random weights without. */
+  pretrained?: string
+  /** Architectures for random initialisation (a checkpoint brings its own). */
+  cnn: ResNetOptions
+  vit: VitOptions
+  numClasses: number
+  imageSize: number
+  batchSize: number
+  maxEpochs: number
+  lr: number
+  adam: AdamOptions
+  schedule: ScheduleOptions
+  loss: LossOptions
+  classWeighting: ClassWeightingOptions
+  patience: number
+  seed: number
+  augment: AugmentOptions
+  device: Device
+  conv: Conv
 }
 
 /** How a fine-tuning ended. */
@@ -102,6 +173,12 @@ export interface FinetuneOutcome {
  */
 export declare function inspectCheckpoint(path: string): CheckpointInfo
 
+/** The classification loss of fine-tuning, `kind` names which. */
+export type LossOptions =
+  | { kind: 'focal'; alpha: number; gamma: number }
+  | { kind: 'focal-alpha-balanced'; alpha: number; gamma: number }
+  | { kind: 'cross-entropy' }
+
 /** Every metric the CASS spec lists. */
 export interface Metrics {
   numSamples: number
@@ -120,12 +197,45 @@ export interface Metrics {
   confusion: Array<Array<number>>
 }
 
+/** Which of the two networks. */
+export type Network = 'cnn' | 'vit'
+
 /** Precision, recall and F1 of one class. */
 export interface PerClassMetrics {
   precision: number
   recall: number
   f1: number
   support: number
+}
+
+/** A CASS pre-training run (the fields of the TypeScript `PretrainConfig`, presets resolved). */
+export interface PretrainOptions {
+  cnn: ResNetOptions
+  vit: VitOptions
+  /** Width of both heads, whose outputs CASS compares. */
+  headDim: number
+  imageSize: number
+  batchSize: number
+  epochs: number
+  maxSteps?: number
+  lrCnn: number
+  lrVit: number
+  adam: AdamOptions
+  schedule: ScheduleOptions
+  augment: AugmentOptions
+  seed: number
+  checkpointEvery?: number
+  device: Device
+  conv: Conv
+  /** Initial weights: timm-named safetensors files (references are resolved to files first). */
+  cnnWeights?: string
+  vitWeights?: string
+  /** Leave the weight files' classifiers out. */
+  ignoreHead: boolean
+  /** Augmented views per image: 1 or 2. */
+  views: number
+  collapseGuard?: CollapseGuardOptions
+  collapseWarningSpread: number
 }
 
 /** How a pre-training ended. */
@@ -141,29 +251,50 @@ export interface PretrainOutcome {
   epochMeanLosses: Array<number>
 }
 
+/** A ResNet's shape (its head width and input size come from the run config). */
+export interface ResNetOptions {
+  block: Block
+  /** Blocks in each of the four stages. */
+  layers: Array<number>
+  /** Width of the stem and first stage. */
+  baseWidth: number
+  /** Original ResNet v1: the stride on the first 1x1 of a downsampling bottleneck. */
+  strideIn1x1: boolean
+  bnEps: number
+}
+
+/** A learning-rate schedule, `kind` names which. */
+export type ScheduleOptions =
+  | { kind: 'cosine-wave'; tMax: number; minLr: number }
+  | { kind: 'cosine'; warmup: number; minLr: number }
+  | { kind: 'constant' }
+
 /**
  * Embeds images with a checkpoint's network (`arch` picks the network of a pre-training
  * checkpoint).
  */
-export declare function startEmbed(checkpoint: string, arch: string | undefined | null, images: BindingImages, indices: Array<number> | undefined | null, batchSize: number, device?: string | undefined | null): Promise<Embeddings>
+export declare function startEmbed(checkpoint: string, arch: Network | undefined | null, images: BindingImages, indices: Array<number> | undefined | null, batchSize: number, device?: Device | undefined | null): Promise<Embeddings>
 
 /** Evaluates a fine-tuned checkpoint on labelled data. */
-export declare function startEvaluate(checkpoint: string, images: BindingImages, data: BindingLabeled, batchSize: number, device?: string | undefined | null): Promise<Metrics>
+export declare function startEvaluate(checkpoint: string, images: BindingImages, data: BindingLabeled, batchSize: number, device?: Device | undefined | null): Promise<Metrics>
 
 /**
  * Exports one network of a checkpoint as timm-compatible safetensors (`arch` picks the
  * network of a pre-training checkpoint). Resolves to the output path.
  */
-export declare function startExport(checkpoint: string, arch: string | undefined | null, out: string): Promise<string>
+export declare function startExport(checkpoint: string, arch: Network | undefined | null, out: string): Promise<string>
 
-/**
- * Starts fine-tuning of one network (`config`: the engine's JSON config, see the TypeScript
- * `toNativeFinetuneConfig`).
- */
-export declare function startFinetune(config: string, images: BindingImages, train: BindingLabeled, val: BindingLabeled, outDir: string, cancel: BindingCancelToken, onEvent?: (((arg: BindingEvent) => void)) | undefined | null): Promise<FinetuneOutcome>
+/** Starts fine-tuning of one network (`config`: see the TypeScript `toNativeFinetuneConfig`). */
+export declare function startFinetune(config: FinetuneOptions, images: BindingImages, train: BindingLabeled, val: BindingLabeled, outDir: string, cancel: BindingCancelToken, onEvent?: (((arg: BindingEvent) => void)) | undefined | null): Promise<FinetuneOutcome>
 
-/**
- * Starts CASS pre-training. `config` is the engine's JSON config (see the TypeScript
- * `toNativePretrainConfig`).
- */
-export declare function startPretrain(config: string, images: BindingImages, indices: Array<number> | undefined | null, outDir: string, resume: boolean, cancel: BindingCancelToken, onEvent?: (((arg: BindingEvent) => void)) | undefined | null): Promise<PretrainOutcome>
+/** Starts CASS pre-training (`config`: see the TypeScript `toNativePretrainConfig`). */
+export declare function startPretrain(config: PretrainOptions, images: BindingImages, indices: Array<number> | undefined | null, outDir: string, resume: boolean, cancel: BindingCancelToken, onEvent?: (((arg: BindingEvent) => void)) | undefined | null): Promise<PretrainOutcome>
+
+/** A ViT's shape (its input size and head width come from the run config). */
+export interface VitOptions {
+  patchSize: number
+  embedDim: number
+  depth: number
+  numHeads: number
+  mlpRatio: number
+}

@@ -1,17 +1,9 @@
 import test from 'ava'
 
-import {
-  CassError,
-  ConfigError,
-  DataError,
-  PRESETS,
-  fromNative,
-  merge,
-  parseFinetuneConfig,
-  parsePretrainConfig,
-  pretrain,
-  toNativePretrainConfig,
-} from '../ts/index.js'
+import { CassError, ConfigError, DataError, PRESETS, parseFinetuneConfig, parsePretrainConfig, pretrain } from '../ts/index.js'
+import { merge } from '../ts/config.js'
+import { fromNative } from '../ts/errors.js'
+import { toNativePretrainConfig } from '../ts/native-config.js'
 import { stripes } from './helpers.js'
 
 test('paper preset is the CASS paper setting', (t) => {
@@ -74,9 +66,14 @@ for (const [input, field] of [
   })
 }
 
-test('geometry the schema cannot see is still rejected before any native call', (t) => {
-  const err = t.throws(() => toNativePretrainConfig(parsePretrainConfig({ imageSize: 30 })), { instanceOf: ConfigError })
+test('geometry is checked when the config is parsed, before any native call', (t) => {
+  const err = t.throws(() => parsePretrainConfig({ imageSize: 30 }), { instanceOf: ConfigError })
   t.is(err.field, 'vit.patchSize')
+  t.regex(err.message, /8 does not divide imageSize 30/)
+  const heads = t.throws(() => parseFinetuneConfig({ arch: 'vit', vit: { embedDim: 100, numHeads: 3, depth: 1 } }), {
+    instanceOf: ConfigError,
+  })
+  t.is(heads.field, 'vit.numHeads')
 })
 
 test('pretrain rejects a bad config synchronously, naming the field', (t) => {
@@ -99,10 +96,11 @@ test('collapse guard and views cross to the engine; null turns a guard off', (t)
   const small = parsePretrainConfig({ preset: 'cpu-small' })
   t.is(small.views, 2)
   t.deepEqual(small.collapseGuard, { weight: 1, target: 0.5, covariance: 1 })
-  const native = JSON.parse(toNativePretrainConfig(on))
+  const native = toNativePretrainConfig(on)
   t.is(native.views, 2)
-  t.deepEqual(native.collapse_guard, { weight: 2, target: 0.5, covariance: 1 })
-  t.is(native.collapse_warning_spread, 0.1)
+  t.deepEqual(native.collapseGuard, { weight: 2, target: 0.5, covariance: 1 })
+  t.is(native.collapseWarningSpread, 0.1)
+  t.is(toNativePretrainConfig(parsePretrainConfig({ collapseGuard: null })).collapseGuard, undefined)
   const paper = parsePretrainConfig({ preset: 'paper' })
   t.is(paper.views, 1, 'the paper runs one view')
   t.is(paper.collapseGuard, null, 'the paper has no guard')
@@ -131,7 +129,7 @@ test('engine errors become typed errors; an engine panic is a plain Error, not a
 
 test('conv: the convolution strategy crosses to the engine, and a wrong one names the field', (t) => {
   t.is(parsePretrainConfig({}).conv, 'auto')
-  const native = JSON.parse(toNativePretrainConfig(parsePretrainConfig({ conv: 'batched' })))
+  const native = toNativePretrainConfig(parsePretrainConfig({ conv: 'batched' }))
   t.is(native.conv, 'batched')
   const e = t.throws(() => parsePretrainConfig({ conv: 'fast' } as never), { instanceOf: ConfigError })
   t.is(e.field, 'conv')

@@ -14,8 +14,12 @@ import {
   evaluate,
   finetune,
   inspectCheckpoint,
+  parsePretrainConfig,
   pretrain,
 } from '../ts/index.js'
+import { fromNative } from '../ts/errors.js'
+import { toNativePretrainConfig } from '../ts/native-config.js'
+import { native } from '../ts/native.js'
 import { stripes, tempDir, tinyPretrain } from './helpers.js'
 
 test('cpu backend is always built', (t) => {
@@ -294,4 +298,29 @@ test('the conv setting reaches the engine and is saved with the checkpoint', asy
   const state = JSON.parse(readFileSync(path.join(outDir, 'checkpoint', 'state.json'), 'utf8'))
   t.is(state.config.conv, 'batched')
   rmSync(outDir, { recursive: true })
+})
+
+test('the typed door: options the engine cannot take are refused, naming the camelCase field', async (t) => {
+  const { images } = stripes(8, 16, 4)
+  const good = toNativePretrainConfig(parsePretrainConfig({ ...tinyPretrain, epochs: 1 }))
+  const outDir = tempDir('door')
+  const start = (options: object) =>
+    native().startPretrain(options as never, images, undefined, outDir, false, new (native().BindingCancelToken)(), undefined)
+  const field = (e: unknown) => (fromNative(e) as ConfigError).field
+  // Refused by the conversion, before the job starts.
+  t.is(field(t.throws(() => start({ ...good, seed: 0.5 }))), 'seed')
+  t.is(field(t.throws(() => start({ ...good, maxSteps: Number.NaN }))), 'maxSteps')
+  t.is(field(t.throws(() => start({ ...good, cnn: { ...good.cnn, layers: [1, 1, 1] } }))), 'cnn.layers')
+  t.is(field(t.throws(() => start({ ...good, augment: { ...good.augment, mean: [0.5, 0.5] } }))), 'augment.mean')
+  t.is(field(t.throws(() => start({ ...good, schedule: { kind: 'cosine', warmup: -1, minLr: 0 } }))), 'schedule.warmup')
+  // Refused by the engine's own checks, named as the API names them.
+  t.is(field(await t.throwsAsync(start({ ...good, lrCnn: -1 }))), 'lrCnn')
+  t.is(
+    field(await t.throwsAsync(start({ ...good, collapseGuard: { weight: 1, target: 0.5, covariance: -1 } }))),
+    'collapseGuard.covariance',
+  )
+  // A value outside a string union is refused by the binding itself.
+  const wrongBlock = t.throws(() => start({ ...good, cnn: { ...good.cnn, block: 'wide' } }))
+  t.regex(String((wrongBlock as Error).message), /wide|block/i)
+  rmSync(outDir, { recursive: true, force: true })
 })

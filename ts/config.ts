@@ -1,8 +1,9 @@
 /**
  * Validated configuration. Every user-facing config is a zod schema with defaults; a preset
  * supplies the base values, user fields override them, and the merged object is validated
- * BEFORE any native call, so a bad value is reported with its field path. Conversion to the
- * engine's JSON (snake_case) is explicit, in `native-config.ts`.
+ * BEFORE any native call, so a bad value is reported with its field path. A config is parsed
+ * once: the schemas also check the geometry (patch size against image size), so the conversion
+ * to the binding's options (`native-config.ts`) cannot fail.
  */
 import { z } from 'zod'
 
@@ -108,67 +109,84 @@ export const augmentSchema = z.strictObject({
   std: z.tuple([positive, positive, positive]).default([0.229, 0.224, 0.225]),
 })
 
-export const pretrainSchema = z.strictObject({
-  cnn: cnnSchema,
-  vit: vitArchSchema,
-  /** Width of both heads, whose outputs CASS compares (1000 in the paper). */
-  headDim: bounded(1, LIMITS.width),
-  imageSize: bounded(8, LIMITS.imageSize),
-  batchSize: bounded(2, LIMITS.batchSize),
-  epochs: int(1),
-  /** Stop after this many optimisation steps in total. */
-  maxSteps: int(1).optional(),
-  lrCnn: positive,
-  lrVit: positive,
-  adam: adamSchema.default(adamSchema.parse({})),
-  schedule: scheduleSchema,
-  augment: augmentSchema.default(augmentSchema.parse({})),
-  seed: int(0),
-  /** Also checkpoint every N steps (always at each epoch end). */
-  checkpointEvery: int(1).optional(),
-  device: deviceSchema.default('cpu'),
-  /**
-   * How the CNN's convolutions run: `auto` (on GPUs one batched matrix product each, on the CPU
-   * the backend's own), `native` or `batched`. The same convolutions either way, summed in another
-   * order; saved with the checkpoint.
-   */
-  conv: z.enum(['auto', 'native', 'batched']).default('auto'),
-  /**
-   * Initial CNN weights: `imagenet` (the Keras ImageNet ResNet-50, resnet50 only),
-   * `hf:owner/name[@revision]` (a Hugging Face Hub repository's `model.safetensors`) or a
-   * timm-named safetensors file. `pretrain` fetches references before the engine starts.
-   */
-  cnnWeights: z.string().min(1).optional(),
-  /**
-   * Initial ViT weights: `hf:owner/name[@revision]` or a timm-named safetensors file
-   * (`pos_embed` is resampled to `imageSize`).
-   */
-  vitWeights: z.string().min(1).optional(),
-  /** Leave the weight files' classifiers out (heads of another width than `headDim`). */
-  ignoreHead: z.boolean().default(false),
-  /**
-   * Augmented views per image: 1 is the paper (the same view through both networks); with 2,
-   * each network sees its own augmentation and the loss is symmetrised,
-   * `0.5 (L(cnn(x1), vit(x2)) + L(cnn(x2), vit(x1)))`. An epoch costs about twice as much.
-   */
-  views: z.union([z.literal(1), z.literal(2)]).default(1),
-  /**
-   * Collapse guard: VICReg's variance hinge on each network's L2-normalised outputs,
-   * `weight * mean_d relu(target - sqrt(D) std_batch(F(v))_d)`, added to the CASS loss.
-   * `null` turns it off (the paper).
-   */
-  collapseGuard: z
-    .strictObject({
-      weight: z.number().min(0).default(1),
-      target: positive.default(0.5),
-      /** VICReg's covariance penalty on the same outputs, with this weight (0: off). */
-      covariance: z.number().min(0).default(0),
+/** The ViT's patch must tile the image and its heads must split its width. */
+function checkVitGeometry(c: { vit: z.infer<typeof vitArchSchema>; imageSize: number }, ctx: z.RefinementCtx): void {
+  const v = typeof c.vit === 'string' ? { ...VITS[c.vit], patchSize: 16 } : c.vit
+  if (c.imageSize % v.patchSize !== 0) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['vit', 'patchSize'],
+      message: `${v.patchSize} does not divide imageSize ${c.imageSize}`,
     })
-    .nullable()
-    .default(null),
-  /** A `collapse` warning is raised when a network's output spread stays below this for an epoch. */
-  collapseWarningSpread: z.number().min(0).default(0.1),
-})
+  }
+  if (v.embedDim % v.numHeads !== 0) {
+    ctx.addIssue({ code: 'custom', path: ['vit', 'numHeads'], message: `${v.numHeads} does not divide embedDim ${v.embedDim}` })
+  }
+}
+
+export const pretrainSchema = z
+  .strictObject({
+    cnn: cnnSchema,
+    vit: vitArchSchema,
+    /** Width of both heads, whose outputs CASS compares (1000 in the paper). */
+    headDim: bounded(1, LIMITS.width),
+    imageSize: bounded(8, LIMITS.imageSize),
+    batchSize: bounded(2, LIMITS.batchSize),
+    epochs: int(1),
+    /** Stop after this many optimisation steps in total. */
+    maxSteps: int(1).optional(),
+    lrCnn: positive,
+    lrVit: positive,
+    adam: adamSchema.default(adamSchema.parse({})),
+    schedule: scheduleSchema,
+    augment: augmentSchema.default(augmentSchema.parse({})),
+    seed: int(0),
+    /** Also checkpoint every N steps (always at each epoch end). */
+    checkpointEvery: int(1).optional(),
+    device: deviceSchema.default('cpu'),
+    /**
+     * How the CNN's convolutions run: `auto` (on GPUs one batched matrix product each, on the CPU
+     * the backend's own), `native` or `batched`. The same convolutions either way, summed in another
+     * order; saved with the checkpoint.
+     */
+    conv: z.enum(['auto', 'native', 'batched']).default('auto'),
+    /**
+     * Initial CNN weights: `imagenet` (the Keras ImageNet ResNet-50, resnet50 only),
+     * `hf:owner/name[@revision]` (a Hugging Face Hub repository's `model.safetensors`) or a
+     * timm-named safetensors file. `pretrain` fetches references before the engine starts.
+     */
+    cnnWeights: z.string().min(1).optional(),
+    /**
+     * Initial ViT weights: `hf:owner/name[@revision]` or a timm-named safetensors file
+     * (`pos_embed` is resampled to `imageSize`).
+     */
+    vitWeights: z.string().min(1).optional(),
+    /** Leave the weight files' classifiers out (heads of another width than `headDim`). */
+    ignoreHead: z.boolean().default(false),
+    /**
+     * Augmented views per image: 1 is the paper (the same view through both networks); with 2,
+     * each network sees its own augmentation and the loss is symmetrised,
+     * `0.5 (L(cnn(x1), vit(x2)) + L(cnn(x2), vit(x1)))`. An epoch costs about twice as much.
+     */
+    views: z.union([z.literal(1), z.literal(2)]).default(1),
+    /**
+     * Collapse guard: VICReg's variance hinge on each network's L2-normalised outputs,
+     * `weight * mean_d relu(target - sqrt(D) std_batch(F(v))_d)`, added to the CASS loss.
+     * `null` turns it off (the paper).
+     */
+    collapseGuard: z
+      .strictObject({
+        weight: z.number().min(0).default(1),
+        target: positive.default(0.5),
+        /** VICReg's covariance penalty on the same outputs, with this weight (0: off). */
+        covariance: z.number().min(0).default(0),
+      })
+      .nullable()
+      .default(null),
+    /** A `collapse` warning is raised when a network's output spread stays below this for an epoch. */
+    collapseWarningSpread: z.number().min(0).default(0.1),
+  })
+  .superRefine(checkVitGeometry)
 export type PretrainConfig = z.infer<typeof pretrainSchema>
 
 export const lossSchema = z.discriminatedUnion('kind', [
@@ -183,31 +201,33 @@ export const lossSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('cross-entropy') }),
 ])
 
-export const finetuneSchema = z.strictObject({
-  /** Which network to fine-tune. */
-  arch: z.enum(['cnn', 'vit']),
-  cnn: cnnSchema,
-  vit: vitArchSchema,
-  numClasses: bounded(2, LIMITS.classes),
-  imageSize: bounded(8, LIMITS.imageSize),
-  batchSize: bounded(2, LIMITS.batchSize),
-  maxEpochs: int(1),
-  lr: positive,
-  adam: adamSchema.default(adamSchema.parse({})),
-  schedule: scheduleSchema,
-  loss: lossSchema,
-  classWeighting: z.enum(['min-max-counts', 'inverse-frequency', 'none']),
-  patience: int(1),
-  seed: int(0),
-  augment: augmentSchema.default(augmentSchema.parse({})),
-  device: deviceSchema.default('cpu'),
-  /**
-   * How the CNN's convolutions run: `auto` (on GPUs one batched matrix product each, on the CPU
-   * the backend's own), `native` or `batched`. The same convolutions either way, summed in another
-   * order; saved with the checkpoint.
-   */
-  conv: z.enum(['auto', 'native', 'batched']).default('auto'),
-})
+export const finetuneSchema = z
+  .strictObject({
+    /** Which network to fine-tune. */
+    arch: z.enum(['cnn', 'vit']),
+    cnn: cnnSchema,
+    vit: vitArchSchema,
+    numClasses: bounded(2, LIMITS.classes),
+    imageSize: bounded(8, LIMITS.imageSize),
+    batchSize: bounded(2, LIMITS.batchSize),
+    maxEpochs: int(1),
+    lr: positive,
+    adam: adamSchema.default(adamSchema.parse({})),
+    schedule: scheduleSchema,
+    loss: lossSchema,
+    classWeighting: z.enum(['min-max-counts', 'inverse-frequency', 'none']),
+    patience: int(1),
+    seed: int(0),
+    augment: augmentSchema.default(augmentSchema.parse({})),
+    device: deviceSchema.default('cpu'),
+    /**
+     * How the CNN's convolutions run: `auto` (on GPUs one batched matrix product each, on the CPU
+     * the backend's own), `native` or `batched`. The same convolutions either way, summed in another
+     * order; saved with the checkpoint.
+     */
+    conv: z.enum(['auto', 'native', 'batched']).default('auto'),
+  })
+  .superRefine(checkVitGeometry)
 export type FinetuneConfig = z.infer<typeof finetuneSchema>
 
 type DeepPartial<T> = T extends readonly unknown[] ? T : T extends object ? { [K in keyof T]?: DeepPartial<T[K]> } : T

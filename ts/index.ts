@@ -27,10 +27,46 @@ import { weightsReporter } from './progress.js'
 import type { WeightsEvent } from './weights/hub.js'
 import { checkPretrainWeights, pretrainedWeightsWarning, resolvePretrainWeights } from './weights/resolve.js'
 
-export * from './config.js'
-export { toNativeFinetuneConfig, toNativePretrainConfig } from './native-config.js'
-export * from './errors.js'
-export * from './events.js'
+// The public API, named one by one: helpers the API and CLI share (config merging, the
+// conversion to the binding's options, engine error decoding) stay internal.
+export {
+  type DeviceName,
+  type FinetuneConfig,
+  type FinetuneInput,
+  LIMITS,
+  PRESETS,
+  type PresetName,
+  type PretrainConfig,
+  type PretrainInput,
+  RESNETS,
+  type ResNetOptions,
+  VITS,
+  type VitOptions,
+  adamSchema,
+  augmentSchema,
+  deviceSchema,
+  finetuneSchema,
+  lossSchema,
+  parseFinetuneConfig,
+  parsePretrainConfig,
+  pretrainSchema,
+  resnetSchema,
+  scheduleSchema,
+  vitSchema,
+} from './config.js'
+export { BackendError, CassError, ConfigError, DataError, IoError } from './errors.js'
+export type {
+  CheckpointEvent,
+  Embeddings,
+  EpochEvent,
+  FinetuneResult,
+  Metrics,
+  PerClassMetrics,
+  PretrainResult,
+  ProgressEvent,
+  StepEvent,
+  WarningEvent,
+} from './events.js'
 export { Job, type JobOptions } from './job.js'
 export { type LoadOptions, type LoadedDataset, type SourceFormat, type Split, loadDataset } from './data/dataset.js'
 export { sampleFraction, stratifiedSplit } from './data/splits.js'
@@ -174,7 +210,6 @@ export function checkPretrainOutDir(outDir: string, options: { resume?: boolean;
 export function pretrain(options: PretrainOptions): Job<PretrainResult> {
   const config = parsePretrainConfig(options.config ?? {})
   checkPretrainWeights(config)
-  toNativePretrainConfig(config) // its checks throw here, before anything is fetched
   const images = checkImages(options.images)
   const indices = checkIndices(options.indices, 'indices')
   if (typeof options.outDir !== 'string' || options.outDir === '') {
@@ -204,8 +239,15 @@ export function pretrain(options: PretrainOptions): Job<PretrainResult> {
             signal: options.signal,
             onProgress: options.onWeightsProgress ?? weightsReporter(),
           })
-      const json = toNativePretrainConfig(resolved)
-      return native().startPretrain(json, images, indices, outDir, options.resume ?? false, token, onEvent)
+      return native().startPretrain(
+        toNativePretrainConfig(resolved),
+        images,
+        indices,
+        outDir,
+        options.resume ?? false,
+        token,
+        onEvent,
+      )
     },
     toPretrainResult,
   )
@@ -232,14 +274,14 @@ export function finetune(options: FinetuneOptions): Job<FinetuneResult> {
   const config = parseFinetuneConfig(input)
   // The engine finds the checkpoint in an output folder (see inspectCheckpoint).
   const from = options.from === undefined ? undefined : path.resolve(options.from)
-  const json = toNativeFinetuneConfig(config, from)
+  const engineConfig = toNativeFinetuneConfig(config, from)
   const images = checkImages(options.images)
   if (typeof options.outDir !== 'string' || options.outDir === '') {
     throw new ConfigError('invalid argument at `outDir`: expected a directory path', 'outDir', [])
   }
   return startJob(
     options,
-    (token, onEvent) => native().startFinetune(json, images, train, val, path.resolve(options.outDir), token, onEvent),
+    (token, onEvent) => native().startFinetune(engineConfig, images, train, val, path.resolve(options.outDir), token, onEvent),
     toFinetuneResult,
   )
 }

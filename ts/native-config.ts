@@ -1,131 +1,50 @@
 /**
- * The one conversion from validated configs (camelCase, presets resolved) to the engine's JSON
- * config (snake_case, the fields of `PretrainConfig` / `FinetuneConfig` in cass-core), with the
- * geometry checks the schemas cannot express.
+ * The one conversion from validated configs (presets resolved, every check passed) to the
+ * binding's typed options (`PretrainOptions` / `FinetuneOptions` in `index.d.ts`, converted to
+ * the engine's configs by `crates/cass-node/src/options.rs`). The camelCase fields are the same on
+ * both sides, so most pass through; this resolves the named architectures, the head widths and
+ * the weight paths.
  */
 import path from 'node:path'
 
+import type * as Binding from '../index.js'
 import { type FinetuneConfig, type PretrainConfig, RESNETS, VITS } from './config.js'
-import { ConfigError } from './errors.js'
 
-function nativeResnet(cnn: PretrainConfig['cnn'], numClasses: number) {
+function nativeResnet(cnn: PretrainConfig['cnn']): Binding.ResNetOptions {
   const r = typeof cnn === 'string' ? { ...RESNETS[cnn], baseWidth: 64, strideIn1x1: false, bnEps: 1e-5 } : cnn
+  return { ...r, layers: [...r.layers] }
+}
+
+function nativeVit(vit: PretrainConfig['vit']): Binding.VitOptions {
+  return typeof vit === 'string' ? { ...VITS[vit], patchSize: 16, mlpRatio: 4 } : vit
+}
+
+/** The CNN and ViT shapes a config names (presets resolved), as the binding takes them. */
+export function networkShapes(c: Pick<PretrainConfig, 'cnn' | 'vit'>): { cnn: Binding.ResNetOptions; vit: Binding.VitOptions } {
+  return { cnn: nativeResnet(c.cnn), vit: nativeVit(c.vit) }
+}
+
+/**
+ * Every field of a validated config must have its field in the binding's options: a field the
+ * binding lacks would be dropped silently when the object crosses. These fail to compile then.
+ */
+type Unsent<Zod, Sent> = Exclude<keyof Zod, keyof Sent>
+const allPretrainFieldsCross: [Unsent<PretrainConfig, Binding.PretrainOptions>] extends [never] ? true : false = true
+const allFinetuneFieldsCross: [Unsent<FinetuneConfig, Binding.FinetuneOptions>] extends [never] ? true : false = true
+const allAugmentFieldsCross: [Unsent<PretrainConfig['augment'], Binding.AugmentOptions>] extends [never] ? true : false = true
+void [allPretrainFieldsCross, allFinetuneFieldsCross, allAugmentFieldsCross]
+
+export function toNativePretrainConfig(c: PretrainConfig): Binding.PretrainOptions {
   return {
-    block: r.block === 'basic' ? 'Basic' : 'Bottleneck',
-    layers: [...r.layers],
-    base_width: r.baseWidth,
-    num_classes: numClasses,
-    in_channels: 3,
-    stride_in_1x1: r.strideIn1x1,
-    bn_eps: r.bnEps,
+    ...c,
+    ...networkShapes(c),
+    augment: { ...c.augment },
+    collapseGuard: c.collapseGuard ?? undefined,
+    cnnWeights: c.cnnWeights === undefined ? undefined : path.resolve(c.cnnWeights),
+    vitWeights: c.vitWeights === undefined ? undefined : path.resolve(c.vitWeights),
   }
 }
 
-function nativeVit(vit: PretrainConfig['vit'], imageSize: number, numClasses: number) {
-  const v = typeof vit === 'string' ? { ...VITS[vit], patchSize: 16, mlpRatio: 4 } : vit
-  if (imageSize % v.patchSize !== 0) {
-    throw new ConfigError(
-      `invalid config at \`vit.patchSize\`: ${v.patchSize} does not divide imageSize ${imageSize}`,
-      'vit.patchSize',
-      [],
-    )
-  }
-  if (v.embedDim % v.numHeads !== 0) {
-    throw new ConfigError(
-      `invalid config at \`vit.numHeads\`: ${v.numHeads} does not divide embedDim ${v.embedDim}`,
-      'vit.numHeads',
-      [],
-    )
-  }
-  return {
-    image_size: imageSize,
-    patch_size: v.patchSize,
-    embed_dim: v.embedDim,
-    depth: v.depth,
-    num_heads: v.numHeads,
-    mlp_ratio: v.mlpRatio,
-    num_classes: numClasses,
-    in_channels: 3,
-  }
-}
-
-function nativeSchedule(s: PretrainConfig['schedule']) {
-  switch (s.kind) {
-    case 'cosine-wave':
-      return { kind: 'cosine-wave', t_max: s.tMax, min_lr: s.minLr }
-    case 'cosine':
-      return { kind: 'cosine', warmup: s.warmup, min_lr: s.minLr }
-    case 'constant':
-      return { kind: 'constant' }
-  }
-}
-
-const nativeAdam = (a: PretrainConfig['adam']) => ({ beta1: a.beta1, beta2: a.beta2, eps: a.eps, weight_decay: a.weightDecay })
-
-const nativeAugment = (a: PretrainConfig['augment']) => ({
-  enabled: a.enabled,
-  p_jitter_perspective: a.pJitterPerspective,
-  p_perspective: a.pPerspective,
-  perspective_distortion: a.perspectiveDistortion,
-  p_jitter_rotate: a.pJitterRotate,
-  rotate_degrees: a.rotateDegrees,
-  brightness: a.brightness,
-  contrast: a.contrast,
-  saturation: a.saturation,
-  p_vflip: a.pVflip,
-  p_hflip: a.pHflip,
-  crop_scale: a.cropScale,
-  mean: a.mean,
-  std: a.std,
-})
-
-export function toNativePretrainConfig(c: PretrainConfig): string {
-  return JSON.stringify({
-    cnn: nativeResnet(c.cnn, c.headDim),
-    vit: nativeVit(c.vit, c.imageSize, c.headDim),
-    image_size: c.imageSize,
-    batch_size: c.batchSize,
-    epochs: c.epochs,
-    max_steps: c.maxSteps ?? null,
-    lr_cnn: c.lrCnn,
-    lr_vit: c.lrVit,
-    adam: nativeAdam(c.adam),
-    schedule: nativeSchedule(c.schedule),
-    augment: nativeAugment(c.augment),
-    seed: c.seed,
-    checkpoint_every: c.checkpointEvery ?? null,
-    backend: c.device,
-    cnn_weights: c.cnnWeights === undefined ? null : { path: path.resolve(c.cnnWeights), ignore_head: c.ignoreHead },
-    vit_weights: c.vitWeights === undefined ? null : { path: path.resolve(c.vitWeights), ignore_head: c.ignoreHead },
-    views: c.views,
-    collapse_guard: c.collapseGuard,
-    collapse_warning_spread: c.collapseWarningSpread,
-    conv: c.conv,
-  })
-}
-
-export function toNativeFinetuneConfig(c: FinetuneConfig, pretrainedDir: string | undefined): string {
-  return JSON.stringify({
-    arch: c.arch === 'cnn' ? 'Cnn' : 'Vit',
-    init: pretrainedDir === undefined ? 'random' : { pretrained: pretrainedDir },
-    cnn: nativeResnet(c.cnn, c.numClasses),
-    vit: nativeVit(c.vit, c.imageSize, c.numClasses),
-    num_classes: c.numClasses,
-    image_size: c.imageSize,
-    batch_size: c.batchSize,
-    max_epochs: c.maxEpochs,
-    lr: c.lr,
-    adam: nativeAdam(c.adam),
-    schedule: nativeSchedule(c.schedule),
-    loss:
-      c.loss.kind === 'cross-entropy'
-        ? { kind: 'cross-entropy' }
-        : { kind: c.loss.kind, alpha: c.loss.alpha, gamma: c.loss.gamma },
-    class_weighting: c.classWeighting,
-    patience: c.patience,
-    seed: c.seed,
-    augment: nativeAugment(c.augment),
-    backend: c.device,
-    conv: c.conv,
-  })
+export function toNativeFinetuneConfig(c: FinetuneConfig, pretrainedDir: string | undefined): Binding.FinetuneOptions {
+  return { ...c, ...networkShapes(c), augment: { ...c.augment }, pretrained: pretrainedDir }
 }

@@ -1,23 +1,24 @@
 //! The N-API door to `cass-core`: every export parses its arguments, starts the core job on a
 //! dedicated thread (never the libuv pool) and settles a Promise when it ends. Outcomes, metrics,
 //! progress events and embeddings cross as typed objects (`#[napi(object)]`, a structured enum
-//! for events, a `Float32Array` for embeddings), so the generated `index.d.ts` describes them;
-//! progress goes through a weak threadsafe function, cancellation through a shared token. The
-//! engine configs still cross as JSON, validated by zod on the TypeScript side and by serde here.
-//! No training logic lives here.
+//! for events, a `Float32Array` for embeddings), and so do the run configs the other way
+//! (`options.rs`, converted with `TryFrom`), so the generated `index.d.ts` describes everything
+//! that crosses; progress goes through a weak threadsafe function, cancellation through a shared
+//! token. No training logic lives here.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use cass_core::data::ImageSet;
-use cass_core::models::Arch;
-use cass_core::{BackendChoice, CancelToken, CassError, Event, FinetuneConfig, Labeled, PretrainConfig};
+use cass_core::{CancelToken, CassError, Event, FinetuneConfig, Labeled, PretrainConfig};
 use napi::bindgen_prelude::ToNapiValue;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
+mod options;
 mod outcomes;
+pub use options::*;
 pub use outcomes::*;
 
 // Progress callbacks are `ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>`:
@@ -86,9 +87,13 @@ impl Default for BindingCancelToken {
 }
 
 /// Error as JSON: `{ kind, code, message, field?, path?, step? }`, turned into a typed JS error
-/// by the TypeScript layer.
+/// by the TypeScript layer. Config fields are named in the API's camelCase.
 fn error_json(e: &CassError) -> String {
-    let mut v = serde_json::to_value(e).unwrap_or_default();
+    let e = match e {
+        CassError::Config { field, message } => CassError::config(camel_field(field), message.clone()),
+        other => other.clone(),
+    };
+    let mut v = serde_json::to_value(&e).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
         o.insert("code".into(), e.code().into());
         o.insert("message".into(), e.to_string().into());
@@ -96,9 +101,8 @@ fn error_json(e: &CassError) -> String {
     v.to_string()
 }
 
-fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T> {
-    serde_json::from_str(json)
-        .map_err(|e| Error::new(Status::InvalidArg, error_json(&CassError::config(what, format!("{e}")))))
+fn invalid(e: CassError) -> Error {
+    Error::new(Status::InvalidArg, error_json(&e))
 }
 
 fn to_usize(v: Option<Vec<u32>>) -> Vec<usize> {
@@ -150,12 +154,11 @@ fn forward(
     }
 }
 
-/// Starts CASS pre-training. `config` is the engine's JSON config (see the TypeScript
-/// `toNativePretrainConfig`).
+/// Starts CASS pre-training (`config`: see the TypeScript `toNativePretrainConfig`).
 #[napi]
 pub fn start_pretrain<'env>(
     env: &'env Env,
-    config: String,
+    config: PretrainOptions,
     images: BindingImages,
     indices: Option<Vec<u32>>,
     out_dir: String,
@@ -163,7 +166,7 @@ pub fn start_pretrain<'env>(
     cancel: &BindingCancelToken,
     on_event: Option<ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>>,
 ) -> Result<PromiseRaw<'env, PretrainOutcome>> {
-    let cfg: PretrainConfig = parse(&config, "config")?;
+    let cfg = PretrainConfig::try_from(config).map_err(invalid)?;
     let token = cancel.token.clone();
     let indices = to_usize(indices);
     spawn_job(env, "pretrain", move || {
@@ -196,12 +199,11 @@ fn labeled(set: &Arc<ImageSet>, l: BindingLabeled) -> Labeled {
     }
 }
 
-/// Starts fine-tuning of one network (`config`: the engine's JSON config, see the TypeScript
-/// `toNativeFinetuneConfig`).
+/// Starts fine-tuning of one network (`config`: see the TypeScript `toNativeFinetuneConfig`).
 #[napi]
 pub fn start_finetune<'env>(
     env: &'env Env,
-    config: String,
+    config: FinetuneOptions,
     images: BindingImages,
     train: BindingLabeled,
     val: BindingLabeled,
@@ -209,7 +211,7 @@ pub fn start_finetune<'env>(
     cancel: &BindingCancelToken,
     on_event: Option<ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>>,
 ) -> Result<PromiseRaw<'env, FinetuneOutcome>> {
-    let cfg: FinetuneConfig = parse(&config, "config")?;
+    let cfg = FinetuneConfig::try_from(config).map_err(invalid)?;
     let token = cancel.token.clone();
     spawn_job(env, "finetune", move || {
         let set = open_images(images)?;
@@ -235,25 +237,6 @@ pub fn start_finetune<'env>(
     })
 }
 
-fn parse_arch(arch: Option<String>) -> Result<Option<Arch>> {
-    match arch.as_deref() {
-        None => Ok(None),
-        Some("cnn") => Ok(Some(Arch::Cnn)),
-        Some("vit") => Ok(Some(Arch::Vit)),
-        Some(other) => Err(Error::new(
-            Status::InvalidArg,
-            error_json(&CassError::config(
-                "arch",
-                format!("must be `cnn` or `vit`, got `{other}`"),
-            )),
-        )),
-    }
-}
-
-fn backend(name: Option<String>) -> Result<BackendChoice> {
-    parse(&format!("\"{}\"", name.as_deref().unwrap_or("cpu")), "device")
-}
-
 /// Evaluates a fine-tuned checkpoint on labelled data.
 #[napi]
 pub fn start_evaluate<'env>(
@@ -262,9 +245,9 @@ pub fn start_evaluate<'env>(
     images: BindingImages,
     data: BindingLabeled,
     batch_size: u32,
-    device: Option<String>,
+    device: Option<Device>,
 ) -> Result<PromiseRaw<'env, Metrics>> {
-    let backend = backend(device)?;
+    let backend = device.unwrap_or(Device::Cpu).into();
     spawn_job(env, "evaluate", move || {
         let set = open_images(images)?;
         let m = cass_core::evaluate(
@@ -283,14 +266,14 @@ pub fn start_evaluate<'env>(
 pub fn start_embed<'env>(
     env: &'env Env,
     checkpoint: String,
-    arch: Option<String>,
+    arch: Option<Network>,
     images: BindingImages,
     indices: Option<Vec<u32>>,
     batch_size: u32,
-    device: Option<String>,
+    device: Option<Device>,
 ) -> Result<PromiseRaw<'env, Embeddings>> {
-    let backend = backend(device)?;
-    let arch = parse_arch(arch)?;
+    let backend = device.unwrap_or(Device::Cpu).into();
+    let arch = arch.map(Into::into);
     let indices = to_usize(indices);
     spawn_job(env, "embed", move || {
         let set = open_images(images)?;
@@ -317,10 +300,10 @@ pub fn start_embed<'env>(
 pub fn start_export<'env>(
     env: &'env Env,
     checkpoint: String,
-    arch: Option<String>,
+    arch: Option<Network>,
     out: String,
 ) -> Result<PromiseRaw<'env, String>> {
-    let arch = parse_arch(arch)?;
+    let arch = arch.map(Into::into);
     spawn_job(env, "export", move || {
         cass_core::export(&PathBuf::from(checkpoint), arch, &PathBuf::from(&out))?;
         Ok(out)
@@ -352,8 +335,7 @@ pub struct CheckpointInfo {
 /// checkpoint folder itself) and says what it holds.
 #[napi]
 pub fn inspect_checkpoint(path: String) -> Result<CheckpointInfo> {
-    let c = cass_core::checkpoint::Checkpoint::open(&PathBuf::from(path))
-        .map_err(|e| Error::new(Status::InvalidArg, error_json(&e)))?;
+    let c = cass_core::checkpoint::Checkpoint::open(&PathBuf::from(path)).map_err(invalid)?;
     Ok(CheckpointInfo {
         dir: c.dir.display().to_string(),
         kind: match c.kind {

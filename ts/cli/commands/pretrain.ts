@@ -3,14 +3,7 @@ import { mkdirSync, rmSync } from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 
-import {
-  type PretrainInput,
-  checkPretrainOutDir,
-  inspectCheckpoint,
-  parsePretrainConfig,
-  pretrain,
-  toNativePretrainConfig,
-} from '../../index.js'
+import { type PretrainInput, checkPretrainOutDir, inspectCheckpoint, parsePretrainConfig, pretrain } from '../../index.js'
 import { progressReporter } from '../../progress.js'
 import { checkPretrainWeights } from '../../weights/resolve.js'
 import {
@@ -94,7 +87,6 @@ export async function run(argv: string[]): Promise<void> {
   } as PretrainInput
   const config = parsePretrainConfig(input)
   checkPretrainWeights(config) // before minutes of decoding
-  toNativePretrainConfig(config) // its geometry checks (patch size against image size) too
   checkPretrainOutDir(out, { resume: values.resume, overwrite: values.overwrite })
   outputFolder(out)
   const ds = await load('pretrain', values, config.imageSize)
