@@ -15,7 +15,7 @@ use crate::error::CassError;
 use crate::loss::ClassificationLoss;
 use crate::metrics::{self, Metrics};
 use crate::models::{Arch, Network, ResNetConfig, VitConfig, init_seeded};
-use crate::ssl::cass::read_state;
+use crate::ssl::Pretrained;
 use crate::train::finetune::{FINETUNE_KIND, FinetuneState, Labeled};
 
 pub(crate) fn build_network(arch: Arch, cnn: &ResNetConfig, vit: &VitConfig, device: &Device, seed: u64) -> Network {
@@ -104,20 +104,30 @@ pub fn restore(path: &Path, arch: Option<Arch>, backend: BackendChoice) -> Resul
             })
         }
         CheckpointKind::Pretrain => {
-            let st = read_state(dir)?;
-            let arch = arch.ok_or_else(|| {
-                CassError::config(
-                    "arch",
-                    "a pre-training checkpoint holds two networks: say `cnn` or `vit`",
-                )
-            })?;
-            let net = build_network(arch, &st.config.cnn, &st.config.vit, &device, 0).with_conv(st.config.conv);
+            let pre = Pretrained::read(dir)?;
+            let arch = match (arch, pre.networks().as_slice()) {
+                (Some(a), _) => a,
+                // A single-backbone checkpoint (DINO) has only one to pick.
+                (None, [only]) => *only,
+                (None, _) => {
+                    return Err(CassError::config(
+                        "arch",
+                        "a pre-training checkpoint holds two networks: say `cnn` or `vit`",
+                    ));
+                }
+            };
+            let (cnn, vit) = pre.shapes(arch, dir)?;
+            let net = build_network(arch, &cnn, &vit, &device, 0).with_conv(pre.conv);
+            let num_classes = match arch {
+                Arch::Cnn => cnn.num_classes,
+                Arch::Vit => vit.num_classes,
+            };
             Ok(Restored {
                 net: load_into(net, &dir.join(format!("{}.safetensors", arch.name())), &HashSet::new())?,
                 device,
-                image_size: st.config.image_size,
-                augment: st.config.augment,
-                num_classes: st.config.cnn.num_classes,
+                image_size: pre.image_size,
+                augment: pre.augment,
+                num_classes,
                 softmax_scores: false,
             })
         }

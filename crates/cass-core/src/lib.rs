@@ -30,4 +30,5 @@ pub use error::CassError;
 pub use events::{CancelToken, Event, Observer, Silent};
 pub use inference::{embed, evaluate, export};
 pub use ssl::cass::{PretrainConfig, PretrainOutcome, Status, pretrain};
+pub use ssl::dino::{DinoConfig, pretrain_dino};
 pub use train::finetune::{FinetuneConfig, FinetuneOutcome, Init, Labeled, finetune};

@@ -72,6 +72,36 @@ pub fn tiny_pretrain() -> PretrainConfig {
     }
 }
 
+/// A fine-tuning of the tiny networks that runs in well under a second.
+pub fn tiny_finetune(
+    arch: crate::models::Arch,
+    init: crate::train::finetune::Init,
+) -> crate::train::finetune::FinetuneConfig {
+    crate::train::finetune::FinetuneConfig {
+        arch,
+        init,
+        cnn: tiny_resnet(16),
+        vit: tiny_vit(16, 16),
+        num_classes: 2,
+        image_size: 16,
+        batch_size: 4,
+        max_epochs: 3,
+        lr: 3e-3,
+        adam: Default::default(),
+        schedule: Schedule::Constant,
+        loss: crate::loss::ClassificationLoss::paper(),
+        class_weighting: crate::loss::ClassWeighting::MinMaxCounts,
+        patience: 5,
+        seed: 77,
+        augment: AugmentConfig {
+            enabled: false,
+            ..Default::default()
+        },
+        backend: Default::default(),
+        conv: Default::default(),
+    }
+}
+
 /// `n` synthetic RGB images of `size` x `size` with class-dependent patterns.
 pub fn synthetic_images(n: usize, size: usize, seed: u64) -> (Vec<u8>, Vec<i64>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

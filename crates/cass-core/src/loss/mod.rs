@@ -4,9 +4,11 @@
 pub mod cass;
 pub mod classification;
 pub mod covariance;
+pub mod dino;
 pub mod variance;
 
 pub use cass::{cass_loss, output_spread};
 pub use classification::{ClassWeighting, ClassificationLoss, class_weights};
 pub use covariance::covariance_penalty;
+pub use dino::DinoLoss;
 pub use variance::variance_hinge;

@@ -3,6 +3,7 @@
 
 pub mod batch_norm;
 pub mod conv;
+pub mod dino_head;
 pub mod gelu;
 pub mod resnet;
 pub mod vit;

@@ -6,8 +6,8 @@ use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::module::{attention, interpolate};
+use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions};
 
 use super::gelu::gelu;
 
@@ -214,7 +214,7 @@ impl Vit {
         let [b, d, gh, gw] = p.dims();
         let tokens = p.reshape([b, d, gh * gw]).swap_dims(1, 2); // [b, patches, dim]
         let cls = self.cls_token.val().expand([b, 1, d]);
-        let mut x = Tensor::cat(vec![cls, tokens], 1) + self.pos_embed.val(); // [b, tokens, dim]
+        let mut x = Tensor::cat(vec![cls, tokens], 1) + self.pos_embed_for(gh, gw); // [b, tokens, dim]
         for block in &self.blocks {
             x = block.forward(x);
         }
@@ -228,6 +228,32 @@ impl Vit {
     /// `[batch, 3, h, w] -> [batch, num_classes]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.head.forward(self.forward_features(x))
+    }
+
+    /// The position embedding for a `gh x gw` patch grid: the trained one when the grid is the
+    /// training grid, else its patch part resized bicubically (half-pixel centres), as DINO does
+    /// for its smaller local crops. The CLS position is kept.
+    ///
+    /// # Shapes
+    /// -> `[1, 1 + gh * gw, dim]`
+    fn pos_embed_for(&self, gh: usize, gw: usize) -> Tensor<3> {
+        let pe = self.pos_embed.val(); // [1, 1 + n, dim]
+        let [_, tokens, d] = pe.dims();
+        if tokens == 1 + gh * gw {
+            return pe;
+        }
+        let side = ((tokens - 1) as f64).sqrt().round() as usize;
+        let cls = pe.clone().narrow(1, 0, 1); // [1, 1, dim]
+        let grid = pe
+            .narrow(1, 1, tokens - 1)
+            .reshape([1, side, side, d])
+            .permute([0, 3, 1, 2]); // [1, dim, side, side]
+        let resized = interpolate(
+            grid,
+            InterpolateOptions::new(InterpolateMode::Bicubic).with_output_size([gh, gw]),
+        ); // [1, dim, gh, gw]
+        let patches = resized.permute([0, 2, 3, 1]).reshape([1, gh * gw, d]);
+        Tensor::cat(vec![cls, patches], 1)
     }
 
     /// Replaces the classification head by a freshly initialised linear layer.

@@ -19,7 +19,7 @@ pub use super::cass_config::{InitWeights, PretrainConfig};
 pub use super::objective::CollapseGuard;
 use super::objective::{EpochSpread, Objective, ObjectiveParts};
 pub use super::pretrain::PretrainOutcome;
-use super::{Method, RunSettings};
+use super::{Method, RunSettings, StepAt};
 use crate::augment;
 use crate::checkpoint::{self, save_weights};
 use crate::data::ImageSet;
@@ -268,7 +268,8 @@ impl Method for CassTrainer {
         self.opt_vit.save(&dir.join("vit.adam.safetensors"))
     }
 
-    fn train_step(&mut self, raw: Tensor<4>, step: u64, total: u64) -> StepReport {
+    fn train_step(&mut self, raw: Tensor<4>, at: StepAt) -> StepReport {
+        let (step, total) = (at.step, at.total);
         let cfg = &self.config;
         let aspect = raw.dims()[3] as f64 / raw.dims()[2] as f64;
         let x = augmented_views(cfg, raw, step, aspect);

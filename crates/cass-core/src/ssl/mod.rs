@@ -1,4 +1,4 @@
-//! Self-supervised pre-training. A method (CASS today) implements [`Method`]: its networks, one
+//! Self-supervised pre-training. A method (CASS, and DINO as its baseline) implements [`Method`]: its networks, one
 //! step, what its checkpoint holds. [`pretrain::run`] runs any method: resume, `state.json`, the
 //! schedule position and the one training loop of [`crate::train::run`].
 
@@ -14,8 +14,19 @@ use crate::train::run::StepReport;
 
 pub mod cass;
 pub mod cass_config;
+pub mod dino;
+pub mod dino_config;
 pub mod objective;
 pub mod pretrain;
+
+/// Where a step sits in its run: its index (the schedule position), the run's length in steps
+/// and the epoch it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepAt {
+    pub step: u64,
+    pub total: u64,
+    pub epoch: u64,
+}
 
 /// What the pre-training job reads from any method's config.
 #[derive(Debug, Clone, Copy)]
@@ -61,9 +72,95 @@ pub trait Method: Sized {
     fn save(&self, dir: &Path, step: u64) -> Result<(), CassError>;
 
     /// One optimisation step on a raw batch (`[batch, 3, h, w]` in [0, 1]): the method draws
-    /// its augmented views from `(seed, step)`, `step` of `total` is the schedule position.
-    fn train_step(&mut self, raw: Tensor<4>, step: u64, total: u64) -> StepReport;
+    /// its augmented views from `(seed, at.step)`; `at` is also the schedule position.
+    fn train_step(&mut self, raw: Tensor<4>, at: StepAt) -> StepReport;
 
     /// Warnings `(code, message)` at the end of `epoch`; `full`: this process saw all of it.
     fn end_epoch(&mut self, epoch: u64, full: bool) -> Vec<(String, String)>;
+}
+
+/// What fine-tuning, embedding and export need from a pre-training checkpoint of any method.
+#[derive(Debug, Clone)]
+pub struct Pretrained {
+    /// The shapes of the networks it holds (CASS: both; DINO: the one it trained).
+    pub cnn: Option<crate::models::ResNetConfig>,
+    pub vit: Option<crate::models::VitConfig>,
+    pub image_size: usize,
+    /// The input preparation the networks were trained with (normalisation, channel order).
+    pub augment: crate::augment::AugmentConfig,
+    pub conv: crate::models::conv::ConvStrategy,
+}
+
+impl Pretrained {
+    /// Reads the `state.json` in `dir` (a checkpoint folder), whichever method wrote it.
+    pub fn read(dir: &Path) -> Result<Self, CassError> {
+        let kind = crate::checkpoint::Checkpoint::open(dir)?.method;
+        match kind.as_str() {
+            cass::PRETRAIN_KIND => {
+                let c = cass::read_state(dir)?.config;
+                Ok(Self {
+                    cnn: Some(c.cnn),
+                    vit: Some(c.vit),
+                    image_size: c.image_size,
+                    augment: c.augment,
+                    conv: c.conv,
+                })
+            }
+            dino::DINO_KIND => {
+                let c = pretrain::read_state::<dino::DinoConfig>(dir, dino::DINO_KIND)?.config;
+                let cnn = (c.arch == crate::models::Arch::Cnn).then_some(c.cnn);
+                let vit = (c.arch == crate::models::Arch::Vit).then_some(c.vit);
+                Ok(Self {
+                    cnn,
+                    vit,
+                    image_size: c.image_size,
+                    augment: c.augment,
+                    conv: c.conv,
+                })
+            }
+            other => Err(CassError::data(
+                "bad-checkpoint",
+                format!("not a pre-training checkpoint (kind {other:?})"),
+                Some(&dir.join("state.json")),
+            )),
+        }
+    }
+
+    /// The networks it holds, by name.
+    pub fn networks(&self) -> Vec<crate::models::Arch> {
+        let mut v = Vec::new();
+        if self.cnn.is_some() {
+            v.push(crate::models::Arch::Cnn);
+        }
+        if self.vit.is_some() {
+            v.push(crate::models::Arch::Vit);
+        }
+        v
+    }
+
+    /// The shapes to build `arch` with, or an error naming what the checkpoint holds.
+    pub fn shapes(
+        &self,
+        arch: crate::models::Arch,
+        dir: &Path,
+    ) -> Result<(crate::models::ResNetConfig, crate::models::VitConfig), CassError> {
+        match (&self.cnn, &self.vit) {
+            (Some(c), Some(v)) => Ok((c.clone(), v.clone())),
+            (Some(c), None) if arch == crate::models::Arch::Cnn => {
+                Ok((c.clone(), crate::models::VitConfig::tiny(self.image_size, 1)))
+            }
+            (None, Some(v)) if arch == crate::models::Arch::Vit => {
+                Ok((crate::models::ResNetConfig::resnet18(1), v.clone()))
+            }
+            _ => Err(CassError::config(
+                "arch",
+                format!(
+                    "the checkpoint in {} holds no {} (it holds: {})",
+                    dir.display(),
+                    arch.name(),
+                    self.networks().iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::Method;
+use super::{Method, StepAt};
 use crate::checkpoint;
 use crate::data::{HostBatch, ImageSet, upload};
 use crate::device::resolve;
@@ -95,7 +95,8 @@ impl<M: Method> Learner for PretrainLearner<'_, M> {
 
     fn step(&mut self, batch: &HostBatch, step: u64, total: u64) -> StepReport {
         let raw = upload(batch, self.set, &self.device);
-        self.method.train_step(raw, step, total)
+        let epoch = step / self.state.batches_per_epoch;
+        self.method.train_step(raw, StepAt { step, total, epoch })
     }
 
     fn end_epoch(&mut self, epoch: u64, _mean: f64, full: bool, _at: &Progress) -> Result<EpochEnd, CassError> {

@@ -50,6 +50,13 @@ pub struct Adam {
     /// Number of optimizer steps taken (PyTorch's `state["step"]`, shared by all parameters).
     pub step: u64,
     pub state: BTreeMap<String, Moments>,
+    /// AdamW (`torch.optim.AdamW`): the weight decay shrinks the parameter (`p *= 1 - lr wd`)
+    /// instead of entering the gradient, and skips 1-D parameters (biases, norm scales), as
+    /// DINO's parameter groups do. Off: `torch.optim.Adam`'s L2 term on every parameter.
+    pub decoupled: bool,
+    /// Per-parameter gradient clipping (DINO's `clip_gradients`): a gradient whose norm exceeds
+    /// this is scaled to it (`g *= clip / (||g|| + 1e-6)`), before the update.
+    pub clip: Option<f64>,
 }
 
 impl Adam {
@@ -58,6 +65,8 @@ impl Adam {
             config,
             step: 0,
             state: BTreeMap::new(),
+            decoupled: false,
+            clip: None,
         }
     }
 
@@ -99,10 +108,27 @@ impl ModuleMapper for AdamMapper<'_> {
         let name = self.namer.param_name();
         let shape = tensor.dims();
         let c = self.adam.config;
-        let p = tensor.inner().reshape([-1]); // [n]
+        let mut p = tensor.inner().reshape([-1]); // [n]
         let mut g = grad.reshape([-1]); // [n]
+        if let Some(clip) = self.adam.clip {
+            // On the device, without reading the norm back: min(1, clip / (||g|| + 1e-6)).
+            let coef = g
+                .clone()
+                .square()
+                .sum()
+                .sqrt()
+                .add_scalar(1e-6)
+                .recip()
+                .mul_scalar(clip)
+                .clamp_max(1.0);
+            g = g * coef;
+        }
         if c.weight_decay != 0.0 {
-            g = g + p.clone().mul_scalar(c.weight_decay);
+            if !self.adam.decoupled {
+                g = g + p.clone().mul_scalar(c.weight_decay);
+            } else if shape.len() > 1 {
+                p = p.mul_scalar(1.0 - self.lr * c.weight_decay);
+            }
         }
         let n = p.dims()[0];
         let device = p.device();
@@ -170,5 +196,74 @@ impl Adam {
         self.step = step;
         self.state = state;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::{Linear, LinearConfig};
+
+    use super::*;
+    use crate::testing::device;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+    }
+
+    /// A 2x2 linear layer (weight 2-D, bias 1-D) and the gradient of `sum(w * cw) + sum(b * cb)`:
+    /// `cw` and `cb` themselves.
+    fn layer_and_grads(cw: [[f32; 2]; 2], cb: [f32; 2]) -> (Linear, Gradients) {
+        let d = device().autodiff();
+        let layer = crate::models::init_seeded(&d, 1, || LinearConfig::new(2, 2).init(&d));
+        let loss = (layer.weight.val() * Tensor::<2>::from_floats(cw, &d)).sum()
+            + (layer.bias.as_ref().unwrap().val() * Tensor::<1>::from_floats(cb, &d)).sum();
+        let grads = loss.backward();
+        (layer, grads)
+    }
+
+    #[test]
+    fn adamw_decays_matrices_not_vectors_outside_the_gradient() {
+        let (lr, wd, eps) = (0.1, 0.5, 1e-8);
+        let (layer, grads) = layer_and_grads([[1.0, -2.0], [0.5, 4.0]], [3.0, -1.0]);
+        let (w0, b0) = (values(layer.weight.val()), values(layer.bias.as_ref().unwrap().val()));
+        let mut adam = Adam::new(AdamConfig {
+            weight_decay: wd,
+            eps,
+            ..Default::default()
+        });
+        adam.decoupled = true;
+        let out = adam.step(lr, layer, &grads);
+        // First step: the bias-corrected update is lr * g / (|g| + eps), i.e. lr * sign(g).
+        let (gw, gb) = ([1.0f64, -2.0, 0.5, 4.0], [3.0f64, -1.0]);
+        for ((p, p0), g) in values(out.weight.val()).iter().zip(&w0).zip(gw) {
+            let want = *p0 as f64 * (1.0 - lr * wd) - lr * g / (g.abs() + eps);
+            assert!((*p as f64 - want).abs() < 1e-6, "{p} vs {want}");
+        }
+        for ((p, p0), g) in values(out.bias.unwrap().val()).iter().zip(&b0).zip(gb) {
+            let want = *p0 as f64 - lr * g / (g.abs() + eps);
+            assert!((*p as f64 - want).abs() < 1e-6, "bias is not decayed: {p} vs {want}");
+        }
+    }
+
+    #[test]
+    fn clipping_scales_each_gradient_to_the_norm_limit() {
+        // The weight's gradient has norm 5, the bias's norm 0.5: only the first is clipped.
+        let (layer, grads) = layer_and_grads([[3.0, 0.0], [0.0, 4.0]], [0.3, 0.4]);
+        let mut adam = Adam::new(AdamConfig::default());
+        adam.clip = Some(1.0);
+        adam.step(1e-3, layer, &grads);
+        // exp_avg after one step is (1 - beta1) g.
+        let moments: Vec<Vec<f32>> = adam.state.values().map(|m| values(m.exp_avg.clone())).collect();
+        let mut seen: Vec<f32> = moments
+            .into_iter()
+            .flatten()
+            .map(|v| (v / 0.1 * 1e4).round() / 1e4)
+            .collect();
+        seen.sort_by(f32::total_cmp);
+        assert_eq!(
+            seen,
+            [0.0, 0.0, 0.3, 0.4, 0.6, 0.8],
+            "weight clipped to norm 1, bias untouched"
+        );
     }
 }

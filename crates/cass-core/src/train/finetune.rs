@@ -20,7 +20,7 @@ use crate::loss::{ClassWeighting, ClassificationLoss, class_weights};
 use crate::metrics::{self, Metrics};
 use crate::models::conv::ConvStrategy;
 use crate::models::{Arch, Network, ResNetConfig, VitConfig, init_seeded};
-use crate::ssl::cass::read_state;
+use crate::ssl::Pretrained;
 use crate::train::adam::{Adam, AdamConfig};
 use crate::train::run::{self, EpochEnd, Learner, Plan, Progress, Status, StepReport, step_seed};
 use crate::train::schedule::Schedule;
@@ -341,12 +341,12 @@ pub fn finetune(
         Init::Pretrained(path) => {
             // The output folder of a pre-training or its checkpoint folder.
             let dir = &Checkpoint::open(path)?.dir;
-            let st = read_state(dir)?;
+            let pre = Pretrained::read(dir)?;
             // The pre-trained networks were trained on inputs prepared this way.
-            augment_cfg.mean = st.config.augment.mean;
-            augment_cfg.std = st.config.augment.std;
-            augment_cfg.channel_order = st.config.augment.channel_order;
-            let (c, v) = (st.config.cnn.clone(), st.config.vit.clone());
+            augment_cfg.mean = pre.augment.mean;
+            augment_cfg.std = pre.augment.std;
+            augment_cfg.channel_order = pre.augment.channel_order;
+            let (c, v) = pre.shapes(cfg.arch, dir)?;
             if cfg.arch == Arch::Vit && v.image_size != cfg.image_size {
                 return Err(CassError::config(
                     "image_size",

@@ -3,33 +3,10 @@ use std::fs;
 use super::*;
 use crate::events::Silent;
 use crate::inference::{embed, evaluate};
-use crate::loss::ClassWeighting;
-use crate::testing::{synthetic_images, tiny_pretrain, tiny_resnet, tiny_vit};
+use crate::testing::{synthetic_images, tiny_pretrain};
 
 fn cfg(arch: Arch, init: Init) -> FinetuneConfig {
-    FinetuneConfig {
-        arch,
-        init,
-        cnn: tiny_resnet(16),
-        vit: tiny_vit(16, 16),
-        num_classes: 2,
-        image_size: 16,
-        batch_size: 4,
-        max_epochs: 3,
-        lr: 3e-3,
-        adam: Default::default(),
-        schedule: Schedule::Constant,
-        loss: ClassificationLoss::paper(),
-        class_weighting: ClassWeighting::MinMaxCounts,
-        patience: 5,
-        seed: 77,
-        augment: AugmentConfig {
-            enabled: false,
-            ..Default::default()
-        },
-        backend: Default::default(),
-        conv: Default::default(),
-    }
+    crate::testing::tiny_finetune(arch, init)
 }
 
 fn data(n: usize) -> (Labeled, Labeled) {

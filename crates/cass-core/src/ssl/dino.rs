@@ -1,0 +1,330 @@
+//! DINO (Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021),
+//! the CASS paper's baseline, as a second [`Method`]: a student and a teacher of the same
+//! backbone, each with the projection head of [`crate::models::dino_head`]; the teacher is an
+//! exponential moving average of the student and sees only the two global crops, the student
+//! sees every crop (multi-crop); the loss is [`crate::loss::dino`]. One run trains one backbone
+//! (a ResNet or a ViT from the same model code as CASS), and its checkpoint holds the teacher's
+//! backbone as `cnn.safetensors` or `vit.safetensors`, so fine-tuning, embedding and export read
+//! it as they read a CASS checkpoint.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use burn::module::{ModuleMapper, ModuleVisitor, Param};
+use burn::prelude::*;
+
+pub use super::dino_config::DinoConfig;
+use super::dino_config::cosine;
+use super::{Method, RunSettings, StepAt};
+use crate::augment::{self, AugmentConfig};
+use crate::checkpoint::{self, read_safetensors, safetensors_bytes, save_weights, to_host, write_atomic};
+use crate::error::CassError;
+use crate::loss::dino::DinoLoss;
+use crate::loss::output_spread;
+use crate::models::dino_head::DinoHead;
+use crate::models::{Arch, Network, init_seeded};
+use crate::train::adam::Adam;
+use crate::train::run::{StepReport, step_seed};
+use crate::train::schedule::Schedule;
+
+/// The `kind` of DINO pre-training checkpoints (`state.json`).
+pub const DINO_KIND: &str = "dino-pretrain";
+
+/// The number of global crops (DINO's two).
+pub const GLOBAL_CROPS: usize = 2;
+
+/// Student, teacher, their optimizers and the loss's centre.
+pub struct DinoTrainer {
+    pub config: DinoConfig,
+    pub student: Network,
+    pub student_head: DinoHead,
+    /// No parameter of the teacher requires a gradient; it changes only by [`ema`].
+    pub teacher: Network,
+    pub teacher_head: DinoHead,
+    pub opt_backbone: Adam,
+    pub opt_head: Adam,
+    pub loss: DinoLoss,
+    /// Largest teacher output spread of the current epoch (the collapse warning).
+    spread: f64,
+}
+
+fn build(cfg: &DinoConfig, device: &Device) -> (Network, DinoHead) {
+    let ad = device.clone().autodiff();
+    init_seeded(&ad, cfg.seed, || {
+        let (net, width) = match cfg.arch {
+            Arch::Cnn => (Network::Cnn(cfg.cnn.init(&ad)), cfg.cnn.feature_dim()),
+            Arch::Vit => (Network::Vit(cfg.vit.init(&ad)), cfg.vit.embed_dim),
+        };
+        (net.with_conv(cfg.conv), cfg.head.init(width, &ad))
+    })
+}
+
+impl DinoTrainer {
+    /// Fresh student on `device`, and a teacher that starts as its copy.
+    pub fn new(cfg: &DinoConfig, device: &Device) -> Self {
+        let (student, student_head) = build(cfg, device);
+        let mut opt_backbone = Adam::new(cfg.adam);
+        let mut opt_head = Adam::new(cfg.adam);
+        for opt in [&mut opt_backbone, &mut opt_head] {
+            opt.decoupled = true;
+            opt.clip = cfg.clip_grad;
+        }
+        Self {
+            config: cfg.clone(),
+            teacher: student.clone().no_grad(),
+            teacher_head: student_head.clone().no_grad(),
+            student,
+            student_head,
+            opt_backbone,
+            opt_head,
+            loss: DinoLoss::new(cfg.head.out_dim, cfg.center_momentum, cfg.student_temp, device),
+            spread: 0.0,
+        }
+    }
+
+    /// The crops of step `step`: the two global crops of every image (`[2 * batch, 3, S, S]`,
+    /// crop 1 of every image then crop 2) and the local crops (`[locals * batch, 3, s, s]`, or
+    /// `None` without local crops). Each crop's augmentation is drawn from its own seed.
+    pub fn crops(cfg: &DinoConfig, raw: Tensor<4>, step: u64) -> (Tensor<4>, Option<Tensor<4>>) {
+        let batch = raw.dims()[0];
+        let aspect = raw.dims()[3] as f64 / raw.dims()[2] as f64;
+        let crop = |v: usize, scale: [f64; 2], size: usize| {
+            let aug = AugmentConfig {
+                crop_scale: scale,
+                ..cfg.augment
+            };
+            let seed = step_seed(
+                cfg.seed.wrapping_add((v as u64).wrapping_mul(0x5851_f42d_4c95_7f2d)),
+                step,
+            );
+            let params = aug.sample(batch, seed, aspect);
+            augment::apply(raw.clone(), Some(&params), size, &aug)
+        };
+        let globals = (0..GLOBAL_CROPS)
+            .map(|v| crop(v, cfg.global_crop_scale, cfg.image_size))
+            .collect();
+        let locals: Vec<_> = (0..cfg.local_crops)
+            .map(|v| crop(GLOBAL_CROPS + v, cfg.local_crop_scale, cfg.local_crop_size))
+            .collect();
+        (
+            Tensor::cat(globals, 0),
+            (!locals.is_empty()).then(|| Tensor::cat(locals, 0)),
+        )
+    }
+
+    /// One DINO step on prepared crops (see [`DinoTrainer::crops`]).
+    pub fn step(&mut self, globals: Tensor<4>, locals: Option<Tensor<4>>, at: StepAt) -> StepReport {
+        let cfg = &self.config;
+        let lr = Schedule::Cosine {
+            warmup: cfg.warmup_steps,
+            min_lr: cfg.min_lr,
+        }
+        .lr(cfg.peak_lr(), at.step, at.total);
+        let wd = cosine(cfg.weight_decay, cfg.weight_decay_end, at.step, at.total);
+        let momentum = cosine(cfg.momentum_teacher, 1.0, at.step, at.total);
+        let teacher_temp = cfg.teacher_temp_at(at.epoch);
+
+        let globals = globals.autodiff();
+        // The teacher runs on the training device (BatchNorm with batch statistics, as DINO's
+        // teacher in train mode) but none of its parameters is tracked.
+        let t_out = self
+            .teacher_head
+            .forward(self.teacher.forward_features(globals.clone()))
+            .detach(); // [2B, K]
+        let mut s_out = vec![self.student_head.forward(self.student.forward_features(globals))];
+        if let Some(l) = locals {
+            s_out.push(self.student_head.forward(self.student.forward_features(l.autodiff())));
+        }
+        let s_out = Tensor::cat(s_out, 0); // [(2 + locals) B, K]
+        let loss = self.loss.forward(s_out, t_out.clone(), GLOBAL_CROPS, teacher_temp);
+        let value = loss.clone().into_scalar::<f32>() as f64;
+        let mut grads = loss.backward();
+        if at.epoch < cfg.freeze_last_layer_epochs {
+            // DINO's `cancel_gradients_last_layer`: the last layer keeps its initial directions
+            // while the rest settles, which its authors found stabilises the start.
+            self.student_head.last_layer.val().grad_remove(&mut grads);
+        }
+        for opt in [&mut self.opt_backbone, &mut self.opt_head] {
+            opt.config.weight_decay = wd;
+        }
+        self.student = self.opt_backbone.step(lr, self.student.clone(), &grads);
+        self.student_head = self.opt_head.step(lr, self.student_head.clone(), &grads);
+        self.loss.update_center(t_out.clone());
+        self.teacher = ema(self.teacher.clone(), &self.student, momentum);
+        self.teacher_head = ema(self.teacher_head.clone(), &self.student_head, momentum);
+
+        let spread = output_spread(t_out).into_scalar::<f32>() as f64;
+        self.spread = self.spread.max(spread);
+        StepReport {
+            loss: value,
+            parts: vec![
+                ("dino".into(), value),
+                (format!("{}_spread", cfg.arch.name()), spread),
+                ("teacher_momentum".into(), momentum),
+                ("teacher_temp".into(), teacher_temp),
+            ],
+            lr,
+        }
+    }
+}
+
+/// `teacher <- m teacher + (1 - m) student`, parameter by parameter (the two modules have the
+/// same architecture, so they list their parameters in the same order). Running statistics are
+/// the teacher's own.
+pub fn ema<M: Module>(teacher: M, student: &M, momentum: f64) -> M {
+    struct Collect(Vec<Tensor<1>>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(param.val().inner().reshape([-1]));
+        }
+    }
+    struct Blend {
+        student: std::vec::IntoIter<Tensor<1>>,
+        m: f64,
+    }
+    impl ModuleMapper for Blend {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, tensor, mapper) = param.consume();
+            let s = self
+                .student
+                .next()
+                .expect("teacher and student have the same parameters");
+            let shape = tensor.dims();
+            let t = tensor.inner().reshape([-1]).mul_scalar(self.m) + s.mul_scalar(1.0 - self.m);
+            Param::from_mapped_value(id, Tensor::from_inner(t.reshape(shape)), mapper)
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    student.visit(&mut collect);
+    teacher.map(&mut Blend {
+        student: collect.0.into_iter(),
+        m: momentum,
+    })
+}
+
+fn save_network(net: &Network, path: &Path, meta: HashMap<String, String>) -> Result<(), CassError> {
+    match net {
+        Network::Cnn(m) => save_weights(m, path, meta),
+        Network::Vit(m) => save_weights(m, path, meta),
+    }
+}
+
+fn load_network(net: Network, path: &Path) -> Result<Network, CassError> {
+    crate::inference::load_into(net, path, &Default::default())
+}
+
+impl Method for DinoTrainer {
+    type Config = DinoConfig;
+    const KIND: &'static str = DINO_KIND;
+    const LOSS_NAME: &'static str = "DINO loss";
+
+    fn settings(cfg: &DinoConfig) -> RunSettings {
+        RunSettings {
+            batch_size: cfg.batch_size,
+            epochs: cfg.epochs,
+            max_steps: cfg.max_steps,
+            seed: cfg.seed,
+            checkpoint_every: cfg.checkpoint_every,
+            backend: cfg.backend,
+        }
+    }
+
+    fn set_length(cfg: &mut DinoConfig, epochs: u64, max_steps: Option<u64>) {
+        cfg.epochs = epochs;
+        cfg.max_steps = max_steps;
+    }
+
+    fn prepare(cfg: &mut DinoConfig, _fresh: bool) -> Result<(), CassError> {
+        cfg.validate()
+    }
+
+    fn init(cfg: &DinoConfig, device: &Device) -> Result<Self, CassError> {
+        Ok(Self::new(cfg, device))
+    }
+
+    fn load(cfg: &DinoConfig, dir: &Path, device: &Device) -> Result<Self, CassError> {
+        let mut t = Self::new(cfg, device);
+        let arch = cfg.arch.name();
+        let none = Default::default();
+        t.teacher = load_network(t.teacher, &dir.join(format!("{arch}.safetensors")))?.no_grad();
+        t.teacher_head =
+            checkpoint::load_weights(t.teacher_head, &dir.join("teacher_head.safetensors"), &none)?.no_grad();
+        t.student = load_network(t.student, &dir.join("student.safetensors"))?;
+        t.student_head = checkpoint::load_weights(t.student_head, &dir.join("student_head.safetensors"), &none)?;
+        t.opt_backbone.load(&dir.join("student.adam.safetensors"), device)?;
+        t.opt_head.load(&dir.join("student_head.adam.safetensors"), device)?;
+        let center_path = dir.join("center.safetensors");
+        let center = read_safetensors(&center_path)?
+            .remove("center")
+            .filter(|c| c.shape == [cfg.head.out_dim])
+            .ok_or_else(|| {
+                CassError::data(
+                    "bad-checkpoint",
+                    "no DINO centre of the head's width",
+                    Some(&center_path),
+                )
+            })?;
+        t.loss.center = Tensor::<1>::from_floats(center.data.as_slice(), &device.clone().inner());
+        Ok(t)
+    }
+
+    fn save(&self, dir: &Path, step: u64) -> Result<(), CassError> {
+        let arch = self.config.arch.name();
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), "cass-ssl".to_string());
+        meta.insert("step".to_string(), step.to_string());
+        meta.insert("arch".to_string(), arch.to_string());
+        meta.insert("method".to_string(), "dino-teacher".to_string());
+        // The teacher's backbone is what DINO evaluates and what fine-tuning starts from.
+        save_network(&self.teacher, &dir.join(format!("{arch}.safetensors")), meta.clone())?;
+        meta.insert("method".to_string(), "dino-student".to_string());
+        save_network(&self.student, &dir.join("student.safetensors"), meta.clone())?;
+        save_weights(&self.student_head, &dir.join("student_head.safetensors"), meta.clone())?;
+        meta.insert("method".to_string(), "dino-teacher".to_string());
+        save_weights(&self.teacher_head, &dir.join("teacher_head.safetensors"), meta)?;
+        self.opt_backbone.save(&dir.join("student.adam.safetensors"))?;
+        self.opt_head.save(&dir.join("student_head.adam.safetensors"))?;
+        let mut center = BTreeMap::new();
+        center.insert("center".to_string(), to_host(self.loss.center.clone(), false));
+        write_atomic(&dir.join("center.safetensors"), &safetensors_bytes(&center, &[], None))
+    }
+
+    fn train_step(&mut self, raw: Tensor<4>, at: StepAt) -> StepReport {
+        let (globals, locals) = Self::crops(&self.config, raw, at.step);
+        self.step(globals, locals, at)
+    }
+
+    fn end_epoch(&mut self, epoch: u64, full: bool) -> Vec<(String, String)> {
+        let spread = std::mem::take(&mut self.spread);
+        let threshold = self.config.collapse_warning_spread;
+        if full && spread < threshold {
+            vec![(
+                "collapse".into(),
+                format!(
+                    "the teacher's output spread stayed below {threshold} for all of epoch {epoch} (largest: {spread:.3}): \
+                     DINO is collapsing to a constant output. Try a higher teacher temperature warm-up or centre momentum"
+                ),
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// Runs (or resumes) DINO pre-training of one backbone over `indices` of `set`, writing
+/// checkpoints under `out_dir/checkpoint` (see [`super::pretrain::run`]).
+pub fn pretrain_dino(
+    config: &DinoConfig,
+    set: std::sync::Arc<crate::data::ImageSet>,
+    indices: Vec<usize>,
+    out_dir: &Path,
+    resume: bool,
+    observer: &mut dyn crate::events::Observer,
+    cancel: &crate::events::CancelToken,
+) -> Result<super::pretrain::PretrainOutcome, CassError> {
+    super::pretrain::run::<DinoTrainer>(config, set, indices, out_dir, resume, observer, cancel)
+}
+
+#[cfg(test)]
+#[path = "dino_tests.rs"]
+mod tests;
