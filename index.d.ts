@@ -115,6 +115,54 @@ export type Conv = 'auto' | 'native' | 'batched'
 /** Which backend a job runs on. */
 export type Device = 'cpu' | 'cuda' | 'wgpu' | 'auto'
 
+/** AdamW's moments; its weight decay follows `weightDecay` -> `weightDecayEnd`. */
+export interface DinoAdamOptions {
+  beta1: number
+  beta2: number
+  eps: number
+}
+
+/** A DINO pre-training run of one backbone. */
+export interface DinoOptions {
+  /** The backbone this run trains. */
+  arch: Network
+  cnn: ResNetOptions
+  vit: VitOptions
+  /** Projection head: outputs `K`, hidden width, bottleneck width. */
+  outDim: number
+  hiddenDim: number
+  bottleneckDim: number
+  imageSize: number
+  batchSize: number
+  epochs: number
+  maxSteps?: number
+  /** Peak learning rate per 256 images (the run peaks at `baseLr * batchSize / 256`). */
+  baseLr: number
+  minLr: number
+  warmupEpochs: number
+  adam: DinoAdamOptions
+  weightDecay: number
+  weightDecayEnd: number
+  momentumTeacher: number
+  teacherTemp: number
+  warmupTeacherTemp: number
+  warmupTeacherTempEpochs: number
+  studentTemp: number
+  centerMomentum: number
+  clipGrad?: number
+  freezeLastLayerEpochs: number
+  globalCropScale: Array<number>
+  localCrops: number
+  localCropScale: Array<number>
+  localCropSize: number
+  augment: AugmentOptions
+  seed: number
+  checkpointEvery?: number
+  device: Device
+  conv: Conv
+  collapseWarningSpread: number
+}
+
 /** Pooled embeddings of images. */
 export interface Embeddings {
   dim: number
@@ -289,6 +337,12 @@ export declare function startFinetune(config: FinetuneOptions, images: BindingIm
 
 /** Starts CASS pre-training (`config`: see the TypeScript `toNativePretrainConfig`). */
 export declare function startPretrain(config: PretrainOptions, images: BindingImages, indices: Array<number> | undefined | null, outDir: string, resume: boolean, cancel: BindingCancelToken, onEvent?: (((arg: BindingEvent) => void)) | undefined | null): Promise<PretrainOutcome>
+
+/**
+ * Starts DINO pre-training of one backbone (`config`: see the TypeScript
+ * `toNativeDinoConfig`).
+ */
+export declare function startPretrainDino(config: DinoOptions, images: BindingImages, indices: Array<number> | undefined | null, outDir: string, resume: boolean, cancel: BindingCancelToken, onEvent?: (((arg: BindingEvent) => void)) | undefined | null): Promise<PretrainOutcome>
 
 /** A ViT's shape (its input size and head width come from the run config). */
 export interface VitOptions {

@@ -848,3 +848,4 @@ module.exports.startEvaluate = nativeBinding.startEvaluate
 module.exports.startExport = nativeBinding.startExport
 module.exports.startFinetune = nativeBinding.startFinetune
 module.exports.startPretrain = nativeBinding.startPretrain
+module.exports.startPretrainDino = nativeBinding.startPretrainDino

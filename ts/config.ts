@@ -73,8 +73,8 @@ export const VITS = {
   'vit-base': { embedDim: 768, depth: 12, numHeads: 12 },
 } as const
 
-const cnnSchema = z.union([z.enum(['resnet18', 'resnet34', 'resnet50']), resnetSchema])
-const vitArchSchema = z.union([z.enum(['vit-tiny', 'vit-small', 'vit-base']), vitSchema])
+export const cnnSchema = z.union([z.enum(['resnet18', 'resnet34', 'resnet50']), resnetSchema])
+export const vitArchSchema = z.union([z.enum(['vit-tiny', 'vit-small', 'vit-base']), vitSchema])
 
 export const scheduleSchema = z.discriminatedUnion('kind', [
   /** The authors' per-iteration cosine wave (T_max iterations down, T_max up). */
@@ -110,7 +110,7 @@ export const augmentSchema = z.strictObject({
 })
 
 /** The ViT's patch must tile the image and its heads must split its width. */
-function checkVitGeometry(c: { vit: z.infer<typeof vitArchSchema>; imageSize: number }, ctx: z.RefinementCtx): void {
+export function checkVitGeometry(c: { vit: z.infer<typeof vitArchSchema>; imageSize: number }, ctx: z.RefinementCtx): void {
   const v = typeof c.vit === 'string' ? { ...VITS[c.vit], patchSize: 16 } : c.vit
   if (c.imageSize % v.patchSize !== 0) {
     ctx.addIssue({
@@ -230,13 +230,13 @@ export const finetuneSchema = z
   .superRefine(checkVitGeometry)
 export type FinetuneConfig = z.infer<typeof finetuneSchema>
 
-type DeepPartial<T> = T extends readonly unknown[] ? T : T extends object ? { [K in keyof T]?: DeepPartial<T[K]> } : T
+export type DeepPartial<T> = T extends readonly unknown[] ? T : T extends object ? { [K in keyof T]?: DeepPartial<T[K]> } : T
 export type PresetName = 'paper' | 'cpu-small'
 export type PretrainInput = DeepPartial<z.input<typeof pretrainSchema>> & { preset?: PresetName }
 export type FinetuneInput = DeepPartial<z.input<typeof finetuneSchema>> & { preset?: PresetName }
 
-const CPU_SMALL_CNN: z.input<typeof resnetSchema> = { block: 'basic', layers: [1, 1, 1, 1], baseWidth: 16 }
-const CPU_SMALL_VIT: z.input<typeof vitSchema> = { patchSize: 8, embedDim: 96, depth: 4, numHeads: 4 }
+export const CPU_SMALL_CNN: z.input<typeof resnetSchema> = { block: 'basic', layers: [1, 1, 1, 1], baseWidth: 16 }
+export const CPU_SMALL_VIT: z.input<typeof vitSchema> = { patchSize: 8, embedDim: 96, depth: 4, numHeads: 4 }
 
 /** Presets: `paper` is the CASS paper's setting; `cpu-small` trains in minutes on 2 cores. */
 export const PRESETS: Record<
@@ -324,7 +324,7 @@ export function merge(base: unknown, over: unknown): unknown {
   return out
 }
 
-function parseWith<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
+export function parseWith<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
   const result = schema.safeParse(value)
   if (!result.success) {
     const issue = result.error.issues[0]
@@ -335,7 +335,7 @@ function parseWith<S extends z.ZodType>(schema: S, value: unknown, what: string)
   return result.data
 }
 
-function presetOf(input: { preset?: unknown }): PresetName {
+export function presetOf(input: { preset?: unknown }): PresetName {
   const name = input.preset ?? 'cpu-small'
   if (name !== 'paper' && name !== 'cpu-small') {
     throw new ConfigError(

@@ -22,6 +22,7 @@ import { toFinetuneResult, toMetrics, toPretrainResult } from './binding.js'
 import { ConfigError, fromNative } from './errors.js'
 import type { Embeddings, FinetuneResult, Metrics, PretrainResult } from './events.js'
 import { Job, type JobOptions, startJob } from './job.js'
+import { type Images, type LabelledSamples, checkImages, checkIndices, checkLabelled, checkPretrainOutDir } from './inputs.js'
 import { native } from './native.js'
 import { weightsReporter } from './progress.js'
 import type { WeightsEvent } from './weights/hub.js'
@@ -54,6 +55,8 @@ export {
   scheduleSchema,
   vitSchema,
 } from './config.js'
+export { DINO_PRESETS, type DinoConfig, type DinoInput, dinoSchema, parseDinoConfig } from './dino-config.js'
+export { type DinoOptions, pretrainDino } from './dino.js'
 export { BackendError, CassError, ConfigError, DataError, IoError } from './errors.js'
 export type {
   CheckpointEvent,
@@ -68,6 +71,7 @@ export type {
   WarningEvent,
 } from './events.js'
 export { Job, type JobOptions } from './job.js'
+export { type CacheImages, type Images, type InMemoryImages, type LabelledSamples, checkPretrainOutDir } from './inputs.js'
 export { type LoadOptions, type LoadedDataset, type SourceFormat, type Split, loadDataset } from './data/dataset.js'
 export { sampleFraction, stratifiedSplit } from './data/splits.js'
 export {
@@ -86,83 +90,6 @@ export {
   resolvePretrainWeights,
   resolveWeights,
 } from './weights/resolve.js'
-
-/** Decoded RGB images held in memory: `count * height * width * 3` bytes, row-major (HWC). */
-export interface InMemoryImages {
-  pixels: Uint8Array
-  count: number
-  height: number
-  width: number
-}
-
-/** A dataset cache file (images back to back plus an index), memory-mapped by the engine. */
-export interface CacheImages {
-  cacheFile: string
-}
-
-export type Images = InMemoryImages | CacheImages
-
-/** Labelled samples: `indices[k]` (into the images) has class `labels[k]`. */
-export interface LabelledSamples {
-  indices: number[]
-  labels: number[]
-}
-
-function checkImages(images: Images, field = 'images') {
-  if (typeof images !== 'object' || images === null) {
-    throw new ConfigError(
-      `invalid argument at \`${field}\`: expected { pixels, count, height, width } or { cacheFile }`,
-      field,
-      [],
-    )
-  }
-  if ('cacheFile' in images) {
-    if (typeof images.cacheFile !== 'string' || images.cacheFile === '') {
-      throw new ConfigError(`invalid argument at \`${field}.cacheFile\`: expected a file path`, `${field}.cacheFile`, [])
-    }
-    return { cacheFile: images.cacheFile }
-  }
-  for (const k of ['count', 'height', 'width'] as const) {
-    if (!Number.isInteger(images[k]) || images[k] <= 0) {
-      throw new ConfigError(`invalid argument at \`${field}.${k}\`: expected a positive integer`, `${field}.${k}`, [])
-    }
-  }
-  if (!(images.pixels instanceof Uint8Array)) {
-    throw new ConfigError(`invalid argument at \`${field}.pixels\`: expected a Uint8Array`, `${field}.pixels`, [])
-  }
-  const want = images.count * images.height * images.width * 3
-  if (images.pixels.length !== want) {
-    throw new ConfigError(
-      `invalid argument at \`${field}.pixels\`: expected ${want} bytes (count x height x width x 3), got ${images.pixels.length}`,
-      `${field}.pixels`,
-      [],
-    )
-  }
-  return { pixels: images.pixels, count: images.count, height: images.height, width: images.width }
-}
-
-function checkIndices(indices: unknown, field: string): number[] | undefined {
-  if (indices === undefined) return undefined
-  if (!Array.isArray(indices) || !indices.every((i) => Number.isInteger(i) && i >= 0)) {
-    throw new ConfigError(`invalid argument at \`${field}\`: expected an array of non-negative integers`, field, [])
-  }
-  return indices
-}
-
-function checkLabelled(s: LabelledSamples, field: string) {
-  const indices = checkIndices(s?.indices, `${field}.indices`) ?? []
-  if (!Array.isArray(s.labels) || !s.labels.every((l) => Number.isInteger(l) && l >= 0)) {
-    throw new ConfigError(`invalid argument at \`${field}.labels\`: expected an array of class indices`, `${field}.labels`, [])
-  }
-  if (s.labels.length !== indices.length) {
-    throw new ConfigError(
-      `invalid argument at \`${field}.labels\`: ${s.labels.length} labels for ${indices.length} indices`,
-      `${field}.labels`,
-      [],
-    )
-  }
-  return { indices, labels: s.labels }
-}
 
 export interface PretrainOptions extends JobOptions {
   /** Preset name plus overrides; validated before anything runs. Defaults to `cpu-small`. */
@@ -183,22 +110,6 @@ export interface PretrainOptions extends JobOptions {
   cacheDir?: string
   /** Download and conversion of `imagenet` / `hf:` weights (default: progress lines on stderr). */
   onWeightsProgress?: (event: WeightsEvent) => void
-}
-
-/**
- * Refuses to start a fresh pre-training over an existing run in `outDir` (its checkpoint would be
- * replaced) unless `resume` or `overwrite` says what to do with it. Cheap: call it before
- * decoding data.
- */
-export function checkPretrainOutDir(outDir: string, options: { resume?: boolean; overwrite?: boolean }): void {
-  if (options.resume || options.overwrite) return
-  if (existsSync(path.join(path.resolve(outDir), 'checkpoint', 'state.json'))) {
-    throw new ConfigError(
-      `invalid argument at \`outDir\`: ${outDir} already holds a pre-training run; resume it (resume: true, --resume) or replace it (overwrite: true, --overwrite)`,
-      'outDir',
-      [],
-    )
-  }
 }
 
 /**

@@ -9,6 +9,7 @@ import path from 'node:path'
 
 import type * as Binding from '../index.js'
 import { type FinetuneConfig, type PretrainConfig, RESNETS, VITS } from './config.js'
+import type { DinoConfig } from './dino-config.js'
 
 function nativeResnet(cnn: PretrainConfig['cnn']): Binding.ResNetOptions {
   const r = typeof cnn === 'string' ? { ...RESNETS[cnn], baseWidth: 64, strideIn1x1: false, bnEps: 1e-5 } : cnn
@@ -32,7 +33,8 @@ type Unsent<Zod, Sent> = Exclude<keyof Zod, keyof Sent>
 const allPretrainFieldsCross: [Unsent<PretrainConfig, Binding.PretrainOptions>] extends [never] ? true : false = true
 const allFinetuneFieldsCross: [Unsent<FinetuneConfig, Binding.FinetuneOptions>] extends [never] ? true : false = true
 const allAugmentFieldsCross: [Unsent<PretrainConfig['augment'], Binding.AugmentOptions>] extends [never] ? true : false = true
-void [allPretrainFieldsCross, allFinetuneFieldsCross, allAugmentFieldsCross]
+const allDinoFieldsCross: [Unsent<DinoConfig, Binding.DinoOptions>] extends [never] ? true : false = true
+void [allPretrainFieldsCross, allFinetuneFieldsCross, allAugmentFieldsCross, allDinoFieldsCross]
 
 export function toNativePretrainConfig(c: PretrainConfig): Binding.PretrainOptions {
   return {
@@ -47,4 +49,15 @@ export function toNativePretrainConfig(c: PretrainConfig): Binding.PretrainOptio
 
 export function toNativeFinetuneConfig(c: FinetuneConfig, pretrainedDir: string | undefined): Binding.FinetuneOptions {
   return { ...c, ...networkShapes(c), augment: { ...c.augment }, pretrained: pretrainedDir }
+}
+
+export function toNativeDinoConfig(c: DinoConfig): Binding.DinoOptions {
+  return {
+    ...c,
+    ...networkShapes(c),
+    augment: { ...c.augment },
+    globalCropScale: [...c.globalCropScale],
+    localCropScale: [...c.localCropScale],
+    clipGrad: c.clipGrad ?? undefined,
+  }
 }

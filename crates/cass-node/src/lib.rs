@@ -10,14 +10,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cass_core::data::ImageSet;
-use cass_core::{CancelToken, CassError, Event, FinetuneConfig, Labeled, PretrainConfig};
+use cass_core::{CancelToken, CassError, DinoConfig, Event, FinetuneConfig, Labeled, PretrainConfig};
 use napi::bindgen_prelude::ToNapiValue;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
+mod dino_options;
 mod options;
 mod outcomes;
+pub use dino_options::*;
 pub use options::*;
 pub use outcomes::*;
 
@@ -173,14 +175,31 @@ pub fn start_pretrain<'env>(
         let set = open_images(images)?;
         let mut obs = forward(on_event);
         let out = cass_core::pretrain(&cfg, set, indices, &PathBuf::from(out_dir), resume, &mut obs, &token)?;
-        Ok(PretrainOutcome {
-            status: status_name(out.status),
-            steps: out.steps as f64,
-            total_steps: out.total_steps as f64,
-            checkpoint: out.checkpoint.display().to_string(),
-            losses: out.losses,
-            epoch_mean_losses: out.epoch_mean_losses,
-        })
+        Ok(PretrainOutcome::from(out))
+    })
+}
+
+/// Starts DINO pre-training of one backbone (`config`: see the TypeScript
+/// `toNativeDinoConfig`).
+#[napi]
+pub fn start_pretrain_dino<'env>(
+    env: &'env Env,
+    config: DinoOptions,
+    images: BindingImages,
+    indices: Option<Vec<u32>>,
+    out_dir: String,
+    resume: bool,
+    cancel: &BindingCancelToken,
+    on_event: Option<ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>>,
+) -> Result<PromiseRaw<'env, PretrainOutcome>> {
+    let cfg = DinoConfig::try_from(config).map_err(invalid)?;
+    let token = cancel.token.clone();
+    let indices = to_usize(indices);
+    spawn_job(env, "dino", move || {
+        let set = open_images(images)?;
+        let mut obs = forward(on_event);
+        let out = cass_core::pretrain_dino(&cfg, set, indices, &PathBuf::from(out_dir), resume, &mut obs, &token)?;
+        Ok(PretrainOutcome::from(out))
     })
 }
 

@@ -213,7 +213,7 @@ pub struct FinetuneOptions {
 }
 
 /// A non-negative integer that a JavaScript number holds exactly (below 2^53).
-fn whole(v: f64, field: &str) -> Result<u64, CassError> {
+pub(crate) fn whole(v: f64, field: &str) -> Result<u64, CassError> {
     if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_991.0 {
         Ok(v as u64)
     } else {
@@ -225,7 +225,7 @@ fn whole(v: f64, field: &str) -> Result<u64, CassError> {
 }
 
 /// A fixed-length array (JavaScript tuples cross as arrays).
-fn fixed<const N: usize, T: Copy + Default, S: Copy>(
+pub(crate) fn fixed<const N: usize, T: Copy + Default, S: Copy>(
     v: &[S],
     field: &str,
     cast: fn(S) -> T,
@@ -243,7 +243,7 @@ fn fixed<const N: usize, T: Copy + Default, S: Copy>(
     Ok(out)
 }
 
-fn resnet(o: ResNetOptions, num_classes: usize, field: &str) -> Result<ResNetConfig, CassError> {
+pub(crate) fn resnet(o: ResNetOptions, num_classes: usize, field: &str) -> Result<ResNetConfig, CassError> {
     let layers = fixed::<4, usize, u32>(&o.layers, &format!("{field}.layers"), |l| l as usize)?;
     Ok(ResNetConfig {
         block: match o.block {
@@ -259,7 +259,7 @@ fn resnet(o: ResNetOptions, num_classes: usize, field: &str) -> Result<ResNetCon
     })
 }
 
-fn vit(o: VitOptions, image_size: usize, num_classes: usize) -> VitConfig {
+pub(crate) fn vit(o: VitOptions, image_size: usize, num_classes: usize) -> VitConfig {
     VitConfig {
         image_size,
         patch_size: o.patch_size as usize,

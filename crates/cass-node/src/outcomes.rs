@@ -99,6 +99,19 @@ pub struct PretrainOutcome {
     pub epoch_mean_losses: Vec<f64>,
 }
 
+impl From<cass_core::PretrainOutcome> for PretrainOutcome {
+    fn from(out: cass_core::PretrainOutcome) -> Self {
+        Self {
+            status: status_name(out.status),
+            steps: out.steps as f64,
+            total_steps: out.total_steps as f64,
+            checkpoint: out.checkpoint.display().to_string(),
+            losses: out.losses,
+            epoch_mean_losses: out.epoch_mean_losses,
+        }
+    }
+}
+
 pub(crate) fn status_name(s: cass_core::Status) -> String {
     match s {
         cass_core::Status::Completed => "completed".into(),

@@ -116,7 +116,7 @@ impl DinoTrainer {
     pub fn step(&mut self, globals: Tensor<4>, locals: Option<Tensor<4>>, at: StepAt) -> StepReport {
         let cfg = &self.config;
         let lr = Schedule::Cosine {
-            warmup: cfg.warmup_steps,
+            warmup: cfg.warmup_epochs * at.per_epoch,
             min_lr: cfg.min_lr,
         }
         .lr(cfg.peak_lr(), at.step, at.total);

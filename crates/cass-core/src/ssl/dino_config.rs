@@ -32,8 +32,8 @@ pub struct DinoConfig {
     /// Peak learning rate per 256 images: the run uses `base_lr * batch_size / 256`.
     pub base_lr: f64,
     pub min_lr: f64,
-    /// Linear warm-up of the learning rate from 0, in steps; a cosine decay to `min_lr` follows.
-    pub warmup_steps: u64,
+    /// Epochs of linear learning-rate warm-up from 0; a cosine decay to `min_lr` follows.
+    pub warmup_epochs: u64,
     /// AdamW's betas and epsilon; its weight decay follows `weight_decay` -> `weight_decay_end`.
     #[serde(default)]
     pub adam: AdamConfig,

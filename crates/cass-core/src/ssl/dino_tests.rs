@@ -34,7 +34,7 @@ fn tiny_dino(arch: Arch) -> DinoConfig {
         max_steps: None,
         base_lr: 0.05,
         min_lr: 1e-6,
-        warmup_steps: 1,
+        warmup_epochs: 1,
         adam: Default::default(),
         weight_decay: 0.04,
         weight_decay_end: 0.4,
@@ -100,6 +100,7 @@ fn the_teacher_gets_no_gradient_and_moves_only_by_its_ema() {
             step: 0,
             total: 4,
             epoch: 1,
+            per_epoch: 2,
         };
         let report = t.train_step(raw_batch(&cfg), at);
         assert!(report.loss.is_finite());
@@ -146,7 +147,12 @@ fn the_last_layer_is_frozen_in_the_first_epochs_only() {
     };
     let v0 = last(&t);
     assert!(!v0.is_empty());
-    let at = |step, epoch| StepAt { step, total: 4, epoch };
+    let at = |step, epoch| StepAt {
+        step,
+        total: 4,
+        epoch,
+        per_epoch: 2,
+    };
     t.train_step(raw_batch(&cfg), at(0, 0));
     assert_eq!(last(&t), v0, "epoch 0 must not move the last layer");
     assert_ne!(

@@ -19,13 +19,15 @@ pub mod dino_config;
 pub mod objective;
 pub mod pretrain;
 
-/// Where a step sits in its run: its index (the schedule position), the run's length in steps
-/// and the epoch it belongs to.
+/// Where a step sits in its run: its index (the schedule position), the run's length in steps,
+/// the epoch it belongs to and the epoch's length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepAt {
     pub step: u64,
     pub total: u64,
     pub epoch: u64,
+    /// Steps in one epoch.
+    pub per_epoch: u64,
 }
 
 /// What the pre-training job reads from any method's config.

@@ -95,8 +95,14 @@ impl<M: Method> Learner for PretrainLearner<'_, M> {
 
     fn step(&mut self, batch: &HostBatch, step: u64, total: u64) -> StepReport {
         let raw = upload(batch, self.set, &self.device);
-        let epoch = step / self.state.batches_per_epoch;
-        self.method.train_step(raw, StepAt { step, total, epoch })
+        let per_epoch = self.state.batches_per_epoch;
+        let at = StepAt {
+            step,
+            total,
+            epoch: step / per_epoch,
+            per_epoch,
+        };
+        self.method.train_step(raw, at)
     }
 
     fn end_epoch(&mut self, epoch: u64, _mean: f64, full: bool, _at: &Progress) -> Result<EpochEnd, CassError> {

@@ -1,0 +1,47 @@
+/**
+ * DINO pre-training of one backbone: the baseline the CASS paper compares against, run by the
+ * same engine, on the same networks and data, so `cass experiment` can compare the two methods
+ * on a user's own images. The checkpoint is read by `finetune`, `embed` and `exportWeights` like a
+ * CASS checkpoint (it holds the teacher's backbone).
+ */
+import path from 'node:path'
+
+import { toPretrainResult } from './binding.js'
+import { type DinoInput, parseDinoConfig } from './dino-config.js'
+import { ConfigError } from './errors.js'
+import type { PretrainResult } from './events.js'
+import { type Images, checkImages, checkIndices, checkPretrainOutDir } from './inputs.js'
+import { type Job, type JobOptions, startJob } from './job.js'
+import { toNativeDinoConfig } from './native-config.js'
+import { native } from './native.js'
+
+export interface DinoOptions extends JobOptions {
+  /** Preset name plus overrides; must name `arch` (`cnn` or `vit`). Defaults to `cpu-small`. */
+  config: DinoInput
+  images: Images
+  /** Which images to train on (default: all). */
+  indices?: number[]
+  /** Output directory; the checkpoint goes to `<outDir>/checkpoint`. */
+  outDir: string
+  /** Continue from the checkpoint in `outDir` if there is one. */
+  resume?: boolean
+  /** Replace a pre-training run already in `outDir`. */
+  overwrite?: boolean
+}
+
+/** DINO pre-training of `config.arch` on unlabelled images. */
+export function pretrainDino(options: DinoOptions): Job<PretrainResult> {
+  const config = toNativeDinoConfig(parseDinoConfig(options.config))
+  const images = checkImages(options.images)
+  const indices = checkIndices(options.indices, 'indices')
+  if (typeof options.outDir !== 'string' || options.outDir === '') {
+    throw new ConfigError('invalid argument at `outDir`: expected a directory path', 'outDir', [])
+  }
+  const outDir = path.resolve(options.outDir)
+  checkPretrainOutDir(outDir, options)
+  return startJob(
+    options,
+    (token, onEvent) => native().startPretrainDino(config, images, indices, outDir, options.resume ?? false, token, onEvent),
+    toPretrainResult,
+  )
+}

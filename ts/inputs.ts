@@ -1,0 +1,101 @@
+/**
+ * What the API takes besides configs (images, labelled samples, an output folder), checked
+ * before any native call; each check throws a ConfigError naming the argument.
+ */
+import { existsSync } from 'node:fs'
+import path from 'node:path'
+
+import { ConfigError } from './errors.js'
+
+/** Decoded RGB images held in memory: `count * height * width * 3` bytes, row-major (HWC). */
+export interface InMemoryImages {
+  pixels: Uint8Array
+  count: number
+  height: number
+  width: number
+}
+
+/** A dataset cache file (images back to back plus an index), memory-mapped by the engine. */
+export interface CacheImages {
+  cacheFile: string
+}
+
+export type Images = InMemoryImages | CacheImages
+
+/** Labelled samples: `indices[k]` (into the images) has class `labels[k]`. */
+export interface LabelledSamples {
+  indices: number[]
+  labels: number[]
+}
+
+export function checkImages(images: Images, field = 'images') {
+  if (typeof images !== 'object' || images === null) {
+    throw new ConfigError(
+      `invalid argument at \`${field}\`: expected { pixels, count, height, width } or { cacheFile }`,
+      field,
+      [],
+    )
+  }
+  if ('cacheFile' in images) {
+    if (typeof images.cacheFile !== 'string' || images.cacheFile === '') {
+      throw new ConfigError(`invalid argument at \`${field}.cacheFile\`: expected a file path`, `${field}.cacheFile`, [])
+    }
+    return { cacheFile: images.cacheFile }
+  }
+  for (const k of ['count', 'height', 'width'] as const) {
+    if (!Number.isInteger(images[k]) || images[k] <= 0) {
+      throw new ConfigError(`invalid argument at \`${field}.${k}\`: expected a positive integer`, `${field}.${k}`, [])
+    }
+  }
+  if (!(images.pixels instanceof Uint8Array)) {
+    throw new ConfigError(`invalid argument at \`${field}.pixels\`: expected a Uint8Array`, `${field}.pixels`, [])
+  }
+  const want = images.count * images.height * images.width * 3
+  if (images.pixels.length !== want) {
+    throw new ConfigError(
+      `invalid argument at \`${field}.pixels\`: expected ${want} bytes (count x height x width x 3), got ${images.pixels.length}`,
+      `${field}.pixels`,
+      [],
+    )
+  }
+  return { pixels: images.pixels, count: images.count, height: images.height, width: images.width }
+}
+
+export function checkIndices(indices: unknown, field: string): number[] | undefined {
+  if (indices === undefined) return undefined
+  if (!Array.isArray(indices) || !indices.every((i) => Number.isInteger(i) && i >= 0)) {
+    throw new ConfigError(`invalid argument at \`${field}\`: expected an array of non-negative integers`, field, [])
+  }
+  return indices
+}
+
+export function checkLabelled(s: LabelledSamples, field: string) {
+  const indices = checkIndices(s?.indices, `${field}.indices`) ?? []
+  if (!Array.isArray(s.labels) || !s.labels.every((l) => Number.isInteger(l) && l >= 0)) {
+    throw new ConfigError(`invalid argument at \`${field}.labels\`: expected an array of class indices`, `${field}.labels`, [])
+  }
+  if (s.labels.length !== indices.length) {
+    throw new ConfigError(
+      `invalid argument at \`${field}.labels\`: ${s.labels.length} labels for ${indices.length} indices`,
+      `${field}.labels`,
+      [],
+    )
+  }
+  return { indices, labels: s.labels }
+}
+
+/**
+ * Refuses to start a fresh pre-training over an existing run in `outDir` (its checkpoint would be
+ * replaced) unless `resume` or `overwrite` says what to do with it. Cheap: call it before
+ * decoding data.
+ */
+export function checkPretrainOutDir(outDir: string, options: { resume?: boolean; overwrite?: boolean }): void {
+  if (options.resume || options.overwrite) return
+  if (existsSync(path.join(path.resolve(outDir), 'checkpoint', 'state.json'))) {
+    throw new ConfigError(
+      `invalid argument at \`outDir\`: ${outDir} already holds a pre-training run; resume it (resume: true, --resume) or replace it (overwrite: true, --overwrite)`,
+      'outDir',
+      [],
+    )
+  }
+}
