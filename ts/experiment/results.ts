@@ -1,0 +1,90 @@
+/**
+ * `results.json` of `cass experiment`: every arm of the protocol with its metrics, timings and
+ * configs. The report (`report.html`, `cass report DIR`) is rendered from this file alone.
+ */
+import type { Metrics } from '../events.js'
+
+/** A pre-training method; `random` and `imagenet` are the fine-tuning starts without one. */
+export type MethodName = 'cass' | 'dino'
+export type StartName = MethodName | 'random' | 'imagenet'
+export type Network = 'cnn' | 'vit'
+
+/** One pre-training run: CASS trains both networks at once; DINO one backbone per run. */
+export interface PretrainRecord {
+  method: MethodName
+  /** The networks this run trained (`['cnn', 'vit']` for CASS, one for DINO). */
+  networks: Network[]
+  /** `completed`, or `cancelled` when the experiment was interrupted during it. */
+  status: 'completed' | 'cancelled'
+  batchSize: number
+  epochs: number
+  /** Wall time of the whole run, seconds (this process's share when it was resumed). */
+  wallSec: number
+  /** Per epoch: mean loss, wall time, and each network's output spread (about 1: spread out, 0: collapsed). */
+  perEpoch: { epoch: number; meanLoss: number; sec: number; spread: Partial<Record<Network, number>> }[]
+  /** Output folder of the run, relative to the experiment folder. */
+  dir: string
+  /** The validated pre-training config. */
+  config: unknown
+  /** Set when this run belongs to a robustness sweep (`--batch-sizes`, `--epochs-sweep`). */
+  sweep?: 'batch-size' | 'epochs'
+}
+
+/** One fine-tuned network evaluated on the test split. */
+export interface ArmRecord {
+  start: StartName
+  network: Network
+  /** Fraction of the labelled pool used, and how many images that was. */
+  fraction: number
+  labelled: number
+  seed: number
+  bestEpoch: number
+  /** Wall time of fine-tuning, seconds. */
+  trainSec: number
+  /** Metrics on the test split. */
+  test: Metrics
+  /** The pre-training run this started from (its `dir`), absent for `random` and `imagenet`. */
+  pretrainDir?: string
+  /** Sweep arms: the pre-training batch size or epochs that differ from the main run. */
+  sweep?: { kind: 'batch-size' | 'epochs'; value: number }
+}
+
+/** Accuracy of a k-nearest-neighbour classifier on frozen embeddings (cosine, k = `k`). */
+export interface KnnRecord {
+  start: StartName
+  network: Network
+  k: number
+  accuracy: number
+  macroF1: number
+}
+
+export interface ExperimentResults {
+  version: 1
+  /** ISO time the experiment started and last finished an arm. */
+  startedAt: string
+  updatedAt: string
+  dataset: {
+    name: string
+    source: string
+    classes: number
+    classNames?: string[]
+    /** Images per split. */
+    pretrain: number
+    pool: number
+    val: number
+    test: number
+  }
+  settings: {
+    methods: MethodName[]
+    networks: Network[]
+    fractions: number[]
+    seeds: number
+    preset: string
+    device: string
+    batchSizes?: number[]
+    epochsSweep?: number[]
+  }
+  pretraining: PretrainRecord[]
+  arms: ArmRecord[]
+  knn: KnnRecord[]
+}
