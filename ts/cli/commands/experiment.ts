@@ -1,0 +1,110 @@
+/** `cass experiment`: the paper's comparison (CASS, DINO, random init) on the user's data, with a report. */
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+
+import { PRESETS, type PresetName } from '../../config.js'
+import { runExperiment } from '../../experiment/run.js'
+import type { MethodName, Network } from '../../experiment/results.js'
+import { UsageError, fractionsFlag, int, interruptible, need, outputFolder } from '../shared.js'
+
+export const usage = `cass experiment --data PATH [--methods cass,dino] [--archs cnn,vit]
+                [--fractions 0.01,0.1,1] [--seeds 3] [--preset cpu-small|paper] [--out DIR]
+
+  Pre-trains each method on the training images without labels (CASS once for both networks,
+  DINO once per network), fine-tunes each network from each method and from random weights at
+  each label fraction and seed (the same labelled images for every start), evaluates on the test
+  split, probes frozen features with kNN, and writes DIR/results.json and DIR/report.html (open
+  it in a browser; \`cass report DIR\` re-renders it). Stopped (Ctrl-C) or killed, the same
+  command continues where it stopped.
+
+  --format F, --cache-dir DIR   as for cass pretrain
+  --device cpu|cuda|wgpu|auto
+  --batch-sizes 8,16,32         robustness sweep: pre-train again at these batch sizes
+  --epochs-sweep 1,3            robustness sweep: pre-train again for these epochs
+  --pretrain-images N           unlabelled images (default 0: every training image)
+  --pretrain-epochs N           (default: the preset's)
+  --pool N, --val N, --test N   labelled pool, validation and test images (0: all)
+  --max-epochs N                fine-tuning epochs (default: the preset's; early stopping)
+  --k N                         neighbours of the kNN probe (default 20)
+`
+
+function listFlag<T extends string>(v: string, flag: string, allowed: readonly T[]): T[] {
+  const items = v.split(',').map((s) => s.trim())
+  const bad = items.find((s) => !allowed.includes(s as T))
+  if (bad !== undefined || items.length === 0)
+    throw new UsageError(`--${flag} takes a comma-separated list of ${allowed.join(', ')}, not "${v}"`)
+  return [...new Set(items)] as T[]
+}
+
+function intsFlag(v: string | undefined, flag: string): number[] | undefined {
+  if (v === undefined) return undefined
+  return v.split(',').map((s) => {
+    const n = int(s, flag)!
+    if (n < 1) throw new UsageError(`--${flag} takes positive integers, not "${v}"`)
+    return n
+  })
+}
+
+export async function run(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      data: { type: 'string' },
+      format: { type: 'string' },
+      'cache-dir': { type: 'string' },
+      methods: { type: 'string', default: 'cass,dino' },
+      archs: { type: 'string', default: 'cnn,vit' },
+      fractions: { type: 'string', default: '0.01,0.1,1' },
+      seeds: { type: 'string', default: '3' },
+      preset: { type: 'string', default: 'cpu-small' },
+      out: { type: 'string', default: 'cass-experiment' },
+      device: { type: 'string' },
+      'batch-sizes': { type: 'string' },
+      'epochs-sweep': { type: 'string' },
+      'pretrain-images': { type: 'string', default: '0' },
+      'pretrain-epochs': { type: 'string' },
+      pool: { type: 'string', default: '0' },
+      val: { type: 'string', default: '0' },
+      test: { type: 'string', default: '0' },
+      'max-epochs': { type: 'string' },
+      k: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  })
+  if (values.help) return void process.stdout.write(usage)
+  const data = need(values.data, '--data PATH', 'experiment')
+  if (values.preset !== 'cpu-small' && values.preset !== 'paper') throw new UsageError('--preset must be cpu-small or paper')
+  const preset = values.preset as PresetName
+  const seeds = int(values.seeds, 'seeds')!
+  if (seeds < 1) throw new UsageError('--seeds must be at least 1')
+  const count = (flag: 'pretrain-images' | 'pool' | 'val' | 'test') => {
+    const n = int(values[flag], flag)!
+    if (n < 0) throw new UsageError(`--${flag} must be 0 (all) or more`)
+    return n
+  }
+  await runExperiment({
+    data,
+    format: values.format as never,
+    cacheDir: values['cache-dir'],
+    datasetName: path.basename(path.resolve(data)),
+    outDir: outputFolder(values.out),
+    methods: listFlag<MethodName>(values.methods, 'methods', ['cass', 'dino']),
+    networks: listFlag<Network>(values.archs, 'archs', ['cnn', 'vit']),
+    fractions: fractionsFlag(values.fractions),
+    seeds,
+    preset,
+    device: values.device as never,
+    batchSizes: intsFlag(values['batch-sizes'], 'batch-sizes'),
+    epochsSweep: intsFlag(values['epochs-sweep'], 'epochs-sweep'),
+    sizes: {
+      pretrainImages: count('pretrain-images'),
+      pretrainEpochs: int(values['pretrain-epochs'], 'pretrain-epochs') ?? (PRESETS[preset].pretrain.epochs as number),
+      poolImages: count('pool'),
+      valImages: count('val'),
+      testImages: count('test'),
+      finetuneMaxEpochs: int(values['max-epochs'], 'max-epochs') ?? (PRESETS[preset].finetune.maxEpochs as number),
+    },
+    k: int(values.k, 'k'),
+    signal: interruptible(),
+  })
+}

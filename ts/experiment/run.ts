@@ -1,0 +1,353 @@
+/**
+ * `cass experiment`: the CASS paper's comparison on the user's data. Pre-trains each method
+ * (CASS once, DINO once per network), fine-tunes every network from every method and from random
+ * weights at each label fraction and seed, evaluates on the test split, probes frozen features
+ * with kNN, and writes `results.json` after every finished unit (atomically) and `report.html` at
+ * the end. A killed experiment continues where it stopped: finished units are skipped, an
+ * interrupted pre-training resumes from its checkpoint.
+ */
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+
+import { type DeviceName, type FinetuneInput, type PresetName, type PretrainInput, parsePretrainConfig } from '../config.js'
+import { type LoadedDataset, type SourceFormat, loadDataset } from '../data/dataset.js'
+import { stratifiedSplit, sampleFraction } from '../data/splits.js'
+import { type DinoInput, parseDinoConfig } from '../dino-config.js'
+import { pretrainDino } from '../dino.js'
+import { CassError, ConfigError } from '../errors.js'
+import type { ProgressEvent } from '../events.js'
+import { embed, evaluate, finetune, pretrain } from '../index.js'
+import { writeReport } from '../report/write.js'
+import { knnClassify } from './knn.js'
+import { type ArmUnit, type KnnUnit, type PretrainUnit, armKey, planExperiment } from './plan.js'
+import type { ExperimentResults, MethodName, Network, PretrainRecord } from './results.js'
+
+export interface ExperimentSizes {
+  /** Unlabelled images for pre-training (0: every training image). */
+  pretrainImages: number
+  pretrainEpochs: number
+  /** The labelled pool the label fractions are drawn from. */
+  poolImages: number
+  finetuneMaxEpochs: number
+  valImages: number
+  testImages: number
+}
+
+export interface ExperimentOptions {
+  data: string
+  format?: SourceFormat
+  datasetName?: string
+  outDir: string
+  methods: MethodName[]
+  networks: Network[]
+  fractions: number[]
+  seeds: number
+  preset: PresetName
+  device?: DeviceName
+  sizes: ExperimentSizes
+  /** Robustness sweeps: other pre-training batch sizes and epoch counts. */
+  batchSizes?: number[]
+  epochsSweep?: number[]
+  /** Overrides of each method's and of fine-tuning's preset config. */
+  pretrain?: PretrainInput
+  dino?: Omit<DinoInput, 'arch'>
+  finetune?: FinetuneInput
+  /** Neighbours of the kNN probe. */
+  k?: number
+  signal?: AbortSignal
+  cacheDir?: string
+  /** Progress lines (default: stderr). */
+  log?: (line: string) => void
+}
+
+const SEED = 77
+
+/** Writes `file` whole or not at all. */
+function writeJsonAtomic(file: string, value: unknown) {
+  const tmp = `${file}.tmp-${process.pid}`
+  writeFileSync(tmp, `${JSON.stringify(value, null, 1)}\n`)
+  renameSync(tmp, file)
+}
+
+function readPrevious(file: string, settings: ExperimentResults['settings'], source: string): ExperimentResults | undefined {
+  if (!existsSync(file)) return undefined
+  let prev: ExperimentResults
+  try {
+    prev = JSON.parse(readFileSync(file, 'utf8'))
+  } catch (e) {
+    throw new ConfigError(`invalid argument at \`outDir\`: ${file} is not readable JSON (${(e as Error).message})`, 'outDir', [])
+  }
+  if (prev.version !== 1 || JSON.stringify(prev.settings) !== JSON.stringify(settings) || prev.dataset?.source !== source) {
+    throw new ConfigError(
+      `invalid argument at \`outDir\`: ${path.dirname(file)} holds an experiment with other data or settings; give another --out to keep both, or remove it`,
+      'outDir',
+      [],
+    )
+  }
+  return prev
+}
+
+/** Seconds per unit of work so far, for the whole experiment's ETA. */
+class Eta {
+  #spent = 0
+  #done = 0
+  constructor(readonly total: number) {}
+  record(cost: number, seconds: number) {
+    this.#spent += seconds
+    this.#done += cost
+  }
+  skip(cost: number) {
+    this.#done += cost
+  }
+  text(): string {
+    if (this.#spent === 0) return 'ETA after the first unit'
+    const left = ((this.total - this.#done) * this.#spent) / Math.max(this.#done, 1e-9)
+    return left < 90 ? `ETA ${left.toFixed(0)} s` : `ETA ${(left / 60).toFixed(0)} min`
+  }
+}
+
+export async function runExperiment(opts: ExperimentOptions): Promise<ExperimentResults> {
+  const log = opts.log ?? ((s: string) => process.stderr.write(`${s}\n`))
+  const out = path.resolve(opts.outDir)
+  mkdirSync(out, { recursive: true })
+  const device = opts.device ?? 'cpu'
+  const cassBase = parsePretrainConfig({ preset: opts.preset, ...opts.pretrain, epochs: opts.sizes.pretrainEpochs, device })
+  const settings: ExperimentResults['settings'] = {
+    methods: opts.methods,
+    networks: opts.networks,
+    fractions: opts.fractions,
+    seeds: opts.seeds,
+    preset: opts.preset,
+    device,
+    ...(opts.batchSizes ? { batchSizes: opts.batchSizes } : {}),
+    ...(opts.epochsSweep ? { epochsSweep: opts.epochsSweep } : {}),
+  }
+  const file = path.join(out, 'results.json')
+  const source = path.resolve(opts.data)
+  const previous = readPrevious(file, settings, source)
+
+  const ds = await loadDataset(opts.data, { size: cassBase.imageSize, format: opts.format, seed: SEED, cacheDir: opts.cacheDir })
+  const { labels } = ds
+  const pick = (pool: number[], n: number, s: number) =>
+    n <= 0 || n >= pool.length ? pool : stratifiedSplit(pool, labels, [n / pool.length, 1 - n / pool.length], s)[0]
+  const split = {
+    pretrain: pick(ds.splits.train.indices, opts.sizes.pretrainImages, SEED),
+    pool: pick(ds.splits.train.indices, opts.sizes.poolImages, SEED + 1),
+    val: pick(ds.splits.val.indices, opts.sizes.valImages, SEED + 2),
+    test: pick(ds.splits.test.indices, opts.sizes.testImages, SEED + 3),
+  }
+  const now = new Date().toISOString()
+  const results: ExperimentResults = previous ?? {
+    version: 1,
+    startedAt: now,
+    updatedAt: now,
+    dataset: {
+      name: opts.datasetName ?? path.basename(source),
+      source,
+      classes: ds.classes.length,
+      classNames: ds.classes.map(String),
+      pretrain: split.pretrain.length,
+      pool: split.pool.length,
+      val: split.val.length,
+      test: split.test.length,
+    },
+    settings,
+    pretraining: [],
+    arms: [],
+    knn: [],
+  }
+  const save = () => {
+    results.updatedAt = new Date().toISOString()
+    writeJsonAtomic(file, results)
+  }
+  const plan = planExperiment({
+    ...settings,
+    batchSize: cassBase.batchSize,
+    epochs: opts.sizes.pretrainEpochs,
+  })
+  // ETA in units of "one fine-tuning arm"; a pre-training epoch over the pre-training images is
+  // weighted by how many fine-tuning epochs over the pool it is worth in images seen.
+  const epochCost = split.pretrain.length / Math.max(split.pool.length * opts.sizes.finetuneMaxEpochs, 1)
+  const unitCost = (u: PretrainUnit) => u.epochs * epochCost * (u.method === 'cass' ? 2 : 1)
+  const eta = new Eta(plan.pretraining.reduce((s, u) => s + unitCost(u), 0) + plan.arms.length + plan.knn.length * 0.1)
+  const images = { cacheFile: ds.cacheFile }
+  const ctx = { opts, ds, split, images, device, out, results, save, eta, log }
+
+  for (const [i, u] of plan.pretraining.entries()) {
+    const done = results.pretraining.find((r) => r.dir === u.dir && r.status === 'completed')
+    if (done) {
+      eta.skip(unitCost(u))
+      continue
+    }
+    log(`cass experiment: [pre-training ${i + 1}/${plan.pretraining.length}] ${u.dir} (${eta.text()})`)
+    const t0 = Date.now()
+    const record = await runPretrain(ctx, u)
+    results.pretraining = [...results.pretraining.filter((r) => r.dir !== u.dir), record]
+    save()
+    if (record.status !== 'completed') return stopped(ctx)
+    eta.record(unitCost(u), (Date.now() - t0) / 1000)
+  }
+  const finished = new Set(results.arms.map(armKey))
+  for (const [i, a] of plan.arms.entries()) {
+    if (finished.has(armKey(a))) {
+      eta.skip(1)
+      continue
+    }
+    const name = `${a.start} ${a.network} ${+(a.fraction * 100).toFixed(2)} % seed ${a.seed}${a.sweep ? ` (${a.sweep.kind} ${a.sweep.value})` : ''}`
+    log(`cass experiment: [arm ${i + 1}/${plan.arms.length}] ${name} (${eta.text()})`)
+    const t0 = Date.now()
+    const record = await runArm(ctx, a)
+    if (record === undefined) return stopped(ctx)
+    results.arms.push(record)
+    save()
+    eta.record(1, (Date.now() - t0) / 1000)
+  }
+  for (const k of plan.knn) {
+    if (results.knn.some((r) => r.start === k.start && r.network === k.network)) continue
+    results.knn.push(await runKnn(ctx, k))
+    save()
+  }
+  const report = writeReport(out)
+  log(`cass experiment: done; ${file} and ${report}`)
+  return results
+}
+
+type Ctx = {
+  opts: ExperimentOptions
+  ds: LoadedDataset
+  split: { pretrain: number[]; pool: number[]; val: number[]; test: number[] }
+  images: { cacheFile: string }
+  device: DeviceName
+  out: string
+  results: ExperimentResults
+  save: () => void
+  log: (line: string) => void
+}
+
+function stopped(ctx: Ctx): ExperimentResults {
+  ctx.save()
+  writeReport(ctx.out)
+  ctx.log(`cass experiment: stopped; run the same command again to continue`)
+  return ctx.results
+}
+
+async function runPretrain(ctx: Ctx, u: PretrainUnit): Promise<PretrainRecord> {
+  const { opts, split, images, device } = ctx
+  const outDir = path.join(ctx.out, u.dir)
+  const perEpoch: PretrainRecord['perEpoch'] = []
+  let epochStart = Date.now()
+  let spread: Record<string, number[]> = {}
+  const onProgress = (e: ProgressEvent) => {
+    if (e.type === 'step') {
+      for (const [name, v] of e.parts) if (name.endsWith('_spread')) (spread[name.slice(0, -'_spread'.length)] ??= []).push(v)
+    } else if (e.type === 'epoch') {
+      const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length
+      perEpoch.push({
+        epoch: e.epoch,
+        meanLoss: e.meanLoss,
+        sec: (Date.now() - epochStart) / 1000,
+        spread: Object.fromEntries(Object.entries(spread).map(([k, v]) => [k, mean(v)])),
+      })
+      epochStart = Date.now()
+      spread = {}
+    } else if (e.type === 'warning') ctx.log(`warning: ${e.message}`)
+  }
+  const t0 = Date.now()
+  // `resume: true` continues an interrupted run and starts a fresh one where there is none.
+  const common = { images, indices: split.pretrain, outDir, resume: true, signal: opts.signal, onProgress }
+  let config: unknown
+  let r
+  if (u.method === 'cass') {
+    const input: PretrainInput = { preset: opts.preset, ...opts.pretrain, batchSize: u.batchSize, epochs: u.epochs, device }
+    config = parsePretrainConfig(input)
+    r = await pretrain({ ...common, config: input })
+  } else {
+    const input = {
+      preset: opts.preset,
+      ...opts.dino,
+      arch: u.networks[0],
+      batchSize: u.batchSize,
+      epochs: u.epochs,
+      device,
+    } as DinoInput
+    config = parseDinoConfig(input)
+    r = await pretrainDino({ ...common, config: input })
+  }
+  return {
+    method: u.method,
+    networks: u.networks,
+    status: r.status,
+    batchSize: u.batchSize,
+    epochs: u.epochs,
+    wallSec: (Date.now() - t0) / 1000,
+    perEpoch,
+    dir: u.dir,
+    config,
+    ...(u.sweep ? { sweep: u.sweep } : {}),
+  }
+}
+
+async function runArm(ctx: Ctx, a: ArmUnit) {
+  const { opts, ds, split, images, device } = ctx
+  const labels = ds.labels
+  // Seed k draws the same labelled images for every start: the comparison is paired.
+  const chosen = sampleFraction(split.pool, labels, a.fraction, SEED + 1000 * a.seed)
+  const samples = (idx: number[]) => ({ indices: idx, labels: idx.map((i) => labels[i]) })
+  const tag = `${a.start}-${a.network}-f${a.fraction}-s${a.seed}${a.sweep ? `-${a.sweep.kind}${a.sweep.value}` : ''}`
+  const t0 = Date.now()
+  const job = finetune({
+    config: {
+      preset: opts.preset,
+      ...opts.finetune,
+      arch: a.network,
+      numClasses: ds.classes.length,
+      maxEpochs: opts.sizes.finetuneMaxEpochs,
+      seed: SEED + a.seed,
+      device,
+    },
+    from: a.pretrainDir ? path.join(ctx.out, a.pretrainDir) : undefined,
+    images,
+    train: samples(chosen),
+    val: samples(split.val),
+    outDir: path.join(ctx.out, 'finetune', tag),
+    signal: opts.signal,
+  })
+  // Stopped before its first validation, a fine-tuning has nothing to keep: the arm runs again.
+  const ft = await job.then(undefined, (e: unknown) => {
+    if (opts.signal?.aborted && e instanceof CassError && e.code === 'cancelled-before-validation') return undefined
+    throw e
+  })
+  if (ft === undefined || ft.status === 'cancelled') return undefined
+  const trainSec = (Date.now() - t0) / 1000
+  const test = await evaluate({ checkpoint: ft.checkpoint, images, data: samples(split.test), device })
+  return {
+    start: a.start,
+    network: a.network,
+    fraction: a.fraction,
+    labelled: chosen.length,
+    seed: a.seed,
+    bestEpoch: ft.bestEpoch,
+    trainSec,
+    test,
+    ...(a.pretrainDir ? { pretrainDir: a.pretrainDir } : {}),
+    ...(a.sweep ? { sweep: a.sweep } : {}),
+  }
+}
+
+async function runKnn(ctx: Ctx, k: KnnUnit) {
+  const { ds, split, images, device } = ctx
+  const checkpoint = path.join(ctx.out, k.pretrainDir)
+  const features = (indices: number[]) => embed({ checkpoint, arch: k.network, images, indices, device })
+  const [train, test] = [await features(split.pool), await features(split.test)]
+  const neighbours = ctx.opts.k ?? 20
+  const r = knnClassify(
+    train.features,
+    split.pool.map((i) => ds.labels[i]),
+    test.features,
+    split.test.map((i) => ds.labels[i]),
+    train.dim,
+    ds.classes.length,
+    neighbours,
+  )
+  return { start: k.start, network: k.network, k: neighbours, accuracy: r.accuracy, macroF1: r.macroF1 }
+}
