@@ -1,8 +1,13 @@
 """Parity fixtures: random-initialised timm models, their weights and their outputs on a fixed
 batch, written as small safetensors files that the engine's tests load (no Python is needed to
-run those tests). Also the reference for one CASS training step.
+run those tests). Also the references for one CASS and one DINO training step.
 
     python3 parity/make_fixtures.py            # writes crates/cass-core/fixtures/timm/
+    python3 parity/make_fixtures.py --dino-only
+                                               # only the DINO step (dino_step.*), from the
+                                               # resnet_basic fixture already written (another
+                                               # torch build changes the low bits of the other
+                                               # fixtures' outputs: Debian's 1.13.1 does)
     python3 parity/make_fixtures.py --full     # also checks full-size ResNet-50 and
                                                # ViT-B/16@384 against the engine (needs cargo)
     python3 parity/make_fixtures.py --check-export FILE --model CASE
@@ -104,13 +109,132 @@ def cass_step(cnn, vit, x, lr=1e-3):
     return loss.item(), grads
 
 
+class DinoHead(nn.Module):
+    """DINO's projection head: a 3-layer MLP to a bottleneck, L2 normalisation, then a
+    weight-normalised linear layer without bias whose norm scale g is fixed at 1."""
+
+    def __init__(self, in_dim, out_dim, hidden_dim, bottleneck_dim):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim), nn.GELU(),
+                                 nn.Linear(hidden_dim, bottleneck_dim))
+        self.last_layer = nn.utils.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+        self.last_layer.weight_g.data.fill_(1)
+        self.last_layer.weight_g.requires_grad = False
+
+    def forward(self, x):
+        return self.last_layer(F.normalize(self.mlp(x), dim=-1, p=2))
+
+
+def dino_loss(student, teacher, center, crops, teacher_temp, student_temp):
+    """Cross-entropy between the centred, sharpened teacher on each global view a and the student
+    on every other view v != a, averaged over the batch and the pairs."""
+    s = (student / student_temp).chunk(crops)
+    t = F.softmax((teacher - center) / teacher_temp, dim=-1).detach().chunk(2)
+    total, pairs = 0, 0
+    for a, q in enumerate(t):
+        for v in range(crops):
+            if v != a:
+                total = total + torch.sum(-q * F.log_softmax(s[v], dim=-1), dim=-1).mean()
+                pairs += 1
+    return total / pairs
+
+
+DINO = dict(lr=0.01, weight_decay=0.3, clip=3.0, momentum=0.9, center_momentum=0.9, teacher_temp=0.04,
+            student_temp=0.1, out_dim=32, hidden_dim=16, bottleneck_dim=8)
+
+
+def dino_step():
+    """One DINO step (student and teacher from the resnet_basic fixture, BatchNorm in train mode
+    on both, no augmentation: the same prepared crops on both sides), written as dino_step.*.
+
+    lr and weight decay are larger than DINO's so that the decay (lr * wd = 3e-3 of every matrix)
+    stands well above the comparison's tolerance; clip is set so that some gradients are clipped
+    and others not (checked below)."""
+    c = DINO
+    cfg = json.load(open(os.path.join(OUT, 'resnet_basic.json')))
+    weights = load_file(os.path.join(OUT, 'resnet_basic.safetensors'))
+    io = load_file(os.path.join(OUT, 'resnet_basic.io.safetensors'))
+    gen = torch.Generator().manual_seed(91)
+    batch = io['input'].shape[0]
+    # Crop 1 of every image, then crop 2; likewise the two 16 px local crops.
+    globals_ = torch.cat([io['input'], torch.randn(batch, 3, 32, 32, generator=gen)])
+    locals_ = torch.randn(2 * batch, 3, 16, 16, generator=gen)
+    center = torch.randn(1, c['out_dim'], generator=gen) * 0.1  # a non-zero centre, so that it counts
+
+    def backbone():
+        m = tiny_resnet(BasicBlock, cfg['base_width'], cfg['num_classes'])
+        m.load_state_dict(weights, strict=True)
+        m.reset_classifier(0)  # pooled features, as our forward_features
+        return m.train()
+
+    student, teacher = backbone(), backbone()
+    # PyTorch's default Linear init (not DINO's std 0.02) keeps the tiny head's activations and
+    # gradients well away from zero; the head is saved, so the init itself is not under test.
+    torch.manual_seed(300)
+    student_head = DinoHead(student.num_features, c['out_dim'], c['hidden_dim'], c['bottleneck_dim'])
+    teacher_head = DinoHead(student.num_features, c['out_dim'], c['hidden_dim'], c['bottleneck_dim'])
+    teacher_head.load_state_dict(student_head.state_dict())
+    head_before = {k: v.detach().clone().contiguous() for k, v in student_head.state_dict().items()}
+
+    named = [(n, p) for n, p in student.named_parameters()] + \
+            [('head.' + n, p) for n, p in student_head.named_parameters() if p.requires_grad]
+    decayed = [p for n, p in named if p.ndim > 1]
+    not_decayed = [p for n, p in named if p.ndim <= 1]
+    opt = torch.optim.AdamW([{'params': decayed}, {'params': not_decayed, 'weight_decay': 0.0}],
+                            lr=c['lr'], betas=(0.9, 0.999), eps=1e-8, weight_decay=c['weight_decay'])
+
+    with torch.no_grad():
+        t_out = teacher_head(teacher(globals_))  # [2B, K]
+    s_out = torch.cat([student_head(student(globals_)), student_head(student(locals_))])  # [4B, K]
+    loss = dino_loss(s_out, t_out, center, 4, c['teacher_temp'], c['student_temp'])
+    opt.zero_grad()
+    loss.backward()
+    grad_norms, clipped = {}, []
+    for n, p in named:
+        norm = p.grad.norm(2).item()
+        grad_norms[n] = norm
+        coef = c['clip'] / (norm + 1e-6)
+        if coef < 1:
+            p.grad.mul_(coef)
+            clipped.append(n)
+    assert 0 < len(clipped) < len(named), f'clip {c["clip"]} must clip some gradients but not all: {clipped}'
+    opt.step()
+    with torch.no_grad():
+        for ps, pt in zip(list(student.parameters()) + list(student_head.parameters()),
+                          list(teacher.parameters()) + list(teacher_head.parameters())):
+            pt.mul_(c['momentum']).add_((1 - c['momentum']) * ps.detach())
+        center_after = center * c['center_momentum'] + (1 - c['center_momentum']) * t_out.mean(0, keepdim=True)
+
+    def kept(sd, prefix='', only=lambda k: True):
+        return {prefix + k: v.detach().clone().contiguous() for k, v in sd.items()
+                if not k.endswith('num_batches_tracked') and only(k)}
+
+    save_file({'globals': globals_, 'locals': locals_, 'center': center[0].contiguous(),
+               'center_after': center_after[0].contiguous()}, os.path.join(OUT, 'dino_step.io.safetensors'))
+    save_file(head_before, os.path.join(OUT, 'dino_step.head.safetensors'))
+    save_file({**kept(student.state_dict()), **kept(student_head.state_dict(), 'head.')},
+              os.path.join(OUT, 'dino_step.student_after.safetensors'))
+    # The teacher's backbone parameters are m * before + (1 - m) * the student's after; only its
+    # own running statistics (from its train-mode forward) are stored.
+    save_file({**kept(teacher.state_dict(), only=lambda k: 'running' in k), **kept(teacher_head.state_dict(), 'head.')},
+              os.path.join(OUT, 'dino_step.teacher_after.safetensors'))
+    with open(os.path.join(OUT, 'dino_step.json'), 'w') as f:
+        json.dump({'loss': loss.item(), **c, 'backbone': 'resnet_basic', 'grad_norms': grad_norms,
+                   'clipped': clipped}, f, indent=2)
+    print(f'dino step loss {loss.item():.6f}; clipped {len(clipped)} of {len(named)} gradients: {clipped}')
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument('--full', action='store_true')
     p.add_argument('--check-export')
     p.add_argument('--model')
+    p.add_argument('--dino-only', action='store_true')
     a = p.parse_args()
     torch.set_num_threads(2)
+    if a.dino_only:
+        dino_step()
+        sys.exit(0)
     if a.check_export:
         model = CASES[a.model][0]()
         sd = load_file(a.check_export)
@@ -153,6 +277,8 @@ def main():
     with open(os.path.join(OUT, 'cass_step.json'), 'w') as f:
         json.dump({'loss': loss, 'lr': 1e-3, 'cnn': 'resnet_basic', 'vit': 'vit_tiny'}, f, indent=2)
     print(f'cass step loss {loss:.6f}')
+
+    dino_step()
 
     if a.full:
         full_check()

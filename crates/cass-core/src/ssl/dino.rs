@@ -23,6 +23,7 @@ use crate::loss::dino::DinoLoss;
 use crate::loss::output_spread;
 use crate::models::dino_head::DinoHead;
 use crate::models::{Arch, Network, init_seeded};
+use crate::params::ParamNamer;
 use crate::train::adam::Adam;
 use crate::train::run::{StepReport, step_seed};
 use crate::train::schedule::Schedule;
@@ -71,8 +72,8 @@ impl DinoTrainer {
         }
         Self {
             config: cfg.clone(),
-            teacher: student.clone().no_grad(),
-            teacher_head: student_head.clone().no_grad(),
+            teacher: own_copy(&student).no_grad(),
+            teacher_head: own_copy(&student_head).no_grad(),
             student,
             student_head,
             opt_backbone,
@@ -168,22 +169,53 @@ impl DinoTrainer {
     }
 }
 
+/// A copy of `module` that shares no mutable state with it. burn's `Clone` shares BatchNorm's
+/// running statistics (`RunningState` holds them behind an `Arc`), so a teacher cloned from the
+/// student updated the student's statistics with its own forward pass and vice versa (caught by
+/// `one_dino_step_matches_pytorch`); `valid()` rebuilds every running state from its value.
+pub fn own_copy<M: Module>(module: &M) -> M {
+    module.valid().train()
+}
+
 /// `teacher <- m teacher + (1 - m) student`, parameter by parameter (the two modules have the
-/// same architecture, so they list their parameters in the same order). Running statistics are
-/// the teacher's own.
+/// same architecture, so they list their parameters in the same order). BatchNorm's running
+/// statistics are buffers, not parameters: as DINO's EMA over `parameters()`, they are left
+/// alone, and the teacher's come from its own train-mode forward passes.
 pub fn ema<M: Module>(teacher: M, student: &M, momentum: f64) -> M {
-    struct Collect(Vec<Tensor<1>>);
+    fn is_buffer(namer: &ParamNamer) -> bool {
+        let name = namer.param_name();
+        name.ends_with("running_mean") || name.ends_with("running_var")
+    }
+    struct Collect(ParamNamer, Vec<Tensor<1>>);
     impl ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.0.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.exit();
+        }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.push(param.val().inner().reshape([-1]));
+            if !is_buffer(&self.0) {
+                self.1.push(param.val().inner().reshape([-1]));
+            }
         }
     }
     struct Blend {
+        namer: ParamNamer,
         student: std::vec::IntoIter<Tensor<1>>,
         m: f64,
     }
     impl ModuleMapper for Blend {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.namer.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.namer.exit();
+        }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if is_buffer(&self.namer) {
+                return param;
+            }
             let (id, tensor, mapper) = param.consume();
             let s = self
                 .student
@@ -194,10 +226,11 @@ pub fn ema<M: Module>(teacher: M, student: &M, momentum: f64) -> M {
             Param::from_mapped_value(id, Tensor::from_inner(t.reshape(shape)), mapper)
         }
     }
-    let mut collect = Collect(Vec::new());
+    let mut collect = Collect(ParamNamer::default(), Vec::new());
     student.visit(&mut collect);
     teacher.map(&mut Blend {
-        student: collect.0.into_iter(),
+        namer: ParamNamer::default(),
+        student: collect.1.into_iter(),
         m: momentum,
     })
 }
@@ -328,3 +361,7 @@ pub fn pretrain_dino(
 #[cfg(test)]
 #[path = "dino_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "dino_parity_tests.rs"]
+mod parity_tests;

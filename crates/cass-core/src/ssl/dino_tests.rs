@@ -119,6 +119,34 @@ fn the_teacher_gets_no_gradient_and_moves_only_by_its_ema() {
 }
 
 #[test]
+fn teacher_and_student_keep_their_own_batchnorm_statistics() {
+    // burn's `Clone` shares running statistics: a teacher cloned from the student moved the
+    // student's with each of its forward passes (found by `one_dino_step_matches_pytorch`).
+    let cfg = tiny_dino(Arch::Cnn);
+    let t = DinoTrainer::new(&cfg, &device());
+    let stats = |n: &Network| -> Vec<f32> {
+        let Network::Cnn(m) = n else { unreachable!() };
+        module_tensors(m)
+            .into_iter()
+            .filter(|(name, _)| name.contains(".running_"))
+            .flat_map(|(_, v)| v.data)
+            .collect()
+    };
+    let before = stats(&t.student);
+    let (globals, _) = DinoTrainer::crops(&cfg, raw_batch(&cfg), 0);
+    t.teacher.forward_features(globals.autodiff());
+    assert_eq!(
+        stats(&t.student),
+        before,
+        "the teacher's forward moved the student's statistics"
+    );
+    let teacher = stats(&t.teacher);
+    assert_ne!(teacher, before, "the teacher's own statistics did not move");
+    // The EMA blends parameters only (DINO's `parameters()`), never these buffers.
+    assert_eq!(stats(&ema(t.teacher.clone(), &t.student, 0.5)), teacher);
+}
+
+#[test]
 fn ema_blends_parameters_and_keeps_the_teachers_ids() {
     let cfg = tiny_dino(Arch::Cnn);
     let d = device().autodiff();
