@@ -37,6 +37,8 @@ export interface AugmentOptions {
   saturation: number
   pVflip: number
   pHflip: number
+  /** Probability of turning an image grey. */
+  pGrayscale: number
   /** Random resized crop's area fraction `[min, max]`; `[1, 1]` is off. */
   cropScale: Array<number>
   /** Per-channel normalisation of inputs in [0, 1]. */

@@ -291,12 +291,14 @@ test('a missing backend is reported, not crashed on', async (t) => {
   t.is((err as { code?: string }).code, 'backend-unavailable')
 })
 
-test('the conv setting reaches the engine and is saved with the checkpoint', async (t) => {
+test('the conv and grayscale settings reach the engine and are saved with the checkpoint', async (t) => {
   const { images } = stripes(8, 16, 3)
   const outDir = tempDir('conv')
-  await pretrain({ config: { ...tinyPretrain, epochs: 1, conv: 'batched' }, images, outDir })
+  await pretrain({ config: { ...tinyPretrain, epochs: 1, conv: 'batched', augment: { pGrayscale: 0.5 } }, images, outDir })
   const state = JSON.parse(readFileSync(path.join(outDir, 'checkpoint', 'state.json'), 'utf8'))
   t.is(state.config.conv, 'batched')
+  // An option added through the three places (zod schema, binding type, engine config) arrives.
+  t.is(state.config.augment.p_grayscale, 0.5)
   rmSync(outDir, { recursive: true })
 })
 

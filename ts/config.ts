@@ -103,6 +103,8 @@ export const augmentSchema = z.strictObject({
   saturation: probability.default(0.2),
   pVflip: probability.default(0.3),
   pHflip: probability.default(0.3),
+  /** Probability of turning an image grey (after the colour jitter); DINO uses 0.2. */
+  pGrayscale: probability.default(0),
   /** Random resized crop: area fraction [min, max] (aspect 3/4 to 4/3), before the other transforms; [1, 1] is off. */
   cropScale: z.tuple([probability, probability]).default([1, 1]),
   mean: z.tuple([z.number(), z.number(), z.number()]).default([0.485, 0.456, 0.406]),

@@ -46,6 +46,11 @@ pub struct AugmentConfig {
     pub saturation: f64,
     pub p_vflip: f64,
     pub p_hflip: f64,
+    /// Probability of turning an image grey (ITU-R 601 luma in every channel), after the colour
+    /// jitter, as torchvision's `RandomGrayscale` (DINO uses 0.2). 0 draws nothing, so runs
+    /// without it see the random numbers they always did.
+    #[serde(default)]
+    pub p_grayscale: f64,
     /// Random resized crop (torchvision's `RandomResizedCrop`, aspect ratio 3/4 to 4/3): the
     /// crop's area as a fraction of the image, drawn uniformly from `[min, max]`, applied before
     /// every other transform. `[1, 1]` (the paper) turns it off.
@@ -70,6 +75,7 @@ impl Default for AugmentConfig {
             saturation: 0.2,
             p_vflip: 0.3,
             p_hflip: 0.3,
+            p_grayscale: 0.0,
             crop_scale: [1.0, 1.0],
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
@@ -134,6 +140,8 @@ pub struct BatchParams {
     pub jitter: Vec<[f32; 6]>,
     /// Sampling maps (output normalised coords -> input normalised coords).
     pub warps: Vec<Mat3>,
+    /// `[batch]` whether each image is turned grey.
+    pub grayscale: Vec<bool>,
 }
 
 impl AugmentConfig {
@@ -142,6 +150,7 @@ impl AugmentConfig {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut jitter = Vec::with_capacity(batch);
         let mut warps = Vec::with_capacity(batch);
+        let mut grayscale = Vec::with_capacity(batch);
         for _ in 0..batch {
             let mut j = [1.0f32; 6];
             let mut warp = IDENTITY;
@@ -195,10 +204,15 @@ impl AugmentConfig {
                     warp = matmul3(&warp, &[[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]);
                 }
             }
+            grayscale.push(self.enabled && self.p_grayscale > 0.0 && rng.random_bool(self.p_grayscale));
             jitter.push(j);
             warps.push(warp);
         }
-        BatchParams { jitter, warps }
+        BatchParams {
+            jitter,
+            warps,
+            grayscale,
+        }
     }
 }
 
@@ -207,17 +221,19 @@ fn column(values: Vec<f32>, device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(values, [b, 1, 1, 1]), device)
 }
 
+/// ITU-R 601 luma, as torchvision's `rgb_to_grayscale`.
+///
+/// # Shapes
+/// `[b, 3, h, w] -> [b, 1, h, w]`
+fn gray(x: &Tensor<4>) -> Tensor<4> {
+    let r = x.clone().narrow(1, 0, 1);
+    let g = x.clone().narrow(1, 1, 1);
+    let bl = x.clone().narrow(1, 2, 1);
+    r.mul_scalar(0.299) + g.mul_scalar(0.587) + bl.mul_scalar(0.114)
+}
+
 /// One colour jitter with per-image factors `[batch, 1, 1, 1]`.
 fn jitter(x: Tensor<4>, brightness: Tensor<4>, contrast: Tensor<4>, saturation: Tensor<4>) -> Tensor<4> {
-    let gray = |x: &Tensor<4>| {
-        // ITU-R 601 luma, as torchvision's rgb_to_grayscale.
-        let [b, _, h, w] = x.dims();
-        let r = x.clone().narrow(1, 0, 1);
-        let g = x.clone().narrow(1, 1, 1);
-        let bl = x.clone().narrow(1, 2, 1);
-        let _ = (b, h, w);
-        r.mul_scalar(0.299) + g.mul_scalar(0.587) + bl.mul_scalar(0.114) // [b, 1, h, w]
-    };
     let x = (x * brightness).clamp(0.0, 1.0);
     let mean = gray(&x).mean_dim(2).mean_dim(3); // [b, 1, 1, 1]
     let x = (x.clone() * contrast.clone() + mean * (contrast.neg().add_scalar(1.0))).clamp(0.0, 1.0);
@@ -240,6 +256,15 @@ pub fn apply(x: Tensor<4>, params: Option<&BatchParams>, size: usize, cfg: &Augm
         let col = |k: usize| column(p.jitter.iter().map(|j| j[k]).collect(), &device);
         x = jitter(x, col(0), col(1), col(2));
         x = jitter(x, col(3), col(4), col(5));
+    }
+    if let Some(p) = params
+        && p.grayscale.iter().any(|&g| g)
+    {
+        let m = column(
+            p.grayscale.iter().map(|&g| if g { 1.0 } else { 0.0 }).collect(),
+            &device,
+        ); // [b, 1, 1, 1]
+        x = x.clone() * m.clone().neg().add_scalar(1.0) + gray(&x) * m;
     }
     let needs_warp = warps.is_some_and(|ws| ws.iter().any(|m| *m != IDENTITY));
     if needs_warp || h != size || w != size {
@@ -351,11 +376,49 @@ mod tests {
         let flip = BatchParams {
             jitter: vec![[1.0; 6]],
             warps: vec![[[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]],
+            grayscale: vec![false],
         };
         let y = apply(x.clone(), Some(&flip), 6, &cfg);
         let want = x.flip([3]);
         let diff = (y - want).abs().max().into_scalar::<f32>();
         assert!(diff < 1e-5, "{diff}");
+    }
+
+    #[test]
+    fn grayscale_turns_the_drawn_images_grey_and_draws_nothing_when_off() {
+        let d = device();
+        let off = AugmentConfig::default();
+        let on = AugmentConfig {
+            p_grayscale: 0.5,
+            ..off
+        };
+        // Off, the other parameters are drawn exactly as before the option existed.
+        let (a, b) = (off.sample(64, 9, 1.0), on.sample(64, 9, 1.0));
+        assert!(a.grayscale.iter().all(|&g| !g));
+        let turned = b.grayscale.iter().filter(|&&g| g).count();
+        assert!((20..=44).contains(&turned), "{turned} of 64 at p = 0.5");
+        assert_eq!(
+            a.jitter[0], b.jitter[0],
+            "the first image's draws come before its grey draw"
+        );
+        // A grey image has three equal channels, the luma of its colour input.
+        let cfg = AugmentConfig {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            ..Default::default()
+        };
+        let x = Tensor::<4>::from_floats([[[[1.0, 0.0]], [[0.0, 1.0]], [[0.0, 0.0]]]], &d); // [1, 3, 1, 2]
+        let p = BatchParams {
+            jitter: vec![[1.0; 6]],
+            warps: vec![IDENTITY],
+            grayscale: vec![true],
+        };
+        let y = apply(x, Some(&p), 2, &cfg).into_data().try_into_vec::<f32>().unwrap();
+        // Output [1, 3, 2, 2] after the resize to 2 x 2: each channel equals the luma.
+        let (r, g, bl) = (&y[0..4], &y[4..8], &y[8..12]);
+        assert_eq!(r, g);
+        assert_eq!(g, bl);
+        assert!(r.iter().all(|v| (0.0..=0.6).contains(v)), "{r:?}");
     }
 
     #[test]

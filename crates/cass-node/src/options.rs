@@ -92,6 +92,8 @@ pub struct AugmentOptions {
     pub saturation: f64,
     pub p_vflip: f64,
     pub p_hflip: f64,
+    /// Probability of turning an image grey.
+    pub p_grayscale: f64,
     /// Random resized crop's area fraction `[min, max]`; `[1, 1]` is off.
     pub crop_scale: Vec<f64>,
     /// Per-channel normalisation of inputs in [0, 1].
@@ -312,6 +314,7 @@ impl TryFrom<AugmentOptions> for AugmentConfig {
             saturation: o.saturation,
             p_vflip: o.p_vflip,
             p_hflip: o.p_hflip,
+            p_grayscale: o.p_grayscale,
             crop_scale: fixed(&o.crop_scale, "augment.cropScale", |x| x)?,
             mean: fixed(&o.mean, "augment.mean", |x| x as f32)?,
             std: fixed(&o.std, "augment.std", |x| x as f32)?,
