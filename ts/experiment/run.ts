@@ -87,22 +87,38 @@ function readPrevious(file: string, settings: ExperimentResults['settings'], sou
   return prev
 }
 
-/** Seconds per unit of work so far, for the whole experiment's ETA. */
+/**
+ * The whole experiment's ETA, from what each kind of unit (pre-training, fine-tuning) has cost
+ * so far: the two differ by orders of magnitude per image, so each has its own rate. While a kind
+ * has remaining work and no measurement yet, the ETA is a lower bound.
+ */
 class Eta {
-  #spent = 0
-  #done = 0
-  constructor(readonly total: number) {}
-  record(cost: number, seconds: number) {
-    this.#spent += seconds
-    this.#done += cost
+  readonly #kinds = new Map<string, { total: number; done: number; spent: number }>()
+  add(kind: string, cost: number) {
+    const k = this.#kinds.get(kind) ?? { total: 0, done: 0, spent: 0 }
+    k.total += cost
+    this.#kinds.set(kind, k)
   }
-  skip(cost: number) {
-    this.#done += cost
+  record(kind: string, cost: number, seconds: number) {
+    const k = this.#kinds.get(kind)!
+    k.done += cost
+    k.spent += seconds
+  }
+  skip(kind: string, cost: number) {
+    this.#kinds.get(kind)!.total -= cost
   }
   text(): string {
-    if (this.#spent === 0) return 'ETA after the first unit'
-    const left = ((this.total - this.#done) * this.#spent) / Math.max(this.#done, 1e-9)
-    return left < 90 ? `ETA ${left.toFixed(0)} s` : `ETA ${(left / 60).toFixed(0)} min`
+    let left = 0
+    let unknown = false
+    for (const k of this.#kinds.values()) {
+      const remaining = k.total - k.done
+      if (remaining <= 0) continue
+      if (k.spent === 0) unknown = true
+      else left += (remaining * k.spent) / Math.max(k.done, 1e-9)
+    }
+    if (unknown && left === 0) return 'ETA after the first unit'
+    const t = left < 90 ? `${left.toFixed(0)} s` : `${(left / 60).toFixed(0)} min`
+    return unknown ? `ETA over ${t}` : `ETA ${t}`
   }
 }
 
@@ -165,18 +181,19 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     batchSize: cassBase.batchSize,
     epochs: opts.sizes.pretrainEpochs,
   })
-  // ETA in units of "one fine-tuning arm"; a pre-training epoch over the pre-training images is
-  // weighted by how many fine-tuning epochs over the pool it is worth in images seen.
-  const epochCost = split.pretrain.length / Math.max(split.pool.length * opts.sizes.finetuneMaxEpochs, 1)
-  const unitCost = (u: PretrainUnit) => u.epochs * epochCost * (u.method === 'cass' ? 2 : 1)
-  const eta = new Eta(plan.pretraining.reduce((s, u) => s + unitCost(u), 0) + plan.arms.length + plan.knn.length * 0.1)
+  // A pre-training costs about its epochs x networks (CASS trains two at once; measured on 2
+  // cores, one CASS epoch took about as long as DINO's CNN and ViT epochs together).
+  const unitCost = (u: PretrainUnit) => u.epochs * u.networks.length
+  const eta = new Eta()
+  for (const u of plan.pretraining) eta.add('pretrain', unitCost(u))
+  eta.add('arm', plan.arms.length)
   const images = { cacheFile: ds.cacheFile }
   const ctx = { opts, ds, split, images, device, out, results, save, eta, log }
 
   for (const [i, u] of plan.pretraining.entries()) {
     const done = results.pretraining.find((r) => r.dir === u.dir && r.status === 'completed')
     if (done) {
-      eta.skip(unitCost(u))
+      eta.skip('pretrain', unitCost(u))
       continue
     }
     log(`cass experiment: [pre-training ${i + 1}/${plan.pretraining.length}] ${u.dir} (${eta.text()})`)
@@ -185,12 +202,12 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     results.pretraining = [...results.pretraining.filter((r) => r.dir !== u.dir), record]
     save()
     if (record.status !== 'completed') return stopped(ctx)
-    eta.record(unitCost(u), (Date.now() - t0) / 1000)
+    eta.record('pretrain', unitCost(u), (Date.now() - t0) / 1000)
   }
   const finished = new Set(results.arms.map(armKey))
   for (const [i, a] of plan.arms.entries()) {
     if (finished.has(armKey(a))) {
-      eta.skip(1)
+      eta.skip('arm', 1)
       continue
     }
     const name = `${a.start} ${a.network} ${+(a.fraction * 100).toFixed(2)} % seed ${a.seed}${a.sweep ? ` (${a.sweep.kind} ${a.sweep.value})` : ''}`
@@ -200,7 +217,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     if (record === undefined) return stopped(ctx)
     results.arms.push(record)
     save()
-    eta.record(1, (Date.now() - t0) / 1000)
+    eta.record('arm', 1, (Date.now() - t0) / 1000)
   }
   for (const k of plan.knn) {
     if (results.knn.some((r) => r.start === k.start && r.network === k.network)) continue
