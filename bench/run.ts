@@ -91,7 +91,7 @@ function measureLocal(quick: boolean, python: string) {
   // Build the example once, then run the binary directly. `--workspace` and the host target
   // resolve features exactly as the addon and test builds do, so the engine build is shared.
   const host = execFileSync('rustc', ['-vV'], { encoding: 'utf8' }).match(/^host: (.+)$/m)![1]
-  const build = spawnSync('cargo', ['build', '--workspace', '--example', 'bench_step', '--target', host], {
+  const build = spawnSync('cargo', ['build', '--workspace', '--features', 'cass-core/testing', '--example', 'bench_step', '--target', host], {
     cwd: root,
     stdio: 'inherit',
   })

@@ -3,7 +3,7 @@
 # (bench_step) and PyTorch (reference.py), alternated over 3 rounds of 40 timed steps, plus our
 # two-view step with the towers run serially. One JSON line per run, prefixed by its label;
 # the README's two-view figures are the medians of bench/results/2026-11-26-vm-cpu-small-two-views.jsonl.
-#   cargo build --workspace --example bench_step --target "$(rustc -vV | sed -n 's/^host: //p')"
+#   cargo build --workspace --features cass-core/testing --example bench_step --target "$(rustc -vV | sed -n 's/^host: //p')"
 #   bash bench/two-views.sh > out.jsonl
 set -euo pipefail
 cd "$(dirname "$0")/.."

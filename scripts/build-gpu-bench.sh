@@ -83,7 +83,7 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 # and this halves the build on small machines.
 CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
   RUSTFLAGS="-C link-arg=$work/compat.o" \
-  cargo build --release -p cass-core --features "cuda,$feature" --example bench_step --target "$host"
+  cargo build --release -p cass-core --features "cuda,testing,$feature" --example bench_step --target "$host"
 dir=$root/.device/${feature//,/+}
 mkdir -p "$dir"
 rm -f "$dir/"*

@@ -97,7 +97,7 @@ fn main() {
     if what == "parity" {
         // Forward parity against timm on this device: `--fixture BASE` (see `parity_check`).
         let base = std::path::PathBuf::from(arg(&args, "--fixture", ""));
-        let (logits, features) = cass_core::weights::parity_errors(&base, &device).expect("parity files");
+        let (logits, features) = cass_core::testing::parity::parity_errors(&base, &device).expect("parity files");
         println!(
             "{}",
             serde_json::json!({ "what": "parity", "fixture": base, "precision": precision, "logits_rel_err": logits, "features_rel_err": features })

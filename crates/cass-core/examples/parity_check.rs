@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use cass_core::BackendChoice;
 use cass_core::device::resolve;
-use cass_core::weights::parity_errors;
+use cass_core::testing::parity::parity_errors;
 
 fn main() {
     let base = PathBuf::from(

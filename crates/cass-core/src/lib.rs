@@ -22,8 +22,8 @@ pub mod weights;
 
 #[cfg(test)]
 mod fuzz_tests;
-#[cfg(test)]
-pub(crate) mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use device::{BackendChoice, available_backends};
 pub use error::CassError;

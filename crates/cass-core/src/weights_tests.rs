@@ -9,6 +9,7 @@ use burn::tensor::TensorData;
 use super::*;
 use crate::models::{BlockKind, Network, ResNetConfig};
 use crate::ssl::cass::{CassTrainer, PretrainConfig};
+use crate::testing::parity::{ParityModel, read_tensors};
 use crate::testing::{device, grads_by_name};
 
 fn fixture(name: &str) -> PathBuf {

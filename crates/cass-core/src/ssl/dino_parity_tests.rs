@@ -12,8 +12,9 @@ use burn::tensor::TensorData;
 use super::*;
 use crate::checkpoint::{HostTensor, load_module_tensors, module_tensors};
 use crate::models::dino_head::DinoHeadConfig;
+use crate::testing::parity::{ParityModel, read_tensors};
 use crate::testing::{device, tiny_vit};
-use crate::weights::{ParityModel, load_timm, read_tensors};
+use crate::weights::load_timm;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
