@@ -232,23 +232,24 @@ test('SIGTERM stops a pre-training like Ctrl-C: exit 130 and a resumable checkpo
   t.true(state.step >= 1)
 })
 
-test('demo runs the whole protocol on real MNIST (tiny sizes) and writes results.json', async (t) => {
+test('demo runs the experiment on real MNIST (tiny sizes), prints the paired table and writes results.json and the report', async (t) => {
   const out = tempDir('demo')
-  const { arms, cells, pretrainLosses } = await runDemo({
+  const sizes = {
+    pretrainImages: 64,
+    pretrainEpochs: 1,
+    finetuneImages: 200,
+    finetuneMaxEpochs: 1,
+    valImages: 40,
+    testImages: 60,
+    fractions: [0.01, 1],
+    seeds: 2,
+    fullLabelSeeds: 1,
+  }
+  const { arms, cells, results } = await runDemo({
     outDir: out,
     quiet: true,
     cacheDir: path.join(tempDir('demo-cache'), 'c'),
-    sizes: {
-      pretrainImages: 64,
-      pretrainEpochs: 1,
-      finetuneImages: 200,
-      finetuneMaxEpochs: 1,
-      valImages: 40,
-      testImages: 60,
-      fractions: [0.01, 1],
-      seeds: 2,
-      fullLabelSeeds: 1,
-    },
+    sizes,
   })
   // 2 networks x (2 seeds at 1 % + 1 at 100 %) x 2 inits.
   t.is(arms.length, 12)
@@ -261,19 +262,22 @@ test('demo runs the whole protocol on real MNIST (tiny sizes) and writes results
     t.is(r.labelledImages, a.labelledImages)
   }
   t.deepEqual(
-    cells.map((c) => `${c.arch}-${c.labels}-${c.seeds}`),
-    ['cnn-0.01-2', 'cnn-1-1', 'vit-0.01-2', 'vit-1-1'],
+    cells.map((c) => `${c.arch}-${c.labels}-${c.seeds}-${c.method}`),
+    ['cnn-0.01-2-cass', 'cnn-1-1-cass', 'vit-0.01-2-cass', 'vit-1-1-cass'],
   )
-  t.true(pretrainLosses.length >= 3 && pretrainLosses.every(Number.isFinite))
-  const results = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8'))
-  t.is(results.arms.length, 12)
-  t.is(results.pretrain.config.views, parsePretrainConfig({ preset: 'cpu-small' }).views)
-  t.true(Number.isFinite(results.pretrain.finalOutputSpread.cnn))
-  t.true(results.seconds.total > 0)
+  const saved = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8'))
+  t.is(saved.arms.length, 12)
+  t.is(saved.pretraining[0].config.views, parsePretrainConfig({ preset: 'cpu-small' }).views)
+  t.true(Number.isFinite(saved.pretraining[0].perEpoch[0].spread.cnn))
+  t.true(saved.pretraining[0].wallSec > 0)
+  t.true(existsSync(path.join(out, 'report.html')))
+  // Run again: everything is done, nothing is recomputed, the same table comes back.
+  const again = await runDemo({ outDir: out, quiet: true, cacheDir: path.join(tempDir('demo-cache'), 'c'), sizes })
+  t.deepEqual(again.results.arms, results.arms)
 })
 
 test('demo table: paired gain per cell, and a verdict that says when random init wins', (t) => {
-  const arm = (arch: 'cnn' | 'vit', init: 'cass' | 'random', seed: number, macroF1: number) =>
+  const arm = (arch: 'cnn' | 'vit', init: 'cass' | 'dino' | 'random', seed: number, macroF1: number) =>
     ({ arch, init, labels: 0.1, seed, labelledImages: 20, macroF1 }) as DemoArm
   const cells = summarise([
     arm('cnn', 'cass', 0, 0.8),
@@ -281,15 +285,23 @@ test('demo table: paired gain per cell, and a verdict that says when random init
     arm('cnn', 'cass', 1, 0.6),
     arm('cnn', 'random', 1, 0.6),
     arm('vit', 'cass', 0, 0.3),
+    arm('vit', 'dino', 0, 0.503),
     arm('vit', 'random', 0, 0.5),
   ])
-  t.is(cells.length, 2)
+  t.is(cells.length, 3)
   t.true(Math.abs(cells[0].gain - 0.05) < 1e-12)
-  t.deepEqual([cells[0].cass.min, cells[0].cass.max], [0.6, 0.8])
+  t.deepEqual([cells[0].ours.min, cells[0].ours.max], [0.6, 0.8])
   t.true(Math.abs(cells[0].random.mean - 0.65) < 1e-12)
-  t.is(cells[0].verdict, 'CASS better')
+  t.is(cells[0].verdict, 'method better')
   t.is(cells[1].verdict, 'random init better')
-  t.regex(formatTable(cells), /\| vit \| 10 % \(20\) \| 1 \| 0\.300 \| 0\.500 \| -0\.200 \| random init better \|/)
+  t.is(cells[2].method, 'dino')
+  t.is(cells[2].verdict, 'tie', 'below half a point of macro-F1')
+  const table = formatTable(cells)
+  t.regex(
+    table,
+    /\| cnn \| 10 % \(20\) \| 2 \| CASS \| 0\.700 \(0\.600-0\.800\) \| 0\.650 \(0\.600-0\.700\) \| \+0\.050 \| CASS better \|/,
+  )
+  t.regex(table, /\| vit \| 10 % \(20\) \| 1 \| CASS \| 0\.300 \| 0\.500 \| -0\.200 \| random init better \|/)
 })
 
 test('weights export writes timm names that load back strictly', async (t) => {

@@ -300,7 +300,7 @@ export const PRESETS: Record<
       batchSize: 16,
       maxEpochs: 10,
       // Cross-entropy rather than the paper's focal loss. Measured with `cass demo` (the same
-      // CASS weights, `--reuse-pretrain`, `--loss focal`): the authors' focal loss (alpha 1,
+      // CASS weights, the demo's former `--reuse-pretrain`, `--loss focal`): the authors' focal loss (alpha 1,
       // gamma 2) gave a lower macro-F1 in 6 of the 8 few-label cells (CNN 1 %: 0.393 against
       // 0.429 from CASS weights, 0.311 against 0.398 from random ones) and a mean over all 12
       // cells of 0.566 against 0.574. CASS beat random init with either loss.

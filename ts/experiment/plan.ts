@@ -11,6 +11,11 @@ export interface PlanSettings {
   networks: Network[]
   fractions: number[]
   seeds: number
+  /**
+   * Seeds at fraction 1, where every seed fine-tunes on the same images and only the run's own
+   * randomness differs (default: `seeds`).
+   */
+  seedsAtFull?: number
   /** The main run's pre-training batch size and epochs, and the sweeps' other values. */
   batchSize: number
   epochs: number
@@ -75,9 +80,10 @@ export function planExperiment(s: PlanSettings): Plan {
     units.find((u) => u.method === method && u.networks.includes(network))?.dir
   const arms: ArmUnit[] = []
   const seeds = [...Array(s.seeds).keys()]
+  const seedsAt = (fraction: number) => (fraction >= 1 ? [...Array(s.seedsAtFull ?? s.seeds).keys()] : seeds)
   for (const network of s.networks)
     for (const fraction of s.fractions)
-      for (const seed of seeds)
+      for (const seed of seedsAt(fraction))
         for (const start of [...s.methods, 'random'] as (MethodName | 'random')[]) {
           const pretrainDir = start === 'random' ? undefined : dirOf(main, start, network)
           arms.push({ start, network, fraction, seed, ...(pretrainDir ? { pretrainDir } : {}) })

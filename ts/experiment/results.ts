@@ -79,6 +79,8 @@ export interface ExperimentResults {
     networks: Network[]
     fractions: number[]
     seeds: number
+    /** Seeds at fraction 1 when fewer than `seeds`. */
+    seedsAtFull?: number
     preset: string
     device: string
     batchSizes?: number[]

@@ -42,6 +42,8 @@ export interface ExperimentOptions {
   networks: Network[]
   fractions: number[]
   seeds: number
+  /** Seeds at fraction 1 (default: `seeds`): there every seed sees the same labelled images. */
+  seedsAtFull?: number
   preset: PresetName
   device?: DeviceName
   sizes: ExperimentSizes
@@ -133,6 +135,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     networks: opts.networks,
     fractions: opts.fractions,
     seeds: opts.seeds,
+    ...(opts.seedsAtFull !== undefined && opts.seedsAtFull !== opts.seeds ? { seedsAtFull: opts.seedsAtFull } : {}),
     preset: opts.preset,
     device,
     ...(opts.batchSizes ? { batchSizes: opts.batchSizes } : {}),

