@@ -91,10 +91,14 @@ function measureLocal(quick: boolean, python: string) {
   // Build the example once, then run the binary directly. `--workspace` and the host target
   // resolve features exactly as the addon and test builds do, so the engine build is shared.
   const host = execFileSync('rustc', ['-vV'], { encoding: 'utf8' }).match(/^host: (.+)$/m)![1]
-  const build = spawnSync('cargo', ['build', '--workspace', '--features', 'cass-core/testing', '--example', 'bench_step', '--target', host], {
-    cwd: root,
-    stdio: 'inherit',
-  })
+  const build = spawnSync(
+    'cargo',
+    ['build', '--workspace', '--features', 'cass-core/testing', '--example', 'bench_step', '--target', host],
+    {
+      cwd: root,
+      stdio: 'inherit',
+    },
+  )
   if (build.status !== 0) process.exit(build.status ?? 1)
   const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(root, 'target')
   const ours = path.join(targetDir, host, 'debug', 'examples', 'bench_step')
