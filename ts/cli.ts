@@ -8,6 +8,7 @@
  * run) is one file in cli/commands/; what they share is in cli/shared.ts.
  */
 import * as demo from './cli/commands/demo.js'
+import * as doctor from './cli/commands/doctor.js'
 import * as embed from './cli/commands/embed.js'
 import * as evaluate from './cli/commands/evaluate.js'
 import * as experiment from './cli/commands/experiment.js'
@@ -29,6 +30,7 @@ Commands:
   cass experiment CASS against DINO and random init on your data, with report.html
   cass weights    export a network as timm safetensors, or import Keras ImageNet weights
   cass report     report.html of a cass experiment folder (tables and plots, offline)
+  cass doctor     what this installation found: addon, backends, drivers
 
 Run \`cass <command> --help\` for its options.
 Exit codes: 0 done, 1 failed, 2 bad usage or config, 130 stopped by Ctrl-C (resumable).
@@ -45,6 +47,7 @@ async function main() {
     demo: demo.run,
     experiment: experiment.run,
     report: report.run,
+    doctor: doctor.run,
   }
   if (command === undefined || command === '--help' || command === '-h' || command === 'help')
     return void process.stdout.write(USAGE)

