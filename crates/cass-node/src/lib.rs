@@ -156,6 +156,40 @@ fn forward(
     }
 }
 
+/// What both pre-training entry points hand to the engine: the job of one method.
+type PretrainJob<C> = fn(
+    &C,
+    Arc<ImageSet>,
+    Vec<usize>,
+    &std::path::Path,
+    bool,
+    &mut dyn cass_core::Observer,
+    &CancelToken,
+) -> std::result::Result<cass_core::PretrainOutcome, CassError>;
+
+#[allow(clippy::too_many_arguments)]
+fn start_pretraining<'env, C: Send + 'static>(
+    env: &'env Env,
+    name: &str,
+    job: PretrainJob<C>,
+    cfg: C,
+    images: BindingImages,
+    indices: Option<Vec<u32>>,
+    out_dir: String,
+    resume: bool,
+    cancel: &BindingCancelToken,
+    on_event: Option<ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>>,
+) -> Result<PromiseRaw<'env, PretrainOutcome>> {
+    let token = cancel.token.clone();
+    let indices = to_usize(indices);
+    spawn_job(env, name, move || {
+        let set = open_images(images)?;
+        let mut obs = forward(on_event);
+        let out = job(&cfg, set, indices, &PathBuf::from(out_dir), resume, &mut obs, &token)?;
+        Ok(PretrainOutcome::from(out))
+    })
+}
+
 /// Starts CASS pre-training (`config`: see the TypeScript `toNativePretrainConfig`).
 #[napi]
 pub fn start_pretrain<'env>(
@@ -169,14 +203,10 @@ pub fn start_pretrain<'env>(
     on_event: Option<ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>>,
 ) -> Result<PromiseRaw<'env, PretrainOutcome>> {
     let cfg = PretrainConfig::try_from(config).map_err(invalid)?;
-    let token = cancel.token.clone();
-    let indices = to_usize(indices);
-    spawn_job(env, "pretrain", move || {
-        let set = open_images(images)?;
-        let mut obs = forward(on_event);
-        let out = cass_core::pretrain(&cfg, set, indices, &PathBuf::from(out_dir), resume, &mut obs, &token)?;
-        Ok(PretrainOutcome::from(out))
-    })
+    let job: PretrainJob<PretrainConfig> = cass_core::pretrain;
+    start_pretraining(
+        env, "pretrain", job, cfg, images, indices, out_dir, resume, cancel, on_event,
+    )
 }
 
 /// Starts DINO pre-training of one backbone (`config`: see the TypeScript
@@ -193,14 +223,10 @@ pub fn start_pretrain_dino<'env>(
     on_event: Option<ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>>,
 ) -> Result<PromiseRaw<'env, PretrainOutcome>> {
     let cfg = DinoConfig::try_from(config).map_err(invalid)?;
-    let token = cancel.token.clone();
-    let indices = to_usize(indices);
-    spawn_job(env, "dino", move || {
-        let set = open_images(images)?;
-        let mut obs = forward(on_event);
-        let out = cass_core::pretrain_dino(&cfg, set, indices, &PathBuf::from(out_dir), resume, &mut obs, &token)?;
-        Ok(PretrainOutcome::from(out))
-    })
+    let job: PretrainJob<DinoConfig> = cass_core::pretrain_dino;
+    start_pretraining(
+        env, "dino", job, cfg, images, indices, out_dir, resume, cancel, on_event,
+    )
 }
 
 /// Labelled samples of an image set.

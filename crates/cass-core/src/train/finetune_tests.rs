@@ -1,6 +1,7 @@
 use std::fs;
 
 use super::*;
+use crate::device::BackendChoice;
 use crate::events::Silent;
 use crate::inference::{embed, evaluate};
 use crate::testing::{synthetic_images, tiny_pretrain};

@@ -2,5 +2,6 @@
 
 pub mod adam;
 pub mod finetune;
+pub mod finetune_config;
 pub mod run;
 pub mod schedule;
