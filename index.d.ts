@@ -185,6 +185,8 @@ export interface FinetuneOptions {
   arch: Network
   /** A pre-training checkpoint (or its output folder) to start from; random weights without. */
   pretrained?: string
+  /** Or a timm-named weights file of the network (e.g. ImageNet weights). */
+  weights?: string
   /** Architectures for random initialisation (a checkpoint brings its own). */
   cnn: ResNetOptions
   vit: VitOptions

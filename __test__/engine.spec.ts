@@ -12,6 +12,7 @@ import {
   availableBackends,
   embed,
   evaluate,
+  exportWeights,
   finetune,
   inspectCheckpoint,
   parsePretrainConfig,
@@ -325,4 +326,38 @@ test('the typed door: options the engine cannot take are refused, naming the cam
   const wrongBlock = t.throws(() => start({ ...good, cnn: { ...good.cnn, block: 'wide' } }))
   t.regex(String((wrongBlock as Error).message), /wide|block/i)
   rmSync(outDir, { recursive: true, force: true })
+})
+
+test('finetune from a weights file (the ImageNet start), and refuses two starts at once', async (t) => {
+  const { images, labels } = stripes(16, 16, 5)
+  const root = tempDir('ft-weights')
+  await pretrain({ config: { ...tinyPretrain, epochs: 1 }, images, outDir: path.join(root, 'pre') })
+  const file = await exportWeights({ checkpoint: path.join(root, 'pre'), arch: 'cnn', out: path.join(root, 'cnn.safetensors') })
+  const samples = { indices: [...Array(16).keys()], labels }
+  const config = {
+    preset: 'cpu-small' as const,
+    arch: 'cnn' as const,
+    cnn: tinyPretrain.cnn,
+    numClasses: 2,
+    imageSize: 16,
+    batchSize: 4,
+    maxEpochs: 1,
+  }
+  const ft = await finetune({ config, weights: file, images, train: samples, val: samples, outDir: path.join(root, 'ft') })
+  t.is(ft.status, 'completed')
+  const both = t.throws(
+    () =>
+      finetune({
+        config,
+        weights: file,
+        from: path.join(root, 'pre'),
+        images,
+        train: samples,
+        val: samples,
+        outDir: path.join(root, 'x'),
+      }),
+    { instanceOf: ConfigError },
+  )
+  t.is(both.field, 'weights')
+  rmSync(root, { recursive: true })
 })

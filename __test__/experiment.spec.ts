@@ -44,6 +44,20 @@ test('the plan: CASS once, DINO once per network, every start at every fraction 
     plan.knn.map((k) => `${k.start}-${k.network}`),
     ['cass-cnn', 'cass-vit', 'dino-cnn', 'dino-vit'],
   )
+  // An ImageNet start for the CNN only: one more arm per CNN cell, none for the ViT.
+  const withImagenet = planExperiment({
+    methods: ['cass'],
+    networks: ['cnn', 'vit'],
+    fractions: [1],
+    seeds: 1,
+    batchSize: 16,
+    epochs: 1,
+    imagenet: { cnn: 'imagenet' },
+  })
+  t.deepEqual(
+    withImagenet.arms.map((a) => `${a.start}-${a.network}${a.weights ? `:${a.weights}` : ''}`),
+    ['cass-cnn', 'random-cnn', 'imagenet-cnn:imagenet', 'cass-vit', 'random-vit'],
+  )
 })
 
 test('kNN: separable clusters are classified exactly; macro-F1 by hand', (t) => {

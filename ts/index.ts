@@ -26,7 +26,13 @@ import { type Images, type LabelledSamples, checkImages, checkIndices, checkLabe
 import { native } from './native.js'
 import { weightsReporter } from './progress.js'
 import type { WeightsEvent } from './weights/hub.js'
-import { checkPretrainWeights, pretrainedWeightsWarning, resolvePretrainWeights } from './weights/resolve.js'
+import {
+  checkPretrainWeights,
+  parseWeightsReference,
+  pretrainedWeightsWarning,
+  resolvePretrainWeights,
+  resolveWeights,
+} from './weights/resolve.js'
 
 // The public API, named one by one: helpers the API and CLI share (config merging, the
 // conversion to the binding's options, engine error decoding) stay internal.
@@ -169,6 +175,14 @@ export interface FinetuneOptions extends JobOptions {
   config: FinetuneInput
   /** A pre-training output (or checkpoint) directory; omit for random initialisation. */
   from?: string
+  /**
+   * Or start from weights of this network: `imagenet` (the Keras ImageNet ResNet-50, the paper's
+   * CNN start), `hf:owner/name[@revision]` or a timm-named safetensors file. Fetched (or taken
+   * from the cache) before the engine starts; the file's classifier is left out.
+   */
+  weights?: string
+  /** Where fetched weights are cached, under `weights/` (default `~/.cache/cass-ssl`). */
+  cacheDir?: string
   images: Images
   train: LabelledSamples
   val: LabelledSamples
@@ -185,14 +199,29 @@ export function finetune(options: FinetuneOptions): Job<FinetuneResult> {
   const config = parseFinetuneConfig(input)
   // The engine finds the checkpoint in an output folder (see inspectCheckpoint).
   const from = options.from === undefined ? undefined : path.resolve(options.from)
-  const engineConfig = toNativeFinetuneConfig(config, from)
+  if (from !== undefined && options.weights !== undefined) {
+    throw new ConfigError('invalid argument at `weights`: start from `from` or from `weights`, not both', 'weights', [])
+  }
+  const field = config.arch === 'cnn' ? 'cnnWeights' : 'vitWeights'
+  if (options.weights !== undefined) parseWeightsReference(options.weights, field) // a bad reference fails here
   const images = checkImages(options.images)
   if (typeof options.outDir !== 'string' || options.outDir === '') {
     throw new ConfigError('invalid argument at `outDir`: expected a directory path', 'outDir', [])
   }
   return startJob(
     options,
-    (token, onEvent) => native().startFinetune(engineConfig, images, train, val, path.resolve(options.outDir), token, onEvent),
+    async (token, onEvent) => {
+      const weights =
+        options.weights === undefined
+          ? undefined
+          : await resolveWeights(options.weights, field, {
+              cacheDir: options.cacheDir,
+              signal: options.signal,
+              onProgress: weightsReporter(),
+            })
+      const engineConfig = toNativeFinetuneConfig(config, { pretrained: from, weights })
+      return native().startFinetune(engineConfig, images, train, val, path.resolve(options.outDir), token, onEvent)
+    },
     toFinetuneResult,
   )
 }

@@ -47,8 +47,12 @@ export function toNativePretrainConfig(c: PretrainConfig): Binding.PretrainOptio
   }
 }
 
-export function toNativeFinetuneConfig(c: FinetuneConfig, pretrainedDir: string | undefined): Binding.FinetuneOptions {
-  return { ...c, ...networkShapes(c), augment: { ...c.augment }, pretrained: pretrainedDir }
+/** `start`: a pre-training checkpoint (`pretrained`), a weights file (`weights`), or random weights. */
+export function toNativeFinetuneConfig(
+  c: FinetuneConfig,
+  start: { pretrained?: string; weights?: string } = {},
+): Binding.FinetuneOptions {
+  return { ...c, ...networkShapes(c), augment: { ...c.augment }, pretrained: start.pretrained, weights: start.weights }
 }
 
 export function toNativeDinoConfig(c: DinoConfig): Binding.DinoOptions {

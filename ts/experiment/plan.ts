@@ -21,6 +21,8 @@ export interface PlanSettings {
   epochs: number
   batchSizes?: number[]
   epochsSweep?: number[]
+  /** Weights references to fine-tune each network from as the `imagenet` start (the paper's start). */
+  imagenet?: Partial<Record<Network, string>>
 }
 
 export interface PretrainUnit {
@@ -38,8 +40,10 @@ export interface ArmUnit {
   network: Network
   fraction: number
   seed: number
-  /** The pre-training this arm starts from (absent for `random`). */
+  /** The pre-training this arm starts from (absent for `random` and `imagenet`). */
   pretrainDir?: string
+  /** The weights reference of an `imagenet` arm. */
+  weights?: string
   sweep?: ArmRecord['sweep']
 }
 
@@ -84,7 +88,12 @@ export function planExperiment(s: PlanSettings): Plan {
   for (const network of s.networks)
     for (const fraction of s.fractions)
       for (const seed of seedsAt(fraction))
-        for (const start of [...s.methods, 'random'] as (MethodName | 'random')[]) {
+        for (const start of [...s.methods, 'random', 'imagenet'] as StartName[]) {
+          if (start === 'imagenet') {
+            const weights = s.imagenet?.[network]
+            if (weights !== undefined) arms.push({ start, network, fraction, seed, weights })
+            continue
+          }
           const pretrainDir = start === 'random' ? undefined : dirOf(main, start, network)
           arms.push({ start, network, fraction, seed, ...(pretrainDir ? { pretrainDir } : {}) })
         }

@@ -45,6 +45,8 @@ export interface ArmRecord {
   test: Metrics
   /** The pre-training run this started from (its `dir`), absent for `random` and `imagenet`. */
   pretrainDir?: string
+  /** The weights an `imagenet` arm started from. */
+  weights?: string
   /** Sweep arms: the pre-training batch size or epochs that differ from the main run. */
   sweep?: { kind: 'batch-size' | 'epochs'; value: number }
 }
@@ -85,6 +87,8 @@ export interface ExperimentResults {
     device: string
     batchSizes?: number[]
     epochsSweep?: number[]
+    /** The weights the `imagenet` start fine-tunes each network from. */
+    imagenet?: Partial<Record<Network, string>>
   }
   pretraining: PretrainRecord[]
   arms: ArmRecord[]

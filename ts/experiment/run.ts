@@ -50,6 +50,12 @@ export interface ExperimentOptions {
   /** Robustness sweeps: other pre-training batch sizes and epoch counts. */
   batchSizes?: number[]
   epochsSweep?: number[]
+  /**
+   * Also fine-tune from these weights (the `imagenet` start, the paper's): per network, `imagenet`
+   * (the Keras ImageNet ResNet-50), `hf:owner/name` or a timm-named file. The fine-tuning config
+   * must give the network the file's shape (e.g. `--preset paper`).
+   */
+  imagenet?: Partial<Record<Network, string>>
   /** Overrides of each method's and of fine-tuning's preset config. */
   pretrain?: PretrainInput
   dino?: Omit<DinoInput, 'arch'>
@@ -140,6 +146,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     device,
     ...(opts.batchSizes ? { batchSizes: opts.batchSizes } : {}),
     ...(opts.epochsSweep ? { epochsSweep: opts.epochsSweep } : {}),
+    ...(opts.imagenet && Object.keys(opts.imagenet).length ? { imagenet: opts.imagenet } : {}),
   }
   const file = path.join(out, 'results.json')
   const source = path.resolve(opts.data)
@@ -326,6 +333,8 @@ async function runArm(ctx: Ctx, a: ArmUnit) {
       device,
     },
     from: a.pretrainDir ? path.join(ctx.out, a.pretrainDir) : undefined,
+    weights: a.weights,
+    cacheDir: opts.cacheDir,
     images,
     train: samples(chosen),
     val: samples(split.val),
@@ -350,6 +359,7 @@ async function runArm(ctx: Ctx, a: ArmUnit) {
     trainSec,
     test,
     ...(a.pretrainDir ? { pretrainDir: a.pretrainDir } : {}),
+    ...(a.weights ? { weights: a.weights } : {}),
     ...(a.sweep ? { sweep: a.sweep } : {}),
   }
 }

@@ -195,6 +195,8 @@ pub struct FinetuneOptions {
     pub arch: Network,
     /// A pre-training checkpoint (or its output folder) to start from; random weights without.
     pub pretrained: Option<String>,
+    /// Or a timm-named weights file of the network (e.g. ImageNet weights).
+    pub weights: Option<String>,
     /// Architectures for random initialisation (a checkpoint brings its own).
     pub cnn: ResNetOptions,
     pub vit: VitOptions,
@@ -400,9 +402,16 @@ impl TryFrom<FinetuneOptions> for FinetuneConfig {
         let (image_size, classes) = (o.image_size as usize, o.num_classes as usize);
         Ok(Self {
             arch: o.arch.into(),
-            init: match o.pretrained {
-                None => Init::Random,
-                Some(dir) => Init::Pretrained(PathBuf::from(dir)),
+            init: match (o.pretrained, o.weights) {
+                (None, None) => Init::Random,
+                (Some(dir), None) => Init::Pretrained(PathBuf::from(dir)),
+                (None, Some(file)) => Init::Weights(PathBuf::from(file)),
+                (Some(_), Some(_)) => {
+                    return Err(CassError::config(
+                        "weights",
+                        "start from a pre-training checkpoint or from a weights file, not both",
+                    ));
+                }
             },
             cnn: resnet(o.cnn, classes, "cnn")?,
             vit: vit(o.vit, image_size, classes),

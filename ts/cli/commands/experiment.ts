@@ -28,6 +28,10 @@ export const usage = `cass experiment --data PATH [--methods cass,dino] [--archs
   --seeds-at-full N             seeds at fraction 1, where every seed sees the same images
                                 (default: --seeds)
   --k N                         neighbours of the kNN probe (default 20)
+  --imagenet-cnn REF, --imagenet-vit REF
+                                also fine-tune from these weights, the paper's start (imagenet,
+                                hf:owner/name or a timm-named file); the network must have the
+                                file's shape (--preset paper)
 `
 
 function listFlag<T extends string>(v: string, flag: string, allowed: readonly T[]): T[] {
@@ -71,6 +75,8 @@ export async function run(argv: string[]): Promise<void> {
       test: { type: 'string', default: '0' },
       'max-epochs': { type: 'string' },
       k: { type: 'string' },
+      'imagenet-cnn': { type: 'string' },
+      'imagenet-vit': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   })
@@ -111,6 +117,10 @@ export async function run(argv: string[]): Promise<void> {
       finetuneMaxEpochs: int(values['max-epochs'], 'max-epochs') ?? (PRESETS[preset].finetune.maxEpochs as number),
     },
     k: int(values.k, 'k'),
+    imagenet: {
+      ...(values['imagenet-cnn'] ? { cnn: values['imagenet-cnn'] } : {}),
+      ...(values['imagenet-vit'] ? { vit: values['imagenet-vit'] } : {}),
+    },
     signal: interruptible(),
   })
 }

@@ -21,6 +21,7 @@ use crate::models::{Arch, Network, ResNetConfig, VitConfig, init_seeded};
 use crate::ssl::Pretrained;
 use crate::train::adam::Adam;
 use crate::train::run::{self, EpochEnd, Learner, Plan, Progress, StepReport, step_seed};
+use crate::weights::{apply_declared_variant, head_names, load_timm, load_timm_vit};
 
 pub use super::finetune_config::{
     EpochRecord, FINETUNE_KIND, FinetuneConfig, FinetuneOutcome, FinetuneState, Init, Labeled,
@@ -227,6 +228,19 @@ pub fn finetune(
                 vit.clone(),
                 build_network(cfg.arch, &cfg.cnn, &vit, &ad, cfg.seed),
             )
+        }
+        Init::Weights(path) => {
+            let (mut cnn, mut vit) = (cfg.cnn.clone(), cfg.vit.clone());
+            vit.image_size = cfg.image_size;
+            if cfg.arch == Arch::Cnn {
+                apply_declared_variant(path, &mut cnn, &mut augment_cfg)?;
+            }
+            let net = build_network(cfg.arch, &cnn, &vit, &ad, cfg.seed);
+            let net = match net {
+                Network::Cnn(m) => Network::Cnn(load_timm(m, path, &head_names("fc"))?),
+                Network::Vit(m) => Network::Vit(load_timm_vit(m, path, &head_names("head"))?),
+            };
+            (cnn, vit, net)
         }
         Init::Pretrained(path) => {
             // The output folder of a pre-training or its checkpoint folder.

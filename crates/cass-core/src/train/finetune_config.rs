@@ -24,8 +24,12 @@ use crate::train::schedule::Schedule;
 pub enum Init {
     /// Random initialisation (the baseline).
     Random,
-    /// The pre-trained weights in a CASS pre-training checkpoint directory.
+    /// The pre-trained weights in a pre-training checkpoint directory (CASS or DINO).
     Pretrained(PathBuf),
+    /// A timm-named weights file of the network (e.g. ImageNet weights, the paper's start); its
+    /// classifier is left out, and weights that declare their own ResNet variant and input
+    /// preparation (the imported Keras ResNet-50) get both.
+    Weights(PathBuf),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

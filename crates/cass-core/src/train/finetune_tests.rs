@@ -111,3 +111,53 @@ fn bad_labels_and_empty_class_are_domain_errors() {
     assert_eq!(err.code(), "empty-class");
     assert!(err.to_string().contains("class 1"), "{err}");
 }
+
+#[test]
+fn finetune_from_a_weights_file_starts_from_its_tensors_and_refuses_a_misshapen_one() {
+    let root = std::env::temp_dir().join(format!("cass-ft-weights-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&root);
+    let (train, val) = data(16);
+    // A timm-named file of the tiny CNN: a short pre-training, exported.
+    let mut pcfg = tiny_pretrain();
+    pcfg.epochs = 1;
+    crate::ssl::cass::pretrain(
+        &pcfg,
+        train.set.clone(),
+        vec![],
+        &root.join("pre"),
+        false,
+        &mut Silent,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let file = root.join("cnn.safetensors");
+    crate::inference::export(&root.join("pre"), Some(Arch::Cnn), &file).unwrap();
+    // A learning rate of 0: the kept weights are the file's, bar the new classifier.
+    let mut c = cfg(Arch::Cnn, Init::Weights(file.clone()));
+    c.lr = 0.0;
+    c.max_epochs = 1;
+    let out = finetune(&c, &train, &val, &root.join("ft"), &mut Silent, &CancelToken::new()).unwrap();
+    let kept = crate::checkpoint::read_safetensors(&out.checkpoint.join("model.safetensors")).unwrap();
+    let source = crate::checkpoint::read_safetensors(&file).unwrap();
+    let name = kept
+        .keys()
+        .find(|k| k.ends_with("conv1.weight"))
+        .expect("a conv1 weight")
+        .clone();
+    assert_eq!(kept[&name].data, source["conv1.weight"].data);
+    // The ViT's file for the CNN: an error that names what does not fit, not a panic.
+    let vit_file = root.join("vit.safetensors");
+    crate::inference::export(&root.join("pre"), Some(Arch::Vit), &vit_file).unwrap();
+    let e = finetune(
+        &cfg(Arch::Cnn, Init::Weights(vit_file)),
+        &train,
+        &val,
+        &root.join("ft2"),
+        &mut Silent,
+        &CancelToken::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("conv1") || e.contains("missing"), "{e}");
+    fs::remove_dir_all(&root).unwrap();
+}
