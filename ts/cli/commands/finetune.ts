@@ -4,13 +4,15 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 
 import { sampleFraction } from '../../data/splits.js'
-import { type FinetuneInput, evaluate, finetune, parseFinetuneConfig } from '../../index.js'
+import { type FinetuneInput, evaluate, finetune, inspectCheckpoint, parseFinetuneConfig } from '../../index.js'
 import { progressReporter } from '../../progress.js'
 import { DATA_OPTIONS, UsageError, int, interruptible, load, need, outputFolder, readConfig } from '../shared.js'
 
-export const usage = `cass finetune --data PATH --arch cnn|vit --labels F --out DIR (--from DIR | --init random) [options]
+export const usage = `cass finetune --data PATH --arch cnn|vit --labels F --out DIR (--from DIR | --weights REF | --init random) [options]
 
   --from DIR          a pre-training output directory
+  --weights REF       or start from weights of the network: imagenet, hf:owner/name or a
+                      timm-named file (the paper's start; the network must have its shape)
   --init random       start from random weights instead (the baseline)
   --arch cnn|vit      which network
   --labels F          fraction of the training labels: 0.01, 0.1, 1 ... (stratified, seeded)
@@ -26,6 +28,7 @@ export async function run(argv: string[]): Promise<void> {
       ...DATA_OPTIONS,
       out: { type: 'string' },
       from: { type: 'string' },
+      weights: { type: 'string' },
       init: { type: 'string' },
       arch: { type: 'string' },
       labels: { type: 'string', default: '1' },
@@ -40,8 +43,10 @@ export async function run(argv: string[]): Promise<void> {
   })
   if (values.help) return void process.stdout.write(usage)
   const out = outputFolder(need(values.out, '--out DIR', 'finetune'))
-  if (!values.from && values.init !== 'random') throw new UsageError('finetune needs --from DIR or --init random')
-  if (values.from && values.init) throw new UsageError('give either --from or --init, not both')
+  const starts = [values.from, values.weights, values.init].filter((v) => v !== undefined).length
+  if (starts === 0 || (values.init !== undefined && values.init !== 'random'))
+    throw new UsageError('finetune needs --from DIR, --weights REF or --init random')
+  if (starts > 1) throw new UsageError('give one of --from, --weights and --init')
   const fraction = Number(values.labels)
   if (!(fraction > 0 && fraction <= 1)) throw new UsageError(`--labels must be a fraction in (0, 1], got "${values.labels}"`)
   const base = readConfig(values.config)
@@ -62,6 +67,8 @@ export async function run(argv: string[]): Promise<void> {
   const r = await finetune({
     config: input,
     from: values.from,
+    weights: values.weights,
+    cacheDir: values['cache-dir'] as string | undefined,
     images: { cacheFile: ds.cacheFile },
     train: { indices: picked, labels: picked.map((i) => ds.labels[i]) },
     val: val.indices.length ? val : train,
@@ -80,7 +87,12 @@ export async function run(argv: string[]): Promise<void> {
     arch: config.arch,
     labels: fraction,
     labelledImages: picked.length,
-    init: values.from ? 'cass' : 'random',
+    // The method of the checkpoint started from (`cass`, `dino`), the weights, or `random`.
+    init: values.from
+      ? inspectCheckpoint(values.from).method.replace(/-pretrain$/, '')
+      : values.weights
+        ? `weights ${values.weights}`
+        : 'random',
     bestEpoch: r.bestEpoch,
     bestValLoss: r.bestValLoss,
     split: test.indices.length ? 'test' : 'val',
