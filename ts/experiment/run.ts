@@ -6,7 +6,7 @@
  * the end. A killed experiment continues where it stopped: finished units are skipped, an
  * interrupted pre-training resumes from its checkpoint.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
 
 import { type DeviceName, type FinetuneInput, type PresetName, type PretrainInput, parsePretrainConfig } from '../config.js'
@@ -17,7 +17,7 @@ import { pretrainDino } from '../dino.js'
 import { CassError, ConfigError } from '../errors.js'
 import type { ProgressEvent } from '../events.js'
 import { embed, evaluate, finetune, pretrain } from '../index.js'
-import { writeReport } from '../report/write.js'
+import { readResults, writeFileAtomic, writeReport } from '../report/write.js'
 import { knnClassify } from './knn.js'
 import { type ArmUnit, type KnnUnit, type PretrainUnit, armKey, planExperiment } from './plan.js'
 import type { ExperimentResults, MethodName, Network, PretrainRecord } from './results.js'
@@ -70,22 +70,19 @@ export interface ExperimentOptions {
 
 const SEED = 77
 
-/** Writes `file` whole or not at all. */
-function writeJsonAtomic(file: string, value: unknown) {
-  const tmp = `${file}.tmp-${process.pid}`
-  writeFileSync(tmp, `${JSON.stringify(value, null, 1)}\n`)
-  renameSync(tmp, file)
-}
-
+/**
+ * The results of an earlier run of this experiment in the folder (read bounded and checked, as
+ * `cass report` reads them), or undefined; an experiment with other data or settings is refused.
+ */
 function readPrevious(file: string, settings: ExperimentResults['settings'], source: string): ExperimentResults | undefined {
   if (!existsSync(file)) return undefined
   let prev: ExperimentResults
   try {
-    prev = JSON.parse(readFileSync(file, 'utf8'))
+    prev = readResults(file)
   } catch (e) {
-    throw new ConfigError(`invalid argument at \`outDir\`: ${file} is not readable JSON (${(e as Error).message})`, 'outDir', [])
+    throw new ConfigError(`invalid argument at \`outDir\`: ${(e as Error).message}`, 'outDir', [])
   }
-  if (prev.version !== 1 || JSON.stringify(prev.settings) !== JSON.stringify(settings) || prev.dataset?.source !== source) {
+  if (JSON.stringify(prev.settings) !== JSON.stringify(settings) || prev.dataset?.source !== source) {
     throw new ConfigError(
       `invalid argument at \`outDir\`: ${path.dirname(file)} holds an experiment with other data or settings; give another --out to keep both, or remove it`,
       'outDir',
@@ -184,7 +181,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   }
   const save = () => {
     results.updatedAt = new Date().toISOString()
-    writeJsonAtomic(file, results)
+    writeFileAtomic(file, `${JSON.stringify(results, null, 1)}\n`)
   }
   const plan = planExperiment({
     ...settings,

@@ -80,7 +80,7 @@ export function readResults(file: string): ExperimentResults {
 }
 
 /** Stage, fsync, rename: a reader (or a browser refresh) sees the old report or the new one, never half. */
-function publish(file: string, text: string): void {
+export function writeFileAtomic(file: string, text: string): void {
   const staged = `${file}.tmp-${process.pid}`
   try {
     const fd = openSync(staged, 'w')
@@ -101,6 +101,6 @@ function publish(file: string, text: string): void {
 export function writeReport(dir: string): string {
   const results = readResults(path.join(dir, 'results.json'))
   const out = path.join(dir, 'report.html')
-  publish(out, renderReport(results))
+  writeFileAtomic(out, renderReport(results))
   return out
 }
