@@ -1,14 +1,14 @@
 //! The DINO run config as it crosses the door (the fields of the TypeScript `DinoConfig`,
 //! presets resolved), converted into the engine's [`DinoConfig`] by `TryFrom`; errors name the
 //! camelCase field. The shapes shared with CASS (networks, augmentation, device) are in
-//! `options.rs`.
+//! `shapes.rs`.
 
 use cass_core::models::dino_head::DinoHeadConfig;
 use cass_core::train::adam::AdamConfig;
 use cass_core::{CassError, DinoConfig};
 use napi_derive::napi;
 
-use crate::options::{AugmentOptions, Conv, Device, Network, ResNetOptions, VitOptions, fixed, resnet, vit, whole};
+use crate::shapes::{AugmentOptions, Conv, Device, Network, ResNetOptions, VitOptions, fixed, resnet, vit, whole};
 
 /// AdamW's moments; its weight decay follows `weightDecay` -> `weightDecayEnd`.
 #[napi(object)]

@@ -19,9 +19,11 @@ use napi_derive::napi;
 mod dino_options;
 mod options;
 mod outcomes;
+mod shapes;
 pub use dino_options::*;
 pub use options::*;
 pub use outcomes::*;
+pub use shapes::*;
 
 // Progress callbacks are `ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>`:
 // one event per call, callee not handling errors, weak (never keeps Node alive). The type is

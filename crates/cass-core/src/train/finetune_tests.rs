@@ -28,23 +28,20 @@ fn data(n: usize) -> (Labeled, Labeled) {
     )
 }
 
+/// One epoch of CASS pre-training of the tiny networks on `data`'s images, into `dir`.
+fn pretrain_one_epoch(data: &Labeled, dir: &std::path::Path) {
+    let mut pcfg = tiny_pretrain();
+    pcfg.epochs = 1;
+    let never = CancelToken::new();
+    crate::ssl::cass::pretrain(&pcfg, data.set.clone(), vec![], dir, false, &mut Silent, &never).unwrap();
+}
+
 #[test]
 fn finetune_from_pretraining_then_evaluate_reproduces_validation_metrics() {
     let root = std::env::temp_dir().join(format!("cass-ft-{}", std::process::id()));
     let _ = fs::remove_dir_all(&root);
     let (train, val) = data(24);
-    let mut pcfg = tiny_pretrain();
-    pcfg.epochs = 1;
-    crate::ssl::cass::pretrain(
-        &pcfg,
-        train.set.clone(),
-        vec![],
-        &root.join("pre"),
-        false,
-        &mut Silent,
-        &CancelToken::new(),
-    )
-    .unwrap();
+    pretrain_one_epoch(&train, &root.join("pre"));
     for arch in [Arch::Cnn, Arch::Vit] {
         let c = cfg(arch, Init::Pretrained(root.join("pre/checkpoint")));
         let out = finetune(
@@ -118,18 +115,7 @@ fn finetune_from_a_weights_file_starts_from_its_tensors_and_refuses_a_misshapen_
     let _ = fs::remove_dir_all(&root);
     let (train, val) = data(16);
     // A timm-named file of the tiny CNN: a short pre-training, exported.
-    let mut pcfg = tiny_pretrain();
-    pcfg.epochs = 1;
-    crate::ssl::cass::pretrain(
-        &pcfg,
-        train.set.clone(),
-        vec![],
-        &root.join("pre"),
-        false,
-        &mut Silent,
-        &CancelToken::new(),
-    )
-    .unwrap();
+    pretrain_one_epoch(&train, &root.join("pre"));
     let file = root.join("cnn.safetensors");
     crate::inference::export(&root.join("pre"), Some(Arch::Cnn), &file).unwrap();
     // A learning rate of 0: the kept weights are the file's, bar the new classifier.
