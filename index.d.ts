@@ -51,6 +51,7 @@ export declare function availableBackends(): Array<string>
 
 /** A progress event of a running job, `type` names which. */
 export type BindingEvent =
+  | { type: 'device'; backend: string; reason: string }
   | { type: 'step'; step: number; totalSteps: number; epoch: number; loss: number; /** Named parts of the loss and diagnostics, e.g. `["cass", 1.2]`, `["cnn_spread", 0.9]`. */
     parts: Array<[string, number]>; lr: number; /** Mean images per second since the job (or resume) started. */
     imagesPerSec: number; /** Wall time of this step, data wait included. */
@@ -116,6 +117,13 @@ export type Conv = 'auto' | 'native' | 'batched'
 
 /** Which backend a job runs on. */
 export type Device = 'cpu' | 'cuda' | 'wgpu' | 'auto'
+
+/** The backend a device choice resolves to, and why (`probeDevice`). */
+export interface DeviceChoice {
+  /** `cpu`, `cuda` or `wgpu`. */
+  backend: string
+  reason: string
+}
 
 /** AdamW's moments; its weight decay follows `weightDecay` -> `weightDecayEnd`. */
 export interface DinoAdamOptions {
@@ -302,6 +310,13 @@ export interface PretrainOutcome {
   losses: Array<number>
   epochMeanLosses: Array<number>
 }
+
+/**
+ * Which backend a job given `device` would run on, and why, found by running a tiny computation
+ * there (for `auto`: trying CUDA, then a wgpu GPU adapter, then the CPU). Errors like a job
+ * would (`backend`) when the device named does not work; a panic is caught and becomes one.
+ */
+export declare function probeDevice(device: Device): DeviceChoice
 
 /** A ResNet's shape (its head width and input size come from the run config). */
 export interface ResNetOptions {

@@ -843,6 +843,7 @@ module.exports.Conv = nativeBinding.Conv
 module.exports.Device = nativeBinding.Device
 module.exports.inspectCheckpoint = nativeBinding.inspectCheckpoint
 module.exports.Network = nativeBinding.Network
+module.exports.probeDevice = nativeBinding.probeDevice
 module.exports.startEmbed = nativeBinding.startEmbed
 module.exports.startEvaluate = nativeBinding.startEvaluate
 module.exports.startExport = nativeBinding.startExport

@@ -4,9 +4,11 @@
  * kinds as plain strings.
  */
 import type * as Binding from '../index.js'
-import type { FinetuneResult, Metrics, PretrainResult, ProgressEvent } from './events.js'
+import type { DeviceEvent, FinetuneResult, Metrics, PretrainResult, ProgressEvent } from './events.js'
+import { addonChoice } from './native.js'
 
 export function toProgressEvent(e: Binding.BindingEvent): ProgressEvent {
+  if (e.type === 'device') return { ...e, backend: e.backend as DeviceEvent['backend'], addon: addonChoice() }
   return e.type === 'epoch' ? { ...e, valLoss: e.valLoss ?? null } : e
 }
 

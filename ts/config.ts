@@ -145,7 +145,7 @@ export const pretrainSchema = z
     seed: int(0),
     /** Also checkpoint every N steps (always at each epoch end). */
     checkpointEvery: int(1).optional(),
-    device: deviceSchema.default('cpu'),
+    device: deviceSchema.default('auto'),
     /**
      * How the CNN's convolutions run: `auto` (on GPUs one batched matrix product each, on the CPU
      * the backend's own), `native` or `batched`. The same convolutions either way, summed in another
@@ -221,7 +221,7 @@ export const finetuneSchema = z
     patience: int(1),
     seed: int(0),
     augment: augmentSchema.default(augmentSchema.parse({})),
-    device: deviceSchema.default('cpu'),
+    device: deviceSchema.default('auto'),
     /**
      * How the CNN's convolutions run: `auto` (on GPUs one batched matrix product each, on the CPU
      * the backend's own), `native` or `batched`. The same convolutions either way, summed in another

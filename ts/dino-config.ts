@@ -70,7 +70,7 @@ export const dinoSchema = z
     augment: augmentSchema.default(augmentSchema.parse({})),
     seed: int(0),
     checkpointEvery: int(1).optional(),
-    device: deviceSchema.default('cpu'),
+    device: deviceSchema.default('auto'),
     conv: z.enum(['auto', 'native', 'batched']).default('auto'),
     collapseWarningSpread: z.number().min(0).default(0.1),
   })

@@ -1,4 +1,14 @@
 /** What running jobs report (progress events) and return (results and metrics). */
+import type { AddonChoice } from './native.js'
+
+/** Before the first step: the backend the job runs on and why (for `auto`, what it passed over). */
+export interface DeviceEvent {
+  type: 'device'
+  backend: 'cpu' | 'cuda' | 'wgpu'
+  reason: string
+  /** Which native build runs the job (the default one, or the CUDA package) and why. */
+  addon: AddonChoice
+}
 
 export interface StepEvent {
   type: 'step'
@@ -37,7 +47,7 @@ export interface WarningEvent {
   message: string
   step: number
 }
-export type ProgressEvent = StepEvent | EpochEvent | CheckpointEvent | WarningEvent
+export type ProgressEvent = DeviceEvent | StepEvent | EpochEvent | CheckpointEvent | WarningEvent
 
 export interface PretrainResult {
   status: 'completed' | 'cancelled'

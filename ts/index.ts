@@ -66,6 +66,7 @@ export { type DinoOptions, pretrainDino } from './dino.js'
 export { BackendError, CassError, ConfigError, DataError, IoError } from './errors.js'
 export type {
   CheckpointEvent,
+  DeviceEvent,
   Embeddings,
   EpochEvent,
   FinetuneResult,
@@ -77,6 +78,7 @@ export type {
   WarningEvent,
 } from './events.js'
 export { Job, type JobOptions } from './job.js'
+export { type AddonChoice, addonChoice } from './native.js'
 export { type CacheImages, type Images, type InMemoryImages, type LabelledSamples, checkPretrainOutDir } from './inputs.js'
 export { type LoadOptions, type LoadedDataset, type SourceFormat, type Split, loadDataset } from './data/dataset.js'
 export { sampleFraction, stratifiedSplit } from './data/splits.js'
@@ -333,6 +335,20 @@ export function inspectCheckpoint(dir: string): CheckpointInfo {
       ...(c.completed != null ? { completed: c.completed } : {}),
       ...(c.bestEpoch != null ? { bestEpoch: c.bestEpoch } : {}),
     }
+  } catch (e) {
+    throw fromNative(e)
+  }
+}
+
+/**
+ * Which backend a job given `device` would run on, and why, found by running a tiny computation
+ * there (for `auto`: CUDA, else a wgpu GPU adapter, else the CPU). A device that does not work
+ * throws the `BackendError` a job would.
+ */
+export function probeDevice(device: DeviceName = 'auto'): { backend: 'cpu' | 'cuda' | 'wgpu'; reason: string } {
+  try {
+    const c = native().probeDevice(device)
+    return { backend: c.backend as 'cpu' | 'cuda' | 'wgpu', reason: c.reason }
   } catch (e) {
     throw fromNative(e)
   }

@@ -12,7 +12,10 @@ export function progressReporter(label: string, stream: NodeJS.WriteStream = pro
   const tty = stream.isTTY === true
   let lastPlain = 0
   return (e: ProgressEvent) => {
-    if (e.type === 'step') {
+    if (e.type === 'device') {
+      const addon = e.addon.build === 'cuda' ? ` [CUDA build: ${e.addon.reason}]` : ''
+      stream.write(`${label} device ${e.backend} (${e.reason})${addon}\n`)
+    } else if (e.type === 'step') {
       const frac = e.step / e.totalSteps
       const width = 20
       const bar = tty ? `[${'#'.repeat(Math.round(frac * width)).padEnd(width, '.')}] ` : ''

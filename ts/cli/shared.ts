@@ -121,7 +121,7 @@ export function outputFile(out: string): string {
   return out
 }
 
-/** Appends step, epoch and warning events to `file`, one JSON object per line. */
+/** Appends device, step, epoch and warning events to `file`, one JSON object per line. */
 export function metricsLog(file: string) {
   return (e: ProgressEvent) => {
     if (e.type === 'step')
@@ -129,7 +129,7 @@ export function metricsLog(file: string) {
         file,
         `${JSON.stringify({ type: 'step', step: e.step, epoch: e.epoch, loss: e.loss, parts: Object.fromEntries(e.parts), lr: e.lr, imagesPerSec: e.imagesPerSec, stepSec: e.stepSec })}\n`,
       )
-    else if (e.type === 'epoch' || e.type === 'warning') appendFileSync(file, `${JSON.stringify(e)}\n`)
+    else if (e.type === 'device' || e.type === 'epoch' || e.type === 'warning') appendFileSync(file, `${JSON.stringify(e)}\n`)
   }
 }
 

@@ -275,6 +275,7 @@ async function runPretrain(ctx: Ctx, u: PretrainUnit): Promise<PretrainRecord> {
       epochStart = Date.now()
       spread = {}
     } else if (e.type === 'warning') ctx.log(`warning: ${e.message}`)
+    else if (e.type === 'device') ctx.log(`device ${e.backend} (${e.reason})`)
   }
   const t0 = Date.now()
   // `resume: true` continues an interrupted run and starts a fresh one where there is none.

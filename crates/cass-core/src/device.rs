@@ -1,5 +1,7 @@
 //! Run-time choice of compute backend.
 
+use std::sync::Mutex;
+
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
@@ -44,28 +46,41 @@ pub fn available_backends() -> Vec<&'static str> {
     v
 }
 
-/// Runs a tiny computation to find out whether a device really works (GPU runtimes fail lazily,
-/// on first use, and some by panicking).
+/// Runs a tiny computation to find out whether a device really works: GPU runtimes fail lazily,
+/// on first use, and some by panicking on their own threads, where this thread then sees only a
+/// closed channel. So every panic during the probe is recorded instead of printed, and the
+/// first, the root cause (e.g. cudarc's "Unable to dynamically load the \"cuda\" shared
+/// library"), is the reason given. The panic hook is process-wide: probes take turns, and a
+/// panic elsewhere in that short window is recorded here rather than printed (its payload still
+/// reaches whoever catches it).
 #[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))]
 fn probe(device: Device) -> Result<Device, String> {
+    static TURN: Mutex<()> = Mutex::new(());
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let seen = || SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    seen().clear();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| {
+        let text = info.payload_as_str().unwrap_or("unknown failure");
+        SEEN.lock().unwrap_or_else(|e| e.into_inner()).push(text.to_string());
+    }));
     let d = device.clone();
-    std::panic::catch_unwind(move || {
+    let result = std::panic::catch_unwind(move || {
         let t = Tensor::<1>::from_floats([1.0, 2.0], &d);
         t.sum().into_scalar::<f32>()
-    })
-    .map_err(|e| {
-        e.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown failure".into())
-    })
-    .and_then(|v| {
-        if (v - 3.0).abs() < 1e-6 {
-            Ok(device)
-        } else {
-            Err("wrong result from probe".into())
+    });
+    std::panic::set_hook(previous);
+    match result {
+        Ok(v) if (v - 3.0).abs() < 1e-6 => Ok(device),
+        Ok(v) => Err(format!("wrong result from probe: 1 + 2 = {v}")),
+        Err(_) => {
+            let first = seen().first().cloned().unwrap_or_else(|| "unknown failure".into());
+            // cudarc lists every library name it tried; the first sentence says what matters.
+            let line = first.lines().next().unwrap_or_default();
+            Err(line.split(" - searched for").next().unwrap_or(line).to_string())
         }
-    })
+    }
 }
 
 fn missing(name: &str) -> CassError {
@@ -113,16 +128,39 @@ pub fn resolve_with(choice: BackendChoice, precision: Precision) -> Result<Devic
     })
 }
 
+/// The backend a job runs on and why: for `auto`, why each faster backend was passed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Chosen {
+    /// `cpu`, `cuda` or `wgpu`.
+    pub backend: &'static str,
+    pub reason: String,
+}
+
 /// Resolves a choice to a plain (non-autodiff) device.
 pub fn resolve(choice: BackendChoice) -> Result<Device, CassError> {
+    resolve_explained(choice).map(|(device, _)| device)
+}
+
+/// Resolves a choice to a plain device, saying which backend it is and why.
+///
+/// `auto` tries CUDA device 0, then a wgpu GPU adapter (discrete, then integrated), then takes
+/// the CPU. It passes over wgpu's CPU adapters (lavapipe, llvmpipe, WARP): they run the same
+/// kernels on the CPU, slower than the Flex backend; naming `wgpu` still reaches them.
+pub fn resolve_explained(choice: BackendChoice) -> Result<(Device, Chosen), CassError> {
+    let named = |backend, reason: &str| Chosen {
+        backend,
+        reason: reason.into(),
+    };
     match choice {
-        BackendChoice::Cpu => Ok(Device::flex()),
+        BackendChoice::Cpu => Ok((Device::flex(), named("cpu", "asked for"))),
         BackendChoice::Cuda => {
             #[cfg(feature = "cuda")]
             {
-                probe(Device::cuda(0)).map_err(|e| CassError::Backend {
-                    message: format!("no usable CUDA device: {e}"),
-                })
+                probe(Device::cuda(0))
+                    .map(|d| (d, named("cuda", "asked for")))
+                    .map_err(|e| CassError::Backend {
+                        message: format!("no usable CUDA device: {e}"),
+                    })
             }
             #[cfg(not(feature = "cuda"))]
             Err(missing("cuda"))
@@ -130,20 +168,57 @@ pub fn resolve(choice: BackendChoice) -> Result<Device, CassError> {
         BackendChoice::Wgpu => {
             #[cfg(feature = "wgpu")]
             {
-                probe(Device::wgpu(Default::default())).map_err(|e| CassError::Backend {
-                    message: format!("no usable wgpu device: {e}"),
-                })
+                probe(Device::wgpu(Default::default()))
+                    .map(|d| (d, named("wgpu", "asked for")))
+                    .map_err(|e| CassError::Backend {
+                        message: format!("no usable wgpu device: {e}"),
+                    })
             }
             #[cfg(not(feature = "wgpu"))]
             Err(missing("wgpu"))
         }
         BackendChoice::Auto => {
-            for c in [BackendChoice::Cuda, BackendChoice::Wgpu] {
-                if let Ok(d) = resolve(c) {
-                    return Ok(d);
-                }
+            let mut passed: Vec<String> = Vec::new();
+            #[cfg(feature = "cuda")]
+            match probe(Device::cuda(0)) {
+                Ok(d) => return Ok((d, named("cuda", "auto: CUDA device 0 works"))),
+                Err(e) => passed.push(format!("cuda: {e}")),
             }
-            Ok(Device::flex())
+            #[cfg(not(feature = "cuda"))]
+            passed.push("cuda: not in this build".into());
+            #[cfg(feature = "wgpu")]
+            {
+                use burn::tensor::DeviceKind;
+                for (kind, what) in [
+                    (DeviceKind::DiscreteGpu(0), "discrete"),
+                    (DeviceKind::IntegratedGpu(0), "integrated"),
+                ] {
+                    if let Ok(d) = probe(Device::wgpu(kind)) {
+                        let why = format!("auto: {}; wgpu found a {what} GPU adapter", passed.join("; "));
+                        return Ok((
+                            d,
+                            Chosen {
+                                backend: "wgpu",
+                                reason: why,
+                            },
+                        ));
+                    }
+                }
+                passed.push(
+                    "wgpu: no discrete or integrated GPU adapter (CPU adapters such as lavapipe \
+                     are slower than the CPU backend; ask for `wgpu` to use one anyway)"
+                        .into(),
+                );
+            }
+            #[cfg(not(feature = "wgpu"))]
+            passed.push("wgpu: not in this build".into());
+            Ok((
+                Device::flex(),
+                Chosen {
+                    backend: "cpu",
+                    reason: format!("auto: {}", passed.join("; ")),
+                },
+            ))
         }
     }
 }
@@ -168,6 +243,27 @@ mod tests {
         assert_eq!(
             resolve_with(BackendChoice::Cpu, Precision::F32).unwrap(),
             Device::flex()
+        );
+    }
+
+    #[test]
+    fn auto_says_why_it_took_each_backend() {
+        let (device, chosen) = resolve_explained(BackendChoice::Auto).unwrap();
+        for (backend, built) in [("cuda", cfg!(feature = "cuda")), ("wgpu", cfg!(feature = "wgpu"))] {
+            let missing = format!("{backend}: not in this build");
+            assert_eq!(chosen.reason.contains(&missing), !built, "{chosen:?}");
+        }
+        if !cfg!(any(feature = "cuda", feature = "wgpu")) {
+            assert_eq!((device, chosen.backend), (Device::flex(), "cpu"));
+            assert!(chosen.reason.starts_with("auto: "), "{chosen:?}");
+        }
+        let (_, asked) = resolve_explained(BackendChoice::Cpu).unwrap();
+        assert_eq!(
+            asked,
+            Chosen {
+                backend: "cpu",
+                reason: "asked for".into()
+            }
         );
     }
 }

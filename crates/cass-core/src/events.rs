@@ -9,6 +9,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Event {
+    /// The backend the job runs on, once, before the first step; for `auto`, why it was chosen.
+    #[serde(rename_all = "camelCase")]
+    Device { backend: String, reason: String },
     /// One optimisation step finished.
     #[serde(rename_all = "camelCase")]
     Step {

@@ -27,7 +27,7 @@ pub mod testing;
 #[cfg(all(test, feature = "wgpu"))]
 mod wgpu_tests;
 
-pub use device::{BackendChoice, available_backends};
+pub use device::{BackendChoice, Chosen, available_backends, resolve_explained};
 pub use error::CassError;
 pub use events::{CancelToken, Event, Observer, Silent};
 pub use inference::{embed, evaluate, export};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use burn::prelude::*;
 
 use crate::data::{ImageSet, upload};
-use crate::device::{BackendChoice, resolve};
+use crate::device::{BackendChoice, resolve, resolve_explained};
 use crate::events::{CancelToken, Silent};
 use crate::ssl::cass::{CassTrainer, PretrainConfig, pretrain};
 use crate::ssl::{Method, StepAt};
@@ -98,4 +98,52 @@ fn a_short_pretraining_runs_on_wgpu_and_its_checkpoint_loads_on_the_cpu() {
     let cpu_cfg = tiny_pretrain();
     CassTrainer::load(&cpu_cfg, &out.join("checkpoint"), &Device::flex()).unwrap();
     fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn auto_passes_over_a_cpu_adapter_and_says_so() {
+    let Some(driver) = vulkan_driver() else {
+        eprintln!("skipped: no Vulkan driver");
+        return;
+    };
+    let (_, chosen) = resolve_explained(BackendChoice::Auto).unwrap();
+    eprintln!("auto: {chosen:?}");
+    assert!(chosen.reason.contains("cuda: not in this build"), "{chosen:?}");
+    // Where lavapipe is the only driver there is no GPU adapter: the CPU backend is faster than
+    // lavapipe running the same kernels, so auto takes it and says why.
+    if driver.starts_with("lvp_icd") && vulkan_drivers() == 1 {
+        assert_eq!(chosen.backend, "cpu");
+        assert!(
+            chosen.reason.contains("wgpu: no discrete or integrated GPU adapter"),
+            "{chosen:?}"
+        );
+    }
+}
+
+fn vulkan_drivers() -> usize {
+    ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
+        .iter()
+        .filter_map(|d| fs::read_dir(d).ok())
+        .flatten()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        })
+        .count()
+}
+
+#[test]
+fn a_tensor_over_the_buffer_limit() {
+    let Some(gpu) = wgpu_device() else { return };
+    // 160 MiB of f32 in one tensor: over lavapipe's 128 MiB storage-buffer limit.
+    let r = std::panic::catch_unwind(|| Tensor::<1>::ones([40 << 20], &gpu).sum().into_scalar::<f32>());
+    match r {
+        Ok(v) => eprintln!("allocated, sum {v}"),
+        Err(p) => eprintln!(
+            "panicked: {:?}",
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        ),
+    }
 }

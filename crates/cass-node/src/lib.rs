@@ -294,7 +294,7 @@ pub fn start_evaluate<'env>(
     batch_size: u32,
     device: Option<Device>,
 ) -> Result<PromiseRaw<'env, Metrics>> {
-    let backend = device.unwrap_or(Device::Cpu).into();
+    let backend = device.unwrap_or(Device::Auto).into();
     spawn_job(env, "evaluate", move || {
         let set = open_images(images)?;
         let m = cass_core::evaluate(
@@ -319,7 +319,7 @@ pub fn start_embed<'env>(
     batch_size: u32,
     device: Option<Device>,
 ) -> Result<PromiseRaw<'env, Embeddings>> {
-    let backend = device.unwrap_or(Device::Cpu).into();
+    let backend = device.unwrap_or(Device::Auto).into();
     let arch = arch.map(Into::into);
     let indices = to_usize(indices);
     spawn_job(env, "embed", move || {
@@ -396,6 +396,24 @@ pub fn inspect_checkpoint(path: String) -> Result<CheckpointInfo> {
         completed: c.completed,
         best_epoch: c.best_epoch.map(|e| e as u32),
     })
+}
+
+/// Which backend a job given `device` would run on, and why, found by running a tiny computation
+/// there (for `auto`: trying CUDA, then a wgpu GPU adapter, then the CPU). Errors like a job
+/// would (`backend`) when the device named does not work; a panic is caught and becomes one.
+#[napi]
+pub fn probe_device(device: shapes::Device) -> Result<outcomes::DeviceChoice> {
+    let choice = device.into();
+    match std::panic::catch_unwind(|| cass_core::resolve_explained(choice)) {
+        Ok(Ok((_, chosen))) => Ok(outcomes::DeviceChoice {
+            backend: chosen.backend.into(),
+            reason: chosen.reason,
+        }),
+        Ok(Err(e)) => Err(invalid(e)),
+        Err(_) => Err(invalid(CassError::Backend {
+            message: format!("probing {choice:?} panicked"),
+        })),
+    }
 }
 
 /// Compute backends compiled into this addon (`cpu` always; `cuda`, `wgpu` by cargo feature).

@@ -9,6 +9,8 @@ use napi_derive::napi;
 /// A progress event of a running job, `type` names which.
 #[napi(discriminant = "type", discriminant_case = "lowercase")]
 pub enum BindingEvent {
+    /// The backend the job runs on (`cpu`, `cuda`, `wgpu`), before the first step, and why.
+    Device { backend: String, reason: String },
     /// One optimisation step finished.
     Step {
         step: f64,
@@ -40,6 +42,7 @@ pub enum BindingEvent {
 impl From<&Event> for BindingEvent {
     fn from(e: &Event) -> Self {
         match e.clone() {
+            Event::Device { backend, reason } => Self::Device { backend, reason },
             Event::Step {
                 step,
                 total_steps,
@@ -83,6 +86,14 @@ impl From<&Event> for BindingEvent {
             },
         }
     }
+}
+
+/// The backend a device choice resolves to, and why (`probeDevice`).
+#[napi(object)]
+pub struct DeviceChoice {
+    /// `cpu`, `cuda` or `wgpu`.
+    pub backend: String,
+    pub reason: String,
 }
 
 /// How a pre-training ended.

