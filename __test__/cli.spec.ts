@@ -99,6 +99,9 @@ test('pretrain -> finetune -> evaluate -> embed on an image folder', async (t) =
     .map((l) => JSON.parse(l))
   t.true(lines.filter((l) => l.type === 'step').every((l) => Number.isFinite(l.loss) && l.imagesPerSec > 0))
   t.is(lines.filter((l) => l.type === 'epoch').length, 2)
+  // The device comes first, in the log and on the terminal, with why auto chose it.
+  t.like(lines[0], { type: 'device', backend: 'cpu' })
+  t.regex(pre.stderr, /pretrain device cpu \(auto: cuda: not in this build; wgpu: not in this build\)/)
   // The same --out again: refused before any decoding, the run left as it was.
   const again = cass('pretrain', '--data', path.join(dir, 'data'), '--config', cfg, '--out', path.join(dir, 'pre'), ...cache)
   t.is(again.status, 2)
@@ -126,12 +129,12 @@ test('pretrain -> finetune -> evaluate -> embed on an image folder', async (t) =
   )
   t.is(resumed.status, 0, resumed.stderr)
   t.regex(resumed.stderr, new RegExp(`resuming .* at step ${steps}`))
-  t.is(
-    readFileSync(path.join(dir, 'pre', 'metrics.jsonl'), 'utf8')
-      .trim()
-      .split('\n').length,
-    lines.length,
-  )
+  // The log keeps the lines up to the checkpoint, plus the resumed run's device line.
+  const after = readFileSync(path.join(dir, 'pre', 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+  t.is(after.length, lines.length + 1)
+  t.is(JSON.parse(after.at(-1)!).type, 'device')
   // Outputs that cannot be written are refused before any work.
   const file = path.join(dir, 'a-file')
   writeFileSync(file, 'keep')

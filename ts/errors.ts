@@ -50,10 +50,13 @@ export class IoError extends CassError {
   }
 }
 
-/** The requested device/backend is not in this build or not present. */
+/**
+ * The requested device/backend is not in this build or not present (`backend-unavailable`), or
+ * cannot hold what the run needs (`device-limit`: one buffer over the device's limit).
+ */
 export class BackendError extends CassError {
-  constructor(message: string) {
-    super(message, 'backend-unavailable')
+  constructor(message: string, code: 'backend-unavailable' | 'device-limit' = 'backend-unavailable') {
+    super(message, code)
   }
 }
 
@@ -83,6 +86,8 @@ export function fromNative(err: unknown): Error {
       return new IoError(message, shape.path ?? '')
     case 'backend':
       return new BackendError(message)
+    case 'deviceLimit':
+      return new BackendError(message, 'device-limit')
     case 'internal':
       // An engine panic: a bug, not a problem with the inputs, so no CassError subclass.
       return new Error(message)

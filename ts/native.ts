@@ -66,11 +66,7 @@ export function probeInChild(entry: string): { ok: true; reason: string } | { ok
     }
     return { ok: false, reason: `the CUDA build's probe answered ${answer}` }
   }
-  const how = r.error
-    ? `could not run (${r.error.message})`
-    : r.signal
-      ? `crashed (${r.signal})`
-      : `failed (exit ${r.status})`
+  const how = r.error ? `could not run (${r.error.message})` : r.signal ? `crashed (${r.signal})` : `failed (exit ${r.status})`
   const lines = `${r.stderr ?? ''}`.split('\n')
   const said = lines.find((l) => l.startsWith('probe: '))?.slice('probe: '.length)
   return { ok: false, reason: `the CUDA build's probe ${how}${said ? `: ${said.slice(0, 300)}` : ''}` }

@@ -223,6 +223,43 @@ pub fn resolve_explained(choice: BackendChoice) -> Result<(Device, Chosen), Cass
     }
 }
 
+/// Runs a training loop (or any device work), turning the one panic a user can cause and fix
+/// — a single buffer larger than the device allows — into [`CassError::DeviceLimit`] naming the
+/// size and what to change. cubecl reports it as `can't allocate buffer of size: N` inside a
+/// panic from wherever the tensor is read; other panics are bugs and continue unwinding.
+pub fn within_device_limits<T>(f: impl FnOnce() -> Result<T, CassError>) -> Result<T, CassError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let text = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied());
+            match text.and_then(device_limit) {
+                Some(e) => Err(e),
+                None => std::panic::resume_unwind(payload),
+            }
+        }
+    }
+}
+
+/// The error for a panic message that reports a buffer over the device's limit, if it is one.
+pub fn device_limit(panic_message: &str) -> Option<CassError> {
+    let marker = "can't allocate buffer of size: ";
+    let at = panic_message.find(marker)? + marker.len();
+    let digits: String = panic_message[at..].chars().take_while(char::is_ascii_digit).collect();
+    let bytes: u64 = digits.parse().ok()?;
+    Some(CassError::DeviceLimit {
+        message: format!(
+            "the device cannot hold one buffer of {:.1} MiB, which this run needs (a batch of \
+             images, an activation or a weight): it is over the device's largest buffer, whatever \
+             memory is free (wgpu on lavapipe allows 128 MiB). Lower batchSize or imageSize, or \
+             run on cpu or cuda",
+            bytes as f64 / (1 << 20) as f64
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +302,17 @@ mod tests {
                 reason: "asked for".into()
             }
         );
+    }
+
+    #[test]
+    fn a_buffer_over_the_limit_is_a_named_error_and_other_panics_go_on() {
+        let e = device_limit("Execution(...\n  can't allocate buffer of size: 167772160\nNo backtrace)").unwrap();
+        assert_eq!(e.code(), "device-limit");
+        assert!(e.to_string().contains("one buffer of 160.0 MiB"), "{e}");
+        assert!(device_limit("index out of bounds").is_none());
+        let caught = within_device_limits::<()>(|| panic!("can't allocate buffer of size: 1048576"));
+        assert_eq!(caught.unwrap_err().code(), "device-limit");
+        let other = std::panic::catch_unwind(|| within_device_limits::<()>(|| panic!("a bug")));
+        assert!(other.is_err(), "other panics keep unwinding");
     }
 }

@@ -23,6 +23,9 @@ pub enum CassError {
     Io { path: PathBuf, message: String },
     /// The requested compute backend is missing from this build or has no device.
     Backend { message: String },
+    /// The device cannot hold something the run needs, whatever memory is free (a single
+    /// buffer over the device's limit: wgpu on lavapipe allows 128 MiB).
+    DeviceLimit { message: String },
 }
 
 impl CassError {
@@ -65,6 +68,7 @@ impl CassError {
             CassError::Data { code, .. } => code,
             CassError::Io { .. } => "io",
             CassError::Backend { .. } => "backend-unavailable",
+            CassError::DeviceLimit { .. } => "device-limit",
         }
     }
 }
@@ -86,7 +90,7 @@ impl fmt::Display for CassError {
                 Ok(())
             }
             CassError::Io { path, message } => write!(f, "{}: {message}", path.display()),
-            CassError::Backend { message } => write!(f, "{message}"),
+            CassError::Backend { message } | CassError::DeviceLimit { message } => write!(f, "{message}"),
         }
     }
 }

@@ -11,6 +11,7 @@ use burn::prelude::*;
 use crate::data::{ImageSet, upload};
 use crate::device::{BackendChoice, resolve, resolve_explained};
 use crate::events::{CancelToken, Silent};
+use crate::models::vit::VitConfig;
 use crate::ssl::cass::{CassTrainer, PretrainConfig, pretrain};
 use crate::ssl::{Method, StepAt};
 use crate::testing::{synthetic_images, tiny_pretrain};
@@ -102,16 +103,16 @@ fn a_short_pretraining_runs_on_wgpu_and_its_checkpoint_loads_on_the_cpu() {
 
 #[test]
 fn auto_passes_over_a_cpu_adapter_and_says_so() {
-    let Some(driver) = vulkan_driver() else {
+    if vulkan_driver().is_none() {
         eprintln!("skipped: no Vulkan driver");
         return;
-    };
+    }
     let (_, chosen) = resolve_explained(BackendChoice::Auto).unwrap();
     eprintln!("auto: {chosen:?}");
     assert!(chosen.reason.contains("cuda: not in this build"), "{chosen:?}");
-    // Where lavapipe is the only driver there is no GPU adapter: the CPU backend is faster than
+    // With no GPU on the machine there is no GPU adapter: the CPU backend is faster than
     // lavapipe running the same kernels, so auto takes it and says why.
-    if driver.starts_with("lvp_icd") && vulkan_drivers() == 1 {
+    if no_gpu() {
         assert_eq!(chosen.backend, "cpu");
         assert!(
             chosen.reason.contains("wgpu: no discrete or integrated GPU adapter"),
@@ -120,30 +121,43 @@ fn auto_passes_over_a_cpu_adapter_and_says_so() {
     }
 }
 
-fn vulkan_drivers() -> usize {
-    ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
-        .iter()
-        .filter_map(|d| fs::read_dir(d).ok())
-        .flatten()
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))
+/// No GPU device nodes (DRM render nodes, NVIDIA's): wgpu's only adapters are CPU ones.
+fn no_gpu() -> bool {
+    let render_nodes = fs::read_dir("/dev/dri")
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("renderD"))
         })
-        .count()
+        .unwrap_or(false);
+    !render_nodes && !Path::new("/dev/nvidia0").exists()
 }
 
 #[test]
-fn a_tensor_over_the_buffer_limit() {
-    let Some(gpu) = wgpu_device() else { return };
-    // 160 MiB of f32 in one tensor: over lavapipe's 128 MiB storage-buffer limit.
-    let r = std::panic::catch_unwind(|| Tensor::<1>::ones([40 << 20], &gpu).sum().into_scalar::<f32>());
-    match r {
-        Ok(v) => eprintln!("allocated, sum {v}"),
-        Err(p) => eprintln!(
-            "panicked: {:?}",
-            p.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        ),
+fn a_batch_over_the_devices_buffer_limit_is_a_named_error() {
+    let Some(_) = wgpu_device() else { return };
+    // 12 images of 1024 px: the batch alone is 144 MiB as f32, over lavapipe's 128 MiB per
+    // buffer. (On a GPU with larger buffers this may fit; then only a failure is checked.)
+    let cfg = PretrainConfig {
+        backend: BackendChoice::Wgpu,
+        image_size: 1024,
+        batch_size: 12,
+        epochs: 1,
+        vit: VitConfig::new(1024, 16, 2, 2).with_patch_size(64).with_num_classes(16),
+        ..tiny_pretrain()
+    };
+    let (bytes, _) = synthetic_images(12, 1024, 3);
+    let set = Arc::new(ImageSet::from_memory(bytes, 12, 1024, 1024).unwrap());
+    let out = tmp("limit");
+    let result = pretrain(&cfg, set, vec![], &out, false, &mut Silent, &CancelToken::new());
+    if no_gpu() {
+        // lavapipe: the convolution's unfolded input is the first buffer over the limit
+        // (measured: 1764.0 MiB).
+        let e = result.unwrap_err();
+        eprintln!("{e}");
+        assert_eq!(e.code(), "device-limit");
+        assert!(e.to_string().contains("the device cannot hold one buffer of"), "{e}");
+    } else if let Err(e) = result {
+        assert_eq!(e.code(), "device-limit", "{e}");
     }
+    let _ = fs::remove_dir_all(&out);
 }

@@ -133,6 +133,10 @@ where
                         .cloned()
                         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                         .unwrap_or_else(|| "unknown panic".into());
+                    // One panic is the user's to fix: a buffer over the device's limit.
+                    if let Some(e) = cass_core::device::device_limit(&msg) {
+                        return deferred.reject(Error::from_reason(error_json(&e)));
+                    }
                     // A panic is a bug, not a problem with the user's data: it crosses with kind
                     // `internal` and surfaces as a plain Error.
                     let json = serde_json::json!({

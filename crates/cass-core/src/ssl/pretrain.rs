@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{Method, StepAt};
 use crate::checkpoint;
 use crate::data::{HostBatch, ImageSet, upload};
-use crate::device::resolve_explained;
+use crate::device::{resolve_explained, within_device_limits};
 use crate::error::CassError;
 use crate::events::{CancelToken, Event, Observer};
 use crate::train::run::{self, EpochEnd, Learner, Plan, Progress, Status, StepReport};
@@ -238,7 +238,7 @@ pub fn run<M: Method>(
         device,
         dir: ckpt_dir.clone(),
     };
-    let end = run::run(&plan, &mut learner, start, losses, observer, cancel)?;
+    let end = within_device_limits(|| run::run(&plan, &mut learner, start, losses, observer, cancel))?;
     learner.write(end.step, &end.losses, end.status == Status::Completed)?;
     observer.event(&Event::Checkpoint {
         path: ckpt_dir.display().to_string(),

@@ -11,7 +11,7 @@ use burn::prelude::*;
 use crate::augment::{self, AugmentConfig};
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::{HostBatch, ImageSet, upload};
-use crate::device::resolve_explained;
+use crate::device::{resolve_explained, within_device_limits};
 use crate::error::CassError;
 use crate::events::{CancelToken, Event, Observer};
 use crate::inference::{build_network, load_into, predict};
@@ -313,7 +313,7 @@ pub fn finetune(
         history: Vec::new(),
         since_best: 0,
     };
-    let end = run::run(&plan, &mut learner, 0, Vec::new(), observer, cancel)?;
+    let end = within_device_limits(|| run::run(&plan, &mut learner, 0, Vec::new(), observer, cancel))?;
     let Some((best_epoch, best_val_loss, best_net)) = learner.best else {
         return Err(CassError::data(
             "cancelled-before-validation",
