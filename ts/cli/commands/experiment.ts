@@ -18,7 +18,7 @@ export const usage = `cass experiment --data PATH [--methods cass,dino] [--archs
   command continues where it stopped.
 
   --format F, --cache-dir DIR   as for cass pretrain
-  --device cpu|cuda|wgpu|auto
+  --device cpu|cuda|wgpu|auto   (default auto, as for cass pretrain)
   --batch-sizes 8,16,32         robustness sweep: pre-train again at these batch sizes
   --epochs-sweep 1,3            robustness sweep: pre-train again for these epochs
   --pretrain-images N           unlabelled images (default 0: every training image)

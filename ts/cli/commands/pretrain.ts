@@ -25,7 +25,9 @@ export const usage = `cass pretrain --data PATH --out DIR [options]
   --format F          folder | csv | npz | idx (default: detected)
   --preset NAME       paper | cpu-small (default cpu-small)
   --config FILE.json  config (API field names); flags override it
-  --epochs N, --batch-size N, --device cpu|cuda|wgpu|auto
+  --epochs N, --batch-size N
+  --device D          cpu | cuda | wgpu | auto (default auto: CUDA, else a wgpu GPU, else the CPU;
+                      the first line of progress says which and why)
   --resume            continue the run in --out exactly where it stopped
   --overwrite         replace a run already in --out (without it, or --resume, that is an error)
   --views 1|2         1: one augmented view through both networks (the paper); 2: each network
