@@ -142,6 +142,8 @@ test('an experiment runs every arm, survives being stopped, and resumes without 
   }
   const first = await runExperiment(options(root, data, controller.signal, log))
   t.is(first.pretraining.filter((p) => p.status === 'completed').length, 3)
+  // Each run records where `device: auto` put it, and why.
+  t.true(first.pretraining.every((p) => p.backend?.name === 'cpu' && p.backend.reason.startsWith('auto: ')))
   t.is(first.arms.length, 2, 'two arms finished before the stop')
   t.true(lines.some((l) => l.includes('stopped')))
   const file = path.join(root, 'exp', 'results.json')

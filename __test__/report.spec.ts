@@ -154,11 +154,17 @@ test('strings from results.json are escaped: a hostile file cannot inject markup
       device: 'cpu',
     },
     arms: [arm('cass', 'cnn', 1, 0, 0.9), arm('<i>evil</i>', '"onmouseover="x', 1, 0, 0.8)],
-    pretraining: [run({ dir: '</svg><script>x()</script>', perEpoch: [{ epoch: 1, meanLoss: 1, sec: 3, spread: { cnn: 1 } }] })],
+    pretraining: [
+      run({
+        dir: '</svg><script>x()</script>',
+        backend: { name: '<b>gpu</b>', reason: '"><img src=x>' },
+        perEpoch: [{ epoch: 1, meanLoss: 1, sec: 3, spread: { cnn: 1 } }],
+      }),
+    ],
     knn: [{ start: '<u>s</u>', network: 'cnn', k: 5, accuracy: 0.5, macroF1: 0.5 } as unknown as KnnRecord],
   })
   const html = renderReport(results)
-  for (const raw of ['<script', '<img', '<b>a', '<i>p', '<i>evil', '<u>s', "b' onload='x", '"onmouseover="'])
+  for (const raw of ['<script', '<img', '<b>a', '<b>gpu', '<i>p', '<i>evil', '<u>s', "b' onload='x", '"onmouseover="'])
     t.false(html.includes(raw), raw)
   t.true(html.includes('&lt;script&gt;alert(1)&lt;/script&gt;'))
   t.true(html.includes('data-plot="f1-&quot;onmouseover=&quot;x"'))
@@ -349,4 +355,14 @@ test('in Chromium: the fixture report draws every plot, makes no request and log
   } finally {
     await browser.close()
   }
+})
+
+test('the pre-training table says which device each run had, with the reason on hover', (t) => {
+  const html = renderReport(
+    tiny({
+      pretraining: [run({ backend: { name: 'cuda', reason: 'auto: CUDA device 0 works' } }), run({ method: 'dino', dir: 'q' })],
+    }),
+  )
+  t.true(html.includes('<td class="label" title="auto: CUDA device 0 works">cuda</td>'))
+  t.true(html.includes('<td class="label" title="">not recorded</td>'))
 })

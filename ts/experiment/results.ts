@@ -20,6 +20,8 @@ export interface PretrainRecord {
   epochs: number
   /** Wall time of the whole run, seconds (this process's share when it was resumed). */
   wallSec: number
+  /** The backend it ran on (`device: auto` resolves per run) and why; absent in older results. */
+  backend?: { name: 'cpu' | 'cuda' | 'wgpu'; reason: string }
   /** Per epoch: mean loss, wall time, and each network's output spread (about 1: spread out, 0: collapsed). */
   perEpoch: { epoch: number; meanLoss: number; sec: number; spread: Partial<Record<Network, number>> }[]
   /** Output folder of the run, relative to the experiment folder. */

@@ -261,6 +261,7 @@ async function runPretrain(ctx: Ctx, u: PretrainUnit): Promise<PretrainRecord> {
   const perEpoch: PretrainRecord['perEpoch'] = []
   let epochStart = Date.now()
   let spread: Record<string, number[]> = {}
+  let backend: PretrainRecord['backend']
   const onProgress = (e: ProgressEvent) => {
     if (e.type === 'step') {
       for (const [name, v] of e.parts) if (name.endsWith('_spread')) (spread[name.slice(0, -'_spread'.length)] ??= []).push(v)
@@ -275,7 +276,10 @@ async function runPretrain(ctx: Ctx, u: PretrainUnit): Promise<PretrainRecord> {
       epochStart = Date.now()
       spread = {}
     } else if (e.type === 'warning') ctx.log(`warning: ${e.message}`)
-    else if (e.type === 'device') ctx.log(`device ${e.backend} (${e.reason})`)
+    else if (e.type === 'device') {
+      backend = { name: e.backend, reason: e.reason }
+      ctx.log(`device ${e.backend} (${e.reason})`)
+    }
   }
   const t0 = Date.now()
   // `resume: true` continues an interrupted run and starts a fresh one where there is none.
@@ -305,6 +309,7 @@ async function runPretrain(ctx: Ctx, u: PretrainUnit): Promise<PretrainRecord> {
     batchSize: u.batchSize,
     epochs: u.epochs,
     wallSec: (Date.now() - t0) / 1000,
+    ...(backend ? { backend } : {}),
     perEpoch,
     dir: u.dir,
     config,

@@ -183,10 +183,10 @@ function pretrainingSection(r: ExperimentResults, t: ArmTable): string {
     }),
   )
   const table = runs.length
-    ? `<table data-table="pretraining"><thead><tr><th>run</th><th>status</th><th>batch size</th><th>epochs</th><th>wall time</th><th>folder</th></tr></thead><tbody>${runs
+    ? `<table data-table="pretraining"><thead><tr><th>run</th><th>status</th><th>batch size</th><th>epochs</th><th>wall time</th><th>device</th><th>folder</th></tr></thead><tbody>${runs
         .map(
           (p) =>
-            `<tr><td class="label">${esc(runLabel(p))}</td><td class="label">${esc(p.status)}</td><td>${esc(fmtSig(p.batchSize))}</td><td>${esc(fmtSig(p.epochs))}</td><td>${esc(seconds(p.wallSec))}</td><td class="label">${esc(p.dir)}</td></tr>`,
+            `<tr><td class="label">${esc(runLabel(p))}</td><td class="label">${esc(p.status)}</td><td>${esc(fmtSig(p.batchSize))}</td><td>${esc(fmtSig(p.epochs))}</td><td>${esc(seconds(p.wallSec))}</td><td class="label" title="${esc(p.backend?.reason ?? '')}">${esc(p.backend?.name ?? 'not recorded')}</td><td class="label">${esc(p.dir)}</td></tr>`,
         )
         .join('')}</tbody></table>`
     : ''
