@@ -335,3 +335,7 @@ pub fn pretrain(
 #[cfg(test)]
 #[path = "cass_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "cass_checkpoint_tests.rs"]
+mod checkpoint_tests;
