@@ -19,9 +19,9 @@ use crate::ssl::Pretrained;
 use crate::train::finetune::{FINETUNE_KIND, FinetuneState, Labeled};
 
 pub(crate) fn build_network(arch: Arch, cnn: &ResNetConfig, vit: &VitConfig, device: &Device, seed: u64) -> Network {
-    init_seeded(device, seed, || match arch {
-        Arch::Cnn => Network::Cnn(cnn.init(device)),
-        Arch::Vit => Network::Vit(vit.init(device)),
+    init_seeded(device, seed, |d| match arch {
+        Arch::Cnn => Network::Cnn(cnn.init(d)),
+        Arch::Vit => Network::Vit(vit.init(d)),
     })
 }
 

@@ -85,7 +85,7 @@ mod tests {
             hidden_dim: 16,
             bottleneck_dim: 8,
         };
-        crate::models::init_seeded(&device(), 3, || cfg.init(10, &device()))
+        crate::models::init_seeded(&device(), 3, |d| cfg.init(10, d))
     }
 
     #[test]

@@ -52,13 +52,24 @@ pub fn materialize<M: Module>(module: &M) {
     module.visit(&mut Materialize);
 }
 
-/// Builds a module from `build` with the backend generator seeded by `seed`, reproducibly.
-pub fn init_seeded<M: Module>(device: &Device, seed: u64, build: impl FnOnce() -> M) -> M {
+/// Builds a module from `build` with the generator seeded by `seed`, reproducibly, and with the
+/// same weights on every backend: `build` gets the CPU device (autodiff if `device` is), and the
+/// materialised module then moves to `device`. burn's backends draw different numbers from the
+/// same seed, so a network initialised on a GPU would not be the one the CPU builds: the wgpu
+/// spec found a 22 % different first loss from the same seed before this.
+pub fn init_seeded<M: Module>(device: &Device, seed: u64, build: impl FnOnce(&Device) -> M) -> M {
+    let cpu = if device.is_autodiff() {
+        Device::flex().autodiff()
+    } else {
+        Device::flex()
+    };
     with_init_lock(|| {
-        device.seed(seed);
-        let module = build();
+        cpu.seed(seed);
+        let module = build(&cpu);
         materialize(&module);
-        module
+        // `fork`, not `to_device`: a moved parameter must stay a trainable leaf, not become the
+        // output of a tracked copy (which fails at the second backward).
+        if &cpu == device { module } else { module.fork(device) }
     })
 }
 

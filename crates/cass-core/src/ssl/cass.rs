@@ -96,8 +96,8 @@ impl CassTrainer {
         let ad = device.clone().autodiff();
         Self {
             config: cfg.clone(),
-            cnn: init_seeded(&ad, cfg.seed, || cfg.cnn.init(&ad)).with_conv(cfg.conv),
-            vit: init_seeded(&ad, cfg.seed.wrapping_add(1), || cfg.vit.init(&ad)),
+            cnn: init_seeded(&ad, cfg.seed, |d| cfg.cnn.init(d)).with_conv(cfg.conv),
+            vit: init_seeded(&ad, cfg.seed.wrapping_add(1), |d| cfg.vit.init(d)),
             opt_cnn: Adam::new(cfg.adam),
             opt_vit: Adam::new(cfg.adam),
             objective: Objective::of(cfg),

@@ -51,12 +51,12 @@ pub struct DinoTrainer {
 
 fn build(cfg: &DinoConfig, device: &Device) -> (Network, DinoHead) {
     let ad = device.clone().autodiff();
-    init_seeded(&ad, cfg.seed, || {
+    init_seeded(&ad, cfg.seed, |d| {
         let (net, width) = match cfg.arch {
-            Arch::Cnn => (Network::Cnn(cfg.cnn.init(&ad)), cfg.cnn.feature_dim()),
-            Arch::Vit => (Network::Vit(cfg.vit.init(&ad)), cfg.vit.embed_dim),
+            Arch::Cnn => (Network::Cnn(cfg.cnn.init(d)), cfg.cnn.feature_dim()),
+            Arch::Vit => (Network::Vit(cfg.vit.init(d)), cfg.vit.embed_dim),
         };
-        (net.with_conv(cfg.conv), cfg.head.init(width, &ad))
+        (net.with_conv(cfg.conv), cfg.head.init(width, d))
     })
 }
 

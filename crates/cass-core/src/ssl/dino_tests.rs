@@ -150,8 +150,8 @@ fn teacher_and_student_keep_their_own_batchnorm_statistics() {
 fn ema_blends_parameters_and_keeps_the_teachers_ids() {
     let cfg = tiny_dino(Arch::Cnn);
     let d = device().autodiff();
-    let a = crate::models::init_seeded(&d, 1, || cfg.head.init(8, &d));
-    let b = crate::models::init_seeded(&d, 2, || cfg.head.init(8, &d));
+    let a = crate::models::init_seeded(&d, 1, |d| cfg.head.init(8, d));
+    let b = crate::models::init_seeded(&d, 2, |d| cfg.head.init(8, d));
     let (fa, fb) = (flat(&a), flat(&b));
     let mixed = ema(a.clone(), &b, 0.75);
     for ((m, x), y) in flat(&mixed).iter().zip(&fa).zip(&fb) {

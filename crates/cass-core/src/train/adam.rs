@@ -214,7 +214,7 @@ mod tests {
     /// `cw` and `cb` themselves.
     fn layer_and_grads(cw: [[f32; 2]; 2], cb: [f32; 2]) -> (Linear, Gradients) {
         let d = device().autodiff();
-        let layer = crate::models::init_seeded(&d, 1, || LinearConfig::new(2, 2).init(&d));
+        let layer = crate::models::init_seeded(&d, 1, |d| LinearConfig::new(2, 2).init(d));
         let loss = (layer.weight.val() * Tensor::<2>::from_floats(cw, &d)).sum()
             + (layer.bias.as_ref().unwrap().val() * Tensor::<1>::from_floats(cb, &d)).sum();
         let grads = loss.backward();

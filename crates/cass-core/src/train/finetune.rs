@@ -269,10 +269,7 @@ pub fn finetune(
             (c, v, load_into(net, &file, &HashSet::new())?)
         }
     };
-    let net = init_seeded(&ad, cfg.seed.wrapping_add(2), || {
-        net.with_new_head(cfg.num_classes, &ad)
-    })
-    .with_conv(cfg.conv);
+    let net = init_seeded(&ad, cfg.seed.wrapping_add(2), |d| net.with_new_head(cfg.num_classes, d)).with_conv(cfg.conv);
     let weights_t = Tensor::<1>::from_floats(weights.as_slice(), &ad);
 
     // Keep a last batch of at least 2 images (BatchNorm); drop a single leftover image.
