@@ -4,13 +4,10 @@
  * on a user's own images. The checkpoint is read by `finetune`, `embed` and `exportWeights` like a
  * CASS checkpoint (it holds the teacher's backbone).
  */
-import path from 'node:path'
-
 import { toPretrainResult } from './binding.js'
 import { type DinoInput, parseDinoConfig } from './dino-config.js'
-import { ConfigError } from './errors.js'
 import type { PretrainResult } from './events.js'
-import { type Images, checkImages, checkIndices, checkPretrainOutDir } from './inputs.js'
+import { type Images, checkImages, checkIndices, checkOutDir, checkPretrainOutDir } from './inputs.js'
 import { type Job, type JobOptions, startJob } from './job.js'
 import { toNativeDinoConfig } from './native-config.js'
 import { native } from './native.js'
@@ -34,10 +31,7 @@ export function pretrainDino(options: DinoOptions): Job<PretrainResult> {
   const config = toNativeDinoConfig(parseDinoConfig(options.config))
   const images = checkImages(options.images)
   const indices = checkIndices(options.indices, 'indices')
-  if (typeof options.outDir !== 'string' || options.outDir === '') {
-    throw new ConfigError('invalid argument at `outDir`: expected a directory path', 'outDir', [])
-  }
-  const outDir = path.resolve(options.outDir)
+  const outDir = checkOutDir(options.outDir)
   checkPretrainOutDir(outDir, options)
   return startJob(
     options,

@@ -22,7 +22,15 @@ import { toFinetuneResult, toMetrics, toPretrainResult } from './binding.js'
 import { ConfigError, fromNative } from './errors.js'
 import type { Embeddings, FinetuneResult, Metrics, PretrainResult } from './events.js'
 import { Job, type JobOptions, startJob } from './job.js'
-import { type Images, type LabelledSamples, checkImages, checkIndices, checkLabelled, checkPretrainOutDir } from './inputs.js'
+import {
+  type Images,
+  type LabelledSamples,
+  checkImages,
+  checkIndices,
+  checkLabelled,
+  checkOutDir,
+  checkPretrainOutDir,
+} from './inputs.js'
 import { native } from './native.js'
 import { weightsReporter } from './progress.js'
 import type { WeightsEvent } from './weights/hub.js'
@@ -131,10 +139,7 @@ export function pretrain(options: PretrainOptions): Job<PretrainResult> {
   checkPretrainWeights(config)
   const images = checkImages(options.images)
   const indices = checkIndices(options.indices, 'indices')
-  if (typeof options.outDir !== 'string' || options.outDir === '') {
-    throw new ConfigError('invalid argument at `outDir`: expected a directory path', 'outDir', [])
-  }
-  const outDir = path.resolve(options.outDir)
+  const outDir = checkOutDir(options.outDir)
   checkPretrainOutDir(outDir, options)
   // A resumed run takes its weights and config from the checkpoint; nothing to fetch or warn about.
   const resuming = options.resume === true && existsSync(path.join(outDir, 'checkpoint', 'state.json'))
@@ -207,9 +212,7 @@ export function finetune(options: FinetuneOptions): Job<FinetuneResult> {
   const field = config.arch === 'cnn' ? 'cnnWeights' : 'vitWeights'
   if (options.weights !== undefined) parseWeightsReference(options.weights, field) // a bad reference fails here
   const images = checkImages(options.images)
-  if (typeof options.outDir !== 'string' || options.outDir === '') {
-    throw new ConfigError('invalid argument at `outDir`: expected a directory path', 'outDir', [])
-  }
+  const outDir = checkOutDir(options.outDir)
   return startJob(
     options,
     async (token, onEvent) => {
@@ -222,7 +225,7 @@ export function finetune(options: FinetuneOptions): Job<FinetuneResult> {
               onProgress: weightsReporter(),
             })
       const engineConfig = toNativeFinetuneConfig(config, { pretrained: from, weights })
-      return native().startFinetune(engineConfig, images, train, val, path.resolve(options.outDir), token, onEvent)
+      return native().startFinetune(engineConfig, images, train, val, outDir, token, onEvent)
     },
     toFinetuneResult,
   )

@@ -84,6 +84,14 @@ export function checkLabelled(s: LabelledSamples, field: string) {
   return { indices, labels: s.labels }
 }
 
+/** The output folder argument, resolved; anything but a non-empty string is a ConfigError. */
+export function checkOutDir(outDir: unknown): string {
+  if (typeof outDir !== 'string' || outDir === '') {
+    throw new ConfigError('invalid argument at `outDir`: expected a directory path', 'outDir', [])
+  }
+  return path.resolve(outDir)
+}
+
 /**
  * Refuses to start a fresh pre-training over an existing run in `outDir` (its checkpoint would be
  * replaced) unless `resume` or `overwrite` says what to do with it. Cheap: call it before
