@@ -158,21 +158,10 @@ fn one_cass_step_matches_pytorch() {
         image_size: 32,
         batch_size: 2,
         epochs: 1,
-        max_steps: None,
-        lr_cnn: 1e-3,
-        lr_vit: 1e-3,
-        adam: Default::default(),
         schedule: crate::train::schedule::Schedule::Constant,
-        augment: Default::default(),
         seed: 0,
-        checkpoint_every: None,
-        backend: Default::default(),
-        cnn_weights: None,
-        vit_weights: None,
-        views: 1,
-        collapse_guard: None,
-        collapse_warning_spread: 0.1,
-        conv: Default::default(),
+        // The rest as the tiny config: lr 1e-3 for both, default Adam and augmentation, one view.
+        ..crate::testing::tiny_pretrain()
     };
     let none = HashSet::new();
     // Two copies: a train-mode forward updates the running statistics, so the gradient probe

@@ -3,7 +3,7 @@ import { existsSync, readdirSync } from 'node:fs'
 import path from 'node:path'
 
 import { probeDevice } from '../../index.js'
-import { CUDA_PACKAGE, addonChoice, native } from '../../native.js'
+import { CUDA_PACKAGE, addonChoice, machineProbeInputs, native } from '../../native.js'
 
 export const usage = `cass doctor
 
@@ -51,7 +51,7 @@ export async function run(argv: string[]): Promise<void> {
   } catch (e) {
     lines.push(['addon', `none loads: ${(e as Error).message.split('\n')[0]}`])
   }
-  lines.push(['CUDA build', resolvable(CUDA_PACKAGE) ? `${CUDA_PACKAGE} installed` : `${CUDA_PACKAGE} not installed`])
+  lines.push(['CUDA build', `${CUDA_PACKAGE} ${machineProbeInputs().cudaEntry ? 'installed' : 'not installed'}`])
   const nvidia = '/proc/driver/nvidia/version'
   lines.push(['NVIDIA driver', existsSync(nvidia) ? 'present' : 'not found'])
   const icds = ['/usr/share/vulkan/icd.d', '/etc/vulkan/icd.d'].flatMap((d) => (existsSync(d) ? readdirSync(d) : []))
