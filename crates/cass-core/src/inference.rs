@@ -69,6 +69,12 @@ pub struct Restored {
     pub augment: AugmentConfig,
     pub num_classes: usize,
     pub softmax_scores: bool,
+    /// The network's architecture (the one of `net`'s kind is the one restored).
+    pub cnn: ResNetConfig,
+    pub vit: VitConfig,
+    /// Names of the classes of a fine-tuned classifier, in label order (empty when the training
+    /// data had none, and for pre-training checkpoints).
+    pub class_names: Vec<String>,
 }
 
 /// Restores a fine-tuned checkpoint, or one network of a pre-training checkpoint (then `arch`
@@ -101,6 +107,9 @@ pub fn restore(path: &Path, arch: Option<Arch>, backend: BackendChoice) -> Resul
                 augment: st.config.augment,
                 num_classes: st.config.num_classes,
                 softmax_scores: st.config.loss == ClassificationLoss::CrossEntropy,
+                class_names: st.config.class_names.clone(),
+                cnn,
+                vit,
             })
         }
         CheckpointKind::Pretrain => {
@@ -129,6 +138,9 @@ pub fn restore(path: &Path, arch: Option<Arch>, backend: BackendChoice) -> Resul
                 augment: pre.augment,
                 num_classes,
                 softmax_scores: false,
+                class_names: Vec::new(),
+                cnn,
+                vit,
             })
         }
     }

@@ -99,6 +99,7 @@ pub fn tiny_finetune(
         },
         backend: Default::default(),
         conv: Default::default(),
+        class_names: Vec::new(),
     }
 }
 

@@ -179,6 +179,33 @@ impl Learner for FinetuneLearner<'_> {
     }
 }
 
+/// Class names are kept in `state.json` and answered with every prediction: one per class, short
+/// and distinct, or none at all.
+fn check_class_names(names: &[String], num_classes: usize) -> Result<(), CassError> {
+    const MAX_NAME: usize = 256;
+    if names.is_empty() {
+        return Ok(());
+    }
+    if names.len() != num_classes {
+        return Err(CassError::config(
+            "class_names",
+            format!("has {} names for {num_classes} classes", names.len()),
+        ));
+    }
+    for (i, n) in names.iter().enumerate() {
+        if n.is_empty() || n.len() > MAX_NAME || n.chars().any(char::is_control) {
+            return Err(CassError::config(
+                format!("class_names[{i}]"),
+                format!("must be 1 to {MAX_NAME} bytes without control characters"),
+            ));
+        }
+        if names[..i].contains(n) {
+            return Err(CassError::config(format!("class_names[{i}]"), format!("repeats {n:?}")));
+        }
+    }
+    Ok(())
+}
+
 /// Fine-tunes one network on `train`, early-stopping on `val`, and writes the best weights to
 /// `out_dir/best`.
 pub fn finetune(
@@ -201,6 +228,7 @@ pub fn finetune(
     if cfg.max_epochs == 0 {
         return Err(CassError::config("max_epochs", "must be at least 1"));
     }
+    check_class_names(&cfg.class_names, cfg.num_classes)?;
     train.check("train", cfg.num_classes)?;
     val.check("val", cfg.num_classes)?;
     let mut counts = vec![0usize; cfg.num_classes];

@@ -60,6 +60,10 @@ pub struct FinetuneConfig {
     /// How the CNN's convolutions are computed (see [`ConvStrategy`]).
     #[serde(default)]
     pub conv: ConvStrategy,
+    /// The classes' names in label order, kept in the checkpoint so that a loaded model answers
+    /// with names (empty: unnamed, answers carry indices only).
+    #[serde(default)]
+    pub class_names: Vec<String>,
 }
 
 /// Labelled samples: `indices[k]` into the image set has class `labels[k]`.
