@@ -16,6 +16,20 @@ export declare class BindingCancelToken {
   get cancelled(): boolean
 }
 
+/** A network restored on its engine thread (see the module's doc). */
+export declare class BindingModel {
+  get info(): ModelInfo
+  /** Queues `count` images (`imageSize` squared, RGB, 8 bits) for `scores` or `embed`. */
+  run(ask: string, pixels: Uint8Array, count: number): Promise<ModelOutput>
+  /**
+   * Frees the network once the calls queued before it are answered; later calls are an
+   * error (`model-closed`). Closing twice is harmless.
+   */
+  close(): Promise<undefined>
+  /** Whether `close()` was called. */
+  get closed(): boolean
+}
+
 export interface AdamOptions {
   beta1: number
   beta2: number
@@ -212,6 +226,11 @@ export interface FinetuneOptions {
   augment: AugmentOptions
   device: Device
   conv: Conv
+  /**
+   * The classes' names in label order, kept in the checkpoint for predictions (one per
+   * class, or none).
+   */
+  classNames?: Array<string>
 }
 
 /** How a fine-tuning ended. */
@@ -232,6 +251,12 @@ export interface FinetuneOutcome {
  * checkpoint folder itself) and says what it holds.
  */
 export declare function inspectCheckpoint(path: string): CheckpointInfo
+
+/**
+ * Restores a checkpoint's network (`arch` picks one of a pre-training checkpoint) and keeps it
+ * on an engine thread. Resolves once it is loaded.
+ */
+export declare function loadModel(checkpoint: string, arch?: Network | undefined | null, device?: Device | undefined | null, options?: ModelOptions | undefined | null): Promise<BindingModel>
 
 /** The classification loss of fine-tuning, `kind` names which. */
 export type LossOptions =
@@ -255,6 +280,51 @@ export interface Metrics {
   perClass: Array<PerClassMetrics>
   /** `confusion[true][predicted]`. */
   confusion: Array<Array<number>>
+}
+
+/** What a loaded model is and how it wants its input. */
+export interface ModelInfo {
+  /** `cnn` or `vit`. */
+  arch: string
+  /** `finetune` (a classifier) or `pretrain` (a backbone: embeddings only). */
+  kind: string
+  /** The method that wrote the checkpoint (e.g. `cass-finetune`, `dino-pretrain`). */
+  method: string
+  /** Pre-training: steps done; fine-tuning: the epoch whose weights were kept. */
+  step: number
+  /** Side of the square input the network takes. */
+  imageSize: number
+  /** Normalisation of inputs in [0, 1], per channel in `channelOrder`. */
+  mean: Array<number>
+  std: Array<number>
+  /** `rgb`, or `bgr` (weights imported from Keras). */
+  channelOrder: string
+  /** `softmax` (cross-entropy), `sigmoid` (the one-vs-rest focal losses) or `none` (no classifier). */
+  scoring: string
+  /** Classifier width (0 for a backbone). */
+  numClasses: number
+  /** Class names in label order (empty when the training data had none). */
+  classNames: Array<string>
+  /** Width of an embedding. */
+  featureDim: number
+  /** The network's shape: `cnn` for a ResNet, `vit` for a ViT. */
+  cnn?: ResNetOptions
+  vit?: VitOptions
+}
+
+/** How a loaded model batches the calls it gets. */
+export interface ModelOptions {
+  /** Most images computed together (default 32). */
+  maxBatch?: number
+  /** How long a batch waits for more calls once it has one, in milliseconds (default 0). */
+  batchWaitMs?: number
+}
+
+/** One answer: `rows` x `cols` values, row-major. */
+export interface ModelOutput {
+  values: Float32Array
+  rows: number
+  cols: number
 }
 
 /** Which of the two networks. */

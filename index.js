@@ -836,12 +836,14 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.BindingCancelToken = nativeBinding.BindingCancelToken
+module.exports.BindingModel = nativeBinding.BindingModel
 module.exports.availableBackends = nativeBinding.availableBackends
 module.exports.Block = nativeBinding.Block
 module.exports.ClassWeightingOptions = nativeBinding.ClassWeightingOptions
 module.exports.Conv = nativeBinding.Conv
 module.exports.Device = nativeBinding.Device
 module.exports.inspectCheckpoint = nativeBinding.inspectCheckpoint
+module.exports.loadModel = nativeBinding.loadModel
 module.exports.Network = nativeBinding.Network
 module.exports.probeDevice = nativeBinding.probeDevice
 module.exports.startEmbed = nativeBinding.startEmbed

@@ -86,6 +86,16 @@ export type {
   WarningEvent,
 } from './events.js'
 export { Job, type JobOptions } from './job.js'
+export {
+  type LoadModelOptions,
+  MAX_BATCH,
+  Model,
+  type ModelInfo,
+  type ModelInput,
+  type Prediction,
+  type RunOptions,
+  loadModel,
+} from './model.js'
 export { type AddonChoice, addonChoice } from './native.js'
 export { type CacheImages, type Images, type InMemoryImages, type LabelledSamples, checkPretrainOutDir } from './inputs.js'
 export { type LoadOptions, type LoadedDataset, type SourceFormat, type Split, loadDataset } from './data/dataset.js'
@@ -195,6 +205,11 @@ export interface FinetuneOptions extends JobOptions {
   val: LabelledSamples
   /** Output directory; the best weights go to `<outDir>/best`. */
   outDir: string
+  /**
+   * The classes' names in label order (e.g. a dataset's `classes`), kept in the checkpoint so a
+   * loaded model answers with names. One per class.
+   */
+  classNames?: string[]
 }
 
 /** Fine-tunes one network with early stopping on validation loss. */
@@ -224,7 +239,7 @@ export function finetune(options: FinetuneOptions): Job<FinetuneResult> {
               signal: options.signal,
               onProgress: weightsReporter(),
             })
-      const engineConfig = toNativeFinetuneConfig(config, { pretrained: from, weights })
+      const engineConfig = toNativeFinetuneConfig(config, { pretrained: from, weights, classNames: options.classNames })
       return native().startFinetune(engineConfig, images, train, val, outDir, token, onEvent)
     },
     toFinetuneResult,

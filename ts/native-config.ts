@@ -50,9 +50,16 @@ export function toNativePretrainConfig(c: PretrainConfig): Binding.PretrainOptio
 /** `start`: a pre-training checkpoint (`pretrained`), a weights file (`weights`), or random weights. */
 export function toNativeFinetuneConfig(
   c: FinetuneConfig,
-  start: { pretrained?: string; weights?: string } = {},
+  start: { pretrained?: string; weights?: string; classNames?: string[] } = {},
 ): Binding.FinetuneOptions {
-  return { ...c, ...networkShapes(c), augment: { ...c.augment }, pretrained: start.pretrained, weights: start.weights }
+  return {
+    ...c,
+    ...networkShapes(c),
+    augment: { ...c.augment },
+    pretrained: start.pretrained,
+    weights: start.weights,
+    classNames: start.classNames,
+  }
 }
 
 export function toNativeDinoConfig(c: DinoConfig): Binding.DinoOptions {

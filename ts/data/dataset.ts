@@ -16,9 +16,8 @@ import { mkdirSync, statSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 
-import sharp from 'sharp'
-
 import { DataError } from '../errors.js'
+import { DEFAULT_MAX_PIXELS, decodeImage } from './decode.js'
 import { CacheWriter, type CacheIndex, defaultCacheDir, readCacheIndex } from './cache.js'
 import { type Discovered, type Item, type SourceFormat, type SplitName, discover } from './discover.js'
 import { stratifiedSplit } from './splits.js'
@@ -92,21 +91,21 @@ function cacheKey(d: Discovered, source: string, opts: LoadOptions): string {
   return h.digest('hex').slice(0, 24)
 }
 
-async function decode(item: Item, size: number, maxPixels: number): Promise<Buffer> {
-  const resize = { width: size, height: size, fit: 'fill' as const }
-  const img =
-    item.kind === 'file'
-      ? sharp(item.file, { limitInputPixels: maxPixels, failOn: 'truncated' })
-      : sharp(
-          Buffer.from(
-            item.array.pixels.buffer,
-            item.array.pixels.byteOffset + item.position * item.array.height * item.array.width * item.array.channels,
-            item.array.height * item.array.width * item.array.channels,
-          ),
-          { raw: { width: item.array.width, height: item.array.height, channels: item.array.channels } },
-        )
-  // 16-bit inputs are scaled to 8 bits, grayscale and alpha become plain RGB.
-  return img.resize(resize).removeAlpha().toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer()
+/** One discovered image through the shared decoder (`decode.ts`). */
+function decode(item: Item, size: number, maxPixels: number): Promise<Buffer> {
+  if (item.kind === 'file') return decodeImage({ file: item.file }, size, maxPixels)
+  const a = item.array
+  const bytes = a.height * a.width * a.channels
+  return decodeImage(
+    {
+      raw: a.pixels.subarray(item.position * bytes, (item.position + 1) * bytes),
+      width: a.width,
+      height: a.height,
+      channels: a.channels,
+    },
+    size,
+    maxPixels,
+  )
 }
 
 /**
@@ -126,7 +125,7 @@ export async function loadDataset(source: string, opts: LoadOptions): Promise<Lo
   let index = readCacheIndex(cacheFile)?.index
   let decoded = 0
   if (!index || index.key !== key) {
-    const maxPixels = opts.maxPixels ?? 100_000_000
+    const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS
     const writer = new CacheWriter(cacheFile, opts.size, opts.size)
     const names: string[] = []
     const labels: number[] = []

@@ -17,11 +17,13 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
 mod dino_options;
+mod model;
 mod options;
 mod outcomes;
 mod queries;
 mod shapes;
 pub use dino_options::*;
+pub use model::*;
 pub use options::*;
 pub use outcomes::*;
 pub use queries::*;
@@ -129,29 +131,31 @@ where
             move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
                 Ok(Ok(value)) => deferred.resolve(move |_| Ok(value)),
                 Ok(Err(e)) => deferred.reject(Error::from_reason(error_json(&e))),
-                Err(panic) => {
-                    let msg = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "unknown panic".into());
-                    // One panic is the user's to fix: a buffer over the device's limit.
-                    if let Some(e) = cass_core::device::device_limit(&msg) {
-                        return deferred.reject(Error::from_reason(error_json(&e)));
-                    }
-                    // A panic is a bug, not a problem with the user's data: it crosses with kind
-                    // `internal` and surfaces as a plain Error.
-                    let json = serde_json::json!({
-                        "kind": "internal",
-                        "code": "internal",
-                        "message": format!("the engine panicked (a bug in cass-ssl, please report it): {msg}"),
-                    });
-                    deferred.reject(Error::from_reason(json.to_string()))
-                }
+                Err(panic) => deferred.reject(panic_error(&panic)),
             },
         )
         .map_err(|e| Error::from_reason(format!("could not start a thread: {e}")))?;
     Ok(PromiseRaw::new(env.raw(), promise.raw()))
+}
+
+/// A caught panic as the error a Promise rejects with. One panic is the user's to fix (a buffer
+/// over the device's limit); any other is a bug, not a problem with the user's data: it crosses
+/// with kind `internal` and surfaces as a plain Error.
+fn panic_error(panic: &Box<dyn std::any::Any + Send>) -> Error {
+    let msg = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into());
+    if let Some(e) = cass_core::device::device_limit(&msg) {
+        return Error::from_reason(error_json(&e));
+    }
+    let json = serde_json::json!({
+        "kind": "internal",
+        "code": "internal",
+        "message": format!("the engine panicked (a bug in cass-ssl, please report it): {msg}"),
+    });
+    Error::from_reason(json.to_string())
 }
 
 fn forward(

@@ -107,6 +107,9 @@ pub struct FinetuneOptions {
     pub augment: AugmentOptions,
     pub device: Device,
     pub conv: Conv,
+    /// The classes' names in label order, kept in the checkpoint for predictions (one per
+    /// class, or none).
+    pub class_names: Option<Vec<String>>,
 }
 fn weights(path: Option<String>, ignore_head: bool) -> Option<InitWeights> {
     path.map(|p| InitWeights {
@@ -191,6 +194,7 @@ impl TryFrom<FinetuneOptions> for FinetuneConfig {
             augment: o.augment.try_into()?,
             backend: o.device.into(),
             conv: o.conv.into(),
+            class_names: o.class_names.unwrap_or_default(),
         })
     }
 }

@@ -73,6 +73,8 @@ export async function run(argv: string[]): Promise<void> {
     train: { indices: picked, labels: picked.map((i) => ds.labels[i]) },
     val: val.indices.length ? val : train,
     outDir: out,
+    // Kept in the checkpoint: `cass predict` and a loaded model answer with these names.
+    classNames: ds.classes.length === config.numClasses || input.numClasses === ds.classes.length ? ds.classes : undefined,
     signal: interruptible(),
     onProgress: progressReporter(`finetune ${config.arch} ${fraction * 100}%`),
   })

@@ -1,0 +1,421 @@
+//! A loaded model across the door: `loadModel` restores a network on its own engine thread,
+//! which keeps it until `close()` (or until the JavaScript object is collected). Calls queue to
+//! that thread and never block the event loop.
+//!
+//! Batching: the thread takes the first queued call, then every call already queued behind it
+//! (same question, up to `maxBatch` images in all), waiting up to `batchWaitMs` more for late
+//! ones (0 by default: no call is ever held back for company). While one batch computes, new
+//! calls queue, so under load the batches fill by themselves and an idle model answers one image
+//! as fast as it can. Scores do not depend on the batch (evaluation mode: BatchNorm uses its
+//! running statistics), which `cass-core`'s model tests check.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+use cass_core::augment::ChannelOrder;
+use cass_core::checkpoint::CheckpointKind;
+use cass_core::models::{Arch, BlockKind};
+use cass_core::{Ask, CassError, LoadedModel, Pixels, Scoring};
+use napi::bindgen_prelude::*;
+use napi::{Env, JsDeferred};
+use napi_derive::napi;
+
+use crate::shapes::{Block, Device, Network, ResNetOptions, VitOptions};
+use crate::{error_json, invalid, panic_error, spawn_job};
+
+/// Calls waiting beyond this many are refused (`model-busy`) instead of growing the queue
+/// without bound under a flood of requests.
+const QUEUE_LIMIT: usize = 4096;
+/// The most images one batch (and one call) may hold.
+const MAX_BATCH_LIMIT: u32 = 1024;
+
+/// What a loaded model is and how it wants its input.
+#[napi(object)]
+pub struct ModelInfo {
+    /// `cnn` or `vit`.
+    pub arch: String,
+    /// `finetune` (a classifier) or `pretrain` (a backbone: embeddings only).
+    pub kind: String,
+    /// The method that wrote the checkpoint (e.g. `cass-finetune`, `dino-pretrain`).
+    pub method: String,
+    /// Pre-training: steps done; fine-tuning: the epoch whose weights were kept.
+    pub step: f64,
+    /// Side of the square input the network takes.
+    pub image_size: u32,
+    /// Normalisation of inputs in [0, 1], per channel in `channelOrder`.
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+    /// `rgb`, or `bgr` (weights imported from Keras).
+    pub channel_order: String,
+    /// `softmax` (cross-entropy), `sigmoid` (the one-vs-rest focal losses) or `none` (no classifier).
+    pub scoring: String,
+    /// Classifier width (0 for a backbone).
+    pub num_classes: u32,
+    /// Class names in label order (empty when the training data had none).
+    pub class_names: Vec<String>,
+    /// Width of an embedding.
+    pub feature_dim: u32,
+    /// The network's shape: `cnn` for a ResNet, `vit` for a ViT.
+    pub cnn: Option<ResNetOptions>,
+    pub vit: Option<VitOptions>,
+}
+
+fn model_info(i: &cass_core::ModelInfo) -> ModelInfo {
+    ModelInfo {
+        arch: i.arch.name().into(),
+        kind: match i.kind {
+            CheckpointKind::Pretrain => "pretrain".into(),
+            CheckpointKind::Finetune => "finetune".into(),
+        },
+        method: i.method.clone(),
+        step: i.step as f64,
+        image_size: i.image_size as u32,
+        mean: i.mean.iter().map(|&v| v as f64).collect(),
+        std: i.std.iter().map(|&v| v as f64).collect(),
+        channel_order: match i.channel_order {
+            ChannelOrder::Rgb => "rgb".into(),
+            ChannelOrder::Bgr => "bgr".into(),
+        },
+        scoring: match i.scoring {
+            Scoring::Softmax => "softmax".into(),
+            Scoring::Sigmoid => "sigmoid".into(),
+            Scoring::None => "none".into(),
+        },
+        num_classes: i.num_classes as u32,
+        class_names: i.class_names.clone(),
+        feature_dim: i.feature_dim as u32,
+        cnn: (i.arch == Arch::Cnn).then(|| ResNetOptions {
+            block: match i.cnn.block {
+                BlockKind::Basic => Block::Basic,
+                BlockKind::Bottleneck => Block::Bottleneck,
+            },
+            layers: i.cnn.layers.iter().map(|&l| l as u32).collect(),
+            base_width: i.cnn.base_width as u32,
+            stride_in_1x1: i.cnn.stride_in_1x1,
+            bn_eps: i.cnn.bn_eps,
+        }),
+        vit: (i.arch == Arch::Vit).then(|| VitOptions {
+            patch_size: i.vit.patch_size as u32,
+            embed_dim: i.vit.embed_dim as u32,
+            depth: i.vit.depth as u32,
+            num_heads: i.vit.num_heads as u32,
+            mlp_ratio: i.vit.mlp_ratio,
+        }),
+    }
+}
+
+/// How a loaded model batches the calls it gets.
+#[napi(object)]
+pub struct ModelOptions {
+    /// Most images computed together (default 32).
+    pub max_batch: Option<u32>,
+    /// How long a batch waits for more calls once it has one, in milliseconds (default 0).
+    pub batch_wait_ms: Option<f64>,
+}
+
+/// One answer: `rows` x `cols` values, row-major.
+#[napi(object)]
+pub struct ModelOutput {
+    pub values: Float32Array,
+    pub rows: u32,
+    pub cols: u32,
+}
+
+type Resolver = Box<dyn FnOnce(Env) -> Result<ModelOutput> + Send>;
+type CloseResolver = Box<dyn FnOnce(Env) -> Result<()> + Send>;
+
+struct Call {
+    ask: Ask,
+    pixels: Vec<u8>,
+    count: usize,
+    deferred: JsDeferred<ModelOutput, Resolver>,
+}
+
+enum Message {
+    Call(Call),
+    Close(JsDeferred<(), CloseResolver>),
+}
+
+/// A network restored on its engine thread (see the module's doc).
+#[napi]
+pub struct BindingModel {
+    queue: Mutex<Option<SyncSender<Message>>>,
+    info: cass_core::ModelInfo,
+}
+
+/// Restores a checkpoint's network (`arch` picks one of a pre-training checkpoint) and keeps it
+/// on an engine thread. Resolves once it is loaded.
+#[napi]
+pub fn load_model<'env>(
+    env: &'env Env,
+    checkpoint: String,
+    arch: Option<Network>,
+    device: Option<Device>,
+    options: Option<ModelOptions>,
+) -> Result<PromiseRaw<'env, BindingModel>> {
+    let backend = device.unwrap_or(Device::Auto).into();
+    let arch: Option<Arch> = arch.map(Into::into);
+    let options = options.unwrap_or(ModelOptions {
+        max_batch: None,
+        batch_wait_ms: None,
+    });
+    let max_batch = options.max_batch.unwrap_or(32);
+    if max_batch == 0 || max_batch > MAX_BATCH_LIMIT {
+        return Err(invalid(CassError::config(
+            "maxBatch",
+            format!("must be an integer from 1 to {MAX_BATCH_LIMIT}, got {max_batch}"),
+        )));
+    }
+    let wait = options.batch_wait_ms.unwrap_or(0.0);
+    if !(0.0..=1000.0).contains(&wait) {
+        return Err(invalid(CassError::config(
+            "batchWaitMs",
+            format!("must be from 0 to 1000 milliseconds, got {wait}"),
+        )));
+    }
+    let batching = Batching {
+        max_images: max_batch as usize,
+        wait: Duration::from_secs_f64(wait / 1000.0),
+    };
+    spawn_job(env, "load-model", move || {
+        let (tx, rx) = sync_channel::<Message>(QUEUE_LIMIT);
+        let (loaded_tx, loaded_rx) = sync_channel(1);
+        // The network lives and dies on this thread; the loader only waits for its first word.
+        std::thread::Builder::new()
+            .name("cass-model".into())
+            .spawn(move || {
+                let loaded = std::panic::catch_unwind(|| LoadedModel::load(&PathBuf::from(checkpoint), arch, backend));
+                let model = match loaded {
+                    Ok(Ok(m)) => m,
+                    Ok(Err(e)) => return drop(loaded_tx.send(Err(e))),
+                    Err(p) => return drop(loaded_tx.send(Err(panic_as_error(p)))),
+                };
+                if loaded_tx.send(Ok(model.info().clone())).is_ok() {
+                    serve(model, rx, batching);
+                }
+            })
+            .map_err(|e| CassError::Backend {
+                message: format!("could not start the model's thread: {e}"),
+            })?;
+        let info = loaded_rx.recv().map_err(|_| CassError::Backend {
+            message: "the model's thread ended before loading".into(),
+        })??;
+        Ok(BindingModel {
+            queue: Mutex::new(Some(tx)),
+            info,
+        })
+    })
+}
+
+fn panic_as_error(p: Box<dyn std::any::Any + Send>) -> CassError {
+    let msg = p
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into());
+    cass_core::device::device_limit(&msg).unwrap_or(CassError::Backend {
+        message: format!("the engine panicked while loading (a bug in cass-ssl, please report it): {msg}"),
+    })
+}
+
+#[derive(Clone, Copy)]
+struct Batching {
+    max_images: usize,
+    wait: Duration,
+}
+
+/// The engine thread's loop: batch, compute, answer, until closed or forgotten.
+fn serve(model: LoadedModel, rx: Receiver<Message>, b: Batching) {
+    let mut held: Option<Message> = None;
+    loop {
+        let first = match held.take() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return, // every handle dropped: the model goes with this thread
+            },
+        };
+        let call = match first {
+            Message::Call(c) => c,
+            Message::Close(done) => return close(model, done),
+        };
+        let ask = call.ask;
+        let mut images = call.count;
+        let mut batch = vec![call];
+        let deadline = Instant::now() + b.wait;
+        while images < b.max_images {
+            let next = if b.wait.is_zero() {
+                rx.try_recv().ok()
+            } else {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+                }
+            };
+            match next {
+                Some(Message::Call(c)) if c.ask == ask && images + c.count <= b.max_images => {
+                    images += c.count;
+                    batch.push(c);
+                }
+                Some(other) => {
+                    held = Some(other);
+                    break;
+                }
+                None => break,
+            }
+        }
+        answer(&model, ask, batch, images);
+    }
+}
+
+fn answer(model: &LoadedModel, ask: Ask, batch: Vec<Call>, images: usize) {
+    let cols = model.row_width(ask);
+    let mut bytes = Vec::with_capacity(batch.iter().map(|c| c.pixels.len()).sum());
+    for c in &batch {
+        bytes.extend_from_slice(&c.pixels);
+    }
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        model.run(
+            ask,
+            &Pixels {
+                bytes: &bytes,
+                count: images,
+            },
+        )
+    }));
+    match result {
+        Ok(Ok(values)) => {
+            let mut at = 0;
+            for c in batch {
+                let rows = values[at * cols..(at + c.count) * cols].to_vec();
+                at += c.count;
+                let count = c.count as u32;
+                c.deferred.resolve(Box::new(move |_| {
+                    Ok(ModelOutput {
+                        values: Float32Array::new(rows),
+                        rows: count,
+                        cols: cols as u32,
+                    })
+                }));
+            }
+        }
+        Ok(Err(e)) => {
+            for c in batch {
+                c.deferred.reject(Error::from_reason(error_json(&e)));
+            }
+        }
+        Err(p) => {
+            for c in batch {
+                c.deferred.reject(panic_error(&p));
+            }
+        }
+    }
+}
+
+fn close(model: LoadedModel, done: JsDeferred<(), CloseResolver>) {
+    drop(model); // frees the weights (on the device too) before `close()` resolves
+    done.resolve(Box::new(|_| Ok(())));
+}
+
+fn closed() -> Error {
+    invalid(CassError::data(
+        "model-closed",
+        "this model is closed: load it again to use it",
+        None,
+    ))
+}
+
+#[napi]
+impl BindingModel {
+    #[napi(getter)]
+    pub fn info(&self) -> ModelInfo {
+        model_info(&self.info)
+    }
+
+    /// Queues `count` images (`imageSize` squared, RGB, 8 bits) for `scores` or `embed`.
+    #[napi]
+    pub fn run<'env>(
+        &self,
+        env: &'env Env,
+        ask: String,
+        pixels: Uint8Array,
+        count: u32,
+    ) -> Result<PromiseRaw<'env, ModelOutput>> {
+        let ask = match ask.as_str() {
+            "scores" => Ask::Scores,
+            "embed" => Ask::Embed,
+            other => {
+                return Err(invalid(CassError::config(
+                    "ask",
+                    format!("expected scores or embed, got {other:?}"),
+                )));
+            }
+        };
+        let side = self.info.image_size;
+        if count == 0 || count > MAX_BATCH_LIMIT || pixels.len() != count as usize * side * side * 3 {
+            return Err(invalid(CassError::config(
+                "images",
+                format!(
+                    "expected 1 to {MAX_BATCH_LIMIT} images of {side} x {side} x 3 bytes ({count} given as {} bytes)",
+                    pixels.len()
+                ),
+            )));
+        }
+        let guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = guard.as_ref().ok_or_else(closed)?;
+        let (deferred, promise) = env.create_deferred::<ModelOutput, Resolver>()?;
+        let call = Call {
+            ask,
+            pixels: pixels.to_vec(),
+            count: count as usize,
+            deferred,
+        };
+        match queue.try_send(Message::Call(call)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(Message::Call(c))) => c.deferred.reject(invalid(CassError::data(
+                "model-busy",
+                format!("{QUEUE_LIMIT} calls are already waiting for this model: retry later"),
+                None,
+            ))),
+            Err(TrySendError::Disconnected(Message::Call(c))) => c.deferred.reject(closed()),
+            Err(_) => unreachable!("only calls are sent here"),
+        }
+        Ok(PromiseRaw::new(env.raw(), promise.raw()))
+    }
+
+    /// Frees the network once the calls queued before it are answered; later calls are an
+    /// error (`model-closed`). Closing twice is harmless.
+    #[napi]
+    pub fn close<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let (deferred, promise) = env.create_deferred::<(), CloseResolver>()?;
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match queue {
+            Some(q) => match q.try_send(Message::Close(deferred)) {
+                Ok(()) => {}
+                // Close must reach the thread even when the queue is full, without blocking the
+                // event loop: a helper thread waits for room.
+                Err(TrySendError::Full(m)) => {
+                    std::thread::spawn(move || {
+                        if let Err(e) = q.send(m) {
+                            if let Message::Close(d) = e.0 {
+                                d.resolve(Box::new(|_| Ok(())));
+                            }
+                        }
+                    });
+                }
+                Err(TrySendError::Disconnected(Message::Close(d))) => d.resolve(Box::new(|_| Ok(()))),
+                Err(TrySendError::Disconnected(_)) => unreachable!("only a close is sent here"),
+            },
+            None => deferred.resolve(Box::new(|_| Ok(()))),
+        }
+        Ok(PromiseRaw::new(env.raw(), promise.raw()))
+    }
+
+    /// Whether `close()` was called.
+    #[napi(getter)]
+    pub fn closed(&self) -> bool {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+    }
+}

@@ -1,0 +1,285 @@
+/**
+ * A trained network kept loaded in this process: `loadModel(checkpoint)` restores it once on an
+ * engine thread, then `predict` and `embed` answer for new images until `close()`. The shape
+ * Node users know from onnxruntime-node's `InferenceSession.create` / `run` and
+ * transformers.js's `pipeline` / `dispose`.
+ *
+ * Inputs are decoded and resized exactly as the training data was (`data/decode.ts`), then
+ * queued to the engine thread. Many concurrent calls are safe, and the engine computes the calls
+ * queued at the same moment as one batch (see `crates/cass-node/src/model.rs`): a server whose
+ * requests arrive one image at a time gets batches under load without any code of its own.
+ */
+import path from 'node:path'
+
+import { type DeviceName, deviceSchema } from './config.js'
+import { type ImageSource, decodeImage } from './data/decode.js'
+import { ConfigError, DataError, fromNative } from './errors.js'
+import type { Embeddings } from './events.js'
+import type { InMemoryImages } from './inputs.js'
+import { native } from './native.js'
+import type * as Binding from '../index.js'
+
+export interface LoadModelOptions {
+  /** Where the network runs (default `auto`: CUDA, else a wgpu GPU, else the CPU). */
+  device?: DeviceName
+  /** Which network of a pre-training checkpoint (`cnn` or `vit`); a fine-tuned one has one. */
+  arch?: 'cnn' | 'vit'
+  /** Most images the engine computes together, across concurrent calls (default 32). */
+  maxBatch?: number
+  /**
+   * How long a batch, once it has a call, waits for more, in milliseconds (default 0: it takes
+   * what is queued already and never holds a call back; under load, calls queue while the
+   * previous batch computes, so batches fill by themselves).
+   */
+  batchWaitMs?: number
+}
+
+/** What a loaded model is and how it takes its input. */
+export interface ModelInfo {
+  arch: 'cnn' | 'vit'
+  /** `finetune`: a classifier; `pretrain`: a backbone of a self-supervised run (embeddings only). */
+  kind: 'finetune' | 'pretrain'
+  /** The method that wrote the checkpoint, e.g. `cass-finetune`, `dino-pretrain`. */
+  method: string
+  /** Pre-training: steps done; fine-tuning: the epoch whose weights were kept. */
+  step: number
+  /** Side of the square input; every image is resized to it as training did. */
+  imageSize: number
+  /** Normalisation applied to inputs in [0, 1], per channel in `channelOrder`. */
+  mean: [number, number, number]
+  std: [number, number, number]
+  channelOrder: 'rgb' | 'bgr'
+  /** How scores are read from the logits: as the fine-tuning loss defined them. */
+  scoring: 'softmax' | 'sigmoid' | 'none'
+  numClasses: number
+  /** Class names in label order (from the training data); empty when it had none. */
+  classNames: string[]
+  /** Width of an embedding. */
+  featureDim: number
+  /** The network's shape. */
+  cnn?: Binding.ResNetOptions
+  vit?: Binding.VitOptions
+}
+
+/**
+ * Images for `predict` and `embed`: a file path, an encoded image (`Buffer`/`Uint8Array` of a
+ * PNG, JPEG, ...), a list of either, or decoded RGB pixels of any size.
+ */
+export type ModelInput = string | Uint8Array | readonly (string | Uint8Array)[] | InMemoryImages
+
+export interface Prediction {
+  /** One score per class: softmax probabilities (cross-entropy) or one-vs-rest sigmoids (focal losses). */
+  scores: Float32Array
+  /** The class with the highest score. */
+  classIndex: number
+  /** Its name from the training data, or its index as a string when the data named none. */
+  className: string
+}
+
+export interface RunOptions {
+  /** Images per call to the engine (default 32); calls are pipelined with decoding. */
+  batchSize?: number
+}
+
+/** The most images one engine call (and one batch) holds; the binding enforces it too. */
+export const MAX_BATCH = 1024
+
+const isInMemory = (x: ModelInput): x is InMemoryImages =>
+  typeof x === 'object' && !(x instanceof Uint8Array) && !Array.isArray(x) && 'pixels' in x
+
+/** Turns an input into one source per image, checking what can be checked without decoding. */
+function sources(input: ModelInput): { count: number; at: (i: number) => ImageSource } {
+  if (typeof input === 'string' || input instanceof Uint8Array) return sources([input])
+  if (Array.isArray(input)) {
+    const list = input as readonly (string | Uint8Array)[]
+    list.forEach((x, i) => {
+      if (typeof x !== 'string' && !(x instanceof Uint8Array)) {
+        throw new ConfigError(`invalid argument at \`input[${i}]\`: expected a file path or an encoded image`, `input[${i}]`, [])
+      }
+    })
+    return {
+      count: list.length,
+      at: (i) => {
+        const x = list[i]
+        return typeof x === 'string' ? { file: path.resolve(x) } : { encoded: x }
+      },
+    }
+  }
+  if (isInMemory(input)) {
+    const { pixels, count, height, width } = input
+    for (const [k, v] of Object.entries({ count, height, width })) {
+      if (!Number.isInteger(v) || v <= 0)
+        throw new ConfigError(`invalid argument at \`input.${k}\`: expected a positive integer`, `input.${k}`, [])
+    }
+    const bytes = height * width * 3
+    if (!(pixels instanceof Uint8Array) || pixels.length !== count * bytes) {
+      throw new ConfigError(
+        `invalid argument at \`input.pixels\`: expected ${count * bytes} bytes (count x height x width x 3)`,
+        'input.pixels',
+        [],
+      )
+    }
+    return { count, at: (i) => ({ raw: pixels.subarray(i * bytes, (i + 1) * bytes), width, height, channels: 3 }) }
+  }
+  throw new ConfigError(
+    'invalid argument at `input`: expected a path, an encoded image, a list of them, or { pixels, count, height, width }',
+    'input',
+    [],
+  )
+}
+
+function checkInt(value: number | undefined, field: string, max: number, fallback: number): number {
+  if (value === undefined) return fallback
+  if (!Number.isInteger(value) || value < 1 || value > max) {
+    throw new ConfigError(`invalid argument at \`${field}\`: expected an integer from 1 to ${max}, got ${value}`, field, [])
+  }
+  return value
+}
+
+/** A loaded network; see the module's doc. */
+export class Model {
+  readonly info: ModelInfo
+  readonly #native: Binding.BindingModel
+
+  /** @internal use {@link loadModel} */
+  constructor(handle: Binding.BindingModel) {
+    this.#native = handle
+    const i = handle.info
+    this.info = {
+      arch: i.arch as ModelInfo['arch'],
+      kind: i.kind as ModelInfo['kind'],
+      method: i.method,
+      step: i.step,
+      imageSize: i.imageSize,
+      mean: i.mean as ModelInfo['mean'],
+      std: i.std as ModelInfo['std'],
+      channelOrder: i.channelOrder as ModelInfo['channelOrder'],
+      scoring: i.scoring as ModelInfo['scoring'],
+      numClasses: i.numClasses,
+      classNames: i.classNames,
+      featureDim: i.featureDim,
+      ...(i.cnn ? { cnn: i.cnn } : {}),
+      ...(i.vit ? { vit: i.vit } : {}),
+    }
+  }
+
+  /** Whether `close()` was called. */
+  get closed(): boolean {
+    return this.#native.closed
+  }
+
+  /** Class scores of every image, with the predicted class. */
+  async predict(input: ModelInput, options: RunOptions = {}): Promise<Prediction[]> {
+    if (this.info.scoring === 'none') {
+      throw new DataError(
+        `this is the ${this.info.arch} backbone of a ${this.info.method} checkpoint: it has no classifier to predict with; use embed, or fine-tune it first`,
+        'no-classifier',
+      )
+    }
+    const { values, rows, cols } = await this.#run('scores', input, options)
+    const names = this.info.classNames
+    return Array.from({ length: rows }, (_, r) => {
+      const scores = values.slice(r * cols, (r + 1) * cols)
+      let best = 0
+      for (let c = 1; c < cols; c++) if (scores[c] > scores[best]) best = c
+      return { scores, classIndex: best, className: names[best] ?? String(best) }
+    })
+  }
+
+  /** Pooled embeddings (`forward_features`), row-major `[count, dim]`. */
+  async embed(input: ModelInput, options: RunOptions = {}): Promise<Embeddings> {
+    const { values, rows, cols } = await this.#run('embed', input, options)
+    return { dim: cols, count: rows, features: values }
+  }
+
+  /** Frees the network (on its device too) once calls already made are answered. */
+  async close(): Promise<void> {
+    await this.#native.close()
+  }
+
+  async #run(
+    ask: 'scores' | 'embed',
+    input: ModelInput,
+    options: RunOptions,
+  ): Promise<{ values: Float32Array; rows: number; cols: number }> {
+    if (this.#native.closed) throw new DataError('this model is closed: load it again to use it', 'model-closed')
+    const batch = checkInt(options.batchSize, 'batchSize', MAX_BATCH, 32)
+    const { count, at } = sources(input)
+    if (count === 0) return { values: new Float32Array(0), rows: 0, cols: 0 }
+    const side = this.info.imageSize
+    const decodeChunk = async (start: number): Promise<Buffer> => {
+      const end = Math.min(count, start + batch)
+      const parts = await Promise.all(
+        Array.from({ length: end - start }, (_, k) =>
+          decodeImage(at(start + k), side).catch((e: Error) => {
+            const src = at(start + k)
+            const where = 'file' in src ? src.file : `input[${start + k}]`
+            throw new DataError(
+              `${where}: cannot decode the image (${e.message})`,
+              'bad-image',
+              'file' in src ? src.file : undefined,
+            )
+          }),
+        ),
+      )
+      return Buffer.concat(parts)
+    }
+    // Decoding the next chunk overlaps the engine's work on this one.
+    const outputs: Binding.ModelOutput[] = []
+    let next = decodeChunk(0)
+    for (let start = 0; start < count; start += batch) {
+      const pixels = await next
+      const n = Math.min(batch, count - start)
+      let pending: Promise<Binding.ModelOutput>
+      try {
+        pending = this.#native.run(ask, pixels, n)
+      } catch (e) {
+        throw fromNative(e)
+      }
+      if (start + batch < count) next = decodeChunk(start + batch)
+      try {
+        outputs.push(await pending)
+      } catch (e) {
+        throw fromNative(e)
+      }
+    }
+    if (outputs.length === 1) return { values: outputs[0].values, rows: outputs[0].rows, cols: outputs[0].cols }
+    const cols = outputs[0].cols
+    const values = new Float32Array(count * cols)
+    let at2 = 0
+    for (const o of outputs) {
+      values.set(o.values, at2)
+      at2 += o.values.length
+    }
+    return { values, rows: count, cols }
+  }
+}
+
+/**
+ * Restores a checkpoint's network and keeps it loaded: a fine-tuned classifier, or one backbone
+ * of a pre-training checkpoint (`arch` picks it). Accepts an output folder or the checkpoint
+ * folder itself.
+ */
+export async function loadModel(checkpoint: string, options: LoadModelOptions = {}): Promise<Model> {
+  if (typeof checkpoint !== 'string' || checkpoint === '') {
+    throw new ConfigError('invalid argument at `checkpoint`: expected a folder path', 'checkpoint', [])
+  }
+  const device = options.device
+  if (device !== undefined && !deviceSchema.safeParse(device).success) {
+    throw new ConfigError(`invalid argument at \`device\`: expected cpu, cuda, wgpu or auto, got ${String(device)}`, 'device', [])
+  }
+  if (options.arch !== undefined && options.arch !== 'cnn' && options.arch !== 'vit') {
+    throw new ConfigError(`invalid argument at \`arch\`: expected cnn or vit, got ${String(options.arch)}`, 'arch', [])
+  }
+  const maxBatch = checkInt(options.maxBatch, 'maxBatch', MAX_BATCH, 32)
+  const wait = options.batchWaitMs ?? 0
+  if (typeof wait !== 'number' || !(wait >= 0 && wait <= 1000)) {
+    throw new ConfigError(`invalid argument at \`batchWaitMs\`: expected 0 to 1000, got ${String(wait)}`, 'batchWaitMs', [])
+  }
+  try {
+    const handle = await native().loadModel(path.resolve(checkpoint), options.arch, device, { maxBatch, batchWaitMs: wait })
+    return new Model(handle)
+  } catch (e) {
+    throw fromNative(e)
+  }
+}
