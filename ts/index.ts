@@ -31,7 +31,9 @@ import {
   checkOutDir,
   checkPretrainOutDir,
 } from './inputs.js'
+import { checkReplaceable } from './io/output-file.js'
 import { native } from './native.js'
+import { exportOnnx } from './onnx/checkpoint.js'
 import { weightsReporter } from './progress.js'
 import type { WeightsEvent } from './weights/hub.js'
 import {
@@ -86,6 +88,7 @@ export type {
   WarningEvent,
 } from './events.js'
 export { Job, type JobOptions } from './job.js'
+export { ONNX_OPSET, type OnnxNetworkSpec, buildOnnx } from './onnx/export.js'
 export {
   type LoadModelOptions,
   MAX_BATCH,
@@ -307,12 +310,24 @@ export interface ExportOptions {
   checkpoint: string
   /** Which network of a pre-training checkpoint. */
   arch?: 'cnn' | 'vit'
-  /** The `.safetensors` file to write (timm names; `timm.create_model(...).load_state_dict` reads it). */
+  /**
+   * The file to write. `safetensors` (default): timm names, `timm.create_model(...).load_state_dict`
+   * reads it. `onnx`: the network as an ONNX graph (opset 17, dynamic batch), input RGB in [0, 1]
+   * at the model's size with the normalisation inside the graph; a fine-tuned classifier's
+   * output is its logits, a backbone's its pooled features.
+   */
   out: string
+  format?: 'safetensors' | 'onnx'
 }
 
-/** Exports a network as timm-compatible safetensors. Resolves to the written path. */
+/** Exports a network as timm-compatible safetensors or as ONNX. Resolves to the written path. */
 export async function exportWeights(options: ExportOptions): Promise<string> {
+  const format = options.format ?? 'safetensors'
+  if (format !== 'safetensors' && format !== 'onnx') {
+    throw new ConfigError(`invalid argument at \`format\`: expected safetensors or onnx, got ${String(format)}`, 'format', [])
+  }
+  if (format === 'onnx') return exportOnnx(options)
+  checkReplaceable(path.resolve(options.out))
   try {
     return await native().startExport(path.resolve(options.checkpoint), options.arch, path.resolve(options.out))
   } catch (e) {
