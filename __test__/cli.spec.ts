@@ -21,7 +21,7 @@ const cass = (...args: string[]) =>
 test('help and usage errors have documented exit codes', (t) => {
   const help = cass('--help')
   t.is(help.status, 0)
-  for (const c of ['pretrain', 'finetune', 'evaluate', 'embed', 'demo']) t.regex(help.stdout, new RegExp(`cass ${c}`))
+  for (const c of ['pretrain', 'finetune', 'evaluate', 'embed', 'predict', 'demo']) t.regex(help.stdout, new RegExp(`cass ${c}`))
   t.is(cass('pretrain', '--help').status, 0)
   const unknown = cass('frobnicate')
   t.is(unknown.status, 2)
@@ -176,6 +176,52 @@ test('pretrain -> finetune -> evaluate -> embed on an image folder', async (t) =
   const ev = cass('evaluate', '--checkpoint', path.join(dir, 'ft'), '--data', path.join(dir, 'data'), ...cache)
   t.is(ev.status, 0, ev.stderr)
   t.deepEqual(JSON.parse(ev.stdout).metrics, metrics.metrics)
+
+  // predict on the same split gives the classes evaluate's confusion matrix counts, with the
+  // folders' class names kept in the checkpoint.
+  const pr = cass('predict', '--checkpoint', path.join(dir, 'ft'), '--data', path.join(dir, 'data'), '--split', 'test', ...cache)
+  t.is(pr.status, 0, pr.stderr)
+  const [header, ...rows] = pr.stdout.trim().split('\n')
+  t.is(header, '"image","label","predicted","score_c0","score_c1"')
+  const confusion = [
+    [0, 0],
+    [0, 0],
+  ]
+  for (const row of rows) {
+    const [, label, predicted, ...scores] = row.split(',')
+    confusion[Number(label.slice(2, 3))][Number(predicted.slice(2, 3))]++
+    t.true(Math.abs(scores.map(Number).reduce((a, b) => a + b) - 1) < 1e-5) // softmax scores
+  }
+  t.deepEqual(confusion, metrics.metrics.confusion)
+  // JSON lines to a file; a folder of unlabelled images works too.
+  const jsonl = path.join(dir, 'p.jsonl')
+  const unlabelled = cass(
+    'predict',
+    '--checkpoint',
+    path.join(dir, 'ft'),
+    '--data',
+    path.join(dir, 'data', 'c0'),
+    '--out',
+    jsonl,
+    ...cache,
+  )
+  t.is(unlabelled.status, 0, unlabelled.stderr)
+  const answers = readFileSync(jsonl, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+  t.is(answers.length, 12)
+  t.true(answers.every((a) => ['c0', 'c1'].includes(a.predicted) && a.label === undefined && Object.keys(a.scores).length === 2))
+  // A pre-training checkpoint has no classifier: a usage error naming what works.
+  const noHead = cass('predict', '--checkpoint', path.join(dir, 'pre'), '--data', path.join(dir, 'data'), ...cache)
+  t.is(noHead.status, 2)
+  t.regex(noHead.stderr, /no classifier/)
+  // The fine-tuned classifier as ONNX, from the command line.
+  const onnxOut = path.join(dir, 'ft.onnx')
+  const ex = cass('weights', 'export', '--checkpoint', path.join(dir, 'ft'), '--out', onnxOut)
+  t.is(ex.status, 0, ex.stderr)
+  t.is(JSON.parse(ex.stdout).out, onnxOut)
+  t.true(readFileSync(onnxOut).length > 1000)
 
   const em = cass(
     'embed',

