@@ -169,17 +169,18 @@ impl LoadedModel {
         let plane = side * side;
         // HWC bytes -> CHW floats in [0, 1], as the training data's batches are assembled.
         let mut host = vec![0f32; pixels.bytes.len()];
-        for (img, out) in pixels.bytes.chunks_exact(3 * plane).zip(host.chunks_exact_mut(3 * plane)) {
+        for (img, out) in pixels
+            .bytes
+            .chunks_exact(3 * plane)
+            .zip(host.chunks_exact_mut(3 * plane))
+        {
             for p in 0..plane {
                 for c in 0..3 {
                     out[c * plane + p] = img[p * 3 + c] as f32 * (1.0 / 255.0);
                 }
             }
         }
-        let x = Tensor::<4>::from_data(
-            TensorData::new(host, [pixels.count, 3, side, side]),
-            &self.device,
-        );
+        let x = Tensor::<4>::from_data(TensorData::new(host, [pixels.count, 3, side, side]), &self.device);
         let x = augment::apply(x, None, side, &self.augment);
         let out = match ask {
             Ask::Embed => self.net.forward_features(x),

@@ -39,7 +39,16 @@ fn fixture(name: &str) -> Fixture {
     };
     let mut p = tiny_pretrain();
     p.epochs = 1;
-    crate::ssl::cass::pretrain(&p, set.clone(), vec![], &root.join("pre"), false, &mut Silent, &CancelToken::new()).unwrap();
+    crate::ssl::cass::pretrain(
+        &p,
+        set.clone(),
+        vec![],
+        &root.join("pre"),
+        false,
+        &mut Silent,
+        &CancelToken::new(),
+    )
+    .unwrap();
     let mut ft = tiny_finetune(Arch::Cnn, Init::Pretrained(root.join("pre/checkpoint")));
     ft.max_epochs = 1;
     ft.class_names = vec!["stripes".into(), "dots".into()];
@@ -62,7 +71,10 @@ fn a_loaded_classifier_answers_as_evaluate_scores_and_batching_changes_nothing()
     assert_eq!(info.num_classes, 2);
     assert_eq!(info.image_size, SIDE);
     // The tiny fine-tuning uses the paper's focal loss: one-vs-rest, so sigmoid scores.
-    assert_eq!(ClassificationLoss::paper() == ClassificationLoss::CrossEntropy, info.scoring == Scoring::Softmax);
+    assert_eq!(
+        ClassificationLoss::paper() == ClassificationLoss::CrossEntropy,
+        info.scoring == Scoring::Softmax
+    );
 
     let val: Vec<u8> = f.val.indices.iter().flat_map(|&i| image(&f, i).to_vec()).collect();
     let n = f.val.indices.len();
@@ -72,7 +84,15 @@ fn a_loaded_classifier_answers_as_evaluate_scores_and_batching_changes_nothing()
     // One image at a time gives the same scores as the batch: evaluation mode has no batch
     // statistics, so the binding may group callers' images freely.
     for (k, &i) in f.val.indices.iter().enumerate() {
-        let one = m.run(Ask::Scores, &Pixels { bytes: image(&f, i), count: 1 }).unwrap();
+        let one = m
+            .run(
+                Ask::Scores,
+                &Pixels {
+                    bytes: image(&f, i),
+                    count: 1,
+                },
+            )
+            .unwrap();
         for c in 0..2 {
             assert!((one[c] - batched[k * 2 + c]).abs() < 1e-5, "image {i} class {c}");
         }
@@ -95,14 +115,38 @@ fn a_loaded_backbone_embeds_like_embed_and_refuses_to_predict() {
         let m = LoadedModel::load(&f.root.join("pre"), Some(arch), BackendChoice::Cpu).unwrap();
         assert_eq!(m.info().scoring, Scoring::None);
         assert_eq!(m.info().kind, CheckpointKind::Pretrain);
-        let got = m.run(Ask::Embed, &Pixels { bytes: &f.bytes[..3 * SIDE * SIDE * 3], count: 3 }).unwrap();
-        let (want, dim) = embed(&f.root.join("pre"), Some(arch), f.set.clone(), vec![0, 1, 2], 2, BackendChoice::Cpu).unwrap();
+        let got = m
+            .run(
+                Ask::Embed,
+                &Pixels {
+                    bytes: &f.bytes[..3 * SIDE * SIDE * 3],
+                    count: 3,
+                },
+            )
+            .unwrap();
+        let (want, dim) = embed(
+            &f.root.join("pre"),
+            Some(arch),
+            f.set.clone(),
+            vec![0, 1, 2],
+            2,
+            BackendChoice::Cpu,
+        )
+        .unwrap();
         assert_eq!(dim, m.info().feature_dim);
         assert_eq!(got.len(), want.len());
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{arch:?}: {a} vs {b}");
         }
-        let err = m.run(Ask::Scores, &Pixels { bytes: image(&f, 0), count: 1 }).unwrap_err();
+        let err = m
+            .run(
+                Ask::Scores,
+                &Pixels {
+                    bytes: image(&f, 0),
+                    count: 1,
+                },
+            )
+            .unwrap_err();
         assert_eq!(err.code(), "no-classifier");
     }
     fs::remove_dir_all(&f.root).unwrap();
@@ -112,7 +156,11 @@ fn a_loaded_backbone_embeds_like_embed_and_refuses_to_predict() {
 fn misshapen_pixels_are_a_named_error() {
     let f = fixture("pixels");
     let m = LoadedModel::load(&f.root.join("ft"), None, BackendChoice::Cpu).unwrap();
-    for (bytes, count) in [(&f.bytes[..10], 1), (&f.bytes[..SIDE * SIDE * 3], 2), (&f.bytes[..0], 0)] {
+    for (bytes, count) in [
+        (&f.bytes[..10], 1),
+        (&f.bytes[..SIDE * SIDE * 3], 2),
+        (&f.bytes[..0], 0),
+    ] {
         let err = m.run(Ask::Scores, &Pixels { bytes, count }).unwrap_err();
         assert!(err.to_string().contains("images"), "{err}");
     }

@@ -74,7 +74,7 @@ export async function run(argv: string[]): Promise<void> {
     val: val.indices.length ? val : train,
     outDir: out,
     // Kept in the checkpoint: `cass predict` and a loaded model answer with these names.
-    classNames: ds.classes.length === config.numClasses || input.numClasses === ds.classes.length ? ds.classes : undefined,
+    classNames: input.numClasses === ds.classes.length ? ds.classes : undefined,
     signal: interruptible(),
     onProgress: progressReporter(`finetune ${config.arch} ${fraction * 100}%`),
   })
