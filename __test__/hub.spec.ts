@@ -538,3 +538,37 @@ test('download progress is a live line on a TTY and a line per 10 % otherwise', 
   t.true(tty[50].startsWith('\r\x1b[2Khf:timm/x [##########..........] 50.0/100.0 MiB'))
   t.true(tty.at(-1)!.endsWith('\n'))
 })
+
+test('HF_TOKEN with whitespace or control characters is refused without echoing it in any form', async (t) => {
+  const hub = await fakeHub([{ repo: 'timm/tiny', body: body(1_000) }])
+  t.teardown(() => hub.close())
+  for (const token of ['hf_secret\nX-Injected: 1', 'hf_sec ret', 'hf_secret\u0000x', 'hf_sécret']) {
+    const env = hfEnv(hub, { HF_TOKEN: token })
+    const err = await t.throwsAsync(hubDownload({ repo: 'timm/tiny', revision: 'main' }, 'model.safetensors', { env }), {
+      instanceOf: ConfigError,
+    })
+    t.is(err.field, 'HF_TOKEN')
+    t.regex(err.message, /`HF_TOKEN`.*printable ASCII without spaces/)
+    const shown = JSON.stringify([err.message, err.issues, err.stack])
+    for (const part of token.split(/[\s\u0000]/).filter((p) => p.length >= 4))
+      t.false(shown.includes(part), `a part of the token is shown: ${part}`)
+    t.false(shown.includes(JSON.stringify(token).slice(1, -1)))
+  }
+  t.is(hub.requests.length, 0, 'nothing is sent with a malformed token')
+})
+
+test('a token the server echoes back in an error header is not shown', async (t) => {
+  const token = 'hf_echoed_secret_42'
+  const { origin, close } = await listen((req, res) => {
+    res.writeHead(401, { 'x-error-message': `Invalid credentials in Authorization header: ${req.headers.authorization}` })
+    res.end()
+  })
+  t.teardown(close)
+  const env = { HF_ENDPOINT: origin, HF_HOME: tempDir('hf-home'), HF_TOKEN: token }
+  const err = await t.throwsAsync(hubDownload({ repo: 'timm/tiny', revision: 'main' }, 'model.safetensors', { env }), {
+    instanceOf: DataError,
+  })
+  t.is(err.code, 'not-found')
+  t.regex(err.message, /Invalid credentials/)
+  t.false(err.message.includes(token))
+})

@@ -15,7 +15,9 @@
  *
  * Environment (as `huggingface_hub` reads it): `HF_ENDPOINT`, `HF_HOME`, `HF_HUB_CACHE`,
  * `HF_HUB_OFFLINE=1` (cache only, no network), `HF_TOKEN` (sent as a Bearer token to the endpoint
- * only, never to a redirect target on another host, never printed).
+ * only, never to a redirect target on another host, never printed: a token that is not printable
+ * ASCII without spaces is refused without showing it, and any text that would carry it, such as
+ * a server's error message, shows `[HF_TOKEN]` instead).
  */
 import { createHash } from 'node:crypto'
 import {
@@ -357,12 +359,57 @@ function publish(file: string, write: (tmp: string) => void) {
 }
 
 /**
+ * `HF_TOKEN`, trimmed. A header value is printable ASCII, and a token with a space or a line
+ * break would be cut or rejected inside `fetch`, whose error repeats the header verbatim; so it is
+ * refused here, with a message that shows no part of it.
+ */
+function hubToken(env: Env): string | undefined {
+  const token = env.HF_TOKEN?.trim()
+  if (!token) return undefined
+  if (!/^[\x21-\x7e]+$/.test(token)) {
+    const why = 'a token is printable ASCII without spaces or line breaks (its value is not shown)'
+    throw new ConfigError(
+      `invalid environment variable \`HF_TOKEN\`: ${why}; check how it was set (a token pasted with a line break, or read from a file with a stray character)`,
+      'HF_TOKEN',
+      [`HF_TOKEN: ${why}`],
+    )
+  }
+  return token
+}
+
+/** `text` with every occurrence of `secret` (also JSON-escaped) replaced by `[HF_TOKEN]`. */
+function redact(text: string, secret: string): string {
+  return text.replaceAll(secret, '[HF_TOKEN]').replaceAll(JSON.stringify(secret).slice(1, -1), '[HF_TOKEN]')
+}
+
+/**
  * The local path of `filename` at `ref` on the Hub, downloaded into the Hub cache unless it is
  * there already. Online, a HEAD request resolves the revision (a cached file is then reused
  * without downloading); when the Hub is unreachable a cached copy is used, else the error names
  * the URL. With `HF_HUB_OFFLINE=1` only the cache is read.
  */
 export async function hubDownload(ref: HubReference, filename: string, opts: HubOptions = {}): Promise<string> {
+  const token = hubToken(opts.env ?? process.env)
+  if (token === undefined) return download(ref, filename, opts, undefined)
+  // Servers and proxies can repeat the Authorization header in an error message or a status
+  // line; whatever comes back (errors, progress messages) passes through redact.
+  const { onProgress } = opts
+  const scrubbed: HubOptions = {
+    ...opts,
+    onProgress: onProgress && ((e) => onProgress(e.type === 'status' ? { ...e, message: redact(e.message, token) } : e)),
+  }
+  try {
+    return await download(ref, filename, scrubbed, token)
+  } catch (e) {
+    if (e instanceof Error) {
+      e.message = redact(e.message, token)
+      if (e.stack !== undefined) e.stack = redact(e.stack, token)
+    }
+    throw e
+  }
+}
+
+async function download(ref: HubReference, filename: string, opts: HubOptions, token: string | undefined): Promise<string> {
   const env = opts.env ?? process.env
   const label = refLabel(ref)
   const repoDir = path.join(hubCacheDir(env), `models--${ref.repo.replace('/', '--')}`)
@@ -378,7 +425,6 @@ export async function hubDownload(ref: HubReference, filename: string, opts: Hub
   if (cached && COMMIT.test(ref.revision)) return cached
   const url = `${endpointOf(env)}/${ref.repo}/resolve/${encodeURIComponent(ref.revision)}/${filename}`
   const headers: Record<string, string> = { 'user-agent': 'cass-ssl', 'accept-encoding': 'identity' }
-  const token = env.HF_TOKEN?.trim()
   if (token) headers.authorization = `Bearer ${token}`
   let meta: FileMetadata
   try {
