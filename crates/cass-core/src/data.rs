@@ -18,7 +18,6 @@
 //! ..  index: JSON {"names": [..], "labels": [..]} (either may be absent)
 //! ```
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
@@ -102,7 +101,7 @@ impl ImageSet {
 
     /// Opens (memory-maps) a dataset cache file, checking its header and size.
     pub fn open_cache(path: &Path) -> Result<Self, CassError> {
-        let file = File::open(path).map_err(|e| CassError::io(path, e))?;
+        let (file, _) = crate::checkpoint::open_regular(path)?;
         // SAFETY: the cache is written once by the pipeline and only read here; a concurrent
         // truncation by another process would be a misuse we cannot guard against with mmap.
         #[allow(unsafe_code)]

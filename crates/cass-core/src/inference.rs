@@ -18,11 +18,20 @@ use crate::models::{Arch, Network, ResNetConfig, VitConfig, init_seeded};
 use crate::ssl::Pretrained;
 use crate::train::finetune::{FINETUNE_KIND, FinetuneState, Labeled};
 
-pub(crate) fn build_network(arch: Arch, cnn: &ResNetConfig, vit: &VitConfig, device: &Device, seed: u64) -> Network {
-    init_seeded(device, seed, |d| match arch {
+/// Builds a network, after checking what its config implies ([`crate::models::budget`]): configs
+/// reach here from checkpoints' `state.json` too, which nothing else validated.
+pub(crate) fn build_network(
+    arch: Arch,
+    cnn: &ResNetConfig,
+    vit: &VitConfig,
+    device: &Device,
+    seed: u64,
+) -> Result<Network, CassError> {
+    crate::models::budget::check_network(arch, cnn, vit, vit.image_size, 1)?;
+    Ok(init_seeded(device, seed, |d| match arch {
         Arch::Cnn => Network::Cnn(cnn.init(d)),
         Arch::Vit => Network::Vit(vit.init(d)),
-    })
+    }))
 }
 
 pub(crate) fn load_into(net: Network, path: &Path, ignore: &HashSet<String>) -> Result<Network, CassError> {
@@ -99,7 +108,7 @@ pub fn restore(path: &Path, arch: Option<Arch>, backend: BackendChoice) -> Resul
             let mut vit = st.vit.clone();
             cnn.num_classes = st.config.num_classes;
             vit.num_classes = st.config.num_classes;
-            let net = build_network(st.config.arch, &cnn, &vit, &device, 0).with_conv(st.config.conv);
+            let net = build_network(st.config.arch, &cnn, &vit, &device, 0)?.with_conv(st.config.conv);
             Ok(Restored {
                 net: load_into(net, &dir.join("model.safetensors"), &HashSet::new())?,
                 device,
@@ -126,7 +135,7 @@ pub fn restore(path: &Path, arch: Option<Arch>, backend: BackendChoice) -> Resul
                 }
             };
             let (cnn, vit) = pre.shapes(arch, dir)?;
-            let net = build_network(arch, &cnn, &vit, &device, 0).with_conv(pre.conv);
+            let net = build_network(arch, &cnn, &vit, &device, 0)?.with_conv(pre.conv);
             let num_classes = match arch {
                 Arch::Cnn => cnn.num_classes,
                 Arch::Vit => vit.num_classes,

@@ -138,6 +138,8 @@ impl LoadedModel {
             .count
             .checked_mul(side * side * 3)
             .ok_or_else(|| CassError::config("images", "too many images"))?;
+        crate::models::budget::check_network(self.info.arch, &self.info.cnn, &self.info.vit, side, pixels.count)
+            .map_err(|e| CassError::config("images", format!("{} images at once: {e}", pixels.count)))?;
         if pixels.count == 0 || pixels.bytes.len() != want {
             return Err(CassError::config(
                 "images",

@@ -166,3 +166,30 @@ fn misshapen_pixels_are_a_named_error() {
     }
     fs::remove_dir_all(&f.root).unwrap();
 }
+
+/// A checkpoint's `state.json` is read without any schema: a network it implies that cannot be
+/// allocated is refused before allocation (it used to abort the process with a failed
+/// multi-gigabyte allocation, which no panic handler catches).
+#[test]
+fn a_state_json_implying_a_giant_network_is_refused_not_allocated() {
+    let f = fixture("giant");
+    let state = f.root.join("ft/best/state.json");
+    let mut v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&state).unwrap()).unwrap();
+    v["cnn"]["base_width"] = serde_json::json!(1 << 20);
+    fs::write(&state, v.to_string()).unwrap();
+    let err = LoadedModel::load(&f.root.join("ft"), None, BackendChoice::Cpu)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("parameters"), "{err}");
+    // The same for a pre-training checkpoint's ViT.
+    let state = f.root.join("pre/checkpoint/state.json");
+    let mut v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&state).unwrap()).unwrap();
+    v["config"]["vit"]["embed_dim"] = serde_json::json!(65536);
+    v["config"]["vit"]["num_heads"] = serde_json::json!(1);
+    fs::write(&state, v.to_string()).unwrap();
+    let err = LoadedModel::load(&f.root.join("pre"), Some(Arch::Vit), BackendChoice::Cpu)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("parameters"), "{err}");
+    fs::remove_dir_all(&f.root).unwrap();
+}

@@ -132,7 +132,7 @@ pub fn resample_pos_embed(pe: &HostTensor, from: usize, to: usize) -> HostTensor
 
 /// The string metadata of a safetensors file (empty when it has none).
 pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, CassError> {
-    let bytes = std::fs::read(path).map_err(|e| CassError::io(path, e))?;
+    let bytes = checkpoint::read_bounded(path, checkpoint::MAX_WEIGHTS_BYTES, "a weights file")?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| CassError::data("bad-weights", format!("not a safetensors file: {e}"), Some(path)))?;
     Ok(header.metadata().clone().unwrap_or_default())

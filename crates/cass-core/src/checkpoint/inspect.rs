@@ -2,7 +2,6 @@
 //! output folder (`out/`, whose checkpoint is `out/checkpoint/` or `out/best/`) or the checkpoint
 //! folder itself. Callers ask here instead of reading `state.json` and guessing the layout.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -105,21 +104,15 @@ impl Checkpoint {
 
 /// Reads a bounded JSON file.
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, CassError> {
-    let len = fs::metadata(path).map_err(|e| CassError::io(path, e))?.len();
-    if len > MAX_STATE_BYTES {
-        return Err(CassError::data(
-            "bad-checkpoint",
-            format!("state.json is {len} bytes, more than the {MAX_STATE_BYTES} a run's state can need"),
-            Some(path),
-        ));
-    }
-    let bytes = fs::read(path).map_err(|e| CassError::io(path, e))?;
+    let bytes = super::read_bounded(path, MAX_STATE_BYTES, "state.json")?;
     serde_json::from_slice(&bytes)
         .map_err(|e| CassError::data("bad-checkpoint", format!("unreadable state: {e}"), Some(path)))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn write(dir: &Path, json: &str) {

@@ -14,16 +14,19 @@ use std::path::{Path, PathBuf};
 use crate::error::CassError;
 
 mod inspect;
+mod read;
 mod tensors;
 
 pub(crate) use inspect::read_json;
 pub use inspect::{Checkpoint, CheckpointKind};
+pub use read::{MAX_WEIGHTS_BYTES, open_regular, read_bounded};
 pub use tensors::*;
 
 /// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync, rename.
 /// Temporary files of writers that were killed (`.NAME.tmp-PID` of a process that is gone) are
 /// removed first; a failed write removes its own.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CassError> {
+    check_replaceable(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| CassError::io(dir, e))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
@@ -42,6 +45,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CassError> {
         let _ = fs::remove_file(&tmp);
     }
     written
+}
+
+/// A rename replaces whatever is at the path: a device node, a FIFO or a symlink would silently
+/// become a regular file (as root, an export to `/dev/null` broke the machine). Only a missing
+/// path or a regular file may be replaced; a symlink is refused rather than followed.
+pub fn check_replaceable(path: &Path) -> Result<(), CassError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CassError::io(path, e)),
+        Ok(m) if m.file_type().is_file() => Ok(()),
+        Ok(m) => {
+            let what = if m.file_type().is_symlink() {
+                "a symbolic link (name the file it points to, or another path)"
+            } else if m.is_dir() {
+                "a folder"
+            } else {
+                "a device, FIFO or socket"
+            };
+            Err(CassError::data(
+                "not-a-file",
+                format!("the output path is {what}: refusing to replace it"),
+                Some(path),
+            ))
+        }
+    }
 }
 
 /// Publishes a fully written staging directory as `final_dir`, replacing an older one. The
@@ -173,6 +201,8 @@ pub fn staging_dir(final_dir: &Path) -> Result<PathBuf, CassError> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::FileTypeExt;
+
     use super::*;
 
     /// A PID no process has: above the kernel's limit (`pid_max` is at most 2^22).
@@ -181,6 +211,43 @@ mod tests {
     fn checkpoint(dir: &Path, step: u32) {
         fs::create_dir_all(dir).unwrap();
         fs::write(dir.join("state.json"), format!("{{\"step\":{step}}}")).unwrap();
+    }
+
+    /// An export `--out` naming a FIFO, a symlink or a folder used to replace it with a regular
+    /// file (rc 0); now it is refused and left as it was.
+    #[test]
+    fn atomic_writes_refuse_to_replace_special_files_and_symlinks() {
+        let dir = std::env::temp_dir().join(format!("cass-atomic-special-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let target = dir.join("target");
+        fs::write(&target, b"keep").unwrap();
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let sub = dir.join("sub");
+        fs::create_dir_all(&sub).unwrap();
+        for p in [&fifo, &link, &sub] {
+            assert_eq!(
+                write_atomic(p, b"new").unwrap_err().code(),
+                "not-a-file",
+                "{}",
+                p.display()
+            );
+        }
+        assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read(&target).unwrap(), b"keep");
+        write_atomic(&target, b"replaced").unwrap(); // a regular file may be replaced
+        assert_eq!(fs::read(&target).unwrap(), b"replaced");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! and the file format.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs;
 use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
@@ -225,7 +224,7 @@ fn canonical(bytes: Vec<u8>) -> Vec<u8> {
 
 /// Reads every f32 (or f64/f16-free) tensor of a safetensors file by name.
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>, CassError> {
-    let bytes = fs::read(path).map_err(|e| CassError::io(path, e))?;
+    let bytes = super::read_bounded(path, super::MAX_WEIGHTS_BYTES, "a weights file")?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| CassError::data("bad-weights", format!("not a safetensors file: {e}"), Some(path)))?;
     let mut out = BTreeMap::new();

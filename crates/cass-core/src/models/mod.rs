@@ -2,6 +2,7 @@
 //! (fine-tuning, evaluation, embedding) that take either.
 
 pub mod batch_norm;
+pub mod budget;
 pub mod conv;
 pub mod dino_head;
 pub mod gelu;

@@ -105,6 +105,8 @@ impl PretrainConfig {
             ));
         }
         self.vit.validate().map_err(|m| CassError::config("vit", m))?;
+        crate::models::budget::resnet(&self.cnn, self.image_size, self.batch_size).check("cnn")?;
+        crate::models::budget::vit(&self.vit, self.batch_size).check("vit")?;
         if self.cnn.num_classes != self.vit.num_classes {
             return Err(CassError::config(
                 "vit.num_classes",

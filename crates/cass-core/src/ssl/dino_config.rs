@@ -146,6 +146,25 @@ impl DinoConfig {
         if self.head.out_dim == 0 || self.head.hidden_dim == 0 || self.head.bottleneck_dim == 0 {
             return Err(CassError::config("head", "widths must be positive"));
         }
+        crate::models::budget::check_network(self.arch, &self.cnn, &self.vit, self.image_size, self.batch_size)?;
+        let widest = [self.head.hidden_dim, self.head.bottleneck_dim, self.head.out_dim]
+            .iter()
+            .map(|&w| w as u128)
+            .max()
+            .unwrap_or(0);
+        let head = widest
+            * widest
+                .max(self.cnn.feature_dim() as u128)
+                .max(self.vit.embed_dim as u128);
+        if head > crate::models::budget::MAX_TENSOR_ELEMENTS {
+            return Err(CassError::config(
+                "head",
+                format!(
+                    "implies a weight of {head} elements, more than the {} one tensor may hold: make the head narrower",
+                    crate::models::budget::MAX_TENSOR_ELEMENTS
+                ),
+            ));
+        }
         check_positive("base_lr", self.base_lr)?;
         if !(self.min_lr.is_finite() && self.min_lr >= 0.0) {
             return Err(CassError::config(

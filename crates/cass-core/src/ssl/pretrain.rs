@@ -2,7 +2,6 @@
 //! drives the one training loop ([`crate::train::run`]) and writes checkpoints (weights,
 //! optimizer moments and `state.json`, published atomically together).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,7 +48,7 @@ pub struct PretrainOutcome {
 /// Reads `state.json` of a checkpoint of `kind`.
 pub fn read_state<C: DeserializeOwned>(dir: &Path, kind: &str) -> Result<PretrainState<C>, CassError> {
     let path = dir.join("state.json");
-    let bytes = fs::read(&path).map_err(|e| CassError::io(&path, e))?;
+    let bytes = crate::checkpoint::read_bounded(&path, 256 << 20, "state.json")?;
     let head: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| CassError::data("bad-checkpoint", format!("unreadable state: {e}"), Some(&path)))?;
     let found = head.get("kind").and_then(|k| k.as_str()).unwrap_or("none");

@@ -2,7 +2,6 @@
 //! by parameter name so that they can be checkpointed next to timm-named weights and resumed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
 use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, Param};
@@ -166,7 +165,7 @@ impl Adam {
 
     /// Restores moments written by [`Adam::save`].
     pub fn load(&mut self, path: &Path, device: &Device) -> Result<(), CassError> {
-        let bytes = fs::read(path).map_err(|e| CassError::io(path, e))?;
+        let bytes = crate::checkpoint::read_bounded(path, 3 * crate::checkpoint::MAX_WEIGHTS_BYTES, "optimizer state")?;
         let (_, header) = SafeTensors::read_metadata(&bytes)
             .map_err(|e| CassError::data("bad-checkpoint", format!("unreadable optimizer state: {e}"), Some(path)))?;
         let step = header

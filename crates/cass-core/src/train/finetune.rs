@@ -258,7 +258,7 @@ pub fn finetune(
             (
                 cfg.cnn.clone(),
                 vit.clone(),
-                build_network(cfg.arch, &cfg.cnn, &vit, &ad, cfg.seed),
+                build_network(cfg.arch, &cfg.cnn, &vit, &ad, cfg.seed)?,
             )
         }
         Init::Weights(path) => {
@@ -267,7 +267,7 @@ pub fn finetune(
             if cfg.arch == Arch::Cnn {
                 apply_declared_variant(path, &mut cnn, &mut augment_cfg)?;
             }
-            let net = build_network(cfg.arch, &cnn, &vit, &ad, cfg.seed);
+            let net = build_network(cfg.arch, &cnn, &vit, &ad, cfg.seed)?;
             let net = match net {
                 Network::Cnn(m) => Network::Cnn(load_timm(m, path, &head_names("fc"))?),
                 Network::Vit(m) => Network::Vit(load_timm_vit(m, path, &head_names("head"))?),
@@ -292,11 +292,13 @@ pub fn finetune(
                     ),
                 ));
             }
-            let net = build_network(cfg.arch, &c, &v, &ad, cfg.seed);
+            let net = build_network(cfg.arch, &c, &v, &ad, cfg.seed)?;
             let file = dir.join(format!("{}.safetensors", cfg.arch.name()));
             (c, v, load_into(net, &file, &HashSet::new())?)
         }
     };
+    // The network fits (build_network checked it); one batch of its activations must too.
+    crate::models::budget::check_network(cfg.arch, &cnn_cfg, &vit_cfg, cfg.image_size, cfg.batch_size)?;
     let net = init_seeded(&ad, cfg.seed.wrapping_add(2), |d| net.with_new_head(cfg.num_classes, d)).with_conv(cfg.conv);
     let weights_t = Tensor::<1>::from_floats(weights.as_slice(), &ad);
 
