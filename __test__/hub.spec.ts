@@ -51,6 +51,10 @@ interface FakeHub {
   dropAfter?: number
   /** Where the 302 points (default: a relative `/cdn/...` on this server). */
   cdnOrigin?: string
+  /** The next CDN body stops after this many bytes and the connection stays open, silent. */
+  stallAfter?: number
+  /** CDN bodies come one byte every this many milliseconds. */
+  trickleMs?: number
   close(): Promise<void>
 }
 
@@ -110,6 +114,20 @@ async function fakeHub(files: Served[]): Promise<FakeHub> {
     else res.writeHead(200, headers)
     if (req.method === 'HEAD') return res.end()
     const rest = f.body.subarray(start)
+    if (hub.stallAfter !== undefined) {
+      res.write(rest.subarray(0, hub.stallAfter))
+      hub.stallAfter = undefined
+      return
+    }
+    if (hub.trickleMs !== undefined) {
+      let sent = 0
+      const timer = setInterval(() => {
+        if (sent < rest.length) res.write(rest.subarray(sent, ++sent))
+        else res.end()
+      }, hub.trickleMs)
+      res.on('close', () => clearInterval(timer))
+      return
+    }
     if (hub.dropAfter !== undefined) {
       const cut = hub.dropAfter
       hub.dropAfter = undefined
@@ -571,4 +589,112 @@ test('a token the server echoes back in an error header is not shown', async (t)
   t.is(err.code, 'not-found')
   t.regex(err.message, /Invalid credentials/)
   t.false(err.message.includes(token))
+})
+
+// ---- stalls: a server that stops answering, or answers too slowly, is given up on ------------
+
+const elapsedSince = (start: number) => Date.now() - start
+
+test('a silent endpoint is given up on after the idle timeout, with download-stalled naming the setting', async (t) => {
+  const silent = await listen(() => {}) // accepts the request, never answers
+  t.teardown(() => silent.close())
+  const env = { HF_ENDPOINT: silent.origin, HF_HOME: tempDir('hf-home') }
+  const start = Date.now()
+  const err = await t.throwsAsync(
+    hubDownload({ repo: 'timm/tiny', revision: 'main' }, 'model.safetensors', { env, idleTimeoutMs: 300 }),
+    {
+      instanceOf: DataError,
+    },
+  )
+  t.true(elapsedSince(start) < 3_000, `gave up after ${elapsedSince(start)} ms`)
+  t.is(err.code, 'download-stalled')
+  t.true(err.message.includes(`${silent.origin}/timm/tiny/resolve/main/model.safetensors`))
+  t.regex(err.message, /nothing received for 0\.3 s/)
+  t.regex(err.message, /HF_HUB_DOWNLOAD_TIMEOUT/)
+})
+
+test('a body that stops is given up on after HF_HUB_DOWNLOAD_TIMEOUT seconds, and the next attempt resumes it', async (t) => {
+  const data = body(20_000, 5)
+  const hub = await fakeHub([{ repo: 'timm/tiny', body: data }])
+  t.teardown(() => hub.close())
+  const env = hfEnv(hub, { HF_HUB_DOWNLOAD_TIMEOUT: '0.3' })
+  hub.stallAfter = 8_000
+  const start = Date.now()
+  const err = await t.throwsAsync(
+    hubDownload({ repo: 'timm/tiny', revision: 'main' }, 'model.safetensors', { env, retries: 0, onProgress: () => {} }),
+    { instanceOf: DataError },
+  )
+  t.true(elapsedSince(start) < 3_000, `gave up after ${elapsedSince(start)} ms`)
+  t.is(err.code, 'download-stalled')
+  t.regex(err.message, /nothing received for 0\.3 s/)
+  t.regex(err.message, /run again to resume/)
+
+  // Within one call a stall is retried like a dropped connection, from where it stopped.
+  const env2 = hfEnv(hub, { HF_HUB_DOWNLOAD_TIMEOUT: '0.3' })
+  hub.stallAfter = 8_000
+  const file = await hubDownload({ repo: 'timm/tiny', revision: 'main' }, 'model.safetensors', {
+    env: env2,
+    onProgress: () => {},
+  })
+  t.deepEqual(readFileSync(file), data)
+  t.is(cdnGets(hub).at(-1)!.range, 'bytes=8000-')
+})
+
+test('a body slower than the minimum rate over the window is given up on, though bytes keep coming', async (t) => {
+  const hub = await fakeHub([{ repo: 'timm/tiny', body: body(5_000) }])
+  t.teardown(() => hub.close())
+  hub.trickleMs = 50 // 20 B/s, well inside the idle timeout
+  const start = Date.now()
+  const err = await t.throwsAsync(
+    hubDownload({ repo: 'timm/tiny', revision: 'main' }, 'model.safetensors', {
+      env: hfEnv(hub, { CASS_SSL_DOWNLOAD_MIN_RATE: '1000', CASS_SSL_DOWNLOAD_RATE_WINDOW: '0.5' }),
+      idleTimeoutMs: 2_000,
+      retries: 0,
+      onProgress: () => {},
+    }),
+    { instanceOf: DataError },
+  )
+  t.true(elapsedSince(start) < 3_000, `gave up after ${elapsedSince(start)} ms`)
+  t.is(err.code, 'download-stalled')
+  t.regex(err.message, /B\/s on average over 0\.5 s, below the minimum of 1000 B\/s/)
+  t.regex(err.message, /CASS_SSL_DOWNLOAD_MIN_RATE/)
+})
+
+test('aborting the signal ends a download promptly', async (t) => {
+  const hub = await fakeHub([{ repo: 'timm/tiny', body: body(50_000) }])
+  t.teardown(() => hub.close())
+  hub.trickleMs = 20
+  const controller = new AbortController()
+  const start = Date.now()
+  setTimeout(() => controller.abort(), 300)
+  const err = await hubDownload({ repo: 'timm/tiny', revision: 'main' }, 'model.safetensors', {
+    env: hfEnv(hub),
+    signal: controller.signal,
+    onProgress: () => {},
+  }).then(
+    () => undefined,
+    (e: unknown) => e as Error, // a DOMException, which ava's throwsAsync does not take for an error
+  )
+  t.is(err?.name, 'AbortError')
+  t.true(elapsedSince(start) < 1_500, `ended ${elapsedSince(start)} ms after the start`)
+})
+
+test('stall settings that are not positive numbers are refused, naming the variable or option', async (t) => {
+  const hub = await fakeHub([{ repo: 'timm/tiny', body: body(1_000) }])
+  t.teardown(() => hub.close())
+  const cases: [Record<string, string>, Record<string, number>, string][] = [
+    [{ HF_HUB_DOWNLOAD_TIMEOUT: 'soon' }, {}, 'HF_HUB_DOWNLOAD_TIMEOUT'],
+    [{ HF_HUB_DOWNLOAD_TIMEOUT: '0' }, {}, 'HF_HUB_DOWNLOAD_TIMEOUT'],
+    [{ CASS_SSL_DOWNLOAD_MIN_RATE: '-1' }, {}, 'CASS_SSL_DOWNLOAD_MIN_RATE'],
+    [{ CASS_SSL_DOWNLOAD_RATE_WINDOW: 'Infinity' }, {}, 'CASS_SSL_DOWNLOAD_RATE_WINDOW'],
+    [{}, { idleTimeoutMs: Number.NaN }, 'idleTimeoutMs'],
+  ]
+  for (const [extra, options, field] of cases) {
+    const err = await t.throwsAsync(
+      hubDownload({ repo: 'timm/tiny', revision: 'main' }, 'model.safetensors', { env: hfEnv(hub, extra), ...options }),
+      { instanceOf: ConfigError },
+    )
+    t.is(err.field, field)
+  }
+  t.is(hub.requests.length, 0)
 })

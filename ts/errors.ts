@@ -29,7 +29,7 @@ export class ConfigError extends CassError {
 /**
  * A problem with the data, the weights or the run (unreadable file, empty class, NaN loss).
  * Fetching weights adds the codes `offline`, `not-found`, `download-failed`,
- * `checksum-mismatch` and `too-large` (see `weights/hub.ts`, `weights/resolve.ts`).
+ * `download-stalled`, `checksum-mismatch` and `too-large` (see `weights/hub.ts`, `weights/resolve.ts`).
  */
 export class DataError extends CassError {
   readonly path?: string

@@ -13,6 +13,13 @@
  * resumed from there with a `Range` request (also by the next run), the whole file is checked
  * against the size and sha256, then published by a rename.
  *
+ * A server that goes quiet is given up on: nothing received for `HF_HUB_DOWNLOAD_TIMEOUT`
+ * seconds (30 by default; waiting for an answer or between bytes of a body), or a body arriving
+ * slower than `CASS_SSL_DOWNLOAD_MIN_RATE` bytes per second (1024) on average over
+ * `CASS_SSL_DOWNLOAD_RATE_WINDOW` seconds (60), is a `download-stalled` error; within one call a
+ * stalled body is retried like a dropped connection, from where it stopped. The `HubOptions`
+ * fields of the same meaning win over the variables.
+ *
  * Environment (as `huggingface_hub` reads it): `HF_ENDPOINT`, `HF_HOME`, `HF_HUB_CACHE`,
  * `HF_HUB_OFFLINE=1` (cache only, no network), `HF_TOKEN` (sent as a Bearer token to the endpoint
  * only, never to a redirect target on another host, never printed: a token that is not printable
@@ -38,6 +45,7 @@ import {
 } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 
 import { ConfigError, DataError } from '../errors.js'
 
@@ -58,9 +66,27 @@ export interface HubOptions {
   signal?: AbortSignal
   /** Refuse larger files (default {@link MAX_DOWNLOAD_BYTES}). */
   maxBytes?: number
-  /** Resumed attempts after a dropped connection, within one call (default 3). */
+  /** Resumed attempts after a dropped or stalled connection, within one call (default 3). */
   retries?: number
+  /**
+   * Give up on a server that sends nothing for this long, waiting for an answer or between bytes
+   * of a body (default `HF_HUB_DOWNLOAD_TIMEOUT` seconds, else {@link DEFAULT_IDLE_TIMEOUT_MS}).
+   */
+  idleTimeoutMs?: number
+  /**
+   * Give up on a body arriving slower than this, on average over `rateWindowMs` (default
+   * `CASS_SSL_DOWNLOAD_MIN_RATE`, else {@link DEFAULT_MIN_BYTES_PER_SECOND}; 0 turns it off).
+   */
+  minBytesPerSecond?: number
+  /** The window of that average (default `CASS_SSL_DOWNLOAD_RATE_WINDOW` seconds, else {@link DEFAULT_RATE_WINDOW_MS}). */
+  rateWindowMs?: number
 }
+
+/** How long a silent server is waited for (huggingface_hub's own default is 10 s). */
+export const DEFAULT_IDLE_TIMEOUT_MS = 30_000
+/** The slowest body accepted, on average over {@link DEFAULT_RATE_WINDOW_MS}. */
+export const DEFAULT_MIN_BYTES_PER_SECOND = 1024
+export const DEFAULT_RATE_WINDOW_MS = 60_000
 
 export interface HubReference {
   /** `owner/name`. */
@@ -131,6 +157,94 @@ function cachedSnapshot(repoDir: string, revision: string, filename: string): st
 /** Raised while a body is streaming: the connection broke, the bytes so far are kept. */
 class DroppedConnection extends Error {}
 
+/** The server went quiet or too slow (see {@link Watchdog}); retried like a dropped connection. */
+class Stalled extends DroppedConnection {}
+
+interface StallLimits {
+  idleMs: number
+  minBytesPerSecond: number
+  windowMs: number
+}
+
+const seconds = (ms: number) => `${Number((ms / 1000).toFixed(3))} s`
+const STALL_SETTINGS =
+  'HF_HUB_DOWNLOAD_TIMEOUT (seconds without a byte), CASS_SSL_DOWNLOAD_MIN_RATE (bytes per second) and CASS_SSL_DOWNLOAD_RATE_WINDOW (seconds) set these limits'
+
+/** The stall limits from `opts`, else the environment, else the defaults; each checked. */
+function stallLimits(opts: HubOptions, env: Env): StallLimits {
+  const pick = (
+    option: 'idleTimeoutMs' | 'minBytesPerSecond' | 'rateWindowMs',
+    variable: string,
+    fallback: number,
+    zeroAllowed: boolean,
+  ): number => {
+    const ok = (n: number) => Number.isFinite(n) && (zeroAllowed ? n >= 0 : n > 0)
+    const wanted = zeroAllowed ? 'a number >= 0' : 'a number > 0'
+    const given = opts[option]
+    if (given !== undefined) {
+      if (!ok(given))
+        throw new ConfigError(`invalid option \`${option}\`: ${given} is not ${wanted}`, option, [
+          `${option}: expected ${wanted}`,
+        ])
+      return given
+    }
+    const raw = env[variable]?.trim()
+    if (!raw) return fallback
+    const n = Number(raw)
+    if (!ok(n)) {
+      throw new ConfigError(
+        `invalid environment variable \`${variable}\`: ${JSON.stringify(raw.slice(0, 40))} is not ${wanted}`,
+        variable,
+        [`${variable}: expected ${wanted}`],
+      )
+    }
+    // The variables are in seconds, as huggingface_hub's HF_HUB_DOWNLOAD_TIMEOUT; the rate in bytes.
+    return option === 'minBytesPerSecond' ? n : n * 1000
+  }
+  return {
+    idleMs: pick('idleTimeoutMs', 'HF_HUB_DOWNLOAD_TIMEOUT', DEFAULT_IDLE_TIMEOUT_MS, false),
+    minBytesPerSecond: pick('minBytesPerSecond', 'CASS_SSL_DOWNLOAD_MIN_RATE', DEFAULT_MIN_BYTES_PER_SECOND, true),
+    windowMs: pick('rateWindowMs', 'CASS_SSL_DOWNLOAD_RATE_WINDOW', DEFAULT_RATE_WINDOW_MS, false),
+  }
+}
+
+/**
+ * Ends a request through its signal when the server goes quiet: `kick` on every answer and
+ * every chunk restarts the idle timer; `stall` ends it with a reason (the rate check). undici's
+ * own timeouts (five minutes of silence, no limit on a trickle of bytes) are far too patient.
+ */
+class Watchdog {
+  readonly signal: AbortSignal
+  reason: string | undefined
+  readonly #controller = new AbortController()
+  #timer: NodeJS.Timeout | undefined
+
+  constructor(
+    readonly idleMs: number,
+    user: AbortSignal | undefined,
+  ) {
+    this.signal = user ? AbortSignal.any([user, this.#controller.signal]) : this.#controller.signal
+    this.kick()
+  }
+
+  kick() {
+    clearTimeout(this.#timer)
+    // setTimeout takes at most 2^31 - 1 ms and fires at once beyond it.
+    const ms = Math.min(this.idleMs, 2 ** 31 - 1)
+    this.#timer = setTimeout(() => this.stall(`nothing received for ${seconds(this.idleMs)}`), ms)
+  }
+
+  stall(reason: string) {
+    this.reason ??= reason
+    clearTimeout(this.#timer)
+    this.#controller.abort()
+  }
+
+  stop() {
+    clearTimeout(this.#timer)
+  }
+}
+
 function unreachable(url: string, err: unknown): DataError {
   const cause = (err as { cause?: { code?: string; message?: string } }).cause
   const why = cause?.code ?? cause?.message ?? (err as Error).message
@@ -148,7 +262,8 @@ async function request(
   method: 'HEAD' | 'GET',
   url: string,
   headers: Record<string, string>,
-  signal: AbortSignal | undefined,
+  user: AbortSignal | undefined,
+  watch: Watchdog,
   stop: (res: Response) => boolean = () => false,
 ): Promise<Response> {
   let current = url
@@ -156,11 +271,13 @@ async function request(
   for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
     let res: Response
     try {
-      res = await fetch(current, { method, headers: sent, redirect: 'manual', signal })
+      res = await fetch(current, { method, headers: sent, redirect: 'manual', signal: watch.signal })
     } catch (e) {
-      if (signal?.aborted) throw e
+      if (user?.aborted) throw user.reason
+      if (watch.reason !== undefined) throw new Stalled(`${shown(current)}: ${watch.reason}`)
       throw unreachable(current, e)
     }
+    watch.kick()
     const location = res.headers.get('location')
     if (res.status < 300 || res.status >= 400 || location === null || stop(res)) return res
     await res.body?.cancel()
@@ -197,9 +314,22 @@ interface FileMetadata {
   size: number | null
 }
 
-async function headMetadata(url: string, headers: Record<string, string>, label: string, signal?: AbortSignal) {
-  const res = await request('HEAD', url, headers, signal, (r) => r.headers.has('x-repo-commit'))
-  if (res.status >= 400) throw await httpError(res, url, label)
+async function headMetadata(url: string, headers: Record<string, string>, label: string, opts: HubOptions, limits: StallLimits) {
+  const watch = new Watchdog(limits.idleMs, opts.signal)
+  let res: Response
+  try {
+    res = await request('HEAD', url, headers, opts.signal, watch, (r) => r.headers.has('x-repo-commit'))
+    if (res.status >= 400) throw await httpError(res, url, label)
+  } catch (e) {
+    if (!(e instanceof Stalled)) throw e
+    throw new DataError(
+      `${label}: gave up on ${e.message} while resolving the revision; ${STALL_SETTINGS}`,
+      'download-stalled',
+      url,
+    )
+  } finally {
+    watch.stop()
+  }
   const commit = res.headers.get('x-repo-commit')
   const etag = unquote(res.headers.get('x-linked-etag') ?? res.headers.get('etag'))
   const linkedSize = res.headers.get('x-linked-size') ?? (res.status === 200 ? res.headers.get('content-length') : null)
@@ -226,6 +356,7 @@ async function fetchInto(
   limit: number,
   label: string,
   opts: HubOptions,
+  limits: StallLimits,
 ): Promise<void> {
   let have = existsSync(partial) ? statSync(partial).size : 0
   if (meta.size !== null && have > meta.size) {
@@ -233,7 +364,38 @@ async function fetchInto(
     have = 0
   }
   if (meta.size !== null && have === meta.size) return
-  const res = await request('GET', url, have > 0 ? { ...headers, range: `bytes=${have}-` } : headers, opts.signal)
+  const watch = new Watchdog(limits.idleMs, opts.signal)
+  try {
+    await fetchBody(
+      url,
+      have > 0 ? { ...headers, range: `bytes=${have}-` } : headers,
+      partial,
+      have,
+      meta,
+      limit,
+      label,
+      opts,
+      limits,
+      watch,
+    )
+  } finally {
+    watch.stop()
+  }
+}
+
+async function fetchBody(
+  url: string,
+  headers: Record<string, string>,
+  partial: string,
+  have: number,
+  meta: FileMetadata,
+  limit: number,
+  label: string,
+  opts: HubOptions,
+  limits: StallLimits,
+  watch: Watchdog,
+): Promise<void> {
+  const res = await request('GET', url, headers, opts.signal, watch)
   let start: number
   if (res.status === 206) {
     const range = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '')
@@ -258,6 +420,9 @@ async function fetchInto(
   const fd = openSync(partial, start === 0 ? 'w' : 'a')
   let received = start
   let lastEvent = 0
+  // The rate is averaged over consecutive windows, each starting where the last one ended.
+  let windowStart = Date.now()
+  let windowBytes = received
   try {
     const reader = res.body.getReader()
     for (;;) {
@@ -265,10 +430,12 @@ async function fetchInto(
       try {
         chunk = await reader.read()
       } catch (e) {
-        if (opts.signal?.aborted) throw e
+        if (opts.signal?.aborted) throw opts.signal.reason
+        if (watch.reason !== undefined) throw new Stalled(`${shown(url)}: ${watch.reason} at ${mib(received)}`)
         throw new DroppedConnection(`connection lost at ${mib(received)}: ${(e as Error).message}`)
       }
       if (chunk.done) break
+      watch.kick()
       received += chunk.value.length
       if (received > limit) {
         await reader.cancel()
@@ -279,7 +446,19 @@ async function fetchInto(
           url,
         )
       }
-      writeSync(fd, chunk.value)
+      writeSync(fd, chunk.value) // before the rate check: what did arrive is kept for the resume
+      const now = Date.now()
+      if (now - windowStart >= limits.windowMs) {
+        const rate = ((received - windowBytes) * 1000) / (now - windowStart)
+        if (rate < limits.minBytesPerSecond) {
+          const why = `${rate.toFixed(0)} B/s on average over ${seconds(limits.windowMs)}, below the minimum of ${limits.minBytesPerSecond} B/s`
+          watch.stall(why)
+          await reader.cancel().catch(() => {})
+          throw new Stalled(`${shown(url)}: ${why} at ${mib(received)}`)
+        }
+        windowStart = now
+        windowBytes = received
+      }
       if (Date.now() - lastEvent >= 100) {
         lastEvent = Date.now()
         opts.onProgress?.({ type: 'download', ref: label, received, total: meta.size, done: false })
@@ -292,9 +471,9 @@ async function fetchInto(
   opts.onProgress?.({ type: 'download', ref: label, received, total: meta.size, done: true })
 }
 
-async function sha256Of(file: string): Promise<string> {
+async function sha256Of(file: string, signal: AbortSignal | undefined): Promise<string> {
   const hash = createHash('sha256')
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer)
+  for await (const chunk of createReadStream(file, { signal })) hash.update(chunk as Buffer)
   return hash.digest('hex')
 }
 
@@ -306,6 +485,7 @@ async function downloadBlob(
   meta: FileMetadata,
   label: string,
   opts: HubOptions,
+  limits: StallLimits,
 ): Promise<void> {
   mkdirSync(path.dirname(blob), { recursive: true })
   const partial = `${blob}.incomplete`
@@ -313,11 +493,18 @@ async function downloadBlob(
   const limit = meta.size ?? opts.maxBytes ?? MAX_DOWNLOAD_BYTES
   for (let attempt = 0; ; attempt++) {
     try {
-      await fetchInto(url, headers, partial, meta, limit, label, opts)
+      await fetchInto(url, headers, partial, meta, limit, label, opts, limits)
       break
     } catch (e) {
       if (!(e instanceof DroppedConnection)) throw e
       if (attempt >= retries) {
+        if (e instanceof Stalled) {
+          throw new DataError(
+            `${label}: gave up on ${e.message}; run again to resume from ${partial}. ${STALL_SETTINGS}`,
+            'download-stalled',
+            url,
+          )
+        }
         throw new DataError(
           `${label}: download of ${shown(url)} failed (${e.message}); run again to resume from ${partial}`,
           'download-failed',
@@ -325,8 +512,7 @@ async function downloadBlob(
         )
       }
       opts.onProgress?.({ type: 'status', ref: label, message: `${e.message}; retrying (${attempt + 1}/${retries})` })
-      await new Promise((resolve) => setTimeout(resolve, 200 * (attempt + 1)))
-      opts.signal?.throwIfAborted()
+      await sleep(200 * (attempt + 1), undefined, { signal: opts.signal })
     }
   }
   const size = statSync(partial).size
@@ -336,7 +522,7 @@ async function downloadBlob(
   }
   if (SHA256.test(meta.etag)) {
     opts.onProgress?.({ type: 'status', ref: label, message: 'verifying sha256' })
-    const actual = await sha256Of(partial)
+    const actual = await sha256Of(partial, opts.signal)
     if (actual !== meta.etag) {
       rmSync(partial, { force: true })
       throw new DataError(
@@ -423,14 +609,15 @@ async function download(ref: HubReference, filename: string, opts: HubOptions, t
     )
   }
   if (cached && COMMIT.test(ref.revision)) return cached
+  const limits = stallLimits(opts, env)
   const url = `${endpointOf(env)}/${ref.repo}/resolve/${encodeURIComponent(ref.revision)}/${filename}`
   const headers: Record<string, string> = { 'user-agent': 'cass-ssl', 'accept-encoding': 'identity' }
   if (token) headers.authorization = `Bearer ${token}`
   let meta: FileMetadata
   try {
-    meta = await headMetadata(url, headers, label, opts.signal)
+    meta = await headMetadata(url, headers, label, opts, limits)
   } catch (e) {
-    if (cached && e instanceof DataError && e.code === 'offline') {
+    if (cached && e instanceof DataError && (e.code === 'offline' || e.code === 'download-stalled')) {
       opts.onProgress?.({ type: 'status', ref: label, message: `${shown(url)} is unreachable; using the cached ${cached}` })
       return cached
     }
@@ -454,7 +641,7 @@ async function download(ref: HubReference, filename: string, opts: HubOptions, t
         ref: label,
         message: `downloading ${filename}${meta.size === null ? '' : ` (${mib(meta.size)})`} from ${shown(url)}`,
       })
-      await downloadBlob(url, headers, blob, meta, label, opts)
+      await downloadBlob(url, headers, blob, meta, label, opts, limits)
     }
     publish(snapshot, (tmp) => {
       try {
