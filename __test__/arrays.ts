@@ -1,4 +1,5 @@
 /** Array sources written by hand, as the specs need them: IDX files, `.npy` arrays, `.npz` zips. */
+import { deflateRawSync, constants as zlibConstants } from 'node:zlib'
 
 /** An IDX file of unsigned bytes. */
 export function idx(dims: number[], data: Uint8Array): Buffer {
@@ -20,22 +21,44 @@ export function npy(shape: number[], descr: string, data: Uint8Array): Buffer {
   return Buffer.concat([pre, Buffer.from(header, 'latin1'), Buffer.from(data)])
 }
 
-/** A zip with stored (uncompressed) entries, as `numpy.savez` writes. */
-export function zip(entries: [string, Buffer][]): Buffer {
+/** An entry already deflated (raw deflate, zip method 8) that declares `size` bytes inflated. */
+export interface Deflated {
+  deflated: Buffer
+  size: number
+}
+
+/**
+ * Raw deflate data of `size` zero bytes (a multiple of 1 MiB), about a thousandth of that on
+ * disk: one sync-flushed block of 1 MiB of zeros, repeated, then an empty final block. Built
+ * without ever holding `size` bytes, so a spec can write a 1 GiB entry in a millisecond.
+ */
+export function deflatedZeros(size: number): Deflated {
+  const block = deflateRawSync(Buffer.alloc(2 ** 20), { finishFlush: zlibConstants.Z_SYNC_FLUSH })
+  const last = deflateRawSync(Buffer.alloc(0))
+  return { deflated: Buffer.concat([...Array.from({ length: size / 2 ** 20 }, () => block), last]), size }
+}
+
+/** A zip with stored (uncompressed) entries, as `numpy.savez` writes, or deflated ones. */
+export function zip(entries: [string, Buffer | Deflated][]): Buffer {
   const locals: Buffer[] = []
   const central: Buffer[] = []
   let offset = 0
-  for (const [name, data] of entries) {
+  for (const [name, entry] of entries) {
     const n = Buffer.from(name)
+    const data = Buffer.isBuffer(entry) ? entry : entry.deflated
+    const size = Buffer.isBuffer(entry) ? entry.length : entry.size
+    const method = Buffer.isBuffer(entry) ? 0 : 8
     const local = Buffer.alloc(30)
     local.writeUInt32LE(0x04034b50, 0)
+    local.writeUInt16LE(method, 8)
     local.writeUInt32LE(data.length, 18)
-    local.writeUInt32LE(data.length, 22)
+    local.writeUInt32LE(size, 22)
     local.writeUInt16LE(n.length, 26)
     const cd = Buffer.alloc(46)
     cd.writeUInt32LE(0x02014b50, 0)
+    cd.writeUInt16LE(method, 10)
     cd.writeUInt32LE(data.length, 20)
-    cd.writeUInt32LE(data.length, 24)
+    cd.writeUInt32LE(size, 24)
     cd.writeUInt16LE(n.length, 28)
     cd.writeUInt32LE(offset, 42)
     locals.push(local, n, data)

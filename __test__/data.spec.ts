@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import {
   existsSync,
@@ -11,7 +12,7 @@ import {
   writeFileSync,
 } from 'node:fs'
 import path from 'node:path'
-import { deflateRawSync, gzipSync } from 'node:zlib'
+import { deflateRawSync, gzipSync, constants as zlibConstants } from 'node:zlib'
 
 import test from 'ava'
 import sharp from 'sharp'
@@ -20,8 +21,12 @@ import { DataError } from '../ts/index.js'
 import { CacheWriter, readCacheIndex, removeOrphans } from '../ts/data/cache.js'
 import { loadDataset } from '../ts/data/dataset.js'
 import { sampleFraction, stratifiedSplit } from '../ts/data/splits.js'
-import { idx, npy, zip } from './arrays.js'
+import { deflatedZeros, idx, npy, zip } from './arrays.js'
+import { runCapped } from './capped.js'
 import { rng, tempDir } from './helpers.js'
+
+/** The writable memory a reader's child process gets: a 1 GiB entry does not fit. */
+const MEMORY_CAP = 768 * 2 ** 20
 
 async function png(file: string, seed: number, opts: { channels?: 1 | 3 | 4; bits16?: boolean; size?: number } = {}) {
   const size = opts.size ?? 12
@@ -307,6 +312,75 @@ test('hostile .npz and IDX files: a short array, a huge label, a deflate bomb an
   writeFileSync(path.join(dir, 'train-images-idx3-ubyte.gz'), gzipSync(Buffer.concat([header, Buffer.alloc(10 * 2 ** 20)])))
   const idxBomb = await t.throwsAsync(loadDataset(dir, { size: 8, cacheDir: path.join(root, 'cache') }))
   t.regex(idxBomb.message, /decompresses to more than it may/)
+})
+
+test('an .npz reader does not inflate entries it does not need, and bounds those it does by their .npy shape', (t) => {
+  const root = tempDir('npz-unused')
+  const gray = new Uint8Array(4 * 10 * 10).fill(9)
+  const gib = deflatedZeros(2 ** 30)
+  const file = path.join(root, 'unused.npz')
+  writeFileSync(
+    file,
+    zip([
+      ['train_images.npy', npy([4, 10, 10], '|u1', gray)],
+      ['train_labels.npy', npy([4], '|u1', Uint8Array.from([0, 1, 0, 1]))],
+      ['extra_a.npy', gib],
+      ['extra_b.npy', gib],
+      ['extra_c.npy', gib],
+    ]),
+  )
+  t.true(statSync(file).size < 4 * 2 ** 20, 'three 1 GiB entries in a few MB')
+  const read = (npz: string) =>
+    runCapped(
+      { readNpz: 'ts/data/arrays.ts' },
+      `const r = readNpz(${JSON.stringify(npz)}); return [r.train?.count, r.train?.labels]`,
+      MEMORY_CAP,
+    )
+  const unused = read(file)
+  t.is(unused.signal, null, unused.stderr)
+  t.deepEqual(unused.result, { ok: [4, [0, 1, 0, 1]] }, unused.stderr)
+
+  // A needed entry whose .npy header says 4 images of 10 x 10 but that declares (and inflates
+  // to) 1 GiB more is refused from its header, before the rest is inflated.
+  const head = npy([4, 10, 10], '|u1', new Uint8Array(0))
+  const liar = path.join(root, 'liar.npz')
+  const padded = {
+    deflated: Buffer.concat([deflateRawSync(head, { finishFlush: zlibConstants.Z_SYNC_FLUSH }), gib.deflated]),
+    size: head.length + gib.size,
+  }
+  writeFileSync(liar, zip([['train_images.npy', padded]]))
+  const lying = read(liar)
+  t.is(lying.signal, null, lying.stderr)
+  t.is(lying.status, 1, lying.stderr)
+  t.regex(
+    lying.result?.error ?? '',
+    /liar\.npz:train_images: holds 1073741824 bytes of data but its shape \[4,10,10\] \(\|u1\) needs 400/,
+  )
+
+  // Labels are bounded by the images' count the same way.
+  const labelsLiar = path.join(root, 'labels.npz')
+  const labelsHead = npy([2 ** 30], '|u1', new Uint8Array(0))
+  writeFileSync(
+    labelsLiar,
+    zip([
+      ['train_images.npy', npy([4, 10, 10], '|u1', gray)],
+      [
+        'train_labels.npy',
+        {
+          deflated: Buffer.concat([deflateRawSync(labelsHead, { finishFlush: zlibConstants.Z_SYNC_FLUSH }), gib.deflated]),
+          size: labelsHead.length + gib.size,
+        },
+      ],
+    ]),
+  )
+  const labels = read(labelsLiar)
+  t.is(labels.signal, null, labels.stderr)
+  t.regex(labels.result?.error ?? '', /labels\.npz:train_labels: 1073741824 labels for 4 images/)
+
+  // Special files are refused before a byte is read.
+  const fifo = path.join(root, 'fifo.npz')
+  execFileSync('mkfifo', [fifo])
+  t.regex(read(fifo).result?.error ?? '', /fifo\.npz is a FIFO, not a regular file/)
 })
 
 test('label fractions: seeded, stratified, at least one image per class', (t) => {
