@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { copyFileSync, existsSync, readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
@@ -9,6 +9,7 @@ import type { Metrics } from '../ts/events.js'
 import type { ArmRecord, ExperimentResults, KnnRecord, PretrainRecord } from '../ts/experiment/results.js'
 import { renderReport } from '../ts/report/render.js'
 import { summarize } from '../ts/report/stats.js'
+import { runCapped } from './capped.js'
 import { tempDir } from './helpers.js'
 
 const root = path.resolve(__dirname, '..')
@@ -365,4 +366,74 @@ test('the pre-training table says which device each run had, with the reason on 
   )
   t.true(html.includes('<td class="label" title="auto: CUDA device 0 works">cuda</td>'))
   t.true(html.includes('<td class="label" title="">not recorded</td>'))
+})
+
+// ---- the report's time and memory are bounded in the shape of results.json --------------------
+
+/** `cass report` on `results` in a child process whose writable memory is capped at 768 MiB. */
+function reportCapped(name: string, results: string) {
+  const dir = tempDir(`report-${name}`)
+  writeFileSync(path.join(dir, 'results.json'), results)
+  const run = runCapped(
+    { writeReport: 'ts/report/write.ts' },
+    `const out = writeReport(${JSON.stringify(dir)}); return require('node:fs').statSync(out).size`,
+    768 * 2 ** 20,
+    60_000,
+  )
+  return { ...run, dir }
+}
+
+test('2,000 distinct network/fraction pairs are refused, naming the field, without growing past the cap', (t) => {
+  const arms = Array.from({ length: 2000 }, (_, i) => arm('cass', `net${i}`, (i + 1) / 2001, 0, 0.5))
+  const run = reportCapped('pairs', JSON.stringify(tiny({ arms })))
+  t.is(run.signal, null, run.stderr)
+  t.is(run.status, 1, run.stderr)
+  t.regex(run.result?.error ?? '', /results\.json: "arms" name 2001 distinct networks; a report shows at most 16/)
+})
+
+test('100,000 epoch points are thinned to what a plot can show, with no stack overflow', (t) => {
+  const perEpoch = Array.from({ length: 100_000 }, (_, i) => ({ epoch: i + 1, meanLoss: 1 / (i + 1), spread: { cnn: 0.5 } }))
+  const out = reportCapped('epochs', JSON.stringify(tiny({ pretraining: [run({ perEpoch })] })))
+  t.is(out.signal, null, out.stderr)
+  t.is(out.status, 0, `${out.result?.error} ${out.stderr}`)
+  t.true((out.result?.ok as number) < 2 * 2 ** 20, `report of ${out.result?.ok} bytes`)
+  const html = readFileSync(path.join(out.dir, 'report.html'), 'utf8')
+  t.regex(html, /100,000 points; every \d+(st|nd|rd|th) point is drawn/)
+})
+
+test('a 3000 x 3000 confusion matrix is not drawn: the report says so and names the field', (t) => {
+  const row = `[${Array(3000).fill(1).join(',')}]`
+  const confusion = `[${Array(3000).fill(row).join(',')}]`
+  const results = JSON.stringify(tiny({ arms: [arm('cass', 'cnn', 1, 0, 0.5)] })).replace(
+    '"confusion":[[3,1],[0,4]]',
+    `"confusion":${confusion}`,
+  )
+  const run = reportCapped('confusion', results)
+  t.is(run.signal, null, run.stderr)
+  t.is(run.status, 0, `${run.result?.error} ${run.stderr}`)
+  const html = readFileSync(path.join(run.dir, 'report.html'), 'utf8')
+  t.regex(html, /arms\[0\]\.test\.confusion has 3000 classes: too many to draw \(at most 100\)/)
+  t.true(html.length < 2 * 2 ** 20)
+})
+
+test('values nested deeper than the results format goes are refused, with no stack overflow', (t) => {
+  const deep = `${'['.repeat(200_000)}${']'.repeat(200_000)}`
+  const results = JSON.stringify(tiny()).replace('"name":"tiny"', `"name":${deep}`)
+  const run = reportCapped('deep', results)
+  t.is(run.signal, null, run.stderr)
+  t.is(run.status, 1, run.stderr)
+  t.regex(run.result?.error ?? '', /results\.json: "dataset\.name" is nested deeper than 32 levels/)
+})
+
+test('a results.json that is a FIFO is refused at once, not waited on', (t) => {
+  const dir = tempDir('report-fifo')
+  execFileSync('mkfifo', [path.join(dir, 'results.json')])
+  const out = runCapped(
+    { writeReport: 'ts/report/write.ts' },
+    `return writeReport(${JSON.stringify(dir)})`,
+    768 * 2 ** 20,
+    20_000,
+  )
+  t.is(out.signal, null, 'ended by the timeout: the open waited for a writer')
+  t.regex(out.result?.error ?? '', /results\.json: not a regular file/)
 })

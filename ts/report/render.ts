@@ -257,7 +257,8 @@ function confusionSection(r: ExperimentResults, t: ArmTable): string {
     const matrix = list(arm.test?.confusion).map((row) => list(row))
     const labels = matrix.map((_, i) => String(names[i] ?? i))
     const caption = `Rows: true class, columns: predicted. Macro-F1 ${fmt(metricOf(arm, 'macroF1'))}, balanced accuracy ${fmt(metricOf(arm, 'balancedAccuracy'))}; shade = share of the row.`
-    return heatmap({ name: `confusion-${n}`, title, labels, matrix, caption })
+    const field = `arms[${list(r.arms).indexOf(arm)}].test.confusion`
+    return heatmap({ name: `confusion-${n}`, title, labels, matrix, caption, field })
   })
   return `<h2>Confusion matrices</h2><p class="note">The best start (highest mean macro-F1) per network at the largest label fraction.</p><div class="plots">${plots.join('') || figure('confusion', 'Confusion matrices', null)}</div>`
 }

@@ -15,6 +15,36 @@ export function escapeHtml(value: unknown): string {
 
 export const NO_VALUE = '–'
 
+/** The most marks one line plot draws: a series beyond its share is thinned (see {@link linePlot}). */
+export const MAX_PLOT_POINTS = 4000
+/** The largest confusion matrix drawn, in classes (a 100 x 100 map is 10,000 cells). */
+export const MAX_HEATMAP_CLASSES = 100
+
+/** Smallest and largest of `xs`, by a loop: `Math.min(...xs)` overflows the stack on a long array. */
+function extent(xs: Iterable<number>): [number, number] {
+  let [lo, hi] = [Infinity, -Infinity]
+  for (const x of xs) {
+    if (x < lo) lo = x
+    if (x > hi) hi = x
+  }
+  return [lo, hi]
+}
+
+const ordinal = (k: number) => {
+  const tens = k % 100
+  const suffix = tens >= 11 && tens <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][k % 10] ?? 'th')
+  return `${k}${suffix}`
+}
+
+/** Every `k`-th point of a sorted series and its last, so that it keeps at most `max` points. */
+function thin(points: Point[], max: number): { points: Point[]; every: number } {
+  if (points.length <= max) return { points, every: 1 }
+  const every = Math.ceil(points.length / Math.max(1, max - 1))
+  const kept = points.filter((_, i) => i % every === 0)
+  if (kept[kept.length - 1] !== points[points.length - 1]) kept.push(points[points.length - 1])
+  return { points: kept, every }
+}
+
 /** A number with `digits` decimals, or an en dash for NaN, null, infinities and non-numbers. */
 export const fmt = (x: unknown, digits = 3): string => (isFiniteNumber(x) ? x.toFixed(digits) : NO_VALUE)
 
@@ -129,19 +159,32 @@ export interface LinePlot {
   series: Series[]
 }
 
+/**
+ * Lines with error bars. A plot draws at most {@link MAX_PLOT_POINTS} marks: a series longer than
+ * its share (100,000 epochs, say) is thinned to every k-th point and its last, and a note under
+ * the plot says so.
+ */
 export function linePlot(p: LinePlot): string {
-  const series = p.series
+  const finite = p.series
     .map((s) => ({ ...s, points: s.points.filter((q) => isFiniteNumber(q.x) && isFiniteNumber(q.y) && (!p.logX || q.x > 0)) }))
     .filter((s) => s.points.length > 0)
-    .map((s) => ({ ...s, points: [...s.points].sort((a, b) => a.x - b.x) }))
-  if (series.length === 0) return figure(p.name, p.title, null)
+  if (finite.length === 0) return figure(p.name, p.title, null)
+  const share = Math.max(2, Math.floor(MAX_PLOT_POINTS / finite.length))
+  const notes: string[] = []
+  const series = finite.map((s) => {
+    const sorted = [...s.points].sort((a, b) => a.x - b.x)
+    const { points, every } = thin(sorted, share)
+    if (every > 1)
+      notes.push(`${s.label}: ${sorted.length.toLocaleString('en-US')} points; every ${ordinal(every)} point is drawn`)
+    return { ...s, points }
+  })
   const all = series.flatMap((s) => s.points)
   const errOf = (q: Point) => (isFiniteNumber(q.err) ? Math.abs(q.err) : 0)
   const tx = (x: number) => (p.logX ? Math.log10(x) : x)
-  let [x0, x1] = [Math.min(...all.map((q) => tx(q.x))), Math.max(...all.map((q) => tx(q.x)))]
+  let [x0, x1] = extent(all.map((q) => tx(q.x)))
   if (x0 === x1) [x0, x1] = [x0 - 0.5, x1 + 0.5]
   const ys = [...all.flatMap((q) => [q.y - errOf(q), q.y + errOf(q)]), ...(p.yInclude ?? [])]
-  let [y0, y1] = [Math.min(...ys), Math.max(...ys)]
+  let [y0, y1] = extent(ys)
   if (y0 === y1) [y0, y1] = [y0 - 0.5, y1 + 0.5]
   const yTickValues = niceTicks(y0, y1)
   ;[y0, y1] = [yTickValues[0], yTickValues[yTickValues.length - 1]]
@@ -150,7 +193,11 @@ export function linePlot(p: LinePlot): string {
   const sy = (y: number) => H - M.bottom - ((y - y0) / (y1 - y0)) * (H - M.top - M.bottom)
   const xFormat = p.xFormat ?? fmtSig
   const yFormat = tickFormat(yTickValues)
-  const xTickValues = (p.xTicks ?? [...new Set(all.map((q) => q.x))]).filter((x) => isFiniteNumber(x) && (!p.logX || x > 0))
+  // Ticks at the data's x values only while they are few; otherwise evenly spaced ones.
+  const distinctX = [...new Set(all.map((q) => q.x))]
+  const xTickValues = (p.xTicks ?? (distinctX.length <= 12 ? distinctX : p.logX ? [] : niceTicks(x0, x1))).filter(
+    (x) => isFiniteNumber(x) && (!p.logX || x > 0),
+  )
   const body = series
     .map((s) => {
       const path = s.points.map((q, i) => `${i ? 'L' : 'M'}${px(sx(q.x))} ${px(sy(q.y))}`).join('')
@@ -177,7 +224,8 @@ export function linePlot(p: LinePlot): string {
     p.xLabel,
     p.yLabel,
   )
-  return figure(p.name, p.title, svg(p.title, W, H, grid + body), legend(series))
+  const thinned = notes.length ? `<p class="note">${escapeHtml(notes.join('. '))}.</p>` : ''
+  return figure(p.name, p.title, svg(p.title, W, H, grid + body), legend(series) + thinned)
 }
 
 export interface Bar {
@@ -191,7 +239,7 @@ export interface Bar {
 export function barChart(p: { name: string; title: string; yLabel: string; bars: Bar[] }): string {
   const bars = p.bars.filter((b) => isFiniteNumber(b.value) && b.value >= 0)
   if (bars.length === 0) return figure(p.name, p.title, null)
-  const yTicks = niceTicks(0, Math.max(...bars.map((b) => b.value)) || 1)
+  const yTicks = niceTicks(0, extent(bars.map((b) => b.value))[1] || 1)
   const top = yTicks[yTicks.length - 1]
   const sy = (y: number) => H - M.bottom - (y / top) * (H - M.top - M.bottom)
   const slot = (W - M.left - M.right) / bars.length
@@ -223,9 +271,21 @@ const blue = (t: number) => {
  * class's recall on the diagonal), so rare classes read as clearly as common ones; the count is
  * written in each cell.
  */
-export function heatmap(p: { name: string; title: string; labels: string[]; matrix: unknown[][]; caption?: string }): string {
+export function heatmap(p: {
+  name: string
+  title: string
+  labels: string[]
+  matrix: unknown[][]
+  caption?: string
+  /** Where the matrix comes from (e.g. `arms[3].test.confusion`), for the note on one too large to draw. */
+  field?: string
+}): string {
   const n = p.matrix.length
   if (n === 0) return figure(p.name, p.title, null)
+  if (n > MAX_HEATMAP_CLASSES) {
+    const note = `${p.field ?? 'the confusion matrix'} has ${n} classes: too many to draw (at most ${MAX_HEATMAP_CLASSES}); the per-class metrics are in results.json.`
+    return `<figure class="plot" data-plot="${escapeHtml(p.name)}" data-empty="true"><figcaption>${escapeHtml(p.title)}</figcaption><p class="no-data">${escapeHtml(note)}</p></figure>`
+  }
   const cell = Math.max(8, Math.min(36, Math.floor(420 / n)))
   const short = (s: string) => (s.length > 14 ? `${s.slice(0, 13)}…` : s)
   const left = 120
