@@ -94,6 +94,9 @@ export interface BindingLabeled {
 /** Residual block of a ResNet. */
 export type Block = 'basic' | 'bottleneck'
 
+/** Refuses (`output-in-use`) when a running job holds the output folder `dir`; changes nothing. */
+export declare function checkOutputFree(dir: string): void
+
 /** What a checkpoint folder holds. */
 export interface CheckpointInfo {
   /**

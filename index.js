@@ -839,6 +839,7 @@ module.exports.BindingCancelToken = nativeBinding.BindingCancelToken
 module.exports.BindingModel = nativeBinding.BindingModel
 module.exports.availableBackends = nativeBinding.availableBackends
 module.exports.Block = nativeBinding.Block
+module.exports.checkOutputFree = nativeBinding.checkOutputFree
 module.exports.ClassWeightingOptions = nativeBinding.ClassWeightingOptions
 module.exports.Conv = nativeBinding.Conv
 module.exports.Device = nativeBinding.Device

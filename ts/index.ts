@@ -28,6 +28,7 @@ import {
   checkImages,
   checkIndices,
   checkLabelled,
+  checkFinetuneOutDir,
   checkOutDir,
   checkPretrainOutDir,
 } from './inputs.js'
@@ -213,6 +214,8 @@ export interface FinetuneOptions extends JobOptions {
    * loaded model answers with names. One per class.
    */
   classNames?: string[]
+  /** Replace a fine-tuned network already in `outDir` (without it, that is an error). */
+  overwrite?: boolean
 }
 
 /** Fine-tunes one network with early stopping on validation loss. */
@@ -231,6 +234,7 @@ export function finetune(options: FinetuneOptions): Job<FinetuneResult> {
   if (options.weights !== undefined) parseWeightsReference(options.weights, field) // a bad reference fails here
   const images = checkImages(options.images)
   const outDir = checkOutDir(options.outDir)
+  checkFinetuneOutDir(outDir, options)
   return startJob(
     options,
     async (token, onEvent) => {

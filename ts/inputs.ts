@@ -5,7 +5,8 @@
 import { existsSync } from 'node:fs'
 import path from 'node:path'
 
-import { ConfigError } from './errors.js'
+import { ConfigError, fromNative } from './errors.js'
+import { native } from './native.js'
 
 /** Decoded RGB images held in memory: `count * height * width * 3` bytes, row-major (HWC). */
 export interface InMemoryImages {
@@ -93,11 +94,40 @@ export function checkOutDir(outDir: unknown): string {
 }
 
 /**
+ * Refuses (`output-in-use`) an output folder a running job holds, before anything in it is
+ * touched: a second run with `--overwrite` used to truncate the live run's step log first.
+ */
+export function checkOutputFree(outDir: string): void {
+  try {
+    native().checkOutputFree(path.resolve(outDir))
+  } catch (e) {
+    throw fromNative(e)
+  }
+}
+
+/**
+ * Refuses to start a fresh fine-tuning over an earlier one in `outDir` (its best checkpoint
+ * would be replaced) unless `overwrite` says so.
+ */
+export function checkFinetuneOutDir(outDir: string, options: { overwrite?: boolean }): void {
+  checkOutputFree(outDir)
+  if (options.overwrite) return
+  if (existsSync(path.join(path.resolve(outDir), 'best', 'state.json'))) {
+    throw new ConfigError(
+      `invalid argument at \`outDir\`: ${outDir} already holds a fine-tuned network; replace it (overwrite: true, --overwrite) or choose another folder`,
+      'outDir',
+      [],
+    )
+  }
+}
+
+/**
  * Refuses to start a fresh pre-training over an existing run in `outDir` (its checkpoint would be
  * replaced) unless `resume` or `overwrite` says what to do with it. Cheap: call it before
  * decoding data.
  */
 export function checkPretrainOutDir(outDir: string, options: { resume?: boolean; overwrite?: boolean }): void {
+  checkOutputFree(outDir)
   if (options.resume || options.overwrite) return
   if (existsSync(path.join(path.resolve(outDir), 'checkpoint', 'state.json'))) {
     throw new ConfigError(

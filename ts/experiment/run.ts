@@ -82,14 +82,29 @@ function readPrevious(file: string, settings: ExperimentResults['settings'], sou
   } catch (e) {
     throw new ConfigError(`invalid argument at \`outDir\`: ${(e as Error).message}`, 'outDir', [])
   }
-  if (JSON.stringify(prev.settings) !== JSON.stringify(settings) || prev.dataset?.source !== source) {
+  const differ = differences({ ...prev.settings, source: prev.dataset?.source }, { ...settings, source } as Record<
+    string,
+    unknown
+  >)
+  if (differ.length > 0) {
     throw new ConfigError(
-      `invalid argument at \`outDir\`: ${path.dirname(file)} holds an experiment with other data or settings; give another --out to keep both, or remove it`,
+      `invalid argument at \`outDir\`: ${path.dirname(file)} holds an experiment with other data or settings (${differ.slice(0, 4).join('; ')}${differ.length > 4 ? `; and ${differ.length - 4} more` : ''}); give another --out to keep both, or remove it`,
       'outDir',
-      [],
+      differ,
     )
   }
   return prev
+}
+
+/** `path: there X, here Y` for every leaf (an array is one leaf) where `before` and `now` differ. */
+function differences(before: unknown, now: unknown, at = ''): string[] {
+  const isMap = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x)
+  if (isMap(before) && isMap(now)) {
+    const keys = [...new Set([...Object.keys(before), ...Object.keys(now)])]
+    return keys.flatMap((k) => differences(before[k], now[k], at ? `${at}.${k}` : k))
+  }
+  const [a, b] = [JSON.stringify(before) ?? 'unset', JSON.stringify(now) ?? 'unset']
+  return a === b ? [] : [`${at}: ${a.slice(0, 80)} there, ${b.slice(0, 80)} here`]
 }
 
 /**
@@ -144,6 +159,14 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     ...(opts.batchSizes ? { batchSizes: opts.batchSizes } : {}),
     ...(opts.epochsSweep ? { epochsSweep: opts.epochsSweep } : {}),
     ...(opts.imagenet && Object.keys(opts.imagenet).length ? { imagenet: opts.imagenet } : {}),
+    // Everything else that changes a result is part of the experiment's identity too: a rerun
+    // with another pool or epoch count would put arms of different settings in one table.
+    sizes: { ...opts.sizes },
+    k: opts.k ?? 20,
+    ...(opts.format ? { format: opts.format } : {}),
+    ...(opts.pretrain || opts.dino || opts.finetune
+      ? { overrides: { pretrain: opts.pretrain ?? {}, dino: opts.dino ?? {}, finetune: opts.finetune ?? {} } }
+      : {}),
   }
   const file = path.join(out, 'results.json')
   const source = path.resolve(opts.data)
@@ -342,6 +365,8 @@ async function runArm(ctx: Ctx, a: ArmUnit) {
     train: samples(chosen),
     val: samples(split.val),
     outDir: path.join(ctx.out, 'finetune', tag),
+    // An arm left unfinished by a stopped experiment is run again from the start.
+    overwrite: true,
     signal: opts.signal,
   })
   // Stopped before its first validation, a fine-tuning has nothing to keep: the arm runs again.

@@ -70,6 +70,12 @@ pub fn probe_device(device: Device) -> Result<DeviceChoice> {
     }
 }
 
+/// Refuses (`output-in-use`) when a running job holds the output folder `dir`; changes nothing.
+#[napi]
+pub fn check_output_free(dir: String) -> Result<()> {
+    cass_core::checkpoint::OutputLock::check_free(&PathBuf::from(dir)).map_err(invalid)
+}
+
 /// Compute backends compiled into this addon (`cpu` always; `cuda`, `wgpu` by cargo feature).
 #[napi]
 pub fn available_backends() -> Vec<String> {

@@ -4,6 +4,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 
 import { sampleFraction } from '../../data/splits.js'
+import { checkFinetuneOutDir } from '../../inputs.js'
 import { type FinetuneInput, evaluate, finetune, inspectCheckpoint, parseFinetuneConfig } from '../../index.js'
 import { progressReporter } from '../../progress.js'
 import { DATA_OPTIONS, UsageError, int, interruptible, load, need, outputFolder, readConfig } from '../shared.js'
@@ -18,6 +19,7 @@ export const usage = `cass finetune --data PATH --arch cnn|vit --labels F --out 
   --labels F          fraction of the training labels: 0.01, 0.1, 1 ... (stratified, seeded)
   --preset, --config, --epochs N (max epochs), --batch-size N, --device, --seed N
   --out DIR           best checkpoint in DIR/best, test metrics in DIR/metrics.json
+  --overwrite         replace a fine-tuned network already in --out (else that is an error)
   plus the data options of pretrain
 `
 
@@ -38,11 +40,13 @@ export async function run(argv: string[]): Promise<void> {
       'batch-size': { type: 'string' },
       device: { type: 'string' },
       seed: { type: 'string' },
+      overwrite: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   })
   if (values.help) return void process.stdout.write(usage)
   const out = outputFolder(need(values.out, '--out DIR', 'finetune'))
+  checkFinetuneOutDir(out, { overwrite: values.overwrite }) // before minutes of decoding
   const starts = [values.from, values.weights, values.init].filter((v) => v !== undefined).length
   if (starts === 0 || (values.init !== undefined && values.init !== 'random'))
     throw new UsageError('finetune needs --from DIR, --weights REF or --init random')
@@ -73,6 +77,7 @@ export async function run(argv: string[]): Promise<void> {
     train: { indices: picked, labels: picked.map((i) => ds.labels[i]) },
     val: val.indices.length ? val : train,
     outDir: out,
+    overwrite: values.overwrite,
     // Kept in the checkpoint: `cass predict` and a loaded model answer with these names.
     classNames: input.numClasses === ds.classes.length ? ds.classes : undefined,
     signal: interruptible(),

@@ -92,44 +92,68 @@ fn process_alive(pid: u32) -> bool {
     !cfg!(target_os = "linux") || pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// An output folder held by one job: `DIR/.lock` holds the job's process id while it runs. A
-/// second job on the same folder is refused with a clear error (the two would replace each
-/// other's checkpoints); a lock whose process is gone (killed) is taken over.
+/// An output folder held by one job: the job holds an OS lock (`flock`) on `DIR/.lock` for its
+/// whole life, and the file names its process id for the message a second job gets. The kernel
+/// releases the lock when the process ends however it ends, so a killed job's folder is always
+/// recoverable, and a process id reused by another program (or by this one after a container
+/// restart) holds nothing: ownership is the lock, never the number in the file.
 #[derive(Debug)]
 pub struct OutputLock {
     path: PathBuf,
+    /// Open for the job's life: closing it releases the lock.
+    _file: fs::File,
+}
+
+/// Whether `file` is still the file at `path` (a holder that finished removed it, and a lock on
+/// a removed file would guard nothing).
+fn still_at(file: &fs::File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
+    }
 }
 
 impl OutputLock {
     pub fn acquire(dir: &Path) -> Result<Self, CassError> {
         fs::create_dir_all(dir).map_err(|e| CassError::io(dir, e))?;
         let path = dir.join(".lock");
-        for _ in 0..2 {
-            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    f.write_all(std::process::id().to_string().as_bytes())
+        for _ in 0..8 {
+            let mut file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| CassError::io(&path, e))?;
+            match file.try_lock() {
+                Ok(()) if still_at(&file, &path) => {
+                    file.set_len(0).map_err(|e| CassError::io(&path, e))?;
+                    file.write_all(std::process::id().to_string().as_bytes())
                         .map_err(|e| CassError::io(&path, e))?;
-                    return Ok(Self { path });
+                    return Ok(Self { path, _file: file });
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Ok(()) => continue, // locked a file its holder had just removed: open again
+                Err(fs::TryLockError::WouldBlock) => {
                     let holder = fs::read_to_string(&path)
                         .ok()
                         .and_then(|s| s.trim().parse::<u32>().ok());
-                    match holder {
-                        Some(pid) if process_alive(pid) => {
-                            return Err(CassError::data(
-                                "output-in-use",
-                                format!(
-                                    "another job (process {pid}) is writing to this folder; wait for it or choose another"
-                                ),
-                                Some(dir),
-                            ));
-                        }
-                        // Left by a killed job: take it over.
-                        _ => fs::remove_file(&path).map_err(|e| CassError::io(&path, e))?,
-                    }
+                    let who = holder.map_or("another job".to_string(), |pid| format!("another job (process {pid})"));
+                    return Err(CassError::data(
+                        "output-in-use",
+                        format!("{who} is writing to this folder; wait for it or choose another"),
+                        Some(dir),
+                    ));
                 }
-                Err(e) => return Err(CassError::io(&path, e)),
+                Err(fs::TryLockError::Error(e)) => return Err(CassError::io(&path, e)),
             }
         }
         Err(CassError::data(
@@ -140,8 +164,38 @@ impl OutputLock {
     }
 }
 
+impl OutputLock {
+    /// Refuses (`output-in-use`) when a running job holds `dir`'s lock, touching nothing: what a
+    /// caller checks before it changes anything in the folder (a refused second run used to
+    /// truncate the live run's step log before the engine's own check).
+    pub fn check_free(dir: &Path) -> Result<(), CassError> {
+        let path = dir.join(".lock");
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(CassError::io(&path, e)),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(()),
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok());
+                let who = holder.map_or("another job".to_string(), |pid| format!("another job (process {pid})"));
+                Err(CassError::data(
+                    "output-in-use",
+                    format!("{who} is writing to this folder; wait for it or choose another"),
+                    Some(dir),
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) => Err(CassError::io(&path, e)),
+        }
+    }
+}
+
 impl Drop for OutputLock {
     fn drop(&mut self) {
+        // Removed while still locked; the lock goes when the file closes, just after.
         let _ = fs::remove_file(&self.path);
     }
 }
@@ -281,14 +335,53 @@ mod tests {
         assert!(e.to_string().contains(&std::process::id().to_string()), "{e}");
         drop(held);
         assert!(!dir.join(".lock").exists());
-        // A lock left by a killed job.
+        // A lock file left by a killed job, and one naming a live process that holds no lock
+        // (PID 1 always runs: a reused PID, or this container's own after a restart). Both
+        // used to be judged by the number; neither holds the OS lock, so both are taken over.
+        for left in [GONE, 1] {
+            fs::write(dir.join(".lock"), left.to_string()).unwrap();
+            let taken = OutputLock::acquire(&dir).unwrap();
+            assert_eq!(
+                fs::read_to_string(dir.join(".lock")).unwrap(),
+                std::process::id().to_string()
+            );
+            drop(taken);
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Another process holding the folder's lock keeps it, whatever its lock file says.
+    #[test]
+    fn a_lock_held_by_another_process_is_respected() {
+        let dir = std::env::temp_dir().join(format!("cass-lock-other-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(".lock"), GONE.to_string()).unwrap();
-        let taken = OutputLock::acquire(&dir).unwrap();
-        assert_eq!(
-            fs::read_to_string(dir.join(".lock")).unwrap(),
-            std::process::id().to_string()
-        );
-        drop(taken);
+        // `-o`: the lock stays with flock itself, not its `sleep`, so killing flock frees it.
+        let mut other = std::process::Command::new("flock")
+            .arg("-o")
+            .arg(dir.join(".lock"))
+            .args(["sleep", "30"])
+            .spawn()
+            .expect("util-linux flock");
+        // Wait until it holds the lock.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let f = fs::File::open(dir.join(".lock")).unwrap();
+            if f.try_lock().is_err() {
+                break;
+            }
+            drop(f);
+            assert!(std::time::Instant::now() < deadline, "flock never took the lock");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(OutputLock::acquire(&dir).unwrap_err().code(), "output-in-use");
+        assert_eq!(OutputLock::check_free(&dir).unwrap_err().code(), "output-in-use");
+        other.kill().unwrap();
+        other.wait().unwrap();
+        OutputLock::check_free(&dir).unwrap();
+        drop(OutputLock::acquire(&dir).unwrap());
+        OutputLock::check_free(&dir).unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 
