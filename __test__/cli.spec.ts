@@ -281,6 +281,43 @@ test('SIGTERM stops a pre-training like Ctrl-C: exit 130 and a resumable checkpo
   t.true(state.step >= 1)
 })
 
+test('SIGTERM stops an experiment like any other stopped command: exit 130', async (t) => {
+  const dir = tempDir('sigterm-experiment')
+  await stripesPng(dir).images
+  const out = path.join(dir, 'exp')
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      path.join(root, 'ts', 'cli.ts'),
+      'experiment',
+      '--data',
+      path.join(dir, 'data'),
+      '--out',
+      out,
+      '--cache-dir',
+      path.join(dir, 'cache'),
+      '--methods',
+      'cass',
+      '--fractions',
+      '1',
+      '--seeds',
+      '1',
+      '--pretrain-epochs',
+      '10000',
+    ],
+    { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] },
+  )
+  let stderr = ''
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  for (let i = 0; i < 600 && !stderr.includes('[pre-training 1/'); i++) await new Promise((r) => setTimeout(r, 100))
+  child.kill('SIGTERM')
+  const code = await new Promise<number | null>((r) => child.on('exit', r))
+  t.is(code, 130, stderr)
+  t.regex(stderr, /cass experiment: stopped; run the same command again to continue/)
+})
+
 test('demo runs the experiment on real MNIST (tiny sizes), prints the paired table and writes results.json and the report', async (t) => {
   const out = tempDir('demo')
   const sizes = {

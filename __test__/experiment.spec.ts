@@ -175,4 +175,17 @@ test('an experiment runs every arm, survives being stopped, and resumes without 
   const err = await t.throwsAsync(runExperiment(other), { instanceOf: ConfigError })
   t.is(err.field, 'outDir')
   t.is(JSON.parse(readFileSync(file, 'utf8')).arms.length, 12)
+  // So is every other size or setting that changes a result: each is named in the message.
+  const base = options(root, data)
+  for (const [change, named] of [
+    [{ sizes: { ...base.sizes, poolImages: 16 } }, /sizes\.poolImages: 0 there, 16 here/],
+    [{ sizes: { ...base.sizes, finetuneMaxEpochs: 3 } }, /sizes\.finetuneMaxEpochs: 1 there, 3 here/],
+    [{ sizes: { ...base.sizes, pretrainEpochs: 2 } }, /sizes\.pretrainEpochs: 1 there, 2 here/],
+    [{ k: 3 }, /k: 5 there, 3 here/],
+    [{ finetune: { ...tiny, batchSize: 2 } }, /overrides\.finetune\.batchSize: 4 there, 2 here/],
+  ] as const) {
+    const refused = await t.throwsAsync(runExperiment({ ...base, ...change }), { instanceOf: ConfigError })
+    t.regex(refused.message, named)
+  }
+  t.is(JSON.parse(readFileSync(file, 'utf8')).arms.length, 12)
 })

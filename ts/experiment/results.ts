@@ -3,6 +3,7 @@
  * configs. The report (`report.html`, `cass report DIR`) is rendered from this file alone.
  */
 import type { Metrics } from '../events.js'
+import type { ExperimentSizes } from './run.js'
 
 /** A pre-training method; `random` and `imagenet` are the fine-tuning starts without one. */
 export type MethodName = 'cass' | 'dino'
@@ -91,6 +92,13 @@ export interface ExperimentResults {
     epochsSweep?: number[]
     /** The weights the `imagenet` start fine-tunes each network from. */
     imagenet?: Partial<Record<Network, string>>
+    /** Images per split and epochs (part of the identity: a rerun with others is refused). */
+    sizes?: ExperimentSizes
+    /** Neighbours of the kNN probe. */
+    k?: number
+    format?: string
+    /** The config overrides of each method and of fine-tuning, as given. */
+    overrides?: { pretrain: unknown; dino: unknown; finetune: unknown }
   }
   pretraining: PretrainRecord[]
   arms: ArmRecord[]

@@ -93,6 +93,7 @@ export async function run(argv: string[]): Promise<void> {
     if (n < 0) throw new UsageError(`--${flag} must be 0 (all) or more`)
     return n
   }
+  const signal = interruptible()
   await runExperiment({
     data,
     format: values.format as never,
@@ -121,6 +122,8 @@ export async function run(argv: string[]): Promise<void> {
       ...(values['imagenet-cnn'] ? { cnn: values['imagenet-cnn'] } : {}),
       ...(values['imagenet-vit'] ? { vit: values['imagenet-vit'] } : {}),
     },
-    signal: interruptible(),
+    signal,
   })
+  // Stopped (Ctrl-C, SIGTERM): the same exit code as every other stopped command.
+  if (signal.aborted) process.exit(130)
 }
