@@ -227,10 +227,15 @@ pub fn recover(final_dir: &Path) -> Result<(), CassError> {
     for staging in orphans(final_dir, &format!(".{name}.partial-")) {
         fs::remove_dir_all(&staging).map_err(|e| CassError::io(&staging, e))?;
     }
+    // A checkpoint counts when its state.json reads; a corrupt one must not cost the good copy
+    // that a killed swap left beside it.
+    let readable = |dir: &Path| read_json(&dir.join("state.json")).is_ok();
     for old in orphans(final_dir, &format!("{name}.old-")) {
-        if !final_dir.join("state.json").exists() && old.join("state.json").exists() {
+        if !readable(final_dir) && readable(&old) {
             if final_dir.exists() {
-                fs::remove_dir_all(final_dir).map_err(|e| CassError::io(final_dir, e))?;
+                // Kept, not deleted: what is unreadable to us may still matter to its owner.
+                let aside = final_dir.with_extension(format!("corrupt-{}", std::process::id()));
+                fs::rename(final_dir, &aside).map_err(|e| CassError::io(final_dir, e))?;
             }
             fs::rename(&old, final_dir).map_err(|e| CassError::io(final_dir, e))?;
         } else {
@@ -407,6 +412,15 @@ mod tests {
         recover(&ck).unwrap();
         assert_eq!(fs::read_to_string(ck.join("state.json")).unwrap(), r#"{"step":7}"#);
         assert!(!root.join(format!("checkpoint.old-{GONE}")).exists());
+
+        // A corrupt checkpoint in place does not cost the good old copy (it used to be deleted):
+        // the good one is restored, the corrupt one kept aside.
+        fs::write(ck.join("state.json"), "{ torn").unwrap();
+        checkpoint(&root.join(format!("checkpoint.old-{GONE}")), 5);
+        recover(&ck).unwrap();
+        assert_eq!(fs::read_to_string(ck.join("state.json")).unwrap(), r#"{"step":5}"#);
+        let aside = root.join(format!("checkpoint.corrupt-{}", std::process::id()));
+        assert_eq!(fs::read_to_string(aside.join("state.json")).unwrap(), "{ torn");
         fs::remove_dir_all(&root).unwrap();
     }
 }

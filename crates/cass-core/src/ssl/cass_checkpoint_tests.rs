@@ -71,6 +71,7 @@ fn resume_after_cancel_continues_the_same_loss_curve() {
     let mut warned = Vec::new();
     let other = PretrainConfig {
         batch_size: 2,
+        views: 2,
         ..cfg.clone()
     };
     let probe_cancel = CancelToken::new();
@@ -84,9 +85,20 @@ fn resume_after_cancel_continues_the_same_loss_curve() {
     assert_eq!(again.steps, 3, "cancelled before its first step");
     assert_eq!(warned.len(), 1, "{warned:?}");
     assert!(
-        warned[0].starts_with("resume-keeps-config: resuming keeps the checkpoint's config (batch size 4"),
+        warned[0].starts_with("resume-keeps-config: resuming keeps the checkpoint's config")
+            && warned[0].ends_with("not used: batch_size, views"),
         "{warned:?}"
     );
+    // A state.json whose step is past the run (or disagrees with its losses) is refused, not
+    // taken as a completed run.
+    let state = b.join("checkpoint/state.json");
+    let text = fs::read_to_string(&state).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["step"] = serde_json::json!(1_000_000);
+    fs::write(&state, v.to_string()).unwrap();
+    let err = pretrain(&cfg, set.clone(), vec![], &b, true, &mut Silent, &CancelToken::new()).unwrap_err();
+    assert_eq!(err.code(), "bad-checkpoint", "{err}");
+    fs::write(&state, text).unwrap();
     let rest = pretrain(&cfg, set, vec![], &b, true, &mut Silent, &CancelToken::new()).unwrap();
     assert_eq!(rest.status, Status::Completed);
     // Bit for bit: the losses read back from state.json included (serde_json's default float

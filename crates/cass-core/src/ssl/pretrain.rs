@@ -16,6 +16,31 @@ use crate::error::CassError;
 use crate::events::{CancelToken, Event, Observer};
 use crate::train::run::{self, EpochEnd, Learner, Plan, Progress, Status, StepReport};
 
+/// Settings that may differ on resume without being ignored: the run's length, where the
+/// starting weights were (already in the checkpoint) and the device.
+const RESUMABLE_CHANGES: [&str; 5] = ["epochs", "max_steps", "cnn_weights", "vit_weights", "backend"];
+
+/// Top-level fields of `given` whose values differ from the checkpoint's `kept` config, apart
+/// from [`RESUMABLE_CHANGES`]. A run started from declared weights (the Keras ResNet) had its
+/// CNN shape and input normalisation set from them, which the given config does not repeat.
+fn differing_settings<C: Serialize>(kept: &C, given: &C) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(kept)), Ok(serde_json::Value::Object(given))) =
+        (serde_json::to_value(kept), serde_json::to_value(given))
+    else {
+        return Vec::new();
+    };
+    let from_declared_weights = kept.get("cnn_weights").is_some_and(|w| !w.is_null());
+    given
+        .iter()
+        .filter(|(k, v)| {
+            !RESUMABLE_CHANGES.contains(&k.as_str())
+                && !(from_declared_weights && (k.as_str() == "cnn" || k.as_str() == "augment"))
+                && kept.get(k.as_str()) != Some(v)
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 /// Position of a run, saved in `state.json` beside the weights.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PretrainState<C> {
@@ -142,14 +167,15 @@ pub fn run<M: Method>(
     };
     let wanted = M::settings(config);
     if let Some(s) = &resumed {
-        let kept = M::settings(&s.config);
-        if kept.batch_size != wanted.batch_size || kept.seed != wanted.seed {
-            // A resumed run is the checkpoint's run: only its length can change.
+        // A resumed run is the checkpoint's run: only its length can change. Every other
+        // setting given that differs is named, so that a flag is never ignored in silence.
+        let ignored = differing_settings(&s.config, config);
+        if !ignored.is_empty() {
             observer.event(&Event::Warning {
                 code: "resume-keeps-config".into(),
                 message: format!(
-                    "resuming keeps the checkpoint's config (batch size {}, seed {}); the batch size {} and seed {} given are not used",
-                    kept.batch_size, kept.seed, wanted.batch_size, wanted.seed
+                    "resuming keeps the checkpoint's config; these settings given differ and are not used: {}",
+                    ignored.join(", ")
                 ),
                 step: s.step,
             });
@@ -189,6 +215,19 @@ pub fn run<M: Method>(
     }
     let (method, state) = match resumed {
         Some(s) => {
+            // state.json is read without a schema's help: its position must be one this run
+            // can have reached (a step past the run used to be taken as a completed run).
+            if s.losses.len() as u64 != s.step || s.step > total {
+                return Err(CassError::data(
+                    "bad-checkpoint",
+                    format!(
+                        "state.json is at step {} with {} recorded losses, but this run has {total} steps (raise epochs or max_steps to continue a longer run)",
+                        s.step,
+                        s.losses.len()
+                    ),
+                    Some(&ckpt_dir.join("state.json")),
+                ));
+            }
             if s.batches_per_epoch != batches_per_epoch {
                 return Err(CassError::config(
                     "indices",
