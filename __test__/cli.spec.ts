@@ -1,4 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process'
+import http from 'node:http'
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
@@ -279,6 +280,50 @@ test('SIGTERM stops a pre-training like Ctrl-C: exit 130 and a resumable checkpo
   const state = JSON.parse(readFileSync(path.join(out, 'checkpoint', 'state.json'), 'utf8'))
   t.false(state.completed)
   t.true(state.step >= 1)
+})
+
+test('Ctrl-C while hf: weights download stops with exit 130, like any stopped command', async (t) => {
+  const dir = tempDir('sigint-download')
+  await stripesPng(dir).images
+  // A hub that accepts connections and never answers.
+  const silent = http.createServer(() => undefined)
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r))
+  const { port } = silent.address() as { port: number }
+  try {
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        path.join(root, 'ts', 'cli.ts'),
+        'pretrain',
+        '--data',
+        path.join(dir, 'data'),
+        '--out',
+        path.join(dir, 'pre'),
+        '--cnn-weights',
+        'hf:owner/model',
+        '--cache-dir',
+        path.join(dir, 'cache'),
+      ],
+      {
+        cwd: root,
+        stdio: ['ignore', 'ignore', 'pipe'],
+        env: { ...process.env, HF_ENDPOINT: `http://127.0.0.1:${port}`, HF_HOME: path.join(dir, 'hf') },
+      },
+    )
+    let stderr = ''
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    // Wait until the data is loaded and the download has begun.
+    for (let i = 0; i < 300 && !/data: \d+ images/.test(stderr); i++) await new Promise((r) => setTimeout(r, 100))
+    await new Promise((r) => setTimeout(r, 500))
+    child.kill('SIGINT')
+    const code = await new Promise<number | null>((r) => child.on('exit', r))
+    t.is(code, 130, stderr)
+  } finally {
+    silent.closeAllConnections()
+    silent.close()
+  }
 })
 
 test('SIGTERM stops an experiment like any other stopped command: exit 130', async (t) => {

@@ -84,6 +84,18 @@ test('pretrain rejects a bad config synchronously, naming the field', (t) => {
   t.is(err2.field, 'images.pixels')
 })
 
+test('a __proto__ key in a JSON config is an unknown key, not a way around the check', (t) => {
+  // JSON.parse makes `__proto__` an own key; merged by assignment it became the prototype and
+  // the strict schema never saw it.
+  const err = t.throws(() => parsePretrainConfig(JSON.parse('{"__proto__": {"epochs": 3}, "epochs": 2}')), {
+    instanceOf: ConfigError,
+  })
+  t.regex(err.message, /__proto__/)
+  t.throws(() => parseFinetuneConfig(JSON.parse('{"arch": "cnn", "adam": {"__proto__": {"eps": 1}}}')), {
+    instanceOf: ConfigError,
+  })
+})
+
 test('unknown preset is a config error', (t) => {
   const err = t.throws(() => parsePretrainConfig({ preset: 'huge' as never }), { instanceOf: ConfigError })
   t.is(err.field, 'preset')

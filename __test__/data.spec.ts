@@ -168,6 +168,21 @@ test('path,label CSV rows relative to an image root', async (t) => {
   t.deepEqual(ds.labels, [1, 0])
 })
 
+test('a CSV that lists one image twice keeps it once and says so (it could land in train and test)', async (t) => {
+  const root = tempDir('csv-dupes')
+  await png(path.join(root, 'images', 'x.png'), 1)
+  await png(path.join(root, 'images', 'y.png'), 2)
+  const csv = path.join(root, 'list.csv')
+  // The same file three times: by name, again, and without its extension.
+  writeFileSync(csv, 'path,label\nx.png,tumour\ny.png,normal\nx.png,tumour\nx,normal\n')
+  const ds = await loadDataset(csv, { size: 8, imageRoot: path.join(root, 'images'), cacheDir: path.join(root, 'cache') })
+  t.deepEqual(ds.names, ['x.png', 'y.png'])
+  t.deepEqual(
+    ds.skipped.map((s) => s.reason),
+    ['row 4: the same image as row 2; kept once', 'row 5: the same image as row 2; kept once'],
+  )
+})
+
 test('symbolic links in an image folder: followed inside the folder, reported (not read) when they lead outside or nowhere', async (t) => {
   const root = tempDir('links')
   const data = path.join(root, 'data')

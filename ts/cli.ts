@@ -65,6 +65,8 @@ main().catch((e: unknown) => {
     process.stderr.write(`cass: ${msg}\n`)
     process.exit(code)
   }
+  // Ctrl-C before the engine started (fetching weights, decoding data) aborts with an AbortError.
+  if (e instanceof Error && e.name === 'AbortError') say('stopped', 130)
   if (e instanceof UsageError || e instanceof ConfigError) say(e.message, 2)
   if (e instanceof CassError) say(`${e.message} [${e.code}]`, 1)
   if (e instanceof Error && 'code' in e && String(e.code).startsWith('ERR_PARSE_ARGS')) say(e.message, 2)

@@ -322,7 +322,16 @@ export function merge(base: unknown, over: unknown): unknown {
   if (!isPlainObject(base) || !isPlainObject(over)) return over
   if ('kind' in over && base.kind !== over.kind) return over
   const out: Record<string, unknown> = { ...base }
-  for (const [k, v] of Object.entries(over)) out[k] = merge(base[k], v)
+  // defineProperty, not assignment: a JSON key `__proto__` (JSON.parse makes it an own key)
+  // assigned here would set the object's prototype and vanish from the strict schemas' sight.
+  for (const [k, v] of Object.entries(over)) {
+    Object.defineProperty(out, k, {
+      value: merge(Object.hasOwn(base, k) ? base[k] : undefined, v),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    })
+  }
   return out
 }
 

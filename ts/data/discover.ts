@@ -183,11 +183,22 @@ function discoverCsv(file: string, imageRoot: string | undefined): Discovered {
     if (found === undefined) return undefined
     return inside(realpathSync(found)) ? found : 'outside'
   }
+  // One image, one row: a file listed twice could land in train and test at once (a leak that
+  // inflates every metric), so later rows for the same file are skipped and reported.
+  const firstRow = new Map<string, number>()
   const addRow = (k: number, name: string, label: number) => {
     const f = resolveImage(name)
     if (f === 'outside') badRows.push({ name, reason: `row ${k + 2}: path is outside the image root ${root}` })
     else if (!f) badRows.push({ name, reason: `row ${k + 2}: file not found under ${root}` })
-    else items.push({ kind: 'file', file: f, name, label })
+    else {
+      const real = realpathSync(f)
+      const first = firstRow.get(real)
+      if (first !== undefined) badRows.push({ name, reason: `row ${k + 2}: the same image as row ${first + 2}; kept once` })
+      else {
+        firstRow.set(real, k)
+        items.push({ kind: 'file', file: f, name, label })
+      }
+    }
   }
   let classes: string[]
   const twoColumn =
