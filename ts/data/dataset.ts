@@ -12,7 +12,7 @@
  * gave is ever written to.
  */
 import { createHash } from 'node:crypto'
-import { mkdirSync, statSync } from 'node:fs'
+import { statSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -21,6 +21,7 @@ import { DEFAULT_MAX_PIXELS, decodeImage } from './decode.js'
 import { CacheWriter, type CacheIndex, defaultCacheDir, readCacheIndex } from './cache.js'
 import { type Discovered, type Item, type SourceFormat, type SplitName, discover } from './discover.js'
 import { stratifiedSplit } from './splits.js'
+import { makeDir } from '../io/make-dir.js'
 
 export type { SourceFormat, SplitName }
 
@@ -119,7 +120,7 @@ export async function loadDataset(source: string, opts: LoadOptions): Promise<Lo
     throw new DataError(`${b.name}: ${b.reason}`, 'bad-row', source)
   }
   const cacheDir = opts.cacheDir ?? defaultCacheDir()
-  mkdirSync(cacheDir, { recursive: true })
+  makeDir(cacheDir)
   const key = cacheKey(d, source, opts)
   const cacheFile = path.join(cacheDir, `${key}-${opts.size}.cassds`)
   let index = readCacheIndex(cacheFile)?.index

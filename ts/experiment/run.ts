@@ -6,7 +6,7 @@
  * the end. A killed experiment continues where it stopped: finished units are skipped, an
  * interrupted pre-training resumes from its checkpoint.
  */
-import { existsSync, mkdirSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import path from 'node:path'
 
 import { type DeviceName, type FinetuneInput, type PresetName, type PretrainInput, parsePretrainConfig } from '../config.js'
@@ -21,6 +21,7 @@ import { readResults, writeFileAtomic, writeReport } from '../report/write.js'
 import { knnClassify } from './knn.js'
 import { type ArmUnit, type KnnUnit, type PretrainUnit, armKey, planExperiment } from './plan.js'
 import type { ExperimentResults, MethodName, Network, PretrainRecord } from './results.js'
+import { makeDir } from '../io/make-dir.js'
 
 export interface ExperimentSizes {
   /** Unlabelled images for pre-training (0: every training image). */
@@ -145,7 +146,7 @@ class Eta {
 export async function runExperiment(opts: ExperimentOptions): Promise<ExperimentResults> {
   const log = opts.log ?? ((s: string) => process.stderr.write(`${s}\n`))
   const out = path.resolve(opts.outDir)
-  mkdirSync(out, { recursive: true })
+  makeDir(out)
   const device = opts.device ?? 'auto'
   const cassBase = parsePretrainConfig({ preset: opts.preset, ...opts.pretrain, epochs: opts.sizes.pretrainEpochs, device })
   const settings: ExperimentResults['settings'] = {

@@ -33,7 +33,6 @@ import {
   createReadStream,
   existsSync,
   fsyncSync,
-  mkdirSync,
   openSync,
   readFileSync,
   renameSync,
@@ -48,6 +47,7 @@ import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 import { ConfigError, DataError } from '../errors.js'
+import { makeDir } from '../io/make-dir.js'
 
 /** Largest file a download accepts (checked against the size the Hub reports, before any byte). */
 export const MAX_DOWNLOAD_BYTES = 4 * 1024 ** 3
@@ -487,7 +487,7 @@ async function downloadBlob(
   opts: HubOptions,
   limits: StallLimits,
 ): Promise<void> {
-  mkdirSync(path.dirname(blob), { recursive: true })
+  makeDir(path.dirname(blob))
   const partial = `${blob}.incomplete`
   const retries = opts.retries ?? 3
   const limit = meta.size ?? opts.maxBytes ?? MAX_DOWNLOAD_BYTES
@@ -537,7 +537,7 @@ async function downloadBlob(
 
 /** Writes `file` by a rename, so a reader never sees half of it. */
 function publish(file: string, write: (tmp: string) => void) {
-  mkdirSync(path.dirname(file), { recursive: true })
+  makeDir(path.dirname(file))
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}`)
   rmSync(tmp, { force: true })
   write(tmp)

