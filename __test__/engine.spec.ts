@@ -149,19 +149,25 @@ test('cancel stops at the next step and resume continues the same loss curve', a
 test('two jobs writing the same outDir: the second is refused while the first runs', async (t) => {
   const { images } = stripes(8, 16, 3)
   const dir = tempDir('lock')
-  let second: Promise<unknown> | undefined
+  let refused: unknown
   const first = pretrain({
     config: { ...tinyPretrain, epochs: 50 },
     images,
     outDir: dir,
     onProgress: (e) => {
       if (e.type !== 'step' || e.step !== 2) return
-      second = pretrain({ config: { ...tinyPretrain, epochs: 1 }, images, outDir: dir, overwrite: true }).result
-      void second.finally(() => first.cancel()).catch(() => {})
+      // Refused at the call, before anything in the folder is touched.
+      try {
+        void pretrain({ config: { ...tinyPretrain, epochs: 1 }, images, outDir: dir, overwrite: true })
+      } catch (e) {
+        refused = e
+      }
+      first.cancel()
     },
   })
   t.is((await first).status, 'cancelled')
-  const err = await t.throwsAsync(second!, { instanceOf: DataError })
+  t.true(refused instanceof DataError, String(refused))
+  const err = refused as DataError
   t.is(err.code, 'output-in-use')
   t.regex(err.message, /another job \(process \d+\) is writing to this folder/)
   // The lock goes with the job: the folder can be resumed now.

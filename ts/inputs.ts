@@ -98,6 +98,8 @@ export function checkOutDir(outDir: unknown): string {
  * touched: a second run with `--overwrite` used to truncate the live run's step log first.
  */
 export function checkOutputFree(outDir: string): void {
+  // No lock file (or no folder, or a file named as one: the output checks say so): nothing holds it.
+  if (!existsSync(path.join(path.resolve(outDir), '.lock'))) return
   try {
     native().checkOutputFree(path.resolve(outDir))
   } catch (e) {
