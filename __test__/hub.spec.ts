@@ -256,6 +256,23 @@ test('a checksum mismatch deletes the download and names both hashes', async (t)
   t.false(existsSync(path.join(dir, 'snapshots')))
 })
 
+test('a small file whose ETag is a git blob id (40 hex) is verified too; it used to skip the check', async (t) => {
+  const data = body(3_000)
+  const blobId = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex')
+  const good = await fakeHub([{ repo: 'timm/small', body: data, etag: blobId(data) }])
+  t.teardown(() => good.close())
+  const file = await resolveWeights('hf:timm/small', 'cnnWeights', { env: hfEnv(good), onProgress: () => {} })
+  t.deepEqual(readFileSync(file), data)
+  const claimed = blobId(Buffer.from('something else'))
+  const bad = await fakeHub([{ repo: 'timm/small', body: data, etag: claimed }])
+  t.teardown(() => bad.close())
+  const err = await t.throwsAsync(resolveWeights('hf:timm/small', 'cnnWeights', { env: hfEnv(bad), onProgress: () => {} }), {
+    instanceOf: DataError,
+  })
+  t.is(err.code, 'checksum-mismatch')
+  t.true(err.message.includes(`git blob id ${claimed}`) && err.message.includes(blobId(data)))
+})
+
 test('HF_TOKEN is sent to the endpoint as a Bearer token, not to a CDN on another host, and never shown', async (t) => {
   const data = body(5_000)
   const files = [{ repo: 'timm/tiny', body: data }]

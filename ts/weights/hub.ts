@@ -477,6 +477,14 @@ async function sha256Of(file: string, signal: AbortSignal | undefined): Promise<
   return hash.digest('hex')
 }
 
+/** A small (non-LFS) file's ETag is its git blob id: SHA-1 of `blob <size>\0` and the bytes. */
+async function gitBlobIdOf(file: string, size: number, signal: AbortSignal | undefined): Promise<string> {
+  const hash = createHash('sha1')
+  hash.update(`blob ${size}\0`)
+  for await (const chunk of createReadStream(file, { signal })) hash.update(chunk as Buffer)
+  return hash.digest('hex')
+}
+
 /** Downloads into `blobs/{etag}` (resuming, retrying, verifying), published by a rename. */
 async function downloadBlob(
   url: string,
@@ -520,17 +528,18 @@ async function downloadBlob(
     rmSync(partial, { force: true })
     throw new DataError(`${label}: got ${size} bytes from ${shown(url)}, the Hub reported ${meta.size}`, 'download-failed', url)
   }
-  if (SHA256.test(meta.etag)) {
-    opts.onProgress?.({ type: 'status', ref: label, message: 'verifying sha256' })
-    const actual = await sha256Of(partial, opts.signal)
-    if (actual !== meta.etag) {
-      rmSync(partial, { force: true })
-      throw new DataError(
-        `${label}: checksum mismatch for ${shown(url)}: expected sha256 ${meta.etag}, got ${actual}; the partial file was deleted, run again to download it anew`,
-        'checksum-mismatch',
-        url,
-      )
-    }
+  // Every ETag the Hub gives is a checksum: the LFS sha256 (64 hex), or for a small file kept in
+  // git its blob id (40 hex). Both are verified; a 40-hex one used to skip the check.
+  const kind = SHA256.test(meta.etag) ? 'sha256' : 'git blob id'
+  opts.onProgress?.({ type: 'status', ref: label, message: `verifying ${kind}` })
+  const actual = kind === 'sha256' ? await sha256Of(partial, opts.signal) : await gitBlobIdOf(partial, size, opts.signal)
+  if (actual !== meta.etag) {
+    rmSync(partial, { force: true })
+    throw new DataError(
+      `${label}: checksum mismatch for ${shown(url)}: expected ${kind} ${meta.etag}, got ${actual}; the partial file was deleted, run again to download it anew`,
+      'checksum-mismatch',
+      url,
+    )
   }
   renameSync(partial, blob)
 }
