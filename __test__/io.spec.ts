@@ -1,11 +1,12 @@
 import { spawnSync } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { lstatSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
 import test from 'ava'
 
 import { IoError } from '../ts/index.js'
 import { makeDir } from '../ts/io/make-dir.js'
+import { writeOutputFile } from '../ts/io/output-file.js'
 import { tempDir } from './helpers.js'
 
 test('a folder that cannot be made names the real cause, not ENOENT', (t) => {
@@ -24,4 +25,31 @@ const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'ro', 'tmpfs', ro]).sta
   t.teardown(() => void spawnSync('umount', [ro]))
   const err = t.throws(() => makeDir(path.join(ro, 'out', 'run')), { instanceOf: IoError })
   t.regex(err.message, /read-only \(EROFS\)/)
+})
+
+test('outputs are written over a missing path or a regular file only: a FIFO, a symlink or a folder is refused and kept', (t) => {
+  const root = tempDir('output-file')
+  const fifo = path.join(root, 'fifo.json')
+  spawnSync('mkfifo', [fifo])
+  const target = path.join(root, 'target.json')
+  writeFileSync(target, 'keep')
+  const link = path.join(root, 'link.json')
+  symlinkSync(target, link)
+  for (const [file, why] of [
+    [fifo, /a FIFO/],
+    [link, /symbolic link/],
+    [root, /a folder/],
+  ] as const) {
+    t.throws(() => writeOutputFile(file, 'new'), { instanceOf: IoError, message: why })
+  }
+  t.true(lstatSync(fifo).isFIFO())
+  t.true(lstatSync(link).isSymbolicLink())
+  t.is(readFileSync(target, 'utf8'), 'keep')
+  writeOutputFile(target, 'replaced')
+  t.is(readFileSync(target, 'utf8'), 'replaced')
+  writeOutputFile(path.join(root, 'new.json'), 'fresh')
+  t.deepEqual(
+    readdirSync(root).filter((n) => n.includes('.tmp-')),
+    [],
+  )
 })

@@ -2,11 +2,12 @@
  * Reads `DIR/results.json` and publishes `DIR/report.html`: what `cass report` does, and what the
  * experiment runner calls after each arm so that the report is never behind the results.
  */
-import { closeSync, constants, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs'
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs'
 import path from 'node:path'
 
 import type { ExperimentResults } from '../experiment/results.js'
 import { renderReport } from './render.js'
+import { writeOutputFile } from '../io/output-file.js'
 
 /** Far above any real experiment (thousands of arms are a few MiB); a larger file is not ours. */
 export const MAX_RESULTS_BYTES = 64 * 1024 * 1024
@@ -148,20 +149,7 @@ function checkSizes(file: string, r: Record<string, unknown>): void {
 
 /** Stage, fsync, rename: a reader (or a browser refresh) sees the old report or the new one, never half. */
 export function writeFileAtomic(file: string, text: string): void {
-  const staged = `${file}.tmp-${process.pid}`
-  try {
-    const fd = openSync(staged, 'w')
-    try {
-      writeSync(fd, text)
-      fsyncSync(fd)
-    } finally {
-      closeSync(fd)
-    }
-    renameSync(staged, file)
-  } catch (e) {
-    rmSync(staged, { force: true })
-    throw e
-  }
+  writeOutputFile(file, text)
 }
 
 /** Renders `dir/results.json` into `dir/report.html`; returns the report's path. */

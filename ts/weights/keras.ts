@@ -10,12 +10,12 @@
  * into the following BatchNorm (`running_mean -= bias`), which is exact: the BatchNorm subtracts a
  * mean right after the convolution in training and in evaluation.
  */
-import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { gunzipSync } from 'node:zlib'
 
 import { CassError, DataError } from '../errors.js'
 import { readRegularFileSync } from '../io/read-file.js'
+import { writeOutputFile } from '../io/output-file.js'
 
 /**
  * The largest package read, packed and unpacked: the ResNet-50 one is 95 MB packed (float32
@@ -250,7 +250,7 @@ export function writeSafetensors(file: string, tensors: Map<string, Tensor>, met
   const len = Buffer.alloc(8)
   len.writeBigUInt64LE(BigInt(json.length))
   const data = Buffer.concat(names.map((n) => Buffer.from(tensors.get(n)!.data.buffer)))
-  writeFileSync(file, Buffer.concat([len, json, data]))
+  writeOutputFile(file, Buffer.concat([len, json, data]))
 }
 
 /** `cass weights import`: Keras ResNet-50 package tarball -> timm-named safetensors + labels. */

@@ -1,11 +1,11 @@
 /** `cass embed`: the embeddings of a dataset, as a float32 .npy and an index of image names. */
-import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 
 import { embed } from '../../index.js'
 import { DATA_OPTIONS, UsageError, checkpointImageSize, load, need, outputFolder } from '../shared.js'
 import { makeDir } from '../../io/make-dir.js'
+import { writeOutputFile } from '../../io/output-file.js'
 
 export const usage = `cass embed --checkpoint DIR --data PATH --out DIR [--arch cnn|vit] [--split all|train|val|test]
 
@@ -40,9 +40,9 @@ export async function run(argv: string[]): Promise<void> {
     device: values.device as never,
   })
   makeDir(out)
-  writeFileSync(path.join(out, 'embeddings.npy'), npy(e.features, [e.count, e.dim]))
+  writeOutputFile(path.join(out, 'embeddings.npy'), npy(e.features, [e.count, e.dim]))
   const names = (indices ?? ds.names.map((_, i) => i)).map((i) => ds.names[i])
-  writeFileSync(path.join(out, 'index.json'), `${JSON.stringify({ names, dim: e.dim }, null, 2)}\n`)
+  writeOutputFile(path.join(out, 'index.json'), `${JSON.stringify({ names, dim: e.dim }, null, 2)}\n`)
   process.stdout.write(`${JSON.stringify({ count: e.count, dim: e.dim, out })}\n`)
 }
 

@@ -1,9 +1,9 @@
 /** `cass evaluate`: the metrics of a fine-tuned checkpoint on one split. */
-import { writeFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 
 import { evaluate } from '../../index.js'
 import { DATA_OPTIONS, UsageError, checkpointImageSize, load, need, outputFile } from '../shared.js'
+import { writeOutputFile } from '../../io/output-file.js'
 
 export const usage = `cass evaluate --checkpoint DIR --data PATH [--split test|val|train] [--out FILE.json]
 `
@@ -31,6 +31,6 @@ export async function run(argv: string[]): Promise<void> {
   if (data.indices.length === 0) throw new UsageError(`the data has no ${split} split`)
   const metrics = await evaluate({ checkpoint, images: { cacheFile: ds.cacheFile }, data, device: values.device as never })
   const text = `${JSON.stringify({ split, classes: ds.classes, metrics }, null, 2)}\n`
-  if (values.out) writeFileSync(values.out, text)
+  if (values.out) writeOutputFile(values.out, text)
   process.stdout.write(text)
 }

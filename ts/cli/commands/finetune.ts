@@ -1,5 +1,4 @@
 /** `cass finetune`: fine-tunes one network on a fraction of the labels, then tests it. */
-import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 
@@ -8,6 +7,7 @@ import { checkFinetuneOutDir } from '../../inputs.js'
 import { type FinetuneInput, evaluate, finetune, inspectCheckpoint, parseFinetuneConfig } from '../../index.js'
 import { progressReporter } from '../../progress.js'
 import { DATA_OPTIONS, UsageError, int, interruptible, load, need, outputFolder, readConfig } from '../shared.js'
+import { writeOutputFile } from '../../io/output-file.js'
 
 export const usage = `cass finetune --data PATH --arch cnn|vit --labels F --out DIR (--from DIR | --weights REF | --init random) [options]
 
@@ -106,7 +106,7 @@ export async function run(argv: string[]): Promise<void> {
     classes: ds.classes,
     metrics,
   }
-  writeFileSync(path.join(out, 'metrics.json'), `${JSON.stringify(result, null, 2)}\n`)
+  writeOutputFile(path.join(out, 'metrics.json'), `${JSON.stringify(result, null, 2)}\n`)
   process.stdout.write(
     `${JSON.stringify({ checkpoint: r.checkpoint, macroF1: metrics.macroF1, balancedAccuracy: metrics.balancedAccuracy, accuracy: metrics.accuracy })}\n`,
   )
