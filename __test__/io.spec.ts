@@ -5,6 +5,7 @@ import path from 'node:path'
 import test from 'ava'
 
 import { IoError } from '../ts/index.js'
+import { loadDataset } from '../ts/data/dataset.js'
 import { makeDir } from '../ts/io/make-dir.js'
 import { writeOutputFile } from '../ts/io/output-file.js'
 import { tempDir } from './helpers.js'
@@ -52,4 +53,34 @@ test('outputs are written over a missing path or a regular file only: a FIFO, a 
     readdirSync(root).filter((n) => n.includes('.tmp-')),
     [],
   )
+})
+
+test('a config or a CSV that is a FIFO is refused at once, not waited on', async (t) => {
+  const root = tempDir('fifo-inputs')
+  const fifo = path.join(root, 'config.json')
+  spawnSync('mkfifo', [fifo])
+  const cli = spawnSync(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      path.join(__dirname, '..', 'ts', 'cli.ts'),
+      'pretrain',
+      '--data',
+      root,
+      '--out',
+      path.join(root, 'o'),
+      '--config',
+      fifo,
+    ],
+    { encoding: 'utf8', timeout: 60_000 },
+  )
+  t.is(cli.status, 2, cli.stderr)
+  t.regex(cli.stderr, /cannot read --config .*FIFO, not a regular file/)
+  const csv = path.join(root, 'rows.csv')
+  spawnSync('mkfifo', [csv])
+  await t.throwsAsync(loadDataset(csv, { size: 8, cacheDir: path.join(root, 'cache') }), { message: /not a regular file/ })
+  await t.throwsAsync(loadDataset(csv, { size: 8, format: 'csv', cacheDir: path.join(root, 'cache') }), {
+    message: /not a regular file/,
+  })
 })

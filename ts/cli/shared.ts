@@ -2,11 +2,12 @@
  * What several `cass` commands share: the usage error, the data flags and their loading, flag
  * parsers, Ctrl-C handling and the step log.
  */
-import { appendFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, statSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
 import { type LoadedDataset, type SourceFormat, loadDataset } from '../data/dataset.js'
 import { type ProgressEvent, inspectCheckpoint } from '../index.js'
+import { readRegularFileSync } from '../io/read-file.js'
 
 /** Bad flags or arguments: printed without a stack, exit code 2. */
 export class UsageError extends Error {}
@@ -35,7 +36,8 @@ export function readConfig(file: string | undefined): Record<string, unknown> {
   if (!file) return {}
   let parsed: unknown
   try {
-    parsed = JSON.parse(readFileSync(file, 'utf8'))
+    // A config is a few kB; a FIFO, a device or a huge file is refused before it is read.
+    parsed = JSON.parse(readRegularFileSync(file, 1 << 20, 'a config file').toString('utf8'))
   } catch (e) {
     throw new UsageError(`cannot read --config ${file}: ${(e as Error).message}`)
   }
@@ -93,7 +95,8 @@ export function interruptible(): AbortSignal {
  */
 export function truncateMetricsLog(file: string, step: number): void {
   if (!existsSync(file)) return
-  const kept = readFileSync(file, 'utf8')
+  const kept = readRegularFileSync(file, 1 << 30, 'a step log')
+    .toString('utf8')
     .split('\n')
     .filter((line) => {
       if (line === '') return false

@@ -3,11 +3,12 @@
  * array) with its label and source split, the classes, and the rows that cannot be used (with
  * the reason). Nothing is decoded here; `dataset.ts` decodes into the cache.
  */
-import { existsSync, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs'
+import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs'
 import path from 'node:path'
 
 import { DataError } from '../errors.js'
 import { type ImageArray, readIdxImages, readNpz } from './arrays.js'
+import { readRegularFileSync } from '../io/read-file.js'
 
 export type SourceFormat = 'folder' | 'csv' | 'npz' | 'idx'
 export type SplitName = 'train' | 'val' | 'test'
@@ -83,6 +84,7 @@ function detectFormat(p: string): SourceFormat {
     if (p.includes('idx')) return 'idx'
     throw new DataError(`cannot tell the format of ${p}; pass format: folder | csv | npz | idx`, 'unknown-format', p)
   }
+  if (!st.isDirectory()) throw new DataError(`${p} is not a regular file or a folder (a device, FIFO or socket)`, 'not-a-file', p)
   const entries = readdirSync(p)
   if (entries.some((e) => /-idx\d-ubyte(\.gz)?$/.test(e))) return 'idx'
   return 'folder'
@@ -152,9 +154,13 @@ function parseCsvLine(line: string): string[] {
   return out.map((s) => s.trim())
 }
 
+const MAX_CSV_BYTES = 512 << 20
+
 function discoverCsv(file: string, imageRoot: string | undefined): Discovered {
   const root = imageRoot ?? path.dirname(file)
-  const lines = readFileSync(file, 'utf8')
+  // A CSV of a million rows is tens of MB; a FIFO or a device is refused before a byte is read.
+  const lines = readRegularFileSync(file, MAX_CSV_BYTES, 'a CSV of images')
+    .toString('utf8')
     .split(/\r?\n/)
     .filter((l) => l.trim() !== '')
   if (lines.length < 2) throw new DataError(`${file} has no data rows`, 'bad-csv', file)

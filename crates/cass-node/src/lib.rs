@@ -138,15 +138,20 @@ where
     Ok(PromiseRaw::new(env.raw(), promise.raw()))
 }
 
+/// The text a panic was raised with.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// A caught panic as the error a Promise rejects with. One panic is the user's to fix (a buffer
 /// over the device's limit); any other is a bug, not a problem with the user's data: it crosses
 /// with kind `internal` and surfaces as a plain Error.
 fn panic_error(panic: &Box<dyn std::any::Any + Send>) -> Error {
-    let msg = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into());
+    let msg = panic_message(panic);
     if let Some(e) = cass_core::device::device_limit(&msg) {
         return Error::from_reason(error_json(&e));
     }

@@ -23,7 +23,7 @@ use napi::{Env, JsDeferred};
 use napi_derive::napi;
 
 use crate::shapes::{Block, Device, Network, ResNetOptions, VitOptions};
-use crate::{error_json, invalid, panic_error, spawn_job};
+use crate::{error_json, invalid, panic_error, panic_message, spawn_job};
 
 /// Calls waiting beyond this many are refused (`model-busy`) instead of growing the queue
 /// without bound under a flood of requests.
@@ -210,11 +210,7 @@ pub fn load_model<'env>(
 }
 
 fn panic_as_error(p: Box<dyn std::any::Any + Send>) -> CassError {
-    let msg = p
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into());
+    let msg = panic_message(&p);
     cass_core::device::device_limit(&msg).unwrap_or(CassError::Backend {
         message: format!("the engine panicked while loading (a bug in cass-ssl, please report it): {msg}"),
     })
