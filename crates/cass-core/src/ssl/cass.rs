@@ -227,9 +227,15 @@ impl Method for CassTrainer {
         }
     }
 
-    fn set_length(cfg: &mut PretrainConfig, epochs: u64, max_steps: Option<u64>) {
+    fn set_resumable(
+        cfg: &mut PretrainConfig,
+        epochs: u64,
+        max_steps: Option<u64>,
+        backend: crate::device::BackendChoice,
+    ) {
         cfg.epochs = epochs;
         cfg.max_steps = max_steps;
+        cfg.backend = backend;
     }
 
     fn prepare(cfg: &mut PretrainConfig, fresh: bool) -> Result<(), CassError> {

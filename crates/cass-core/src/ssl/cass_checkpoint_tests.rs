@@ -72,6 +72,7 @@ fn resume_after_cancel_continues_the_same_loss_curve() {
     let other = PretrainConfig {
         batch_size: 2,
         views: 2,
+        backend: crate::device::BackendChoice::Auto,
         ..cfg.clone()
     };
     let probe_cancel = CancelToken::new();
@@ -83,6 +84,11 @@ fn resume_after_cancel_continues_the_same_loss_curve() {
     };
     let again = pretrain(&other, set.clone(), vec![], &b, true, &mut seen, &probe_cancel).unwrap();
     assert_eq!(again.steps, 3, "cancelled before its first step");
+    // The device is the call's to choose (a run moved to another machine): it is used, and
+    // recorded, rather than the checkpoint's.
+    let saved: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(b.join("checkpoint/state.json")).unwrap()).unwrap();
+    assert_eq!(saved["config"]["backend"], "auto");
     assert_eq!(warned.len(), 1, "{warned:?}");
     assert!(
         warned[0].starts_with("resume-keeps-config: resuming keeps the checkpoint's config")

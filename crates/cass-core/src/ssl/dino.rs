@@ -262,9 +262,10 @@ impl Method for DinoTrainer {
         }
     }
 
-    fn set_length(cfg: &mut DinoConfig, epochs: u64, max_steps: Option<u64>) {
+    fn set_resumable(cfg: &mut DinoConfig, epochs: u64, max_steps: Option<u64>, backend: crate::device::BackendChoice) {
         cfg.epochs = epochs;
         cfg.max_steps = max_steps;
+        cfg.backend = backend;
     }
 
     fn prepare(cfg: &mut DinoConfig, _fresh: bool) -> Result<(), CassError> {

@@ -55,8 +55,14 @@ pub trait Method: Sized {
     /// The settings the job needs from `cfg`.
     fn settings(cfg: &Self::Config) -> RunSettings;
 
-    /// Replaces the run length (a resumed run keeps its config but takes the new length).
-    fn set_length(cfg: &mut Self::Config, epochs: u64, max_steps: Option<u64>);
+    /// Replaces what a resumed run may change: its length and the device it runs on (it keeps
+    /// the rest of its config).
+    fn set_resumable(
+        cfg: &mut Self::Config,
+        epochs: u64,
+        max_steps: Option<u64>,
+        backend: crate::device::BackendChoice,
+    );
 
     /// Completes (a fresh run: e.g. what its initial weights declare) and checks `cfg`; errors
     /// name the field.

@@ -16,8 +16,9 @@ use crate::error::CassError;
 use crate::events::{CancelToken, Event, Observer};
 use crate::train::run::{self, EpochEnd, Learner, Plan, Progress, Status, StepReport};
 
-/// Settings that may differ on resume without being ignored: the run's length, where the
-/// starting weights were (already in the checkpoint) and the device.
+/// Settings that may differ on resume without being ignored: the run's length and the device
+/// (both taken from the call, [`Method::set_resumable`]), and where the starting weights were
+/// (already in the checkpoint).
 const RESUMABLE_CHANGES: [&str; 5] = ["epochs", "max_steps", "cnn_weights", "vit_weights", "backend"];
 
 /// Top-level fields of `given` whose values differ from the checkpoint's `kept` config, apart
@@ -181,7 +182,7 @@ pub fn run<M: Method>(
             });
         }
     }
-    M::set_length(&mut cfg, wanted.epochs, wanted.max_steps);
+    M::set_resumable(&mut cfg, wanted.epochs, wanted.max_steps, wanted.backend);
     M::prepare(&mut cfg, resumed.is_none())?;
     let settings = M::settings(&cfg);
     let indices: Vec<usize> = if indices.is_empty() {
