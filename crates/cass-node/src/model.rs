@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use cass_core::augment::ChannelOrder;
@@ -96,7 +96,7 @@ fn model_info(i: &cass_core::ModelInfo) -> ModelInfo {
             stride_in_1x1: i.cnn.stride_in_1x1,
             bn_eps: i.cnn.bn_eps,
         }),
-        vit: (i.arch == Arch::Vit).then(|| VitOptions {
+        vit: (i.arch == Arch::Vit).then_some(VitOptions {
             patch_size: i.vit.patch_size as u32,
             embed_dim: i.vit.embed_dim as u32,
             depth: i.vit.depth as u32,
@@ -245,10 +245,8 @@ fn serve(model: LoadedModel, rx: Receiver<Message>, b: Batching) {
             let next = if b.wait.is_zero() {
                 rx.try_recv().ok()
             } else {
-                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-                }
+                // A timeout or every sender gone: the batch is as full as it gets.
+                rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
             };
             match next {
                 Some(Message::Call(c)) if c.ask == ask && images + c.count <= b.max_images => {
@@ -394,10 +392,10 @@ impl BindingModel {
                 // event loop: a helper thread waits for room.
                 Err(TrySendError::Full(m)) => {
                     std::thread::spawn(move || {
-                        if let Err(e) = q.send(m) {
-                            if let Message::Close(d) = e.0 {
-                                d.resolve(Box::new(|_| Ok(())));
-                            }
+                        if let Err(e) = q.send(m)
+                            && let Message::Close(d) = e.0
+                        {
+                            d.resolve(Box::new(|_| Ok(())));
                         }
                     });
                 }
