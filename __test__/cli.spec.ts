@@ -18,6 +18,13 @@ const writeJson = (dir: string, value: unknown) => {
 }
 const cass = (...args: string[]) =>
   spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'ts', 'cli.ts'), ...args], { encoding: 'utf8', cwd: root })
+/** `cass ARGS` as a child process, its stderr collected in `child.stderr` (for signal tests). */
+const cassChild = (args: string[], env: NodeJS.ProcessEnv = process.env) =>
+  spawn(process.execPath, ['--import', 'tsx', path.join(root, 'ts', 'cli.ts'), ...args], {
+    cwd: root,
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env,
+  })
 
 test('help and usage errors have documented exit codes', (t) => {
   const help = cass('--help')
@@ -250,24 +257,17 @@ test('SIGTERM stops a pre-training like Ctrl-C: exit 130 and a resumable checkpo
   const cfg = path.join(dir, 'long.json')
   writeFileSync(cfg, JSON.stringify({ ...tinyPretrain, epochs: 10_000 }))
   const out = path.join(dir, 'pre')
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      path.join(root, 'ts', 'cli.ts'),
-      'pretrain',
-      '--data',
-      path.join(dir, 'data'),
-      '--config',
-      cfg,
-      '--out',
-      out,
-      '--cache-dir',
-      path.join(dir, 'cache'),
-    ],
-    { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] },
-  )
+  const child = cassChild([
+    'pretrain',
+    '--data',
+    path.join(dir, 'data'),
+    '--config',
+    cfg,
+    '--out',
+    out,
+    '--cache-dir',
+    path.join(dir, 'cache'),
+  ])
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
   const log = path.join(out, 'metrics.jsonl')
@@ -290,12 +290,8 @@ test('Ctrl-C while hf: weights download stops with exit 130, like any stopped co
   await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r))
   const { port } = silent.address() as { port: number }
   try {
-    const child = spawn(
-      process.execPath,
+    const child = cassChild(
       [
-        '--import',
-        'tsx',
-        path.join(root, 'ts', 'cli.ts'),
         'pretrain',
         '--data',
         path.join(dir, 'data'),
@@ -306,11 +302,7 @@ test('Ctrl-C while hf: weights download stops with exit 130, like any stopped co
         '--cache-dir',
         path.join(dir, 'cache'),
       ],
-      {
-        cwd: root,
-        stdio: ['ignore', 'ignore', 'pipe'],
-        env: { ...process.env, HF_ENDPOINT: `http://127.0.0.1:${port}`, HF_HOME: path.join(dir, 'hf') },
-      },
+      { ...process.env, HF_ENDPOINT: `http://127.0.0.1:${port}`, HF_HOME: path.join(dir, 'hf') },
     )
     let stderr = ''
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
@@ -330,30 +322,23 @@ test('SIGTERM stops an experiment like any other stopped command: exit 130', asy
   const dir = tempDir('sigterm-experiment')
   await stripesPng(dir).images
   const out = path.join(dir, 'exp')
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      path.join(root, 'ts', 'cli.ts'),
-      'experiment',
-      '--data',
-      path.join(dir, 'data'),
-      '--out',
-      out,
-      '--cache-dir',
-      path.join(dir, 'cache'),
-      '--methods',
-      'cass',
-      '--fractions',
-      '1',
-      '--seeds',
-      '1',
-      '--pretrain-epochs',
-      '10000',
-    ],
-    { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] },
-  )
+  const child = cassChild([
+    'experiment',
+    '--data',
+    path.join(dir, 'data'),
+    '--out',
+    out,
+    '--cache-dir',
+    path.join(dir, 'cache'),
+    '--methods',
+    'cass',
+    '--fractions',
+    '1',
+    '--seeds',
+    '1',
+    '--pretrain-epochs',
+    '10000',
+  ])
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
   for (let i = 0; i < 600 && !stderr.includes('[pre-training 1/'); i++) await new Promise((r) => setTimeout(r, 100))

@@ -4,11 +4,12 @@
 //!
 //! cargo run --example forward_profile --features testing -- --model cpu-small --size 32 --batch 64 --reps 20 [--conv batched]
 //!
-//! Measured on this 2-core VM (dev profile, 2026-12-06): the convolutions are 83 % of
-//! `cpu-small`'s batch-64 forward at 32 px (24.7 of 29.8 ms) and 78 % of ResNet-18's batch-16
-//! forward at 224 px (1.02 of 1.31 s, about 28 GFLOP/s); BatchNorm 5-9 %, max pooling 8-10 %.
-//! `--conv batched` (im2col + one matmul) is slower on both (1,795 against 2,147 images/s; 6
-//! against 12). So the CPU forward is as fast as burn's Flex convolution.
+//! Measured on this 2-core VM, quiet (dev profile, 2026-12-06, two runs each): the convolutions
+//! are 85 % of `cpu-small`'s batch-64 forward at 32 px (20.7 of 24.3 ms; 9.8-10.5 GFLOP/s) and
+//! 75 % of ResNet-18's batch-16 forward at 224 px (0.90 of 1.20 s; 65-74 GFLOP/s); BatchNorm
+//! 5-11 %, max pooling 8 %. `--conv batched` (im2col + one matmul) is slower on both (2,064
+//! against 2,629-2,782 images/s; 7 against 13-16). So the CPU forward is as fast as burn's Flex
+//! convolution.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -43,6 +44,7 @@ fn main() {
         "native" => cass_core::models::conv::ConvStrategy::Native,
         _ => cass_core::models::conv::ConvStrategy::Auto,
     };
+    let cfg_for_flops = cfg.clone().with_num_classes(2);
     let net = cfg.with_num_classes(2).init(&device).with_conv(strategy);
     let x = Tensor::<4>::random([batch, 3, size, size], Distribution::Default, &device);
     let times: std::cell::RefCell<BTreeMap<&str, f64>> = Default::default();
@@ -98,4 +100,9 @@ fn main() {
     for (k, v) in times.borrow().iter() {
         println!("  {k:<10} {:>8.2} ms  {:>5.1} %", per(*v), 100.0 * v / total);
     }
+    // The network's analytic forward FLOPs (convolutions and the head, which is negligible)
+    // over the time spent in convolutions: the rate the convolutions ran at.
+    let conv_sec = times.borrow().get("conv").copied().unwrap_or(f64::NAN) / reps as f64;
+    let flops = cass_core::flops::resnet_forward(&cfg_for_flops, size) * batch as f64;
+    println!("  convolutions at {:.1} GFLOP/s", flops / conv_sec / 1e9);
 }

@@ -84,6 +84,8 @@ pub struct Restored {
     /// Names of the classes of a fine-tuned classifier, in label order (empty when the training
     /// data had none, and for pre-training checkpoints).
     pub class_names: Vec<String>,
+    /// What the folder held (kind, method, step), read once with the rest.
+    pub checkpoint: Checkpoint,
 }
 
 /// Restores a fine-tuned checkpoint, or one network of a pre-training checkpoint (then `arch`
@@ -119,6 +121,7 @@ pub fn restore(path: &Path, arch: Option<Arch>, backend: BackendChoice) -> Resul
                 class_names: st.config.class_names.clone(),
                 cnn,
                 vit,
+                checkpoint: ck,
             })
         }
         CheckpointKind::Pretrain => {
@@ -150,6 +153,7 @@ pub fn restore(path: &Path, arch: Option<Arch>, backend: BackendChoice) -> Resul
                 class_names: Vec::new(),
                 cnn,
                 vit,
+                checkpoint: ck,
             })
         }
     }
@@ -159,7 +163,7 @@ pub fn restore(path: &Path, arch: Option<Arch>, backend: BackendChoice) -> Resul
 /// its network) as timm-compatible safetensors, `num_batches_tracked` set to the steps trained.
 pub fn export(dir: &Path, arch: Option<Arch>, out: &Path) -> Result<(), CassError> {
     let r = restore(dir, arch, BackendChoice::Cpu)?;
-    let steps = Checkpoint::open(dir)?.step.unwrap_or(0) as i64;
+    let steps = r.checkpoint.step.unwrap_or(0) as i64;
     match &r.net {
         Network::Cnn(m) => crate::weights::export_timm(m, out, steps),
         Network::Vit(m) => crate::weights::export_timm(m, out, steps),

@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::prelude::*;
 
 use crate::augment::{self, AugmentConfig, ChannelOrder};
-use crate::checkpoint::{Checkpoint, CheckpointKind};
+use crate::checkpoint::CheckpointKind;
 use crate::device::BackendChoice;
 use crate::error::CassError;
 use crate::inference::{Restored, restore};
@@ -80,7 +80,6 @@ impl LoadedModel {
     /// Restores `path` (a fine-tuning output, or one network of a pre-training output: `arch`
     /// picks it) on `backend`.
     pub fn load(path: &Path, arch: Option<Arch>, backend: BackendChoice) -> Result<Self, CassError> {
-        let ck = Checkpoint::open(path)?;
         let Restored {
             net,
             device,
@@ -91,6 +90,7 @@ impl LoadedModel {
             cnn,
             vit,
             class_names,
+            checkpoint: ck,
         } = restore(path, arch, backend)?;
         let (scoring, num_classes) = match ck.kind {
             CheckpointKind::Finetune if softmax_scores => (Scoring::Softmax, num_classes),

@@ -104,6 +104,18 @@ pub struct OutputLock {
     _file: fs::File,
 }
 
+/// `output-in-use` for `dir`, naming the holder's process id from its lock file (for the
+/// message only: ownership is the OS lock).
+fn in_use(dir: &Path, lock: &Path) -> CassError {
+    let holder = fs::read_to_string(lock).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    let who = holder.map_or("another job".to_string(), |pid| format!("another job (process {pid})"));
+    CassError::data(
+        "output-in-use",
+        format!("{who} is writing to this folder; wait for it or choose another"),
+        Some(dir),
+    )
+}
+
 /// Whether `file` is still the file at `path` (a holder that finished removed it, and a lock on
 /// a removed file would guard nothing).
 fn still_at(file: &fs::File, path: &Path) -> bool {
@@ -142,17 +154,7 @@ impl OutputLock {
                     return Ok(Self { path, _file: file });
                 }
                 Ok(()) => continue, // locked a file its holder had just removed: open again
-                Err(fs::TryLockError::WouldBlock) => {
-                    let holder = fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u32>().ok());
-                    let who = holder.map_or("another job".to_string(), |pid| format!("another job (process {pid})"));
-                    return Err(CassError::data(
-                        "output-in-use",
-                        format!("{who} is writing to this folder; wait for it or choose another"),
-                        Some(dir),
-                    ));
-                }
+                Err(fs::TryLockError::WouldBlock) => return Err(in_use(dir, &path)),
                 Err(fs::TryLockError::Error(e)) => return Err(CassError::io(&path, e)),
             }
         }
@@ -177,17 +179,7 @@ impl OutputLock {
         };
         match file.try_lock_shared() {
             Ok(()) => Ok(()),
-            Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u32>().ok());
-                let who = holder.map_or("another job".to_string(), |pid| format!("another job (process {pid})"));
-                Err(CassError::data(
-                    "output-in-use",
-                    format!("{who} is writing to this folder; wait for it or choose another"),
-                    Some(dir),
-                ))
-            }
+            Err(fs::TryLockError::WouldBlock) => Err(in_use(dir, &path)),
             Err(fs::TryLockError::Error(e)) => Err(CassError::io(&path, e)),
         }
     }
