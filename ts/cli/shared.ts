@@ -5,7 +5,7 @@
 import { appendFileSync, existsSync, statSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
-import { type LoadedDataset, type SourceFormat, loadDataset } from '../data/dataset.js'
+import { type LoadOptions, type LoadedDataset, type SourceFormat, loadDataset } from '../data/dataset.js'
 import { type ProgressEvent, inspectCheckpoint } from '../index.js'
 import { readRegularFileSync } from '../io/read-file.js'
 
@@ -18,7 +18,40 @@ export const DATA_OPTIONS = {
   'cache-dir': { type: 'string' },
   'image-root': { type: 'string' },
   strict: { type: 'boolean', default: false },
+  window: { type: 'string' },
+  windows: { type: 'string' },
+  frames: { type: 'string' },
+  'group-by': { type: 'string' },
 } as const
+
+/** The DICOM and grouping flags' usage lines, shared by every command that reads data. */
+export const DICOM_USAGE = `  --window W          DICOM: one window to 8 bits: lung | mediastinum | bone | brain | subdural |
+                      soft, or CENTER,WIDTH (e.g. -600,1500; CT in Hounsfield units); default: the
+                      file's first window, else the image's 0.5-99.5 percentiles
+  --windows A,B,C     DICOM: three windows as the three channels (e.g. brain,subdural,bone, or
+                      40/80,80/200,600/2800)
+  --frames middle|all DICOM: a multi-frame file gives its middle frame (default) or every frame
+  --group-by COLUMN   CSV: the column naming each image's patient; a patient's images stay in one
+                      split (DICOM files are grouped by their PatientID without it)
+`
+
+const FORMATS = ['folder', 'csv', 'npz', 'idx', 'dicom']
+
+/** The data options of `values` as `loadDataset` takes them (DICOM windows, frames, the group column). */
+export function dataOptions(values: Record<string, unknown>): Pick<LoadOptions, 'dicom' | 'groupBy'> {
+  const frames = values.frames as string | undefined
+  if (frames !== undefined && frames !== 'all' && frames !== 'middle')
+    throw new UsageError(`--frames takes all or middle, not "${frames}"`)
+  const dicom = {
+    ...(values.window !== undefined ? { window: values.window as string } : {}),
+    ...(values.windows !== undefined ? { windows: values.windows as string } : {}),
+    ...(frames !== undefined ? { frames: frames as 'all' | 'middle' } : {}),
+  }
+  return {
+    ...(Object.keys(dicom).length ? { dicom } : {}),
+    ...(values['group-by'] !== undefined ? { groupBy: values['group-by'] as string } : {}),
+  }
+}
 
 export function int(value: string | undefined, name: string): number | undefined {
   if (value === undefined) return undefined
@@ -50,8 +83,7 @@ export function readConfig(file: string | undefined): Record<string, unknown> {
 export async function load(command: string, values: Record<string, unknown>, size: number, seed = 0): Promise<LoadedDataset> {
   const data = need(values.data as string | undefined, '--data PATH', command)
   const format = values.format as SourceFormat | undefined
-  if (format && !['folder', 'csv', 'npz', 'idx'].includes(format))
-    throw new UsageError(`--format must be folder, csv, npz or idx`)
+  if (format && !FORMATS.includes(format)) throw new UsageError(`--format must be folder, csv, npz, idx or dicom`)
   const tty = process.stderr.isTTY
   const ds = await loadDataset(data, {
     size,
@@ -60,11 +92,12 @@ export async function load(command: string, values: Record<string, unknown>, siz
     cacheDir: values['cache-dir'] as string | undefined,
     imageRoot: values['image-root'] as string | undefined,
     seed,
+    ...dataOptions(values),
     onProgress: (done, total) => tty && process.stderr.write(`\r\x1b[2Kdecoding ${done}/${total}`),
   })
   if (tty && ds.decoded > 0) process.stderr.write('\n')
   process.stderr.write(
-    `data: ${ds.count} images (${ds.format}, ${ds.classes.length} classes, train ${ds.splits.train.indices.length} / val ${ds.splits.val.indices.length} / test ${ds.splits.test.indices.length}${ds.sourceSplits ? ', splits from the source' : ', seeded stratified splits'}), ${ds.decoded ? `${ds.decoded} decoded` : 'cache reused'}, ${ds.skipped.length} skipped\n`,
+    `data: ${ds.count} images (${ds.format}, ${ds.classes.length} classes, train ${ds.splits.train.indices.length} / val ${ds.splits.val.indices.length} / test ${ds.splits.test.indices.length}${ds.sourceSplits ? ', splits from the source' : ', seeded stratified splits'}${ds.patients ? `; patients: train ${ds.patients.train} / val ${ds.patients.val} / test ${ds.patients.test}` : ''}), ${ds.decoded ? `${ds.decoded} decoded` : 'cache reused'}, ${ds.skipped.length} skipped\n`,
   )
   for (const s of ds.skipped.slice(0, 5)) process.stderr.write(`  skipped ${s.name}: ${s.reason}\n`)
   if (ds.skipped.length > 5) process.stderr.write(`  ... and ${ds.skipped.length - 5} more\n`)

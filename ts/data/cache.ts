@@ -20,6 +20,8 @@ export interface CacheIndex {
   labels: number[]
   /** Which split each image belongs to, when the source defines splits. */
   splits?: ('train' | 'val' | 'test')[]
+  /** The group (patient) of each image, null where it has none; absent when none has one. */
+  groups?: (string | null)[]
   classes: string[]
   /** Identifies the source state the cache was built from (sizes, mtimes, target size). */
   key: string

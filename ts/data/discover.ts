@@ -1,21 +1,34 @@
 /**
  * Finding the images in a source: the format, each image (a file, or a slice of an in-memory
  * array) with its label and source split, the classes, and the rows that cannot be used (with
- * the reason). Nothing is decoded here; `dataset.ts` decodes into the cache.
+ * the reason). Nothing is decoded here; `dataset.ts` decodes into the cache. A `dicom` source is
+ * a folder laid out as `folder` is, whose files are DICOM (`.dcm`, `.dicom`, or extensionless
+ * with the DICM preamble), or one DICOM file.
  */
-import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs'
+import { closeSync, constants, existsSync, fstatSync, openSync, readSync, readdirSync, realpathSync, statSync } from 'node:fs'
 import path from 'node:path'
 
 import { DataError } from '../errors.js'
 import { type ImageArray, readIdxImages, readNpz } from './arrays.js'
+import { hasDicomPreamble } from './dicom/parse.js'
 import { readRegularFileSync } from '../io/read-file.js'
 
-export type SourceFormat = 'folder' | 'csv' | 'npz' | 'idx'
+export type SourceFormat = 'folder' | 'csv' | 'npz' | 'idx' | 'dicom'
 export type SplitName = 'train' | 'val' | 'test'
 
 /** One image to decode: a file, or a slice of an in-memory array. */
 export type Item =
-  | { kind: 'file'; file: string; name: string; label: number; split?: SplitName }
+  | {
+      kind: 'file'
+      file: string
+      name: string
+      label: number
+      split?: SplitName
+      /** Read as DICOM (a `.dcm` file, or one with the DICM preamble). */
+      dicom?: boolean
+      /** The row's group (a CSV's `groupBy` column); DICOM files carry their PatientID. */
+      group?: string
+    }
   | { kind: 'array'; array: ImageArray; position: number; name: string; label: number; split?: SplitName }
 
 export interface Discovered {
@@ -29,7 +42,35 @@ export interface Discovered {
 
 /** Extensions read as images (sharp decodes each); a CSV id without one is tried with each. */
 const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.tif', '.tiff', '.bmp', '.webp', '.gif']
+const DICOM_EXTENSIONS = ['.dcm', '.dicom']
 const isImage = (f: string) => IMAGE_EXTENSIONS.includes(path.extname(f).toLowerCase())
+const isDicomName = (f: string) => DICOM_EXTENSIONS.includes(path.extname(f).toLowerCase())
+
+/**
+ * Whether `file` begins with DICOM's 128-byte preamble and `DICM` (read without blocking; a FIFO
+ * or a device is not one). Files without an extension are DICOM only when they say so.
+ */
+export function hasDicomMagic(file: string): boolean {
+  let fd: number
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK)
+  } catch {
+    return false
+  }
+  try {
+    if (!fstatSync(fd).isFile()) return false
+    const head = Buffer.alloc(132)
+    return readSync(fd, head, 0, 132, 0) === 132 && hasDicomPreamble(head)
+  } catch {
+    return false
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** Whether a folder's file is read: an image, a DICOM file, or (in a DICOM folder) an extensionless DICOM file. */
+const readable = (full: string, name: string, dicom: boolean) =>
+  isImage(name) || isDicomName(name) || (dicom && path.extname(name) === '' && !name.startsWith('.') && hasDicomMagic(full))
 
 /**
  * What a folder walk found besides images: symbolic links are followed when they lead to a place
@@ -41,6 +82,8 @@ interface Walk {
   /** Folders already walked (by real path): a link back up cannot loop. */
   seen: Set<string>
   badRows: { name: string; reason: string }[]
+  /** A DICOM source: extensionless files with the DICM preamble are read too. */
+  dicom: boolean
 }
 
 /** Where a directory entry really leads: its kind, or why it is not followed. */
@@ -69,7 +112,7 @@ function listImages(dir: string, w: Walk, rel = '', shown = rel): string[] {
     const kind = follow(path.join(dir, r), e, w)
     if (kind === 'dir') out.push(...listImages(dir, w, r, path.join(shown, e.name)))
     else if (kind === 'file') {
-      if (isImage(e.name)) out.push(r)
+      if (readable(path.join(dir, r), e.name, w.dicom)) out.push(r)
     } else if (kind !== 'other') w.badRows.push({ name: path.join(shown, e.name), reason: kind })
   }
   return out
@@ -81,17 +124,47 @@ function detectFormat(p: string): SourceFormat {
     const ext = path.extname(p).toLowerCase()
     if (ext === '.csv') return 'csv'
     if (ext === '.npz') return 'npz'
+    if (isDicomName(p) || hasDicomMagic(p)) return 'dicom'
     if (p.includes('idx')) return 'idx'
-    throw new DataError(`cannot tell the format of ${p}; pass format: folder | csv | npz | idx`, 'unknown-format', p)
+    throw new DataError(`cannot tell the format of ${p}; pass format: folder | csv | npz | idx | dicom`, 'unknown-format', p)
   }
   if (!st.isDirectory()) throw new DataError(`${p} is not a regular file or a folder (a device, FIFO or socket)`, 'not-a-file', p)
   const entries = readdirSync(p)
   if (entries.some((e) => /-idx\d-ubyte(\.gz)?$/.test(e))) return 'idx'
-  return 'folder'
+  return firstFileIsDicom(p) ? 'dicom' : 'folder'
 }
 
-function discoverFolder(root: string): Discovered {
-  const w: Walk = { realRoot: realpathSync(root), seen: new Set(), badRows: [] }
+/**
+ * Whether the first file found in `dir` (breadth first, hidden entries and links left out, at
+ * most a few thousand entries looked at) that is an image or DICOM is DICOM.
+ */
+function firstFileIsDicom(dir: string): boolean {
+  const queue = [dir]
+  let looked = 0
+  while (queue.length && looked < 4096) {
+    const d = queue.shift()!
+    let entries
+    try {
+      entries = readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))
+    } catch {
+      continue
+    }
+    for (const e of entries) {
+      if (++looked > 4096) break
+      if (e.name.startsWith('.')) continue
+      const full = path.join(d, e.name)
+      if (e.isDirectory()) queue.push(full)
+      else if (e.isFile()) {
+        if (isImage(e.name)) return false
+        if (isDicomName(e.name) || (path.extname(e.name) === '' && hasDicomMagic(full))) return true
+      }
+    }
+  }
+  return false
+}
+
+function discoverFolder(root: string, format: 'folder' | 'dicom'): Discovered {
+  const w: Walk = { realRoot: realpathSync(root), seen: new Set(), badRows: [], dicom: format === 'dicom' }
   const subdirs = (d: string) =>
     readdirSync(d, { withFileTypes: true })
       .filter((e) => {
@@ -113,8 +186,9 @@ function discoverFolder(root: string): Discovered {
   for (const r of roots) for (const c of subdirs(path.join(root, r.dir))) classSet.add(c)
   const classes = [...classSet].sort()
   const items: Item[] = []
+  const dicom = (f: string) => (isDicomName(f) || !isImage(f) ? { dicom: true } : {})
   if (classes.length === 0) {
-    for (const f of listImages(root, w)) items.push({ kind: 'file', file: path.join(root, f), name: f, label: -1 })
+    for (const f of listImages(root, w)) items.push({ kind: 'file', file: path.join(root, f), name: f, label: -1, ...dicom(f) })
   } else {
     for (const r of roots) {
       for (const [label, c] of classes.entries()) {
@@ -122,14 +196,26 @@ function discoverFolder(root: string): Discovered {
         if (!existsSync(dir)) continue
         w.seen.clear() // one walk per class folder: the same images may be linked from two classes
         for (const f of listImages(dir, w, '', path.join(r.dir, c))) {
-          items.push({ kind: 'file', file: path.join(dir, f), name: path.join(r.dir, c, f), label, split: r.split })
+          items.push({ kind: 'file', file: path.join(dir, f), name: path.join(r.dir, c, f), label, split: r.split, ...dicom(f) })
         }
       }
     }
   }
   // Links that lead outside the folder are reported once each (class folders are listed per split).
   const badRows = [...new Map(w.badRows.map((b) => [b.name, b])).values()]
-  return { format: 'folder', items, classes, files: items.map((i) => (i.kind === 'file' ? i.file : '')), badRows }
+  return { format, items, classes, files: items.map((i) => (i.kind === 'file' ? i.file : '')), badRows }
+}
+
+/** One DICOM file as a source: its images, unlabelled. */
+function discoverDicomFile(file: string): Discovered {
+  const name = path.basename(file)
+  return {
+    format: 'dicom',
+    items: [{ kind: 'file', file, name, label: -1, dicom: true }],
+    classes: [],
+    files: [file],
+    badRows: [],
+  }
 }
 
 function parseCsvLine(line: string): string[] {
@@ -156,7 +242,7 @@ function parseCsvLine(line: string): string[] {
 
 const MAX_CSV_BYTES = 512 << 20
 
-function discoverCsv(file: string, imageRoot: string | undefined): Discovered {
+function discoverCsv(file: string, imageRoot: string | undefined, groupBy: string | undefined): Discovered {
   const root = imageRoot ?? path.dirname(file)
   // A CSV of a million rows is tens of MB; a FIFO or a device is refused before a byte is read.
   const lines = readRegularFileSync(file, MAX_CSV_BYTES, 'a CSV of images')
@@ -164,8 +250,19 @@ function discoverCsv(file: string, imageRoot: string | undefined): Discovered {
     .split(/\r?\n/)
     .filter((l) => l.trim() !== '')
   if (lines.length < 2) throw new DataError(`${file} has no data rows`, 'bad-csv', file)
-  const header = parseCsvLine(lines[0])
-  const rows = lines.slice(1).map(parseCsvLine)
+  let header = parseCsvLine(lines[0])
+  let rows = lines.slice(1).map(parseCsvLine)
+  // The group column (a patient id) is taken out before the layout is recognised.
+  let groupOf: string[] | undefined
+  if (groupBy !== undefined) {
+    const g = header.indexOf(groupBy)
+    if (g < 0)
+      throw new DataError(`${file} has no column "${groupBy}" to group by (its columns: ${header.join(', ')})`, 'bad-csv', file)
+    if (g === 0) throw new DataError(`${file}: the group column "${groupBy}" is its image column`, 'bad-csv', file)
+    groupOf = rows.map((r) => r[g] ?? '')
+    header = header.filter((_, i) => i !== g)
+    rows = rows.map((r) => r.filter((_, i) => i !== g))
+  }
   const items: Item[] = []
   const badRows: { name: string; reason: string }[] = []
   let realRoot: string
@@ -184,7 +281,11 @@ function discoverCsv(file: string, imageRoot: string | undefined): Discovered {
   const resolveImage = (id: string): string | undefined | 'outside' => {
     if (path.isAbsolute(id) || !inside(path.resolve(realRoot, id))) return 'outside'
     const direct = path.join(realRoot, id)
-    const candidates = [...(path.extname(id) ? [direct] : []), ...IMAGE_EXTENSIONS.map((e) => direct + e), direct]
+    const candidates = [
+      ...(path.extname(id) ? [direct] : []),
+      ...[...IMAGE_EXTENSIONS, ...DICOM_EXTENSIONS].map((e) => direct + e),
+      direct,
+    ]
     const found = candidates.find((c) => existsSync(c))
     if (found === undefined) return undefined
     return inside(realpathSync(found)) ? found : 'outside'
@@ -202,7 +303,9 @@ function discoverCsv(file: string, imageRoot: string | undefined): Discovered {
       if (first !== undefined) badRows.push({ name, reason: `row ${k + 2}: the same image as row ${first + 2}; kept once` })
       else {
         firstRow.set(real, k)
-        items.push({ kind: 'file', file: f, name, label })
+        const group = groupOf?.[k] ? { group: groupOf[k] } : {}
+        const dicom = isDicomName(f) || (!isImage(f) && hasDicomMagic(f)) ? { dicom: true } : {}
+        items.push({ kind: 'file', file: f, name, label, ...group, ...dicom })
       }
     }
   }
@@ -293,15 +396,23 @@ function discoverNpz(file: string): Discovered {
 }
 
 /** What `source` holds: its format, the images to decode with their labels, its classes. */
-export function discover(source: string, forced?: SourceFormat, imageRoot?: string): Discovered {
+export function discover(source: string, forced?: SourceFormat, imageRoot?: string, groupBy?: string): Discovered {
   if (!existsSync(source)) throw new DataError(`data source does not exist: ${source}`, 'not-found', source)
   const format = forced ?? detectFormat(source)
+  if (groupBy !== undefined && format !== 'csv')
+    throw new DataError(
+      `grouping by a column (--group-by ${groupBy}) needs a CSV source; ${source} is ${format} (DICOM files are grouped by their PatientID)`,
+      'bad-option',
+      source,
+    )
   try {
     switch (format) {
       case 'folder':
-        return discoverFolder(source)
+        return discoverFolder(source, 'folder')
+      case 'dicom':
+        return statSync(source).isDirectory() ? discoverFolder(source, 'dicom') : discoverDicomFile(source)
       case 'csv':
-        return discoverCsv(source, imageRoot)
+        return discoverCsv(source, imageRoot, groupBy)
       case 'npz':
         return discoverNpz(source)
       case 'idx':

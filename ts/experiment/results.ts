@@ -78,6 +78,8 @@ export interface ExperimentResults {
     pool: number
     val: number
     test: number
+    /** Patients (groups: PatientIDs, a CSV's group column) per split, when images carry them. */
+    patients?: { pretrain: number; pool: number; val: number; test: number }
   }
   settings: {
     methods: MethodName[]
@@ -97,6 +99,10 @@ export interface ExperimentResults {
     /** Neighbours of the kNN probe. */
     k?: number
     format?: string
+    /** How DICOM files became images (`--window`, `--windows`, `--frames`), as given. */
+    dicom?: { window?: string; windows?: string; frames?: string }
+    /** The CSV column patients were grouped by. */
+    groupBy?: string
     /** The config overrides of each method and of fine-tuning, as given. */
     overrides?: { pretrain: unknown; dino: unknown; finetune: unknown }
   }

@@ -10,8 +10,8 @@ import { existsSync } from 'node:fs'
 import path from 'node:path'
 
 import { type DeviceName, type FinetuneInput, type PresetName, type PretrainInput, parsePretrainConfig } from '../config.js'
-import { type LoadedDataset, type SourceFormat, loadDataset } from '../data/dataset.js'
-import { stratifiedSplit, sampleFraction } from '../data/splits.js'
+import { type DicomOptions, type LoadedDataset, type SourceFormat, loadDataset } from '../data/dataset.js'
+import { countGroups, stratifiedSplit, sampleFraction } from '../data/splits.js'
 import { type DinoInput, parseDinoConfig } from '../dino-config.js'
 import { pretrainDino } from '../dino.js'
 import { CassError, ConfigError } from '../errors.js'
@@ -37,6 +37,10 @@ export interface ExperimentSizes {
 export interface ExperimentOptions {
   data: string
   format?: SourceFormat
+  /** How DICOM files become images (windows, frames). */
+  dicom?: DicomOptions
+  /** A CSV's patient column: a patient's images stay in one split. */
+  groupBy?: string
   datasetName?: string
   outDir: string
   methods: MethodName[]
@@ -165,6 +169,8 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     sizes: { ...opts.sizes },
     k: opts.k ?? 20,
     ...(opts.format ? { format: opts.format } : {}),
+    ...(opts.dicom && Object.keys(opts.dicom).length ? { dicom: { ...opts.dicom } } : {}),
+    ...(opts.groupBy !== undefined ? { groupBy: opts.groupBy } : {}),
     ...(opts.pretrain || opts.dino || opts.finetune
       ? { overrides: { pretrain: opts.pretrain ?? {}, dino: opts.dino ?? {}, finetune: opts.finetune ?? {} } }
       : {}),
@@ -173,10 +179,17 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   const source = path.resolve(opts.data)
   const previous = readPrevious(file, settings, source)
 
-  const ds = await loadDataset(opts.data, { size: cassBase.imageSize, format: opts.format, seed: SEED, cacheDir: opts.cacheDir })
+  const ds = await loadDataset(opts.data, {
+    size: cassBase.imageSize,
+    format: opts.format,
+    seed: SEED,
+    cacheDir: opts.cacheDir,
+    ...(opts.dicom ? { dicom: opts.dicom } : {}),
+    ...(opts.groupBy !== undefined ? { groupBy: opts.groupBy } : {}),
+  })
   const { labels } = ds
   const pick = (pool: number[], n: number, s: number) =>
-    n <= 0 || n >= pool.length ? pool : stratifiedSplit(pool, labels, [n / pool.length, 1 - n / pool.length], s)[0]
+    n <= 0 || n >= pool.length ? pool : stratifiedSplit(pool, labels, [n / pool.length, 1 - n / pool.length], s, ds.groups)[0]
   const split = {
     pretrain: pick(ds.splits.train.indices, opts.sizes.pretrainImages, SEED),
     pool: pick(ds.splits.train.indices, opts.sizes.poolImages, SEED + 1),
@@ -197,6 +210,16 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
       pool: split.pool.length,
       val: split.val.length,
       test: split.test.length,
+      ...(ds.groups
+        ? {
+            patients: {
+              pretrain: countGroups(split.pretrain, ds.groups),
+              pool: countGroups(split.pool, ds.groups),
+              val: countGroups(split.val, ds.groups),
+              test: countGroups(split.test, ds.groups),
+            },
+          }
+        : {}),
     },
     settings,
     pretraining: [],
@@ -345,7 +368,7 @@ async function runArm(ctx: Ctx, a: ArmUnit) {
   const { opts, ds, split, images, device } = ctx
   const labels = ds.labels
   // Seed k draws the same labelled images for every start: the comparison is paired.
-  const chosen = sampleFraction(split.pool, labels, a.fraction, SEED + 1000 * a.seed)
+  const chosen = sampleFraction(split.pool, labels, a.fraction, SEED + 1000 * a.seed, ds.groups)
   const samples = (idx: number[]) => ({ indices: idx, labels: idx.map((i) => labels[i]) })
   const tag = `${a.start}-${a.network}-f${a.fraction}-s${a.seed}${a.sweep ? `-${a.sweep.kind}${a.sweep.value}` : ''}`
   const t0 = Date.now()

@@ -59,6 +59,18 @@ function definitions(pairs: [string, unknown][]): string {
   return `<dl>${pairs.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(show(v))}</dd>`).join('')}</dl>`
 }
 
+/** The patients line of the dataset section, when the images carried patients (groups). */
+function patientsPerSplit(p: unknown, count: (x: unknown) => string): [string, unknown][] {
+  if (typeof p !== 'object' || p === null) return []
+  const q = p as Record<string, unknown>
+  return [
+    [
+      'patients per split',
+      `pre-training ${count(q.pretrain)}, labelled pool ${count(q.pool)}, validation ${count(q.val)}, test ${count(q.test)} (a patient's images are in one split)`,
+    ],
+  ]
+}
+
 const methodsTitle = (r: ExperimentResults) => list(r.settings?.methods).map(startLabel).join(' vs ') || 'Experiment'
 
 function header(r: ExperimentResults): string {
@@ -76,6 +88,7 @@ function header(r: ExperimentResults): string {
       'images per split',
       `pre-training ${count(d.pretrain)}, labelled pool ${count(d.pool)}, validation ${count(d.val)}, test ${count(d.test)}`,
     ],
+    ...patientsPerSplit(d.patients, count),
   ])}
 <h2>Settings</h2>${definitions([
     ['methods', list(s.methods).map(startLabel)],

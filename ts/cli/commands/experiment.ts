@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util'
 import { PRESETS, type PresetName } from '../../config.js'
 import { runExperiment } from '../../experiment/run.js'
 import type { MethodName, Network } from '../../experiment/results.js'
-import { UsageError, fractionsFlag, int, interruptible, need, outputFolder } from '../shared.js'
+import { DICOM_USAGE, UsageError, dataOptions, fractionsFlag, int, interruptible, need, outputFolder } from '../shared.js'
 
 export const usage = `cass experiment --data PATH [--methods cass,dino] [--archs cnn,vit]
                 [--fractions 0.01,0.1,1] [--seeds 3] [--preset cpu-small|paper] [--out DIR]
@@ -18,7 +18,7 @@ export const usage = `cass experiment --data PATH [--methods cass,dino] [--archs
   command continues where it stopped.
 
   --format F, --cache-dir DIR   as for cass pretrain
-  --device cpu|cuda|wgpu|auto   (default auto, as for cass pretrain)
+${DICOM_USAGE}  --device cpu|cuda|wgpu|auto   (default auto, as for cass pretrain)
   --batch-sizes 8,16,32         robustness sweep: pre-train again at these batch sizes
   --epochs-sweep 1,3            robustness sweep: pre-train again for these epochs
   --pretrain-images N           unlabelled images (default 0: every training image)
@@ -58,6 +58,10 @@ export async function run(argv: string[]): Promise<void> {
       data: { type: 'string' },
       format: { type: 'string' },
       'cache-dir': { type: 'string' },
+      window: { type: 'string' },
+      windows: { type: 'string' },
+      frames: { type: 'string' },
+      'group-by': { type: 'string' },
       methods: { type: 'string', default: 'cass,dino' },
       archs: { type: 'string', default: 'cnn,vit' },
       fractions: { type: 'string', default: '0.01,0.1,1' },
@@ -97,6 +101,7 @@ export async function run(argv: string[]): Promise<void> {
   await runExperiment({
     data,
     format: values.format as never,
+    ...dataOptions(values),
     cacheDir: values['cache-dir'],
     datasetName: path.basename(path.resolve(data)),
     outDir: outputFolder(values.out),

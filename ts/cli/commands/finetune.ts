@@ -67,7 +67,7 @@ export async function run(argv: string[]): Promise<void> {
   const ds = await load('finetune', values, config.imageSize, config.seed)
   input.numClasses ??= ds.classes.length
   const { train, val, test } = ds.splits
-  const picked = sampleFraction(train.indices, ds.labels, fraction, config.seed)
+  const picked = sampleFraction(train.indices, ds.labels, fraction, config.seed, ds.groups)
   const r = await finetune({
     config: input,
     from: values.from,

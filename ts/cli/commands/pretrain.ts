@@ -8,6 +8,7 @@ import { progressReporter } from '../../progress.js'
 import { checkPretrainWeights } from '../../weights/resolve.js'
 import {
   DATA_OPTIONS,
+  DICOM_USAGE,
   collapseGuardFlag,
   int,
   interruptible,
@@ -22,8 +23,8 @@ import { makeDir } from '../../io/make-dir.js'
 
 export const usage = `cass pretrain --data PATH --out DIR [options]
 
-  --data PATH         image folder, CSV, .npz (MedMNIST) or IDX folder (MNIST)
-  --format F          folder | csv | npz | idx (default: detected)
+  --data PATH         image folder, CSV, .npz (MedMNIST), IDX folder (MNIST), DICOM folder or file
+  --format F          folder | csv | npz | idx | dicom (default: detected)
   --preset NAME       paper | cpu-small (default cpu-small)
   --config FILE.json  config (API field names); flags override it
   --epochs N, --batch-size N
@@ -48,7 +49,7 @@ export const usage = `cass pretrain --data PATH --out DIR [options]
   --strict            fail on the first unreadable image instead of skipping it
   --cache-dir DIR     where decoded images and imagenet weights are cached (default ~/.cache/cass-ssl)
   --image-root DIR    folder the CSV's image paths are relative to
-
+${DICOM_USAGE}
   hf: downloads go to the Hugging Face cache ($HF_HOME/hub, default ~/.cache/huggingface/hub) and
   read HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE=1 (cache only).
 `

@@ -1,8 +1,8 @@
 /**
- * The compressed transfer syntaxes' decoders: dcmjs-codecs (MIT), a WebAssembly build of
- * libjpeg-turbo with DCMTK's 8/12/16-bit IJG libraries (JPEG baseline, extended, lossless), CharLS
- * (JPEG-LS), OpenJPEG (JPEG 2000) and OpenJPH (HTJ2K). No C compiler is needed to install it and
- * it runs the same on every platform the package supports. RLE is decoded in `rle.ts`.
+ * The compressed transfer syntaxes' decoders: dcmjs-codecs (MIT), a WebAssembly build of the IJG
+ * 6b 8/12/16-bit libraries as DCMTK uses them (JPEG baseline, extended, lossless), CharLS 2.3.4
+ * (JPEG-LS), OpenJPEG 2.5.0 (JPEG 2000) and OpenJPH 0.18.2 (HTJ2K). No C compiler is needed to
+ * install it and it runs the same on every platform. RLE is decoded in `rle.ts`.
  *
  * A decoder that fails leaves the WebAssembly instance in a state that is not safe to reuse (an
  * error thrown through its frames does not restore its stack pointer, and its context is not
