@@ -10,6 +10,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod events;
+pub mod explain;
 pub mod flops;
 pub mod inference;
 pub mod loss;

@@ -224,11 +224,11 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    /// Pooled embedding after global average pooling.
+    /// The last stage's output (`layer4`), where class-activation maps are taken.
     ///
     /// # Shapes
-    /// `[batch, 3, h, w] -> [batch, feature_dim]`
-    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+    /// `[batch, 3, h, w] -> [batch, feature_dim, h / 32, w / 32]`
+    pub fn forward_last_stage(&self, x: Tensor<4>) -> Tensor<4> {
         let mut x = relu(self.bn1.forward(conv2d(&self.conv1, x, self.conv)));
         x = self.maxpool.forward(x);
         for block in self
@@ -240,8 +240,24 @@ impl ResNet {
         {
             x = block.forward(x, self.conv);
         }
+        x
+    }
+
+    /// Global average pooling of the last stage's output.
+    ///
+    /// # Shapes
+    /// `[batch, feature_dim, h', w'] -> [batch, feature_dim]`
+    pub fn pool(x: Tensor<4>) -> Tensor<2> {
         let [b, c, _, _] = x.dims();
         adaptive_avg_pool2d(x, [1, 1]).reshape([b, c]) // [batch, channels]
+    }
+
+    /// Pooled embedding after global average pooling.
+    ///
+    /// # Shapes
+    /// `[batch, 3, h, w] -> [batch, feature_dim]`
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        Self::pool(self.forward_last_stage(x))
     }
 
     /// Head output ("logits").

@@ -146,9 +146,8 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// # Shapes
-    /// `[batch, tokens, dim] -> [batch, tokens, dim]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    /// Queries, keys and values, each `[batch, heads, tokens, head_dim]`.
+    fn qkv(&self, x: Tensor<3>) -> [Tensor<4>; 3] {
         let [b, n, d] = x.dims();
         let h = self.num_heads;
         let hd = d / h;
@@ -156,6 +155,27 @@ impl Attention {
         let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]);
         let k = qkv.clone().narrow(0, 1, 1).reshape([b, h, n, hd]);
         let v = qkv.narrow(0, 2, 1).reshape([b, h, n, hd]);
+        [q, k, v]
+    }
+
+    /// The attention weights themselves, `softmax(q k^T / sqrt(head_dim))` per head: what
+    /// [`Self::forward`] computes inside burn's fused kernel, spelled out for explanations
+    /// (attention rollout), which need them.
+    ///
+    /// # Shapes
+    /// `[batch, tokens, dim] -> [batch, heads, tokens, tokens]`
+    pub fn weights(&self, x: Tensor<3>) -> Tensor<4> {
+        let [q, k, _] = self.qkv(x);
+        let [_, _, _, hd] = q.dims();
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt());
+        burn::tensor::activation::softmax(scores, 3)
+    }
+
+    /// # Shapes
+    /// `[batch, tokens, dim] -> [batch, tokens, dim]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, n, d] = x.dims();
+        let [q, k, v] = self.qkv(x);
         // burn's fused scaled-dot-product attention (scale 1/sqrt(head_dim)); on an autodiff
         // device it is composed from differentiable ops, in evaluation the backend's kernel runs.
         let out = attention(q, k, v, None, None, AttentionModuleOptions::default()); // [b, h, n, hd]
@@ -184,7 +204,17 @@ impl VitBlock {
     /// # Shapes
     /// `[batch, tokens, dim] -> [batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.norm1.forward(x));
+        let normed = self.norm1.forward(x.clone());
+        self.forward_from_norm1(x, normed)
+    }
+
+    /// The block given its input `x` and `normed = norm1(x)` computed by the caller: the split
+    /// that lets explanations differentiate with respect to `norm1`'s output.
+    ///
+    /// # Shapes
+    /// `[batch, tokens, dim], [batch, tokens, dim] -> [batch, tokens, dim]`
+    pub fn forward_from_norm1(&self, x: Tensor<3>, normed: Tensor<3>) -> Tensor<3> {
+        let x = x + self.attn.forward(normed);
         let y = self
             .mlp
             .fc2
@@ -205,21 +235,37 @@ pub struct Vit {
 }
 
 impl Vit {
+    /// Patch tokens with the CLS token prepended and positions added.
+    ///
+    /// # Shapes
+    /// `[batch, 3, h, w] -> [batch, 1 + patches, embed_dim]`
+    pub fn embed_tokens(&self, x: Tensor<4>) -> Tensor<3> {
+        let p = self.patch_embed.proj.forward(x); // [b, dim, h/p, w/p]
+        let [b, d, gh, gw] = p.dims();
+        let tokens = p.reshape([b, d, gh * gw]).swap_dims(1, 2); // [b, patches, dim]
+        let cls = self.cls_token.val().expand([b, 1, d]);
+        Tensor::cat(vec![cls, tokens], 1) + self.pos_embed_for(gh, gw) // [b, tokens, dim]
+    }
+
+    /// CLS-token embedding of the last block's output: the final LayerNorm, then the CLS row.
+    ///
+    /// # Shapes
+    /// `[batch, tokens, embed_dim] -> [batch, embed_dim]`
+    pub fn pool(&self, x: Tensor<3>) -> Tensor<2> {
+        let [b, _, d] = x.dims();
+        self.norm.forward(x).narrow(1, 0, 1).reshape([b, d])
+    }
+
     /// CLS-token embedding after the final LayerNorm.
     ///
     /// # Shapes
     /// `[batch, 3, h, w] -> [batch, embed_dim]`
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let p = self.patch_embed.proj.forward(x); // [b, dim, h/p, w/p]
-        let [b, d, gh, gw] = p.dims();
-        let tokens = p.reshape([b, d, gh * gw]).swap_dims(1, 2); // [b, patches, dim]
-        let cls = self.cls_token.val().expand([b, 1, d]);
-        let mut x = Tensor::cat(vec![cls, tokens], 1) + self.pos_embed_for(gh, gw); // [b, tokens, dim]
+        let mut x = self.embed_tokens(x);
         for block in &self.blocks {
             x = block.forward(x);
         }
-        let x = self.norm.forward(x);
-        x.narrow(1, 0, 1).reshape([b, d])
+        self.pool(x)
     }
 
     /// Head output ("logits").
