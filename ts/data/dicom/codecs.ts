@@ -63,7 +63,9 @@ export interface DecodedFrame {
 
 /** Decodes one frame with the named decoder; a codec failure is a DicomError with its message. */
 export async function decodeFrame(decoder: DecoderName, frame: EncodedFrame): Promise<DecodedFrame> {
-  const m = await codecs()
+  let m = await codecs()
+  // Another frame's failure may have released the module while this call waited for it.
+  while (!m.NativeCodecs.isInitialized()) m = await codecs()
   try {
     const context = new m.Context({
       width: frame.width,

@@ -331,7 +331,7 @@ function readFragments(r: Reader): { offsetTable: Buffer; fragments: Buffer[] } 
  * syntax; files without one (older or bare data sets) by what their first element looks like,
  * as other readers do when forced.
  */
-export function parseDicom(bytes: Buffer): DicomFile {
+export function parseDicom(bytes: Buffer, opts: { maxInflatedBytes?: number } = {}): DicomFile {
   const preamble = hasDicomPreamble(bytes)
   let pos = preamble ? 132 : 0
   let transferSyntax: string | undefined
@@ -363,12 +363,13 @@ export function parseDicom(bytes: Buffer): DicomFile {
     explicitVr = ALL_VRS.has(bytes.toString('latin1', pos + 4, pos + 6))
   let r = new Reader(bytes, littleEndian, explicitVr, pos)
   if (ts === TRANSFER_SYNTAXES.deflatedLittle) {
+    const maxInflated = opts.maxInflatedBytes ?? MAX_INFLATED_BYTES
     let inflated: Buffer
     try {
-      inflated = inflateRawSync(bytes.subarray(pos), { maxOutputLength: MAX_INFLATED_BYTES })
+      inflated = inflateRawSync(bytes.subarray(pos), { maxOutputLength: maxInflated })
     } catch (e) {
       if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' || /larger than/.test(String(e)))
-        throw new DicomError(`the deflated data set inflates to more than ${MAX_INFLATED_BYTES} bytes`)
+        throw new DicomError(`the deflated data set inflates to more than ${maxInflated} bytes`)
       throw new DicomError(`the deflated data set is corrupt (${(e as Error).message})`)
     }
     r = new Reader(inflated, true, true, 0, -1)
