@@ -22,6 +22,11 @@ export declare class BindingModel {
   /** Queues `count` images (`imageSize` squared, RGB, 8 bits) for `scores` or `embed`. */
   run(ask: string, pixels: Uint8Array, count: number): Promise<ModelOutput>
   /**
+   * Queues `count` images for heat maps of where the network looked (`imageSize` squared
+   * each, in [0, 1]), with the class explained and its score.
+   */
+  explain(pixels: Uint8Array, count: number, options: ExplainOptions): Promise<ModelOutput>
+  /**
    * Frees the network once the calls queued before it are answered; later calls are an
    * error (`model-closed`). Closing twice is harmless.
    */
@@ -205,6 +210,18 @@ export interface EpochRecord {
   valLoss: number
 }
 
+/** What `explain` computes. */
+export interface ExplainOptions {
+  /** `gradcam`, `gradcam++`, `layercam` or `attention-rollout`. */
+  method: string
+  /** Per image, the class to explain; -1 (or none given) for the predicted one. */
+  targets?: Array<number>
+  /** Rollout: `mean` (default), `max` or `min` over the heads. */
+  headFusion?: string
+  /** Rollout: share of the weakest attention links dropped per block, in [0, 1) (default 0). */
+  discardRatio?: number
+}
+
 /** A fine-tuning run of one network (the fields of the TypeScript `FinetuneConfig`). */
 export interface FinetuneOptions {
   arch: Network
@@ -328,6 +345,10 @@ export interface ModelOutput {
   values: Float32Array
   rows: number
   cols: number
+  /** Explanations: per image the class explained or predicted (-1 without a classifier). */
+  classes?: Array<number>
+  /** Explanations: that class's score (NaN without a classifier). */
+  scores?: Array<number>
 }
 
 /** Which of the two networks. */

@@ -91,6 +91,10 @@ export type {
 export { Job, type JobOptions } from './job.js'
 export { ONNX_OPSET, type OnnxNetworkSpec, buildOnnx } from './onnx/export.js'
 export {
+  EXPLAIN_METHODS,
+  type ExplainMethod,
+  type ExplainOptions,
+  type Explanation,
   type LoadModelOptions,
   MAX_BATCH,
   Model,

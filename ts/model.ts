@@ -81,6 +81,45 @@ export interface RunOptions {
   batchSize?: number
 }
 
+/**
+ * How `explain` finds where the network looked: `gradcam` (Selvaraju et al. 2017),
+ * `gradcam++` (Chattopadhay et al. 2018) and `layercam` (Jiang et al. 2021) for either network,
+ * on the CNN's last stage or the ViT's patch tokens at its last block; `attention-rollout`
+ * (Abnar and Zuidema 2020) for the ViT only, which needs no class.
+ */
+export type ExplainMethod = 'gradcam' | 'gradcam++' | 'layercam' | 'attention-rollout'
+export const EXPLAIN_METHODS: readonly ExplainMethod[] = ['gradcam', 'gradcam++', 'layercam', 'attention-rollout']
+
+export interface ExplainOptions extends RunOptions {
+  /** Default `gradcam`. */
+  method?: ExplainMethod
+  /**
+   * The class to explain (index or name), for every image or one per image; default: each
+   * image's predicted class. Class-activation maps only.
+   */
+  target?: number | string | readonly (number | string)[]
+  /** Rollout: how the heads' attention is fused (default `mean`). */
+  headFusion?: 'mean' | 'max' | 'min'
+  /** Rollout: the share of each block's weakest attention links dropped, in [0, 1) (default 0). */
+  discardRatio?: number
+}
+
+export interface Explanation {
+  /** The heat map, `height x width` row-major at the network's input size, in [0, 1]. */
+  map: Float32Array
+  width: number
+  height: number
+  method: ExplainMethod
+  /**
+   * The class the map explains (class-activation maps) or the predicted class (a rollout of a
+   * classifier); `null` for a backbone without a classifier.
+   */
+  classIndex: number | null
+  className: string | null
+  /** That class's score, as `predict` reports it; `null` without a classifier. */
+  score: number | null
+}
+
 /** The most images one engine call (and one batch) holds; the binding enforces it too. */
 export const MAX_BATCH = 1024
 
@@ -140,6 +179,15 @@ function checkInt(value: number | undefined, field: string, max: number, fallbac
   return value
 }
 
+/** Engine answers joined over chunks: `rows x cols` values, and explanations' classes and scores. */
+interface Answer {
+  values: Float32Array
+  rows: number
+  cols: number
+  classes?: number[]
+  scores?: number[]
+}
+
 /** A loaded network; see the module's doc. */
 export class Model {
   readonly info: ModelInfo
@@ -180,7 +228,7 @@ export class Model {
         'no-classifier',
       )
     }
-    const { values, rows, cols } = await this.#run('scores', input, options)
+    const { values, rows, cols } = await this.#run(input, options, (pixels, n) => this.#native.run('scores', pixels, n))
     const names = this.info.classNames
     return Array.from({ length: rows }, (_, r) => {
       const scores = values.slice(r * cols, (r + 1) * cols)
@@ -192,8 +240,73 @@ export class Model {
 
   /** Pooled embeddings (`forward_features`), row-major `[count, dim]`. */
   async embed(input: ModelInput, options: RunOptions = {}): Promise<Embeddings> {
-    const { values, rows, cols } = await this.#run('embed', input, options)
+    const { values, rows, cols } = await this.#run(input, options, (pixels, n) => this.#native.run('embed', pixels, n))
     return { dim: cols, count: rows, features: values }
+  }
+
+  /**
+   * Heat maps of where the network looked, one per image at its input size (see
+   * {@link ExplainMethod}). A backbone without a classifier has no class to explain: only a
+   * ViT's `attention-rollout` works on it.
+   */
+  async explain(input: ModelInput, options: ExplainOptions = {}): Promise<Explanation[]> {
+    const method = options.method ?? 'gradcam'
+    if (!EXPLAIN_METHODS.includes(method)) {
+      throw new ConfigError(
+        `invalid argument at \`method\`: expected ${EXPLAIN_METHODS.join(', ')}, got ${String(method)}`,
+        'method',
+        [],
+      )
+    }
+    const rollout = method === 'attention-rollout'
+    if (rollout && options.target !== undefined) {
+      throw new ConfigError('invalid argument at `target`: attention-rollout explains no class', 'target', [])
+    }
+    const names = this.info.classNames
+    const classOf = (t: number | string, field: string): number => {
+      // A backbone has no classes: the engine refuses its class maps and names what works.
+      if (this.info.numClasses === 0) return -1
+      const k = typeof t === 'string' ? names.indexOf(t) : t
+      if (!Number.isInteger(k) || k < 0 || k >= this.info.numClasses) {
+        const known = names.length ? ` (classes: ${names.join(', ')})` : ''
+        throw new ConfigError(
+          `invalid argument at \`${field}\`: expected a class index from 0 to ${this.info.numClasses - 1} or a class name${known}, got ${JSON.stringify(t)}`,
+          field,
+          [],
+        )
+      }
+      return k
+    }
+    const t = options.target
+    const perImage = Array.isArray(t) ? (t as readonly (number | string)[]).map((x, i) => classOf(x, `target[${i}]`)) : undefined
+    const one = t === undefined || Array.isArray(t) ? -1 : classOf(t as number | string, 'target')
+    const native: Binding.ExplainOptions = {
+      method,
+      ...(options.headFusion !== undefined ? { headFusion: options.headFusion } : {}),
+      ...(options.discardRatio !== undefined ? { discardRatio: options.discardRatio } : {}),
+    }
+    const { values, rows, cols, classes, scores } = await this.#run(
+      input,
+      options,
+      (pixels, n, start) => {
+        const targets = perImage ? perImage.slice(start, start + n) : t === undefined ? undefined : Array(n).fill(one)
+        return this.#native.explain(pixels, n, targets ? { ...native, targets } : native)
+      },
+      perImage?.length,
+    )
+    const side = this.info.imageSize
+    return Array.from({ length: rows }, (_, r) => {
+      const k = classes?.[r] ?? -1
+      return {
+        map: values.slice(r * cols, (r + 1) * cols),
+        width: side,
+        height: side,
+        method,
+        classIndex: k >= 0 ? k : null,
+        className: k >= 0 ? (names[k] ?? String(k)) : null,
+        score: k >= 0 ? (scores?.[r] ?? null) : null,
+      }
+    })
   }
 
   /** Frees the network (on its device too) once calls already made are answered. */
@@ -201,15 +314,23 @@ export class Model {
     await this.#native.close()
   }
 
+  /**
+   * Decodes `input` chunk by chunk and hands each chunk to `call` (`start`: its first image),
+   * decoding the next while the engine works; the answers are joined in order.
+   */
   async #run(
-    ask: 'scores' | 'embed',
     input: ModelInput,
     options: RunOptions,
-  ): Promise<{ values: Float32Array; rows: number; cols: number }> {
+    call: (pixels: Uint8Array, n: number, start: number) => Promise<Binding.ModelOutput>,
+    expected?: number,
+  ): Promise<Answer> {
     if (this.#native.closed) throw new DataError('this model is closed: load it again to use it', 'model-closed')
     const batch = checkInt(options.batchSize, 'batchSize', MAX_BATCH, 32)
     const side = this.info.imageSize
     const { count, at, exact } = sources(input, side)
+    if (expected !== undefined && expected !== count) {
+      throw new ConfigError(`invalid argument at \`target\`: ${expected} targets for ${count} images`, 'target', [])
+    }
     if (count === 0) return { values: new Float32Array(0), rows: 0, cols: 0 }
     const decodeChunk = async (start: number): Promise<Uint8Array> => {
       const end = Math.min(count, start + batch)
@@ -239,7 +360,7 @@ export class Model {
       const n = Math.min(batch, count - start)
       let pending: Promise<Binding.ModelOutput>
       try {
-        pending = this.#native.run(ask, pixels, n)
+        pending = call(pixels, n, start)
       } catch (e) {
         throw fromNative(e)
       }
@@ -250,15 +371,18 @@ export class Model {
         throw fromNative(e)
       }
     }
-    if (outputs.length === 1) return { values: outputs[0].values, rows: outputs[0].rows, cols: outputs[0].cols }
     const cols = outputs[0].cols
-    const values = new Float32Array(count * cols)
-    let at2 = 0
-    for (const o of outputs) {
-      values.set(o.values, at2)
-      at2 += o.values.length
+    const values = outputs.length === 1 ? outputs[0].values : new Float32Array(count * cols)
+    if (outputs.length > 1) {
+      let offset = 0
+      for (const o of outputs) {
+        values.set(o.values, offset)
+        offset += o.values.length
+      }
     }
-    return { values, rows: count, cols }
+    const joined = <T>(pick: (o: Binding.ModelOutput) => T[] | undefined | null): T[] | undefined =>
+      outputs[0] && pick(outputs[0]) ? outputs.flatMap((o) => pick(o) ?? []) : undefined
+    return { values, rows: count, cols, classes: joined((o) => o.classes), scores: joined((o) => o.scores) }
   }
 }
 

@@ -35,7 +35,7 @@ pub use device::{BackendChoice, Chosen, available_backends, resolve_explained};
 pub use error::CassError;
 pub use events::{CancelToken, Event, Observer, Silent};
 pub use inference::{embed, evaluate, export};
-pub use model::{Ask, LoadedModel, ModelInfo, Pixels, Scoring};
+pub use model::{Ask, Explanation, LoadedModel, ModelInfo, Pixels, Scoring};
 pub use ssl::cass::{PretrainConfig, PretrainOutcome, Status, pretrain};
 pub use ssl::dino::{DinoConfig, pretrain_dino};
 pub use train::finetune::{FinetuneConfig, FinetuneOutcome, Init, Labeled, finetune};

@@ -10,6 +10,7 @@ use crate::augment::{self, AugmentConfig, ChannelOrder};
 use crate::checkpoint::CheckpointKind;
 use crate::device::BackendChoice;
 use crate::error::CassError;
+use crate::explain::{self, Method};
 use crate::inference::{Restored, restore};
 use crate::models::{Arch, Network, ResNetConfig, VitConfig};
 
@@ -66,6 +67,21 @@ pub enum Ask {
     Scores,
     /// Pooled embeddings `[n, feature_dim]`.
     Embed,
+}
+
+/// Images explained per forward pass (see [`LoadedModel::explain`]).
+const EXPLAIN_CHUNK: usize = 8;
+
+/// Heat maps and what they explain, one entry per image.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// `[n, side, side]`, each map in [0, 1].
+    pub maps: Vec<f32>,
+    /// The class explained (a class-activation map) or predicted (a rollout); `None` without a
+    /// classifier.
+    pub classes: Vec<Option<usize>>,
+    /// That class's score, as predictions report it.
+    pub scores: Vec<Option<f32>>,
 }
 
 /// Images as the model takes them: `count` RGB images of `image_size` squared, row-major,
@@ -167,9 +183,25 @@ impl LoadedModel {
                 None,
             ));
         }
+        let x = self.input(pixels);
+        let out = match ask {
+            Ask::Embed => self.net.forward_features(x),
+            Ask::Scores => match self.info.scoring {
+                Scoring::Softmax => burn::tensor::activation::softmax(self.net.forward(x), 1),
+                _ => burn::tensor::activation::sigmoid(self.net.forward(x)),
+            },
+        };
+        Ok(out
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 outputs"))
+    }
+
+    /// HWC bytes -> CHW floats in [0, 1], normalised as the training data's batches were.
+    fn input(&self, pixels: &Pixels) -> Tensor<4> {
         let side = self.info.image_size;
         let plane = side * side;
-        // HWC bytes -> CHW floats in [0, 1], as the training data's batches are assembled.
         let mut host = vec![0f32; pixels.bytes.len()];
         for (img, out) in pixels
             .bytes
@@ -183,19 +215,84 @@ impl LoadedModel {
             }
         }
         let x = Tensor::<4>::from_data(TensorData::new(host, [pixels.count, 3, side, side]), &self.device);
-        let x = augment::apply(x, None, side, &self.augment);
-        let out = match ask {
-            Ask::Embed => self.net.forward_features(x),
-            Ask::Scores => match self.info.scoring {
-                Scoring::Softmax => burn::tensor::activation::softmax(self.net.forward(x), 1),
-                _ => burn::tensor::activation::sigmoid(self.net.forward(x)),
-            },
+        augment::apply(x, None, side, &self.augment)
+    }
+
+    /// Heat maps of where the network looked (see [`crate::explain`]), one per image at the
+    /// input size, for `targets` (a class per image, or `None` for the predicted one).
+    ///
+    /// A backbone without a classifier has no class to explain: it refuses the class-activation
+    /// maps (`no-classifier`, naming what works) and gives a ViT's attention rollout alone.
+    pub fn explain(
+        &self,
+        pixels: &Pixels,
+        method: Method,
+        targets: &[Option<usize>],
+    ) -> Result<Explanation, CassError> {
+        self.check(pixels)?;
+        let classifier = self.info.scoring != Scoring::None;
+        if !classifier && matches!(method, Method::Cam(_)) {
+            let works = match self.info.arch {
+                Arch::Vit => "attention-rollout works on it without a class",
+                Arch::Cnn => "no explanation works on a CNN backbone without one",
+            };
+            return Err(CassError::data(
+                "no-classifier",
+                format!(
+                    "{} needs a class to explain, and this {} backbone of a {} checkpoint has no classifier: {works}; fine-tune it first for class maps",
+                    method.name(),
+                    self.info.arch.name(),
+                    self.info.method
+                ),
+                None,
+            ));
+        }
+        if targets.len() != pixels.count {
+            return Err(CassError::config(
+                "targets",
+                format!("one target per image: {} for {} images", targets.len(), pixels.count),
+            ));
+        }
+        let side = self.info.image_size;
+        let plane = side * side;
+        let mut out = Explanation {
+            maps: Vec::with_capacity(pixels.count * plane),
+            classes: Vec::with_capacity(pixels.count),
+            scores: Vec::with_capacity(pixels.count),
         };
-        Ok(out
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("f32 outputs"))
+        // A few images at a time: a rollout holds every block's attention weights at once.
+        for (i, chunk) in pixels.bytes.chunks(EXPLAIN_CHUNK * 3 * plane).enumerate() {
+            let count = chunk.len() / (3 * plane);
+            let x = self.input(&Pixels { bytes: chunk, count });
+            let at = i * EXPLAIN_CHUNK;
+            let e = explain::explain(&self.net, x, method, &targets[at..at + count], classifier)?;
+            out.maps.extend_from_slice(&e.maps);
+            let classes = self.info.num_classes;
+            for (k, target) in e.targets.iter().enumerate() {
+                if !classifier {
+                    out.classes.push(None);
+                    out.scores.push(None);
+                    continue;
+                }
+                let row = &e.logits[k * classes..(k + 1) * classes];
+                let c = target.unwrap_or_else(|| (0..classes).fold(0, |b, c| if row[c] > row[b] { c } else { b }));
+                out.classes.push(Some(c));
+                out.scores.push(Some(self.score(row, c)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Class `c`'s score from one image's logits, as [`Self::run`] would report it.
+    fn score(&self, row: &[f32], c: usize) -> f32 {
+        match self.info.scoring {
+            Scoring::Softmax => {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+                (row[c] - max).exp() / sum
+            }
+            _ => 1.0 / (1.0 + (-row[c]).exp()),
+        }
     }
 
     /// Width of one row of [`Self::run`]'s answer.

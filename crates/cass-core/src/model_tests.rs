@@ -5,6 +5,7 @@ use crate::checkpoint::CheckpointKind;
 use crate::data::ImageSet;
 use crate::device::BackendChoice;
 use crate::events::{CancelToken, Silent};
+use crate::explain::{CamMethod, HeadFusion, Method};
 use crate::inference::{embed, evaluate};
 use crate::loss::ClassificationLoss;
 use crate::model::{Ask, LoadedModel, Pixels, Scoring};
@@ -191,5 +192,82 @@ fn a_state_json_implying_a_giant_network_is_refused_not_allocated() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("parameters"), "{err}");
+    fs::remove_dir_all(&f.root).unwrap();
+}
+
+#[test]
+fn a_loaded_model_explains_its_own_predictions_in_chunks() {
+    let f = fixture("explain");
+    let m = LoadedModel::load(&f.root.join("ft"), None, BackendChoice::Cpu).unwrap();
+    let n = 12; // more than one chunk of the engine's explanation batches
+    let bytes = &f.bytes[..n * SIDE * SIDE * 3];
+    let pixels = Pixels { bytes, count: n };
+    let scores = m.run(Ask::Scores, &pixels).unwrap();
+    let gradcam = Method::Cam(CamMethod::GradCam);
+    let e = m.explain(&pixels, gradcam, &[None; 12]).unwrap();
+    assert_eq!(e.maps.len(), n * SIDE * SIDE);
+    assert!(e.maps.iter().all(|v| (0.0..=1.0).contains(v)));
+    for i in 0..n {
+        let row = &scores[i * 2..i * 2 + 2];
+        let predicted = if row[1] > row[0] { 1 } else { 0 };
+        assert_eq!(e.classes[i], Some(predicted), "image {i} explains its predicted class");
+        let s = e.scores[i].unwrap();
+        assert!(
+            (s - row[predicted]).abs() < 1e-5,
+            "image {i}: score {s} against {}",
+            row[predicted]
+        );
+    }
+    let other = m
+        .explain(
+            &Pixels {
+                bytes: image(&f, 3),
+                count: 1,
+            },
+            gradcam,
+            &[Some(1)],
+        )
+        .unwrap();
+    assert_eq!(other.classes, [Some(1)]);
+    assert!((other.scores[0].unwrap() - scores[3 * 2 + 1]).abs() < 1e-5);
+    let err = m
+        .explain(
+            &Pixels {
+                bytes: image(&f, 0),
+                count: 1,
+            },
+            gradcam,
+            &[Some(2)],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("class 2 does not exist"), "{err}");
+    fs::remove_dir_all(&f.root).unwrap();
+}
+
+#[test]
+fn a_backbone_gives_rollout_only_and_names_what_works() {
+    let f = fixture("explain-backbone");
+    let px = Pixels {
+        bytes: &f.bytes[..2 * SIDE * SIDE * 3],
+        count: 2,
+    };
+    let rollout = Method::Rollout {
+        fusion: HeadFusion::Max,
+        discard_ratio: 0.5,
+    };
+    let vit = LoadedModel::load(&f.root.join("pre"), Some(Arch::Vit), BackendChoice::Cpu).unwrap();
+    let e = vit.explain(&px, rollout, &[None, None]).unwrap();
+    assert_eq!(e.classes, [None, None]);
+    assert_eq!(e.maps.len(), 2 * SIDE * SIDE);
+    let err = vit
+        .explain(&px, Method::Cam(CamMethod::LayerCam), &[None, None])
+        .unwrap_err();
+    assert_eq!(err.code(), "no-classifier");
+    assert!(err.to_string().contains("attention-rollout works"), "{err}");
+    let cnn = LoadedModel::load(&f.root.join("pre"), Some(Arch::Cnn), BackendChoice::Cpu).unwrap();
+    let err = cnn
+        .explain(&px, Method::Cam(CamMethod::GradCam), &[None, None])
+        .unwrap_err();
+    assert!(err.to_string().contains("fine-tune it first"), "{err}");
     fs::remove_dir_all(&f.root).unwrap();
 }

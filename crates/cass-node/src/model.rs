@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use cass_core::augment::ChannelOrder;
 use cass_core::checkpoint::CheckpointKind;
+use cass_core::explain::{CamMethod, HeadFusion, Method};
 use cass_core::models::{Arch, BlockKind};
 use cass_core::{Ask, CassError, LoadedModel, Pixels, Scoring};
 use napi::bindgen_prelude::*;
@@ -121,13 +122,83 @@ pub struct ModelOutput {
     pub values: Float32Array,
     pub rows: u32,
     pub cols: u32,
+    /// Explanations: per image the class explained or predicted (-1 without a classifier).
+    pub classes: Option<Vec<i32>>,
+    /// Explanations: that class's score (NaN without a classifier).
+    pub scores: Option<Vec<f64>>,
+}
+
+/// What `explain` computes.
+#[napi(object)]
+pub struct ExplainOptions {
+    /// `gradcam`, `gradcam++`, `layercam` or `attention-rollout`.
+    pub method: String,
+    /// Per image, the class to explain; -1 (or none given) for the predicted one.
+    pub targets: Option<Vec<i32>>,
+    /// Rollout: `mean` (default), `max` or `min` over the heads.
+    pub head_fusion: Option<String>,
+    /// Rollout: share of the weakest attention links dropped per block, in [0, 1) (default 0).
+    pub discard_ratio: Option<f64>,
+}
+
+fn explain_method(o: &ExplainOptions) -> std::result::Result<Method, CassError> {
+    let rollout_only =
+        |field: &str| CassError::config(field, format!("applies to attention-rollout only, not {}", o.method));
+    let cam = |m| {
+        if o.head_fusion.is_some() {
+            return Err(rollout_only("headFusion"));
+        }
+        if o.discard_ratio.is_some() {
+            return Err(rollout_only("discardRatio"));
+        }
+        Ok(Method::Cam(m))
+    };
+    match o.method.as_str() {
+        "gradcam" => cam(CamMethod::GradCam),
+        "gradcam++" => cam(CamMethod::GradCamPlusPlus),
+        "layercam" => cam(CamMethod::LayerCam),
+        "attention-rollout" => {
+            let fusion = match o.head_fusion.as_deref().unwrap_or("mean") {
+                "mean" => HeadFusion::Mean,
+                "max" => HeadFusion::Max,
+                "min" => HeadFusion::Min,
+                other => {
+                    return Err(CassError::config(
+                        "headFusion",
+                        format!("expected mean, max or min, got {other:?}"),
+                    ));
+                }
+            };
+            let discard_ratio = o.discard_ratio.unwrap_or(0.0);
+            if !(0.0..1.0).contains(&discard_ratio) {
+                return Err(CassError::config(
+                    "discardRatio",
+                    format!("must be at least 0 and below 1, got {discard_ratio}"),
+                ));
+            }
+            Ok(Method::Rollout { fusion, discard_ratio })
+        }
+        other => Err(CassError::config(
+            "method",
+            format!("expected gradcam, gradcam++, layercam or attention-rollout, got {other:?}"),
+        )),
+    }
 }
 
 type Resolver = Box<dyn FnOnce(Env) -> Result<ModelOutput> + Send>;
 type CloseResolver = Box<dyn FnOnce(Env) -> Result<()> + Send>;
 
+/// What a call asks; calls batch together when their questions are equal.
+#[derive(Clone, Copy, PartialEq)]
+enum Question {
+    Run(Ask),
+    Explain(Method),
+}
+
 struct Call {
-    ask: Ask,
+    question: Question,
+    /// Explanations: one class (or `None`, the predicted one) per image.
+    targets: Vec<Option<usize>>,
     pixels: Vec<u8>,
     count: usize,
     deferred: JsDeferred<ModelOutput, Resolver>,
@@ -237,7 +308,7 @@ fn serve(model: LoadedModel, rx: Receiver<Message>, b: Batching) {
             Message::Call(c) => c,
             Message::Close(done) => return close(model, done),
         };
-        let ask = call.ask;
+        let question = call.question;
         let mut images = call.count;
         let mut batch = vec![call];
         let deadline = Instant::now() + b.wait;
@@ -249,7 +320,7 @@ fn serve(model: LoadedModel, rx: Receiver<Message>, b: Batching) {
                 rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
             };
             match next {
-                Some(Message::Call(c)) if c.ask == ask && images + c.count <= b.max_images => {
+                Some(Message::Call(c)) if c.question == question && images + c.count <= b.max_images => {
                     images += c.count;
                     batch.push(c);
                 }
@@ -260,30 +331,86 @@ fn serve(model: LoadedModel, rx: Receiver<Message>, b: Batching) {
                 None => break,
             }
         }
-        answer(&model, ask, batch, images);
+        answer(&model, question, batch, images);
     }
 }
 
-fn answer(model: &LoadedModel, ask: Ask, batch: Vec<Call>, images: usize) {
-    let cols = model.row_width(ask);
+/// One forward pass's answer: values row-major, `cols` per image, and for explanations the
+/// class and score of each image.
+struct Answer {
+    values: Vec<f32>,
+    cols: usize,
+    explained: Option<(Vec<Option<usize>>, Vec<Option<f32>>)>,
+}
+
+fn compute(
+    model: &LoadedModel,
+    question: Question,
+    pixels: &Pixels,
+    targets: &[Option<usize>],
+) -> std::result::Result<Answer, CassError> {
+    Ok(match question {
+        Question::Run(ask) => Answer {
+            values: model.run(ask, pixels)?,
+            cols: model.row_width(ask),
+            explained: None,
+        },
+        Question::Explain(method) => {
+            let e = model.explain(pixels, method, targets)?;
+            let side = model.info().image_size;
+            Answer {
+                values: e.maps,
+                cols: side * side,
+                explained: Some((e.classes, e.scores)),
+            }
+        }
+    })
+}
+
+fn answer(model: &LoadedModel, question: Question, batch: Vec<Call>, images: usize) {
     let mut bytes = Vec::with_capacity(batch.iter().map(|c| c.pixels.len()).sum());
+    let mut targets = Vec::new();
     for c in &batch {
         bytes.extend_from_slice(&c.pixels);
+        targets.extend_from_slice(&c.targets);
     }
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        model.run(
-            ask,
+        compute(
+            model,
+            question,
             &Pixels {
                 bytes: &bytes,
                 count: images,
             },
+            &targets,
         )
     }));
     match result {
-        Ok(Ok(values)) => {
+        Ok(Ok(Answer {
+            values,
+            cols,
+            explained,
+        })) => {
             let mut at = 0;
             for c in batch {
                 let rows = values[at * cols..(at + c.count) * cols].to_vec();
+                let (classes, scores) = match &explained {
+                    Some((classes, scores)) => (
+                        Some(
+                            classes[at..at + c.count]
+                                .iter()
+                                .map(|k| k.map_or(-1, |k| k as i32))
+                                .collect(),
+                        ),
+                        Some(
+                            scores[at..at + c.count]
+                                .iter()
+                                .map(|s| s.map_or(f64::NAN, f64::from))
+                                .collect(),
+                        ),
+                    ),
+                    None => (None, None),
+                };
                 at += c.count;
                 let count = c.count as u32;
                 c.deferred.resolve(Box::new(move |_| {
@@ -291,6 +418,8 @@ fn answer(model: &LoadedModel, ask: Ask, batch: Vec<Call>, images: usize) {
                         values: Float32Array::new(rows),
                         rows: count,
                         cols: cols as u32,
+                        classes,
+                        scores,
                     })
                 }));
             }
@@ -347,6 +476,52 @@ impl BindingModel {
                 )));
             }
         };
+        self.queue_call(env, Question::Run(ask), pixels, count, vec![None; count as usize])
+    }
+
+    /// Queues `count` images for heat maps of where the network looked (`imageSize` squared
+    /// each, in [0, 1]), with the class explained and its score.
+    #[napi]
+    pub fn explain<'env>(
+        &self,
+        env: &'env Env,
+        pixels: Uint8Array,
+        count: u32,
+        options: ExplainOptions,
+    ) -> Result<PromiseRaw<'env, ModelOutput>> {
+        let method = explain_method(&options).map_err(invalid)?;
+        let targets = match &options.targets {
+            None => vec![None; count as usize],
+            Some(t) if t.len() == count as usize => t
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| match c {
+                    -1 => Ok(None),
+                    c if c >= 0 => Ok(Some(c as usize)),
+                    c => Err(invalid(CassError::config(
+                        format!("targets[{i}]"),
+                        format!("expected a class index, or -1 for the predicted class, got {c}"),
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?,
+            Some(t) => {
+                return Err(invalid(CassError::config(
+                    "targets",
+                    format!("one target per image: {} for {count} images", t.len()),
+                )));
+            }
+        };
+        self.queue_call(env, Question::Explain(method), pixels, count, targets)
+    }
+
+    fn queue_call<'env>(
+        &self,
+        env: &'env Env,
+        question: Question,
+        pixels: Uint8Array,
+        count: u32,
+        targets: Vec<Option<usize>>,
+    ) -> Result<PromiseRaw<'env, ModelOutput>> {
         let side = self.info.image_size;
         if count == 0 || count > MAX_BATCH_LIMIT || pixels.len() != count as usize * side * side * 3 {
             return Err(invalid(CassError::config(
@@ -361,7 +536,8 @@ impl BindingModel {
         let queue = guard.as_ref().ok_or_else(closed)?;
         let (deferred, promise) = env.create_deferred::<ModelOutput, Resolver>()?;
         let call = Call {
-            ask,
+            question,
+            targets,
             pixels: pixels.to_vec(),
             count: count as usize,
             deferred,

@@ -165,8 +165,7 @@ fn logits_and_grad<const D: usize>(
 fn cam_cnn(r: &ResNet, x: Tensor<4>, m: CamMethod, targets: &[Option<usize>]) -> Result<Explained, CassError> {
     let act = r.forward_last_stage(x); // [n, c, h, w]
     let [n, c, h, w] = act.dims();
-    let (logits, picked, grad) =
-        logits_and_grad(act.clone(), |a| r.fc.forward(ResNet::pool(a)), targets)?;
+    let (logits, picked, grad) = logits_and_grad(act.clone(), |a| r.fc.forward(ResNet::pool(a)), targets)?;
     let (act, grad) = (host(act), host(grad));
     let per = c * h * w;
     let raw = (0..n)
@@ -230,7 +229,10 @@ fn rollout_vit(
     with_head: bool,
 ) -> Result<Explained, CassError> {
     if v.blocks.is_empty() {
-        return Err(CassError::config("vit.depth", "a ViT without blocks has no attention to roll out"));
+        return Err(CassError::config(
+            "vit.depth",
+            "a ViT without blocks has no attention to roll out",
+        ));
     }
     let [n, _, side, _] = x.dims();
     let grid = patch_grid(v, side);

@@ -9,9 +9,9 @@ use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 
 use super::*;
+use crate::checkpoint::HostTensor;
 use crate::testing::device;
 use crate::testing::parity::{ParityModel, read_tensors};
-use crate::checkpoint::HostTensor;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -67,10 +67,16 @@ fn class_activation_maps_match_pytorch_grad_cam() {
                 let got = explain(&net, x.clone(), Method::Cam(method), &targets, true).unwrap();
                 let key = format!("{name}.{}.{tag}", method.name());
                 let raw = rel_err(&got.raw, &r[&format!("{key}.raw")].data);
-                assert!(raw <= 1e-4, "{key}: raw map differs from pytorch-grad-cam by {raw:e} (relative)");
+                assert!(
+                    raw <= 1e-4,
+                    "{key}: raw map differs from pytorch-grad-cam by {raw:e} (relative)"
+                );
                 if let Some(want) = r.get(&format!("{key}.map")) {
                     let err = max_abs(&got.maps, &want.data);
-                    assert!(err <= 1e-4, "{key}: scaled map differs from pytorch-grad-cam by {err:e}");
+                    assert!(
+                        err <= 1e-4,
+                        "{key}: scaled map differs from pytorch-grad-cam by {err:e}"
+                    );
                     assert_eq!(want.shape[1], got.side);
                 }
                 if tag == "chosen" {
@@ -87,13 +93,29 @@ fn attention_rollout_matches_the_reference() {
     let r = reference();
     let net = load("vit_tiny", &d);
     let x = input(&r["vit.input"], &d);
-    for (fusion, name) in [(HeadFusion::Mean, "mean"), (HeadFusion::Max, "max"), (HeadFusion::Min, "min")] {
+    for (fusion, name) in [
+        (HeadFusion::Mean, "mean"),
+        (HeadFusion::Max, "max"),
+        (HeadFusion::Min, "min"),
+    ] {
         for ratio in [0.0, 0.9] {
-            let got = explain(&net, x.clone(), Method::Rollout { fusion, discard_ratio: ratio }, &[None, None], false)
-                .unwrap();
+            let got = explain(
+                &net,
+                x.clone(),
+                Method::Rollout {
+                    fusion,
+                    discard_ratio: ratio,
+                },
+                &[None, None],
+                false,
+            )
+            .unwrap();
             let want = &r[&format!("rollout.{name}.{ratio:.1}")].data;
             let err = max_abs(&got.raw, want);
-            assert!(err <= 1e-5, "rollout {name} {ratio}: differs from the reference by {err:e}");
+            assert!(
+                err <= 1e-5,
+                "rollout {name} {ratio}: differs from the reference by {err:e}"
+            );
             assert_eq!(got.grid, [4, 4]);
             assert!(got.logits.is_empty(), "a rollout without the head computes no logits");
         }
@@ -110,7 +132,10 @@ fn rollout_rows_stay_a_distribution() {
     let got = explain(
         &net,
         x,
-        Method::Rollout { fusion: HeadFusion::Mean, discard_ratio: 0.0 },
+        Method::Rollout {
+            fusion: HeadFusion::Mean,
+            discard_ratio: 0.0,
+        },
         &[None; 3],
         true,
     )
@@ -129,7 +154,9 @@ fn rollout_rows_stay_a_distribution() {
 #[test]
 fn activation_gradient_matches_a_finite_difference() {
     let d = device();
-    let Network::Vit(v) = load("vit_tiny", &d) else { unreachable!() };
+    let Network::Vit(v) = load("vit_tiny", &d) else {
+        unreachable!()
+    };
     let x = Tensor::<4>::random([1, 3, 32, 32], Distribution::Normal(0.0, 1.0), &d);
     let (last, before) = v.blocks.split_last().unwrap();
     let mut t = v.embed_tokens(x);
@@ -151,9 +178,13 @@ fn activation_gradient_matches_a_finite_difference() {
     let dir = Tensor::<3>::random(normed.dims(), Distribution::Normal(0.0, 1.0), &d);
     let analytic = (grad * dir.clone()).sum().into_scalar::<f32>() as f64;
     let eps = 1e-2;
-    let numeric = (logit(normed.clone() + dir.clone().mul_scalar(eps)) - logit(normed - dir.mul_scalar(eps))) / (2.0 * eps);
+    let numeric =
+        (logit(normed.clone() + dir.clone().mul_scalar(eps)) - logit(normed - dir.mul_scalar(eps))) / (2.0 * eps);
     let err = (analytic - numeric).abs() / numeric.abs().max(1e-3);
-    assert!(err < 2e-2, "directional derivative {analytic} against finite difference {numeric}");
+    assert!(
+        err < 2e-2,
+        "directional derivative {analytic} against finite difference {numeric}"
+    );
     assert!(analytic.abs() > 1e-4, "the gradient at the patches must not vanish");
 }
 
@@ -180,7 +211,10 @@ fn explaining_refuses_what_it_cannot_do() {
     let d = device();
     let cnn = load("resnet_basic", &d);
     let x = Tensor::<4>::zeros([1, 3, 64, 64], &d);
-    let rollout = Method::Rollout { fusion: HeadFusion::Mean, discard_ratio: 0.0 };
+    let rollout = Method::Rollout {
+        fusion: HeadFusion::Mean,
+        discard_ratio: 0.0,
+    };
     let e = explain(&cnn, x.clone(), rollout, &[None], true).unwrap_err();
     assert!(e.to_string().contains("needs a ViT"), "{e}");
     let e = explain(&cnn, x.clone(), Method::Cam(CamMethod::GradCam), &[Some(10)], true).unwrap_err();
@@ -188,7 +222,10 @@ fn explaining_refuses_what_it_cannot_do() {
     let e = explain(&cnn, x, Method::Cam(CamMethod::GradCam), &[None, None], true).unwrap_err();
     assert!(e.to_string().contains("one target per image"), "{e}");
     let vit = load("vit_tiny", &d);
-    let bad = Method::Rollout { fusion: HeadFusion::Mean, discard_ratio: 1.0 };
+    let bad = Method::Rollout {
+        fusion: HeadFusion::Mean,
+        discard_ratio: 1.0,
+    };
     let e = explain(&vit, Tensor::zeros([1, 3, 32, 32], &d), bad, &[None], false).unwrap_err();
     assert!(e.to_string().contains("discardRatio"), "{e}");
 }
@@ -203,5 +240,8 @@ fn resize_follows_opencv_half_pixel_rule() {
     assert!(flat.iter().all(|&v| (v - 0.5).abs() < 1e-7));
     let mut constant = vec![2.0f32; 4];
     cam::min_max(&mut constant);
-    assert!(constant.iter().all(|&v| v == 0.0), "a constant map scales to zeros, not NaN");
+    assert!(
+        constant.iter().all(|&v| v == 0.0),
+        "a constant map scales to zeros, not NaN"
+    );
 }

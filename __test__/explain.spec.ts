@@ -1,0 +1,108 @@
+import path from 'node:path'
+
+import test from 'ava'
+
+import { CassError, type InMemoryImages, finetune, loadModel, pretrain } from '../ts/index.js'
+import { stripes, tempDir, tinyPretrain } from './helpers.js'
+
+const SIDE = 16
+const root = tempDir('explain')
+const { images, labels } = stripes(24, SIDE, 33)
+const some = (from: number, count: number): InMemoryImages => ({
+  pixels: images.pixels.subarray(from * SIDE * SIDE * 3, (from + count) * SIDE * SIDE * 3),
+  count,
+  height: SIDE,
+  width: SIDE,
+})
+
+const trained = (async () => {
+  await pretrain({ config: { ...tinyPretrain, epochs: 1 }, images, outDir: path.join(root, 'pre') })
+  for (const arch of ['cnn', 'vit'] as const) {
+    await finetune({
+      config: {
+        arch,
+        numClasses: 2,
+        cnn: tinyPretrain.cnn,
+        vit: tinyPretrain.vit,
+        imageSize: SIDE,
+        batchSize: 4,
+        maxEpochs: 1,
+        lr: 3e-3,
+        augment: { enabled: false },
+        device: 'cpu',
+      },
+      from: path.join(root, 'pre'),
+      images,
+      train: { indices: [...Array(16).keys()], labels: labels.slice(0, 16) },
+      val: { indices: [...Array(8).keys()].map((i) => i + 16), labels: labels.slice(16) },
+      outDir: path.join(root, arch),
+      classNames: ['vertical', 'horizontal'],
+    })
+  }
+})()
+
+test('each network explains its own prediction: maps in [0, 1] at the input size, the predicted class and its score', async (t) => {
+  await trained
+  for (const arch of ['cnn', 'vit'] as const) {
+    const model = await loadModel(path.join(root, arch), { device: 'cpu' })
+    const input = some(0, 10)
+    const predictions = await model.predict(input)
+    for (const method of ['gradcam', 'gradcam++', 'layercam'] as const) {
+      const maps = await model.explain(input, { method, batchSize: 4 })
+      t.is(maps.length, 10)
+      maps.forEach((m, i) => {
+        t.is(m.map.length, SIDE * SIDE)
+        t.true(
+          m.map.every((v) => v >= 0 && v <= 1),
+          `${arch} ${method} image ${i}`,
+        )
+        t.is(m.method, method)
+        t.is(m.classIndex, predictions[i].classIndex)
+        t.is(m.className, predictions[i].className)
+        t.true(Math.abs((m.score ?? Number.NaN) - predictions[i].scores[predictions[i].classIndex]) < 1e-5)
+      })
+    }
+    // A class by name for every image, or one per image; concurrent calls batch without change.
+    const named = await model.explain(input, { target: 'horizontal' })
+    t.true(named.every((m) => m.classIndex === 1 && m.className === 'horizontal'))
+    const perImage = await model.explain(some(0, 2), { target: [0, 'horizontal'] })
+    t.deepEqual(
+      perImage.map((m) => m.classIndex),
+      [0, 1],
+    )
+    const alone = await Promise.all([0, 1, 2].map((i) => model.explain(some(i, 1))))
+    const together = await model.explain(some(0, 3))
+    alone.forEach(([m], i) => t.deepEqual(Array.from(m.map), Array.from(together[i].map)))
+    await model.close()
+  }
+})
+
+test('attention rollout: a ViT classifier and a ViT backbone; the CNN and a backbone class maps are refused by name', async (t) => {
+  await trained
+  const vit = await loadModel(path.join(root, 'vit'), { device: 'cpu' })
+  const [rolled] = await vit.explain(some(3, 1), { method: 'attention-rollout', headFusion: 'max', discardRatio: 0.5 })
+  t.is(rolled.map.length, SIDE * SIDE)
+  t.is(rolled.classIndex, (await vit.predict(some(3, 1)))[0].classIndex, 'a rollout still reports the prediction')
+  await t.throwsAsync(vit.explain(some(3, 1), { method: 'attention-rollout', target: 1 }), { message: /explains no class/ })
+  await t.throwsAsync(vit.explain(some(3, 1), { method: 'attention-rollout', discardRatio: 1 }), { message: /discardRatio/ })
+  await t.throwsAsync(vit.explain(some(3, 1), { method: 'gradcam', headFusion: 'max' }), { message: /headFusion/ })
+  await vit.close()
+
+  const backbone = await loadModel(path.join(root, 'pre'), { arch: 'vit', device: 'cpu' })
+  const [b] = await backbone.explain(some(0, 1), { method: 'attention-rollout' })
+  t.is(b.classIndex, null)
+  t.is(b.score, null)
+  const noClass = await t.throwsAsync<CassError>(backbone.explain(some(0, 1)))
+  t.is(noClass?.code, 'no-classifier')
+  t.regex(noClass?.message ?? '', /attention-rollout works/)
+  await backbone.close()
+
+  const cnn = await loadModel(path.join(root, 'cnn'), { device: 'cpu' })
+  await t.throwsAsync(cnn.explain(some(0, 1), { method: 'attention-rollout' }), { message: /needs a ViT/ })
+  await t.throwsAsync(cnn.explain(some(0, 1), { target: 'diagonal' }), { message: /target.*vertical, horizontal/ })
+  await t.throwsAsync(cnn.explain(some(0, 2), { target: [0] }), { message: /1 targets for 2 images/ })
+  // @ts-expect-error a method that does not exist
+  await t.throwsAsync(cnn.explain(some(0, 1), { method: 'saliency' }), { message: /method/ })
+  await cnn.close()
+  await t.throwsAsync(cnn.explain(some(0, 1)), { message: /closed/ })
+})
