@@ -1,16 +1,20 @@
 /**
- * Random mutations of valid `.npz`, IDX and CSV sources thrown at `loadDataset` for a bounded
- * time: each load succeeds or rejects with an Error whose message names the source, never a crash,
- * a hang or a bare internal error (a RangeError from reading past a buffer's end, say).
+ * Random mutations of valid `.npz`, IDX, CSV and DICOM sources thrown at the readers for a bounded
+ * time: each load succeeds or rejects with an Error whose message names the source (or, for a
+ * DICOM file, says what is wrong in it), never a crash, a hang or a bare internal error (a
+ * RangeError from reading past a buffer's end, say).
  */
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
-import { gzipSync } from 'node:zlib'
+import { deflateRawSync, gzipSync } from 'node:zlib'
 
 import test from 'ava'
 
 import { loadDataset } from '../ts/data/dataset.js'
+import { DicomError } from '../ts/data/dicom/parse.js'
+import { readDicomFile } from '../ts/data/dicom/read.js'
 import { idx, npy, zip } from './arrays.js'
+import { dicomFile, monochrome, pydicomCorpus } from './dicom-files.js'
 import { rng, tempDir } from './helpers.js'
 
 function mutate(next: () => number, valid: Buffer): Buffer {
@@ -105,4 +109,46 @@ test('npz, IDX and CSV readers give clear errors on random and mutated files', a
     1000,
   )
   t.true(n1 > 20 && n2 > 20 && n3 > 20, `${n1} npz, ${n2} idx, ${n3} csv cases`)
+})
+
+test('the DICOM reader gives clear errors on mutated files of every transfer syntax', async (t) => {
+  const corpus = pydicomCorpus()
+  const seeds: [string, Buffer][] = [
+    'CT_small.dcm',
+    'MR_small_implicit.dcm',
+    'MR_small_bigendian.dcm',
+    'MR_small_RLE.dcm',
+    'MR_small_jpeg_ls_lossless.dcm',
+    'MR_small_jp2klossless.dcm',
+    'SC_rgb_small_odd_jpeg.dcm',
+    'SC_rgb_jpeg_gdcm.dcm',
+    'SC_rgb_rle_2frame.dcm',
+    'JPEGLSNearLossless_08.dcm',
+  ].map((f) => [f, readFileSync(path.join(corpus, f))])
+  // A deflated data set (the corpus's is 512 x 512): a small one written here.
+  const plain = monochrome({ rows: 8, columns: 8, pixels: Array.from({ length: 64 }, (_, i) => i * 9), patientId: 'P' })
+  seeds.push(['deflated', dicomFile('1.2.840.10008.1.2.1.99', deflateRawSync(plain.subarray(128 + 4 + 28)))])
+  const dir = tempDir('fuzz-dicom')
+  const next = rng(2024)
+  const counts = new Map<string, { ok: number; bad: number }>()
+  const started = Date.now()
+  let k = 0
+  while (Date.now() - started < 6000) {
+    const [name, valid] = seeds[k++ % seeds.length]
+    const file = path.join(dir, `case-${k}.dcm`)
+    writeFileSync(file, mutate(next, valid))
+    const c = counts.get(name) ?? { ok: 0, bad: 0 }
+    counts.set(name, c)
+    try {
+      const r = await readDicomFile(file, 8)
+      t.true(r.images.every((img) => img.length === 8 * 8 * 3))
+      c.ok++
+    } catch (e) {
+      c.bad++
+      t.true(e instanceof DicomError, `${name}: threw ${(e as Error).constructor.name}: ${(e as Error).message}`)
+      t.false(/undefined|NaN|\[object/.test((e as Error).message), `${name}: an unclear message: ${(e as Error).message}`)
+    }
+  }
+  t.log([...counts.entries()].map(([n, c]) => `${n} ${c.ok} read, ${c.bad} refused`).join('; '))
+  t.true([...counts.values()].every((c) => c.ok + c.bad > 10))
 })
