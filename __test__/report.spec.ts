@@ -368,6 +368,17 @@ test('the pre-training table says which device each run had, with the reason on 
   t.true(html.includes('<td class="label" title="">not recorded</td>'))
 })
 
+test('the dataset section says how many patients each split holds when images carried patients', (t) => {
+  const base = tiny()
+  const html = renderReport(tiny({ dataset: { ...base.dataset, patients: { pretrain: 110, pool: 110, val: 10, test: 30 } } }))
+  t.true(
+    html.includes(
+      '<dt>patients per split</dt><dd>pre-training 110, labelled pool 110, validation 10, test 30 (a patient&#39;s images are in one split)</dd>',
+    ),
+  )
+  t.false(renderReport(base).includes('patients per split'))
+})
+
 // ---- the report's time and memory are bounded in the shape of results.json --------------------
 
 /** `cass report` on `results` in a child process whose writable memory is capped at 768 MiB. */
