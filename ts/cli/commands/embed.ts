@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util'
 import { embed } from '../../index.js'
 import { DATA_OPTIONS, UsageError, checkpointImageSize, load, need, outputFolder } from '../shared.js'
 import { makeDir } from '../../io/make-dir.js'
+import { npy } from '../../io/npy.js'
 import { writeOutputFile } from '../../io/output-file.js'
 
 export const usage = `cass embed --checkpoint DIR --data PATH --out DIR [--arch cnn|vit] [--split all|train|val|test]
@@ -44,17 +45,4 @@ export async function run(argv: string[]): Promise<void> {
   const names = (indices ?? ds.names.map((_, i) => i)).map((i) => ds.names[i])
   writeOutputFile(path.join(out, 'index.json'), `${JSON.stringify({ names, dim: e.dim }, null, 2)}\n`)
   process.stdout.write(`${JSON.stringify({ count: e.count, dim: e.dim, out })}\n`)
-}
-
-/** A float32 `.npy` file (format 1.0). */
-export function npy(data: Float32Array, shape: number[]): Buffer {
-  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`
-  const total = 10 + header.length + 1
-  header += ' '.repeat((64 - (total % 64)) % 64) + '\n'
-  const pre = Buffer.alloc(10)
-  pre.write('\x93NUMPY', 0, 'latin1')
-  pre[6] = 1
-  pre[7] = 0
-  pre.writeUInt16LE(header.length, 8)
-  return Buffer.concat([pre, Buffer.from(header, 'latin1'), Buffer.from(data.buffer, data.byteOffset, data.byteLength)])
 }

@@ -1,10 +1,9 @@
 /** `cass predict`: a fine-tuned network's class for every image of a dataset, as CSV or JSON lines. */
-import { closeSync, openSync, readSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 
-import { CACHE_HEADER_LEN } from '../../data/cache.js'
 import { writeOutputFile } from '../../io/output-file.js'
 import { inspectCheckpoint, loadModel } from '../../index.js'
+import { CachedPixels } from '../cached-pixels.js'
 import { DATA_OPTIONS, UsageError, int, interruptible, load, need, outputFile } from '../shared.js'
 
 export const usage = `cass predict --checkpoint DIR --data PATH [--out FILE.csv|FILE.jsonl] [options]
@@ -66,8 +65,7 @@ export async function run(argv: string[]): Promise<void> {
       )
     }
     const side = info.imageSize
-    const bytes = side * side * 3
-    const fd = openSync(ds.cacheFile, 'r')
+    const cache = new CachedPixels(ds.cacheFile, side)
     const tty = process.stderr.isTTY
     let lastReport = Date.now()
     try {
@@ -77,11 +75,7 @@ export async function run(argv: string[]): Promise<void> {
           process.exit(130)
         }
         const chunk = indices.slice(start, start + batchSize)
-        const pixels = Buffer.alloc(chunk.length * bytes)
-        chunk.forEach((i, k) => {
-          if (readSync(fd, pixels, k * bytes, bytes, CACHE_HEADER_LEN + i * bytes) !== bytes)
-            throw new UsageError(`dataset cache ${ds.cacheFile} is shorter than its index says; delete it to rebuild`)
-        })
+        const pixels = cache.read(chunk)
         const predictions = await model.predict({ pixels, count: chunk.length, height: side, width: side }, { batchSize })
         predictions.forEach((p, k) => {
           const i = chunk[k]
@@ -114,7 +108,7 @@ export async function run(argv: string[]): Promise<void> {
         }
       }
     } finally {
-      closeSync(fd)
+      cache.close()
     }
     if (tty) process.stderr.write('\n')
     const text = `${lines.join('\n')}\n`
