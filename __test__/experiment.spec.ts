@@ -169,6 +169,18 @@ test('an experiment runs every arm, survives being stopped, and resumes without 
   t.is(cass.perEpoch.length, 1)
   t.true(Number.isFinite(cass.perEpoch[0].spread.cnn) && Number.isFinite(cass.perEpoch[0].spread.vit))
   t.true(existsSync(path.join(root, 'exp', 'report.html')))
+  // The last unit: each network's best start explained on test images, the pictures in the report.
+  const ex = done.explanations!
+  t.is(ex.images.length, 6)
+  t.is(ex.size, 16)
+  for (const img of ex.images) {
+    t.deepEqual(Object.keys(img.maps).sort(), ['cnn', 'vit'])
+    for (const m of Object.values(img.maps)) {
+      t.is(m.correct, m.predicted === img.label)
+      t.is(Buffer.from(m.png, 'base64').subarray(1, 4).toString('latin1'), 'PNG')
+    }
+  }
+  t.is((readFileSync(path.join(root, 'exp', 'report.html'), 'utf8').match(/<img src="data:image\/png;base64,/g) ?? []).length, 18)
 
   // Other settings in the same folder: refused, nothing overwritten.
   const other = { ...options(root, data), seeds: 2 }

@@ -4,6 +4,7 @@ import path from 'node:path'
 
 import test from 'ava'
 import puppeteer, { type Page } from 'puppeteer-core'
+import sharp from 'sharp'
 
 import type { Metrics } from '../ts/events.js'
 import type { ArmRecord, ExperimentResults, KnnRecord, PretrainRecord } from '../ts/experiment/results.js'
@@ -170,8 +171,38 @@ test('strings from results.json are escaped: a hostile file cannot inject markup
   t.true(html.includes('&lt;script&gt;alert(1)&lt;/script&gt;'))
   t.true(html.includes('data-plot="f1-&quot;onmouseover=&quot;x"'))
   t.true(html.includes('&lt;i&gt;evil&lt;/i&gt;'))
-  // Defence in depth: the page forbids scripts and requests even if something slipped through.
-  t.regex(html, /<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">/)
+  // Defence in depth: the page forbids scripts and requests even if something slipped through
+  // (images only from data: URIs, which make no request).
+  t.regex(
+    html,
+    /<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">/,
+  )
+})
+
+test('explanations from a hostile results.json: only strict base64 becomes an image, every text is escaped', (t) => {
+  const evil = '"><script>alert(1)</script>'
+  const html = renderReport({
+    ...tiny(),
+    explanations: {
+      method: 'gradcam',
+      seed: 1,
+      size: 1e9,
+      images: [
+        {
+          index: 0,
+          name: evil,
+          label: evil,
+          png: `AAAA" onerror="alert(1)`,
+          maps: { cnn: { start: evil, predicted: evil, score: 1, correct: true, png: 'AAAA' } },
+        },
+      ],
+    },
+  } as ExperimentResults)
+  t.false(html.includes('<script>'))
+  t.false(html.includes('onerror'))
+  t.is((html.match(/<img /g) ?? []).length, 1, 'the well-formed picture only')
+  t.true(html.includes('width="384"'), 'the displayed size is capped')
+  t.true(html.includes('img-src data:'))
 })
 
 test('NaN and null numbers render as "–" and never reach an SVG attribute', (t) => {
@@ -339,6 +370,42 @@ test('in Chromium: the fixture report draws every plot, makes no request and log
     t.is(await page.$$eval('table[data-table="main"] tbody tr', (rows) => rows.length), 6)
     t.deepEqual(await page.$$eval('td.best', (cells) => cells.length), 6)
     t.is(await page.evaluate(() => document.querySelectorAll('svg:not([aria-label])').length), 0)
+    t.deepEqual(seen.problems, [])
+    t.deepEqual(seen.requests, [])
+
+    // Where each network looked: every inline PNG decodes and has a box on screen.
+    const png = (shade: number) =>
+      sharp(Buffer.alloc(8 * 8 * 3, shade), { raw: { width: 8, height: 8, channels: 3 } })
+        .png()
+        .toBuffer()
+        .then((b) => b.toString('base64'))
+    const map = async (correct: boolean) => ({ start: 'cass', predicted: 'b', score: 0.7, correct, png: await png(200) })
+    const explanations = {
+      method: 'gradcam' as const,
+      seed: 1,
+      size: 8,
+      images: await Promise.all(
+        [true, false].map(async (correct, index) => ({
+          index,
+          name: `img${index}.png`,
+          label: 'b',
+          png: await png(40),
+          maps: { cnn: await map(correct), vit: await map(!correct) },
+        })),
+      ),
+    }
+    await page.setContent(renderReport({ ...tiny(), explanations }), { waitUntil: 'load' })
+    const pictures = await page.$$eval('table.explain img', (imgs) =>
+      imgs.map((i) => {
+        const box = i.getBoundingClientRect()
+        return { loaded: (i as HTMLImageElement).naturalWidth, width: box.width, height: box.height }
+      }),
+    )
+    t.is(pictures.length, 6)
+    t.true(
+      pictures.every((p) => p.loaded === 8 && p.width >= 96 && p.height >= 96),
+      JSON.stringify(pictures),
+    )
     t.deepEqual(seen.problems, [])
     t.deepEqual(seen.requests, [])
 

@@ -118,3 +118,8 @@ export function planExperiment(s: PlanSettings): Plan {
 export function armKey(a: Pick<ArmUnit, 'start' | 'network' | 'fraction' | 'seed' | 'sweep'>): string {
   return [a.start, a.network, a.fraction, a.seed, a.sweep?.kind ?? '', a.sweep?.value ?? ''].join('|')
 }
+
+/** The folder, under `finetune/`, an arm's fine-tuning writes to. */
+export function armTag(a: Pick<ArmUnit, 'start' | 'network' | 'fraction' | 'seed' | 'sweep'>): string {
+  return `${a.start}-${a.network}-f${a.fraction}-s${a.seed}${a.sweep ? `-${a.sweep.kind}${a.sweep.value}` : ''}`
+}

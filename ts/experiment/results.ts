@@ -63,6 +63,25 @@ export interface KnnRecord {
   macroF1: number
 }
 
+/** Where each network looked on a few test images (see `experiment/explanations.ts`). */
+export interface ExplanationsRecord {
+  method: 'gradcam'
+  /** The seed that ordered the test split before images were picked. */
+  seed: number
+  /** Side of the pictures (the networks' input size). */
+  size: number
+  images: {
+    /** Position in the dataset, its name and true class. */
+    index: number
+    name: string
+    label: string
+    /** The image as the networks saw it, PNG in base64. */
+    png: string
+    /** Per network: the start explained, its prediction, and the overlay (PNG, base64). */
+    maps: Partial<Record<Network, { start: StartName; predicted: string; score: number; correct: boolean; png: string }>>
+  }[]
+}
+
 export interface ExperimentResults {
   version: 1
   /** ISO time the experiment started and last finished an arm. */
@@ -109,4 +128,6 @@ export interface ExperimentResults {
   pretraining: PretrainRecord[]
   arms: ArmRecord[]
   knn: KnnRecord[]
+  /** Absent until the experiment's last unit ran (and in results of older versions). */
+  explanations?: ExplanationsRecord
 }

@@ -18,8 +18,9 @@ import { CassError, ConfigError } from '../errors.js'
 import type { ProgressEvent } from '../events.js'
 import { embed, evaluate, finetune, pretrain } from '../index.js'
 import { readResults, writeFileAtomic, writeReport } from '../report/write.js'
+import { explainBest } from './explanations.js'
 import { knnClassify } from './knn.js'
-import { type ArmUnit, type KnnUnit, type PretrainUnit, armKey, planExperiment } from './plan.js'
+import { type ArmUnit, type KnnUnit, type PretrainUnit, armKey, armTag, planExperiment } from './plan.js'
 import type { ExperimentResults, MethodName, Network, PretrainRecord } from './results.js'
 import { makeDir } from '../io/make-dir.js'
 
@@ -278,6 +279,14 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     results.knn.push(await runKnn(ctx, k))
     save()
   }
+  if (!results.explanations && !opts.signal?.aborted) {
+    log('cass experiment: explaining a few test images with each network')
+    const explanations = await explainBest({ out, ds, test: split.test, results, device })
+    if (explanations) {
+      results.explanations = explanations
+      save()
+    }
+  }
   const report = writeReport(out)
   log(`cass experiment: done; ${file} and ${report}`)
   return results
@@ -370,7 +379,7 @@ async function runArm(ctx: Ctx, a: ArmUnit) {
   // Seed k draws the same labelled images for every start: the comparison is paired.
   const chosen = sampleFraction(split.pool, labels, a.fraction, SEED + 1000 * a.seed, ds.groups)
   const samples = (idx: number[]) => ({ indices: idx, labels: idx.map((i) => labels[i]) })
-  const tag = `${a.start}-${a.network}-f${a.fraction}-s${a.seed}${a.sweep ? `-${a.sweep.kind}${a.sweep.value}` : ''}`
+  const tag = armTag(a)
   const t0 = Date.now()
   const job = finetune({
     config: {
@@ -389,6 +398,8 @@ async function runArm(ctx: Ctx, a: ArmUnit) {
     train: samples(chosen),
     val: samples(split.val),
     outDir: path.join(ctx.out, 'finetune', tag),
+    // The checkpoint answers `predict` and `explain` with the dataset's class names.
+    classNames: ds.classes.map(String),
     // An arm left unfinished by a stopped experiment is run again from the start.
     overwrite: true,
     signal: opts.signal,

@@ -3,9 +3,11 @@
  * and SVG, no script, and a Content-Security-Policy that forbids every request, so that it opens
  * offline, can be mailed as one file, and a hostile `results.json` cannot make it run or fetch
  * anything. Sections follow the paper: the table, the label-efficiency curves, pre-training, kNN,
- * confusion matrices, robustness sweeps.
+ * confusion matrices, robustness sweeps, and where each network looked (inline PNGs: the CSP
+ * allows `img-src data:` and no other source).
  */
 import type { ArmRecord, ExperimentResults, KnnRecord, Network, PretrainRecord } from '../experiment/results.js'
+import { explanationsSection } from './explanations.js'
 import { type ArmTable, type Summary, armTable, groupBy, isFiniteNumber, list, metricOf, summarize } from './stats.js'
 import { NO_VALUE, barChart, escapeHtml as esc, figure, fmt, fmtPercent, fmtSig, heatmap, linePlot } from './svg.js'
 
@@ -51,7 +53,9 @@ svg text{font-size:11px;fill:#333}svg .axis-label{font-size:12px;fill:#555}svg t
 .missing{fill:#f0f0f0;stroke:#fff}.no-data{color:#a00;font-style:italic;padding:24px}
 .legend{list-style:none;padding:0;margin:4px 0;display:flex;flex-wrap:wrap;gap:4px 14px}
 .swatch{display:inline-block;width:18px;border-top:3px solid;margin-right:6px;vertical-align:middle}.swatch.dashed{border-top-style:dashed}
-.note{color:#555;max-width:900px}`
+.note{color:#555;max-width:900px}
+table.explain td{text-align:center;vertical-align:top}table.explain img{image-rendering:pixelated;display:block;margin:0 auto}
+.right{color:#2a7a2a}.wrong{color:#a00}`
 
 function definitions(pairs: [string, unknown][]): string {
   const show = (v: unknown) =>
@@ -326,7 +330,7 @@ export function renderReport(results: ExperimentResults): string {
   const title = `${methodsTitle(results)} report: ${results.dataset?.name ?? 'experiment'}`
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${esc(title)}</title><style>${CSS}</style></head>
 <body>
@@ -337,6 +341,7 @@ ${pretrainingSection(results, t)}
 ${knnTable(results, t)}
 ${confusionSection(results, t)}
 ${sweepSection(results)}
+${explanationsSection(results)}
 </body></html>
 `
 }
