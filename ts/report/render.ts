@@ -9,6 +9,7 @@
 import type { ArmRecord, ExperimentResults, KnnRecord, Network, PretrainRecord } from '../experiment/results.js'
 import { explanationsSection } from './explanations.js'
 import { type ArmTable, type Summary, armTable, groupBy, isFiniteNumber, list, metricOf, summarize } from './stats.js'
+import { COMPARISON_COLUMNS, type Comparison, VERDICT_RULE, compare, comparisonCells } from './verdict.js'
 import { NO_VALUE, barChart, escapeHtml as esc, figure, fmt, fmtPercent, fmtSig, heatmap, linePlot } from './svg.js'
 
 // Maps, not object literals: a start named `constructor` in a hostile file must not find Object's.
@@ -105,7 +106,8 @@ function header(r: ExperimentResults): string {
     ['epochs sweep', list(s.epochsSweep)],
   ])}
 <p class="how"><b>How to read:</b> each cell is the mean ± sample standard deviation over seeds (n = seeds that finished) of a
-metric on the test split; higher is better. ★ marks the start with the best mean macro-F1 for a network and label fraction.
+metric on the test split; higher is better. ★ marks the start with the best mean macro-F1 for a network and label fraction
+(the highest mean only: whether a difference exceeds the seeds' noise is the next table's verdict).
 CASS pre-trains the CNN and the ViT together; DINO pre-trains each alone; random init has no pre-training.</p>`
 }
 
@@ -132,6 +134,34 @@ function mainTable(t: ArmTable): string {
     }),
   )
   return `<table data-table="main"><thead>${head}</thead><tbody>${rows.join('')}</tbody></table>`
+}
+
+/** Each start against random init, paired by seed, with the verdict of `verdict.ts` (the demo's and `cass experiment`'s too). */
+function againstRandom(t: ArmTable): string {
+  const scored = (arms: ArmRecord[]) => arms.map((a) => ({ ...a, macroF1: metricOf(a, 'macroF1') }))
+  const rows = t.networks.flatMap((n) =>
+    t.fractions.flatMap((f) =>
+      (t.starts.get(n) ?? [])
+        .filter((s) => s !== 'random')
+        .map((s) => compare(scored(t.cell(n, s, f).arms), scored(t.cell(n, 'random', f).arms)))
+        .filter((c): c is Comparison => c !== undefined),
+    ),
+  )
+  const heading = '<h2>Against random init, beyond seed noise</h2>'
+  if (rows.length === 0) return `${heading}<p class="no-data">No start has a seed paired with random init yet.</p>`
+  const label = new Set([0, 3, 8])
+  const body = rows
+    .map(
+      (c) =>
+        `<tr data-network="${esc(c.network)}" data-start="${esc(c.start)}" data-fraction="${esc(c.fraction)}" data-verdict="${esc(c.verdict.kind)}">${comparisonCells(
+          c,
+        )
+          .map((x, i) => `<td${label.has(i) ? ' class="label"' : ''}>${esc(x)}</td>`)
+          .join('')}</tr>`,
+    )
+    .join('')
+  return `${heading}<p class="note">Test macro-F1, mean (min-max) over the seeds both starts finished. ${esc(VERDICT_RULE)}</p>
+<table data-table="verdicts"><thead><tr>${COMPARISON_COLUMNS.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${body}</tbody></table>`
 }
 
 function labelCurves(t: ArmTable): string {
@@ -336,6 +366,7 @@ export function renderReport(results: ExperimentResults): string {
 <body>
 ${header(results)}
 <h2>Test metrics per start and label fraction</h2>${mainTable(t)}
+${againstRandom(t)}
 <h2>Label efficiency</h2><div class="plots">${labelCurves(t)}</div>
 ${pretrainingSection(results, t)}
 ${knnTable(results, t)}

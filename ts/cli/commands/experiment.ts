@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util'
 import { PRESETS, type PresetName } from '../../config.js'
 import { runExperiment } from '../../experiment/run.js'
 import type { MethodName, Network } from '../../experiment/results.js'
+import { comparisonsOf, formatComparisons } from '../../report/verdict.js'
 import { DICOM_USAGE, UsageError, dataOptions, fractionsFlag, int, interruptible, need, outputFolder } from '../shared.js'
 
 export const usage = `cass experiment --data PATH [--methods cass,dino] [--archs cnn,vit]
@@ -14,8 +15,9 @@ export const usage = `cass experiment --data PATH [--methods cass,dino] [--archs
   DINO once per network), fine-tunes each network from each method and from random weights at
   each label fraction and seed (the same labelled images for every start), evaluates on the test
   split, probes frozen features with kNN, and writes DIR/results.json and DIR/report.html (open
-  it in a browser; \`cass report DIR\` re-renders it). Stopped (Ctrl-C) or killed, the same
-  command continues where it stopped.
+  it in a browser; \`cass report DIR\` re-renders it), and prints each start against random init
+  with a verdict that respects seed noise. Stopped (Ctrl-C) or killed, the same command continues
+  where it stopped.
 
   --format F, --cache-dir DIR   as for cass pretrain
 ${DICOM_USAGE}  --device cpu|cuda|wgpu|auto   (default auto, as for cass pretrain)
@@ -98,7 +100,7 @@ export async function run(argv: string[]): Promise<void> {
     return n
   }
   const signal = interruptible()
-  await runExperiment({
+  const results = await runExperiment({
     data,
     format: values.format as never,
     ...dataOptions(values),
@@ -131,4 +133,7 @@ export async function run(argv: string[]): Promise<void> {
   })
   // Stopped (Ctrl-C, SIGTERM): the same exit code as every other stopped command.
   if (signal.aborted) process.exit(130)
+  process.stdout.write(
+    `\nfine-tuning: test macro-F1, mean (min-max) over seeds, against random init\n\n${formatComparisons(comparisonsOf(results))}\n`,
+  )
 }
