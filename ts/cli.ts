@@ -38,6 +38,8 @@ Commands:
 
 Run \`cass <command> --help\` for its options.
 Exit codes: 0 done, 1 failed, 2 bad usage or config, 130 stopped by Ctrl-C (resumable).
+Progress: a live line on a terminal; otherwise (nohup, CI) a plain line every 30 s with step,
+epoch, loss, images/s and ETA (CASS_PROGRESS_SECONDS=N for another interval).
 `
 
 async function main() {

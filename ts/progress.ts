@@ -8,28 +8,63 @@ const fmtTime = (s: number) => {
   return m > 0 ? `${m}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${Math.round(s)}s`
 }
 
-export function progressReporter(label: string, stream: NodeJS.WriteStream = process.stderr) {
+/** Where progress goes: `process.stderr`, or anything with `write` (a log, a test's buffer). */
+export interface ProgressSink {
+  isTTY?: boolean
+  write(text: string): unknown
+}
+
+export interface ProgressOptions {
+  /** Default: `process.stderr`. */
+  stream?: ProgressSink
+  /** Seconds between plain lines when the stream is not a terminal (default: `progressInterval()`). */
+  everySec?: number
+  /** Milliseconds clock (default `Date.now`; specs pass their own). */
+  now?: () => number
+}
+
+/**
+ * Seconds between plain progress lines off a terminal: `CASS_PROGRESS_SECONDS` when it is a
+ * positive number, else 30 (under nohup or in CI a log then shows life twice a minute without
+ * drowning the unit lines).
+ */
+export function progressInterval(env: NodeJS.ProcessEnv = process.env): number {
+  const v = Number(env.CASS_PROGRESS_SECONDS)
+  return env.CASS_PROGRESS_SECONDS !== undefined && v > 0 && Number.isFinite(v) ? v : 30
+}
+
+/**
+ * Progress of one job (or of several in turn: `label` may be a function, read at every line). On
+ * a terminal, a live line that every step rewrites; otherwise (nohup, CI, a pipe) a plain line
+ * with step, epoch, loss, images/s and ETA on the first step and then every `everySec` seconds.
+ * Epoch ends, the device and warnings are printed as they come in both cases.
+ */
+export function progressReporter(label: string | (() => string), opts: ProgressOptions = {}) {
+  const stream = opts.stream ?? process.stderr
   const tty = stream.isTTY === true
-  let lastPlain = 0
+  const everyMs = (opts.everySec ?? progressInterval()) * 1000
+  const now = opts.now ?? Date.now
+  const name = typeof label === 'function' ? label : () => label
+  let lastPlain = -Infinity
   return (e: ProgressEvent) => {
     if (e.type === 'device') {
       const addon = e.addon.build === 'cuda' ? ` [CUDA build: ${e.addon.reason}]` : ''
-      stream.write(`${label} device ${e.backend} (${e.reason})${addon}\n`)
+      stream.write(`${name()} device ${e.backend} (${e.reason})${addon}\n`)
     } else if (e.type === 'step') {
       const frac = e.step / e.totalSteps
       const width = 20
       const bar = tty ? `[${'#'.repeat(Math.round(frac * width)).padEnd(width, '.')}] ` : ''
-      const line = `${label} ${bar}epoch ${e.epoch + 1} step ${e.step}/${e.totalSteps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ${e.imagesPerSec.toFixed(1)} img/s eta ${fmtTime(e.etaSec)}`
+      const line = `${name()} ${bar}epoch ${e.epoch + 1} step ${e.step}/${e.totalSteps} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ${e.imagesPerSec.toFixed(1)} img/s eta ${fmtTime(e.etaSec)}`
       if (tty) stream.write(`\r\x1b[2K${line}`)
-      else if (Date.now() - lastPlain > 5000 || e.step === e.totalSteps) {
-        lastPlain = Date.now()
+      else if (now() - lastPlain >= everyMs) {
+        lastPlain = now()
         stream.write(`${line}\n`)
       }
     } else if (e.type === 'epoch') {
       const val = e.valLoss === null ? '' : ` val loss ${e.valLoss.toFixed(4)}${e.best ? ' (best)' : ''}`
-      stream.write(`${tty ? '\r\x1b[2K' : ''}${label} epoch ${e.epoch + 1} mean loss ${e.meanLoss.toFixed(4)}${val}\n`)
+      stream.write(`${tty ? '\r\x1b[2K' : ''}${name()} epoch ${e.epoch + 1} mean loss ${e.meanLoss.toFixed(4)}${val}\n`)
     } else if (e.type === 'warning') {
-      stream.write(`${tty ? '\r\x1b[2K' : ''}${label} warning (${e.code}): ${e.message}\n`)
+      stream.write(`${tty ? '\r\x1b[2K' : ''}${name()} warning (${e.code}): ${e.message}\n`)
     }
   }
 }

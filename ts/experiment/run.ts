@@ -18,6 +18,8 @@ import { CassError, ConfigError } from '../errors.js'
 import type { ProgressEvent } from '../events.js'
 import { embed, evaluate, finetune, pretrain } from '../index.js'
 import { readResults, writeFileAtomic, writeReport } from '../report/write.js'
+import { progressReporter } from '../progress.js'
+import { Eta, armCost, pretrainCost } from './eta.js'
 import { explainBest } from './explanations.js'
 import { knnClassify } from './knn.js'
 import { type ArmUnit, type KnnUnit, type PretrainUnit, armKey, armTag, planExperiment } from './plan.js'
@@ -72,6 +74,11 @@ export interface ExperimentOptions {
   cacheDir?: string
   /** Progress lines (default: stderr). */
   log?: (line: string) => void
+  /**
+   * Seconds between plain progress lines (step, epoch, loss, images/s, ETA) during a unit when
+   * the lines do not go to a terminal (default: `CASS_PROGRESS_SECONDS`, else 30).
+   */
+  progressEverySec?: number
 }
 
 const SEED = 77
@@ -113,43 +120,10 @@ function differences(before: unknown, now: unknown, at = ''): string[] {
   return a === b ? [] : [`${at}: ${a.slice(0, 80)} there, ${b.slice(0, 80)} here`]
 }
 
-/**
- * The whole experiment's ETA, from what each kind of unit (pre-training, fine-tuning) has cost
- * so far: the two differ by orders of magnitude per image, so each has its own rate. While a kind
- * has remaining work and no measurement yet, the ETA is a lower bound.
- */
-class Eta {
-  readonly #kinds = new Map<string, { total: number; done: number; spent: number }>()
-  add(kind: string, cost: number) {
-    const k = this.#kinds.get(kind) ?? { total: 0, done: 0, spent: 0 }
-    k.total += cost
-    this.#kinds.set(kind, k)
-  }
-  record(kind: string, cost: number, seconds: number) {
-    const k = this.#kinds.get(kind)!
-    k.done += cost
-    k.spent += seconds
-  }
-  skip(kind: string, cost: number) {
-    this.#kinds.get(kind)!.total -= cost
-  }
-  text(): string {
-    let left = 0
-    let unknown = false
-    for (const k of this.#kinds.values()) {
-      const remaining = k.total - k.done
-      if (remaining <= 0) continue
-      if (k.spent === 0) unknown = true
-      else left += (remaining * k.spent) / Math.max(k.done, 1e-9)
-    }
-    if (unknown && left === 0) return 'ETA after the first unit'
-    const t = left < 90 ? `${left.toFixed(0)} s` : `${(left / 60).toFixed(0)} min`
-    return unknown ? `ETA over ${t}` : `ETA ${t}`
-  }
-}
-
 export async function runExperiment(opts: ExperimentOptions): Promise<ExperimentResults> {
-  const log = opts.log ?? ((s: string) => process.stderr.write(`${s}\n`))
+  // On a terminal a unit's progress is a live line; a log line first clears it.
+  const tty = opts.log === undefined && process.stderr.isTTY === true
+  const log = opts.log ?? ((s: string) => process.stderr.write(`${tty ? '\r\x1b[2K' : ''}${s}\n`))
   const out = path.resolve(opts.outDir)
   makeDir(out)
   const device = opts.device ?? 'auto'
@@ -236,43 +210,59 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     batchSize: cassBase.batchSize,
     epochs: opts.sizes.pretrainEpochs,
   })
-  // A pre-training costs about its epochs x networks (CASS trains two at once; measured on 2
-  // cores, one CASS epoch took about as long as DINO's CNN and ViT epochs together).
-  const unitCost = (u: PretrainUnit) => u.epochs * u.networks.length
-  const eta = new Eta()
-  for (const u of plan.pretraining) eta.add('pretrain', unitCost(u))
-  eta.add('arm', plan.arms.length)
   const images = { cacheFile: ds.cacheFile }
-  const ctx = { opts, ds, split, images, device, out, results, save, eta, log }
+  // Progress within a unit, under the unit's name: plain lines every few seconds off a terminal.
+  let unitName = 'cass experiment'
+  const progress = progressReporter(() => `${unitName}:`, {
+    stream: opts.log ? { write: (text: string) => text.split('\n').forEach((l) => l && log(l)) } : process.stderr,
+    everySec: opts.progressEverySec,
+  })
+  const ctx = { opts, ds, split, images, device, out, results, save, log, progress }
+  const eta = new Eta()
+  const pretrainUnit = (u: PretrainUnit) => pretrainCost(u)
+  const armUnit = (a: ArmUnit) =>
+    armCost(a, {
+      labelled: labelledImages(ctx, a).length,
+      val: split.val.length,
+      test: split.test.length,
+      maxEpochs: opts.sizes.finetuneMaxEpochs,
+    })
+  for (const u of plan.pretraining) eta.add(pretrainUnit(u))
+  for (const a of plan.arms) eta.add(armUnit(a))
 
   for (const [i, u] of plan.pretraining.entries()) {
     const done = results.pretraining.find((r) => r.dir === u.dir && r.status === 'completed')
     if (done) {
-      eta.skip('pretrain', unitCost(u))
+      eta.skip(pretrainUnit(u))
       continue
     }
-    log(`cass experiment: [pre-training ${i + 1}/${plan.pretraining.length}] ${u.dir} (${eta.text()})`)
+    unitName = `cass experiment: [pre-training ${i + 1}/${plan.pretraining.length}] ${u.dir}`
+    log(`${unitName} (${eta.text()})`)
     const t0 = Date.now()
     const record = await runPretrain(ctx, u)
     results.pretraining = [...results.pretraining.filter((r) => r.dir !== u.dir), record]
     save()
     if (record.status !== 'completed') return stopped(ctx)
-    eta.record('pretrain', unitCost(u), (Date.now() - t0) / 1000)
+    eta.record(pretrainUnit(u), (Date.now() - t0) / 1000)
   }
-  const finished = new Set(results.arms.map(armKey))
+  const finished = new Map(results.arms.map((r) => [armKey(r), r]))
   for (const [i, a] of plan.arms.entries()) {
-    if (finished.has(armKey(a))) {
-      eta.skip('arm', 1)
+    const earlier = finished.get(armKey(a))
+    if (earlier) {
+      // Its fine-tuning time (a resumed experiment has an ETA at once; evaluation not counted).
+      if (Number.isFinite(earlier.trainSec)) eta.record(armUnit(a), earlier.trainSec)
+      else eta.skip(armUnit(a))
       continue
     }
     const name = `${a.start} ${a.network} ${+(a.fraction * 100).toFixed(2)} % seed ${a.seed}${a.sweep ? ` (${a.sweep.kind} ${a.sweep.value})` : ''}`
-    log(`cass experiment: [arm ${i + 1}/${plan.arms.length}] ${name} (${eta.text()})`)
+    unitName = `cass experiment: [arm ${i + 1}/${plan.arms.length}] ${name}`
+    log(`${unitName} (${eta.text()})`)
     const t0 = Date.now()
     const record = await runArm(ctx, a)
     if (record === undefined) return stopped(ctx)
     results.arms.push(record)
     save()
-    eta.record('arm', 1, (Date.now() - t0) / 1000)
+    eta.record(armUnit(a), (Date.now() - t0) / 1000)
   }
   for (const k of plan.knn) {
     if (results.knn.some((r) => r.start === k.start && r.network === k.network)) continue
@@ -292,6 +282,11 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   return results
 }
 
+/** The labelled images of an arm: seed k draws the same ones for every start, so the comparison is paired. */
+function labelledImages(ctx: Pick<Ctx, 'ds' | 'split'>, a: ArmUnit): number[] {
+  return sampleFraction(ctx.split.pool, ctx.ds.labels, a.fraction, SEED + 1000 * a.seed, ctx.ds.groups)
+}
+
 type Ctx = {
   opts: ExperimentOptions
   ds: LoadedDataset
@@ -302,6 +297,8 @@ type Ctx = {
   results: ExperimentResults
   save: () => void
   log: (line: string) => void
+  /** Progress events of the running unit (steps, and a pre-training's epochs). */
+  progress: (e: ProgressEvent) => void
 }
 
 function stopped(ctx: Ctx): ExperimentResults {
@@ -319,6 +316,7 @@ async function runPretrain(ctx: Ctx, u: PretrainUnit): Promise<PretrainRecord> {
   let spread: Record<string, number[]> = {}
   let backend: PretrainRecord['backend']
   const onProgress = (e: ProgressEvent) => {
+    if (e.type === 'step' || e.type === 'epoch') ctx.progress(e)
     if (e.type === 'step') {
       for (const [name, v] of e.parts) if (name.endsWith('_spread')) (spread[name.slice(0, -'_spread'.length)] ??= []).push(v)
     } else if (e.type === 'epoch') {
@@ -376,8 +374,7 @@ async function runPretrain(ctx: Ctx, u: PretrainUnit): Promise<PretrainRecord> {
 async function runArm(ctx: Ctx, a: ArmUnit) {
   const { opts, ds, split, images, device } = ctx
   const labels = ds.labels
-  // Seed k draws the same labelled images for every start: the comparison is paired.
-  const chosen = sampleFraction(split.pool, labels, a.fraction, SEED + 1000 * a.seed, ds.groups)
+  const chosen = labelledImages(ctx, a)
   const samples = (idx: number[]) => ({ indices: idx, labels: idx.map((i) => labels[i]) })
   const tag = armTag(a)
   const t0 = Date.now()
@@ -403,6 +400,8 @@ async function runArm(ctx: Ctx, a: ArmUnit) {
     // An arm left unfinished by a stopped experiment is run again from the start.
     overwrite: true,
     signal: opts.signal,
+    // Steps only: an arm's epochs (up to the preset's 30) would bury the unit lines.
+    onProgress: (e) => e.type === 'step' && ctx.progress(e),
   })
   // Stopped before its first validation, a fine-tuning has nothing to keep: the arm runs again.
   const ft = await job.then(undefined, (e: unknown) => {
