@@ -220,6 +220,11 @@ export interface ExplainOptions {
   headFusion?: string
   /** Rollout: share of the weakest attention links dropped per block, in [0, 1) (default 0). */
   discardRatio?: number
+  /**
+   * CNN class maps: the ResNet stage explained, 1 to 4 (default: the deepest whose grid is
+   * at least 4 x 4).
+   */
+  stage?: number
 }
 
 /** A fine-tuning run of one network (the fields of the TypeScript `FinetuneConfig`). */

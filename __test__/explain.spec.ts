@@ -94,6 +94,7 @@ test('attention rollout: a ViT classifier and a ViT backbone; the CNN and a back
   await t.throwsAsync(vit.explain(some(3, 1), { method: 'attention-rollout', target: 1 }), { message: /explains no class/ })
   await t.throwsAsync(vit.explain(some(3, 1), { method: 'attention-rollout', discardRatio: 1 }), { message: /discardRatio/ })
   await t.throwsAsync(vit.explain(some(3, 1), { method: 'gradcam', headFusion: 'max' }), { message: /headFusion/ })
+  await t.throwsAsync(vit.explain(some(3, 1), { stage: 2 }), { message: /stages are the CNN's/ })
   await vit.close()
 
   const backbone = await loadModel(path.join(root, 'pre'), { arch: 'vit', device: 'cpu' })
@@ -109,6 +110,10 @@ test('attention rollout: a ViT classifier and a ViT backbone; the CNN and a back
   await t.throwsAsync(cnn.explain(some(0, 1), { method: 'attention-rollout' }), { message: /needs a ViT/ })
   await t.throwsAsync(cnn.explain(some(0, 1), { target: 'diagonal' }), { message: /target.*vertical, horizontal/ })
   await t.throwsAsync(cnn.explain(some(0, 2), { target: [0] }), { message: /1 targets for 2 images/ })
+  // @ts-expect-error a stage that does not exist
+  await t.throwsAsync(cnn.explain(some(0, 1), { stage: 5 }), { message: /stages 1 to 4/ })
+  const [early] = await cnn.explain(some(0, 1), { stage: 1 })
+  t.is(early.map.length, SIDE * SIDE)
   // @ts-expect-error a method that does not exist
   await t.throwsAsync(cnn.explain(some(0, 1), { method: 'saliency' }), { message: /method/ })
   await cnn.close()

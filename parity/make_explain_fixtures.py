@@ -113,6 +113,16 @@ def main():
                 # scaling and resize, and the fixture stays small.
                 if method == 'gradcam':
                     out[f'{name}.{method}.{tag}.map'] = torch.from_numpy(final)
+        if name == 'resnet_bottleneck':
+            # An earlier stage, explained through the later stages' BatchNorm in eval mode.
+            cam = GradCAM(model=model, target_layers=[model.layer2[-1]])
+            out[f'{name}.gradcam.layer2.map'] = torch.from_numpy(cam(input_tensor=x, targets=None).astype(np.float32))
+            acts = cam.activations_and_grads.activations[0].numpy()
+            grads = cam.activations_and_grads.gradients[0].numpy()
+            t = [ClassifierOutputTarget(c) for c in np.argmax(cam.outputs.detach().numpy(), axis=-1)]
+            raw = np.maximum(cam.get_cam_image(x, model.layer2[-1], t, acts, grads, False), 0)
+            out[f'{name}.gradcam.layer2.raw'] = torch.from_numpy(raw.astype(np.float32))
+            cam.activations_and_grads.release()
         with torch.no_grad():
             out[f'{name}.logits.cnn' if name.startswith('resnet') else f'{name}.logits.vit'] = model(x)
     vit = load('vit_tiny')

@@ -102,6 +102,12 @@ export interface ExplainOptions extends RunOptions {
   headFusion?: 'mean' | 'max' | 'min'
   /** Rollout: the share of each block's weakest attention links dropped, in [0, 1) (default 0). */
   discardRatio?: number
+  /**
+   * CNN class maps: the ResNet stage explained, 1 to 4. Default: the deepest stage whose grid is
+   * at least 4 x 4 (the last at 224 px, 7 x 7; the second at 32 px, where the last is 1 x 1 and
+   * its map would be flat).
+   */
+  stage?: 1 | 2 | 3 | 4
 }
 
 export interface Explanation {
@@ -284,6 +290,7 @@ export class Model {
       method,
       ...(options.headFusion !== undefined ? { headFusion: options.headFusion } : {}),
       ...(options.discardRatio !== undefined ? { discardRatio: options.discardRatio } : {}),
+      ...(options.stage !== undefined ? { stage: options.stage } : {}),
     }
     const { values, rows, cols, classes, scores } = await this.#run(
       input,

@@ -231,7 +231,7 @@ impl LoadedModel {
     ) -> Result<Explanation, CassError> {
         self.check(pixels)?;
         let classifier = self.info.scoring != Scoring::None;
-        if !classifier && matches!(method, Method::Cam(_)) {
+        if !classifier && matches!(method, Method::Cam { .. }) {
             let works = match self.info.arch {
                 Arch::Vit => "attention-rollout works on it without a class",
                 Arch::Cnn => "no explanation works on a CNN backbone without one",

@@ -203,7 +203,10 @@ fn a_loaded_model_explains_its_own_predictions_in_chunks() {
     let bytes = &f.bytes[..n * SIDE * SIDE * 3];
     let pixels = Pixels { bytes, count: n };
     let scores = m.run(Ask::Scores, &pixels).unwrap();
-    let gradcam = Method::Cam(CamMethod::GradCam);
+    let gradcam = Method::Cam {
+        method: CamMethod::GradCam,
+        stage: None,
+    };
     let e = m.explain(&pixels, gradcam, &[None; 12]).unwrap();
     assert_eq!(e.maps.len(), n * SIDE * SIDE);
     assert!(e.maps.iter().all(|v| (0.0..=1.0).contains(v)));
@@ -260,13 +263,27 @@ fn a_backbone_gives_rollout_only_and_names_what_works() {
     assert_eq!(e.classes, [None, None]);
     assert_eq!(e.maps.len(), 2 * SIDE * SIDE);
     let err = vit
-        .explain(&px, Method::Cam(CamMethod::LayerCam), &[None, None])
+        .explain(
+            &px,
+            Method::Cam {
+                method: CamMethod::LayerCam,
+                stage: None,
+            },
+            &[None, None],
+        )
         .unwrap_err();
     assert_eq!(err.code(), "no-classifier");
     assert!(err.to_string().contains("attention-rollout works"), "{err}");
     let cnn = LoadedModel::load(&f.root.join("pre"), Some(Arch::Cnn), BackendChoice::Cpu).unwrap();
     let err = cnn
-        .explain(&px, Method::Cam(CamMethod::GradCam), &[None, None])
+        .explain(
+            &px,
+            Method::Cam {
+                method: CamMethod::GradCam,
+                stage: None,
+            },
+            &[None, None],
+        )
         .unwrap_err();
     assert!(err.to_string().contains("fine-tune it first"), "{err}");
     fs::remove_dir_all(&f.root).unwrap();

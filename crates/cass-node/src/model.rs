@@ -139,6 +139,9 @@ pub struct ExplainOptions {
     pub head_fusion: Option<String>,
     /// Rollout: share of the weakest attention links dropped per block, in [0, 1) (default 0).
     pub discard_ratio: Option<f64>,
+    /// CNN class maps: the ResNet stage explained, 1 to 4 (default: the deepest whose grid is
+    /// at least 4 x 4).
+    pub stage: Option<u32>,
 }
 
 fn explain_method(o: &ExplainOptions) -> std::result::Result<Method, CassError> {
@@ -151,13 +154,22 @@ fn explain_method(o: &ExplainOptions) -> std::result::Result<Method, CassError> 
         if o.discard_ratio.is_some() {
             return Err(rollout_only("discardRatio"));
         }
-        Ok(Method::Cam(m))
+        Ok(Method::Cam {
+            method: m,
+            stage: o.stage.map(|s| s as usize),
+        })
     };
     match o.method.as_str() {
         "gradcam" => cam(CamMethod::GradCam),
         "gradcam++" => cam(CamMethod::GradCamPlusPlus),
         "layercam" => cam(CamMethod::LayerCam),
         "attention-rollout" => {
+            if o.stage.is_some() {
+                return Err(CassError::config(
+                    "stage",
+                    "applies to the CNN's class maps, not attention-rollout",
+                ));
+            }
             let fusion = match o.head_fusion.as_deref().unwrap_or("mean") {
                 "mean" => HeadFusion::Mean,
                 "max" => HeadFusion::Max,

@@ -26,6 +26,8 @@ export const usage = `cass explain --checkpoint DIR --data PATH --out DIR [optio
   --target CLASS        the class to explain, by name or index (default: the predicted one)
   --head-fusion F       rollout: mean (default), max or min over the heads
   --discard-ratio R     rollout: share of the weakest attention links dropped, 0 <= R < 1
+  --stage S             CNN: the ResNet stage explained, 1-4 (default: the deepest whose grid
+                        is at least 4 x 4: the last at 224 px, the second at 32 px)
   --arch cnn|vit        which network of a pre-training checkpoint
   --split S             all (default), train, val or test
   --limit N             the first N images of the split only
@@ -45,6 +47,7 @@ export async function run(argv: string[]): Promise<void> {
       target: { type: 'string' },
       'head-fusion': { type: 'string' },
       'discard-ratio': { type: 'string' },
+      stage: { type: 'string' },
       arch: { type: 'string' },
       split: { type: 'string', default: 'all' },
       limit: { type: 'string' },
@@ -68,6 +71,8 @@ export async function run(argv: string[]): Promise<void> {
     throw new UsageError('--head-fusion must be mean, max or min')
   const ratio = values['discard-ratio'] === undefined ? undefined : Number(values['discard-ratio'])
   if (ratio !== undefined && !(ratio >= 0 && ratio < 1)) throw new UsageError('--discard-ratio must be at least 0 and below 1')
+  const stage = int(values.stage, 'stage')
+  if (stage !== undefined && stage > 4) throw new UsageError('--stage must be 1, 2, 3 or 4')
   const arch = values.arch as 'cnn' | 'vit' | undefined
   if (arch !== undefined && arch !== 'cnn' && arch !== 'vit') throw new UsageError('--arch must be cnn or vit')
   if (inspectCheckpoint(checkpoint).kind === 'pretrain' && method !== 'attention-rollout') {
@@ -85,6 +90,7 @@ export async function run(argv: string[]): Promise<void> {
       ...(target !== undefined ? { target } : {}),
       ...(fusion !== undefined ? { headFusion: fusion as 'mean' } : {}),
       ...(ratio !== undefined ? { discardRatio: ratio } : {}),
+      ...(stage !== undefined ? { stage: stage as 1 } : {}),
     }
     const ds = await load('explain', values, info.imageSize)
     const all = split === 'all' ? ds.names.map((_, i) => i) : ds.splits[split as 'train'].indices

@@ -8,12 +8,13 @@
 //! (`.autodiff().require_grad()`) and the rest of the network, whose weights stay plain and act
 //! as constants, runs on it. `backward()` on the explained logits then yields exactly the
 //! gradient with respect to that activation (`explain_tests` checks it against a finite
-//! difference, and the maps against pytorch-grad-cam). The part after the split holds no
-//! BatchNorm (the CNN's pooling and head; the ViT's last block after `norm1`, its final
-//! LayerNorm and head), so evaluation mode is unchanged there.
+//! difference, and the maps against pytorch-grad-cam). BatchNorm layers after the split keep
+//! their running statistics: their parameters are plain, which is what evaluation mode means
+//! to them (`models::batch_norm`).
 //!
 //! The explained layers are those pytorch-grad-cam's documentation uses: the CNN's last stage
-//! output (`layer4`), and the ViT's last block's first LayerNorm (`blocks[-1].norm1`) with the
+//! output (`layer4`; an earlier stage when the last one's grid is too coarse, see
+//! [`Method::Cam`]), and the ViT's last block's first LayerNorm (`blocks[-1].norm1`) with the
 //! CLS token dropped and the patch tokens laid out on their grid; the ViT's final LayerNorm
 //! only sees the CLS token, so gradients there are zero at the patches.
 
@@ -33,8 +34,11 @@ use crate::models::{Network, ResNet, Vit};
 /// What to compute.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
-    /// A class-activation map for the explained class (both networks).
-    Cam(CamMethod),
+    /// A class-activation map for the explained class (both networks). `stage` (CNN only, 1 to
+    /// 4) picks the ResNet stage whose output is explained; `None` takes the deepest stage whose
+    /// grid is at least [`MIN_GRID`] cells a side (the last stage at 224 px, 7 x 7; the second
+    /// at 32 px, 4 x 4, where the last stage is 1 x 1 and every map would be flat).
+    Cam { method: CamMethod, stage: Option<usize> },
     /// Attention rollout (ViT only; needs no class).
     Rollout { fusion: HeadFusion, discard_ratio: f64 },
 }
@@ -42,7 +46,7 @@ pub enum Method {
 impl Method {
     pub fn name(self) -> &'static str {
         match self {
-            Method::Cam(m) => m.name(),
+            Method::Cam { method, .. } => method.name(),
             Method::Rollout { .. } => "attention-rollout",
         }
     }
@@ -84,8 +88,26 @@ pub fn explain(
         ));
     }
     let mut out = match (method, net) {
-        (Method::Cam(m), Network::Cnn(r)) => cam_cnn(r, x, m, targets)?,
-        (Method::Cam(m), Network::Vit(v)) => cam_vit(v, x, m, targets)?,
+        (Method::Cam { method, stage }, Network::Cnn(r)) => {
+            let stage = match stage {
+                Some(s @ 1..=4) => s,
+                Some(s) => {
+                    return Err(CassError::config(
+                        "stage",
+                        format!("a ResNet has stages 1 to 4, got {s}"),
+                    ));
+                }
+                None => auto_stage(side),
+            };
+            cam_cnn(r, x, method, stage, targets)?
+        }
+        (Method::Cam { stage: Some(_), .. }, Network::Vit(_)) => {
+            return Err(CassError::config(
+                "stage",
+                "stages are the CNN's: a ViT is explained at its last block's patch tokens",
+            ));
+        }
+        (Method::Cam { method, stage: None }, Network::Vit(v)) => cam_vit(v, x, method, targets)?,
         (Method::Rollout { fusion, discard_ratio }, Network::Vit(v)) => {
             if !(0.0..1.0).contains(&discard_ratio) {
                 return Err(CassError::config(
@@ -110,6 +132,18 @@ pub fn explain(
         .flat_map(|m| cam::to_input_size(m, out.grid, side))
         .collect();
     Ok(out)
+}
+
+/// The smallest grid side the automatic stage choice accepts.
+pub const MIN_GRID: usize = 4;
+
+/// The deepest ResNet stage whose output grid is at least [`MIN_GRID`] a side for `side`-pixel
+/// inputs (stage `s` downsamples by `2^(s + 1)`), else the first.
+pub fn auto_stage(side: usize) -> usize {
+    (1..=4)
+        .rev()
+        .find(|s| side.div_ceil(1 << (s + 1)) >= MIN_GRID)
+        .unwrap_or(1)
 }
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -162,10 +196,16 @@ fn logits_and_grad<const D: usize>(
     Ok((values, picked, grad))
 }
 
-fn cam_cnn(r: &ResNet, x: Tensor<4>, m: CamMethod, targets: &[Option<usize>]) -> Result<Explained, CassError> {
-    let act = r.forward_last_stage(x); // [n, c, h, w]
+fn cam_cnn(
+    r: &ResNet,
+    x: Tensor<4>,
+    m: CamMethod,
+    stage: usize,
+    targets: &[Option<usize>],
+) -> Result<Explained, CassError> {
+    let act = r.forward_to_stage(x, stage); // [n, c, h, w]
     let [n, c, h, w] = act.dims();
-    let (logits, picked, grad) = logits_and_grad(act.clone(), |a| r.fc.forward(ResNet::pool(a)), targets)?;
+    let (logits, picked, grad) = logits_and_grad(act.clone(), |a| r.forward_from_stage(a, stage), targets)?;
     let (act, grad) = (host(act), host(grad));
     let per = c * h * w;
     let raw = (0..n)

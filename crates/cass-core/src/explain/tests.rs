@@ -51,6 +51,11 @@ fn max_abs(a: &[f32], b: &[f32]) -> f64 {
         .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()))
 }
 
+const GRADCAM: Method = Method::Cam {
+    method: CamMethod::GradCam,
+    stage: None,
+};
+
 #[test]
 fn class_activation_maps_match_pytorch_grad_cam() {
     let d = device();
@@ -64,7 +69,9 @@ fn class_activation_maps_match_pytorch_grad_cam() {
         let x = input(&r[x], &d);
         for method in [CamMethod::GradCam, CamMethod::GradCamPlusPlus, CamMethod::LayerCam] {
             for (tag, targets) in [("predicted", [None, None]), ("chosen", [Some(3), Some(7)])] {
-                let got = explain(&net, x.clone(), Method::Cam(method), &targets, true).unwrap();
+                // pytorch-grad-cam was given `layer4` (the last stage) for the ResNets.
+                let stage = name.starts_with("resnet").then_some(4);
+                let got = explain(&net, x.clone(), Method::Cam { method, stage }, &targets, true).unwrap();
                 let key = format!("{name}.{}.{tag}", method.name());
                 let raw = rel_err(&got.raw, &r[&format!("{key}.raw")].data);
                 assert!(
@@ -197,8 +204,8 @@ fn maps_do_not_depend_on_the_batch() {
         let net = load(name, &d);
         let side = if name == "vit_tiny" { 32 } else { 64 };
         let x = Tensor::<4>::random([3, 3, side, side], Distribution::Normal(0.0, 1.0), &d);
-        let all = explain(&net, x.clone(), Method::Cam(CamMethod::GradCam), &[None; 3], true).unwrap();
-        let one = explain(&net, x.narrow(0, 1, 1), Method::Cam(CamMethod::GradCam), &[None], true).unwrap();
+        let all = explain(&net, x.clone(), GRADCAM, &[None; 3], true).unwrap();
+        let one = explain(&net, x.narrow(0, 1, 1), GRADCAM, &[None], true).unwrap();
         let plane = side * side;
         let err = max_abs(&all.maps[plane..2 * plane], &one.maps);
         assert!(err <= 1e-5, "{name}: image 1's map changes with the batch by {err:e}");
@@ -217,9 +224,15 @@ fn explaining_refuses_what_it_cannot_do() {
     };
     let e = explain(&cnn, x.clone(), rollout, &[None], true).unwrap_err();
     assert!(e.to_string().contains("needs a ViT"), "{e}");
-    let e = explain(&cnn, x.clone(), Method::Cam(CamMethod::GradCam), &[Some(10)], true).unwrap_err();
+    let bad_stage = Method::Cam {
+        method: CamMethod::GradCam,
+        stage: Some(5),
+    };
+    let e = explain(&cnn, x.clone(), bad_stage, &[None], true).unwrap_err();
+    assert!(e.to_string().contains("stages 1 to 4"), "{e}");
+    let e = explain(&cnn, x.clone(), GRADCAM, &[Some(10)], true).unwrap_err();
     assert!(e.to_string().contains("class 10 does not exist"), "{e}");
-    let e = explain(&cnn, x, Method::Cam(CamMethod::GradCam), &[None, None], true).unwrap_err();
+    let e = explain(&cnn, x, GRADCAM, &[None, None], true).unwrap_err();
     assert!(e.to_string().contains("one target per image"), "{e}");
     let vit = load("vit_tiny", &d);
     let bad = Method::Rollout {
@@ -244,4 +257,53 @@ fn resize_follows_opencv_half_pixel_rule() {
         constant.iter().all(|&v| v == 0.0),
         "a constant map scales to zeros, not NaN"
     );
+}
+
+/// An earlier stage is explained through the later ones, their BatchNorm on running
+/// statistics: `layer2` of the bottleneck ResNet against pytorch-grad-cam; the two halves of the
+/// split forward equal the whole; the automatic stage is the deepest with a grid of at least 4.
+#[test]
+fn an_earlier_stage_is_explained_through_evaluation_mode_batch_norm() {
+    assert_eq!(
+        [
+            auto_stage(224),
+            auto_stage(96),
+            auto_stage(64),
+            auto_stage(32),
+            auto_stage(8)
+        ],
+        [4, 3, 3, 2, 1]
+    );
+    let d = device();
+    let r = reference();
+    let net = load("resnet_bottleneck", &d);
+    let x = input(&r["cnn.input"], &d);
+    let method = Method::Cam {
+        method: CamMethod::GradCam,
+        stage: Some(2),
+    };
+    let got = explain(&net, x.clone(), method, &[None, None], true).unwrap();
+    assert_eq!(got.grid, [12, 12]);
+    let raw = rel_err(&got.raw, &r["resnet_bottleneck.gradcam.layer2.raw"].data);
+    assert!(
+        raw <= 1e-4,
+        "layer2 raw map differs from pytorch-grad-cam by {raw:e} (relative)"
+    );
+    let err = max_abs(&got.maps, &r["resnet_bottleneck.gradcam.layer2.map"].data);
+    assert!(
+        err <= 1e-4,
+        "layer2 scaled map differs from pytorch-grad-cam by {err:e}"
+    );
+    let Network::Cnn(cnn) = net else { unreachable!() };
+    let halves = cnn.forward_from_stage(cnn.forward_to_stage(x.clone(), 2), 2);
+    assert!(max_abs(&host(cnn.forward(x)), &host(halves)) < 1e-5);
+    let e = explain(
+        &Network::Cnn(cnn),
+        Tensor::zeros([1, 3, 64, 64], &d),
+        GRADCAM,
+        &[None],
+        true,
+    )
+    .unwrap();
+    assert_eq!(e.grid, [4, 4], "64 px: stage 3, 4 x 4");
 }

@@ -34,13 +34,15 @@ impl BatchNorm {
         }
     }
 
-    /// Batch statistics on an autodiff (training) device, running statistics otherwise.
+    /// Batch statistics when the layer trains (its input and its parameters on an autodiff
+    /// device), running statistics otherwise: in evaluation mode (`valid()`: plain parameters),
+    /// also on an autodiff input, which explanations differentiate through (`crate::explain`).
     ///
     /// # Shapes
     /// `[batch, channels, ...] -> [batch, channels, ...]`
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
         let device = input.device();
-        if !device.is_autodiff() {
+        if !device.is_autodiff() || !self.gamma.val().device().is_autodiff() {
             let mean = self.running_mean.value().to_device(&device);
             let var = self.running_var.value().to_device(&device);
             return batch_norm(input, self.gamma.val(), self.beta.val(), mean, var, self.epsilon);

@@ -224,23 +224,37 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    /// The last stage's output (`layer4`), where class-activation maps are taken.
+    /// The output of stage `upto` (1 to 4: `layer1` .. `layer4`), where class-activation maps
+    /// are taken.
     ///
     /// # Shapes
-    /// `[batch, 3, h, w] -> [batch, feature_dim, h / 32, w / 32]`
-    pub fn forward_last_stage(&self, x: Tensor<4>) -> Tensor<4> {
+    /// `[batch, 3, h, w] -> [batch, c, h', w']`, `h' = h / 2^(upto + 1)` rounded up
+    pub fn forward_to_stage(&self, x: Tensor<4>, upto: usize) -> Tensor<4> {
         let mut x = relu(self.bn1.forward(conv2d(&self.conv1, x, self.conv)));
         x = self.maxpool.forward(x);
-        for block in self
-            .layer1
-            .iter()
-            .chain(&self.layer2)
-            .chain(&self.layer3)
-            .chain(&self.layer4)
-        {
-            x = block.forward(x, self.conv);
+        for stage in self.stages().into_iter().take(upto) {
+            for block in stage {
+                x = block.forward(x, self.conv);
+            }
         }
         x
+    }
+
+    /// Logits from the output of stage `from` (the rest of [`Self::forward`]).
+    ///
+    /// # Shapes
+    /// `[batch, c, h', w'] -> [batch, num_classes]`
+    pub fn forward_from_stage(&self, mut x: Tensor<4>, from: usize) -> Tensor<2> {
+        for stage in self.stages().into_iter().skip(from) {
+            for block in stage {
+                x = block.forward(x, self.conv);
+            }
+        }
+        self.fc.forward(Self::pool(x))
+    }
+
+    fn stages(&self) -> [&[Block]; 4] {
+        [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
     }
 
     /// Global average pooling of the last stage's output.
@@ -257,7 +271,7 @@ impl ResNet {
     /// # Shapes
     /// `[batch, 3, h, w] -> [batch, feature_dim]`
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        Self::pool(self.forward_last_stage(x))
+        Self::pool(self.forward_to_stage(x, 4))
     }
 
     /// Head output ("logits").
