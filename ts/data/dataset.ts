@@ -21,7 +21,9 @@ import os from 'node:os'
 import path from 'node:path'
 
 import { ConfigError, DataError } from '../errors.js'
+import type { ImageArray } from './arrays.js'
 import { DEFAULT_MAX_PIXELS, decodeImage } from './decode.js'
+import { decodeStrip, stripLength, stripPadding } from './decode-strip.js'
 import { CacheWriter, type CacheIndex, defaultCacheDir, readCacheIndex } from './cache.js'
 import { type DicomReadOptions, readDicomFile } from './dicom/read.js'
 import { type Windowing, parseWindow, parseWindows } from './dicom/window.js'
@@ -158,6 +160,31 @@ interface Decoded {
   group?: string
 }
 
+/**
+ * Array images of `chunk` that can be resized as strips (`decode-strip.ts`) go in one sharp call
+ * per array; their slots of `results` are filled, others are left for the per-item decoder (so
+ * is every slot of a strip that failed: each image then fails or succeeds on its own).
+ */
+async function decodeArraysInStrips(chunk: Item[], size: number, results: (Decoded | Error)[]): Promise<void> {
+  const byArray = new Map<ImageArray, number[]>()
+  chunk.forEach((item, k) => {
+    if (item.kind === 'array' && stripPadding(item.array, size) !== undefined)
+      byArray.set(item.array, [...(byArray.get(item.array) ?? []), k])
+  })
+  const strips: { array: ImageArray; slots: number[] }[] = []
+  for (const [array, slots] of byArray) {
+    const per = stripLength(array, size)
+    for (let i = 0; i < slots.length; i += per) strips.push({ array, slots: slots.slice(i, i + per) })
+  }
+  await Promise.all(
+    strips.map(async ({ array, slots }) => {
+      const positions = slots.map((k) => (chunk[k] as Extract<Item, { kind: 'array' }>).position)
+      const images = await decodeStrip(array, positions, size).catch(() => undefined)
+      images?.forEach((image, i) => (results[slots[i]] = { images: [image] }))
+    }),
+  )
+}
+
 /** One discovered item through the shared decoder (`decode.ts`) or the DICOM reader. */
 async function decode(item: Item, size: number, maxPixels: number, dicom: DicomReadOptions): Promise<Decoded> {
   if (item.kind === 'file' && item.dicom) {
@@ -215,16 +242,19 @@ export async function loadDataset(source: string, opts: LoadOptions): Promise<Lo
     const groups: (string | null)[] = []
     const skipped = [...d.badRows]
     const concurrency = opts.concurrency ?? Math.max(2, os.cpus().length * 2)
-    const window = Math.max(concurrency * 8, 64)
+    // Arrays decode in strips of a window each (`decode-strip.ts`): larger windows, fewer calls.
+    const window = d.items[0]?.kind === 'array' ? 512 : Math.max(concurrency * 8, 64)
     try {
       for (let start = 0; start < d.items.length; start += window) {
         const chunk = d.items.slice(start, start + window)
         const results = new Array<Decoded | Error>(chunk.length)
+        await decodeArraysInStrips(chunk, opts.size, results)
         let next = 0
         await Promise.all(
           Array.from({ length: Math.min(concurrency, chunk.length) }, async () => {
             while (next < chunk.length) {
               const k = next++
+              if (results[k] !== undefined) continue
               results[k] = await decode(chunk[k], opts.size, maxPixels, dicom).catch((e: Error) => e)
             }
           }),
