@@ -1,5 +1,5 @@
 /** Terminal progress: a live line on a TTY, plain periodic lines otherwise. */
-import type { ProgressEvent } from './index.js'
+import type { ProgressEvent } from './events.js'
 import type { WeightsEvent } from './weights/hub.js'
 
 const fmtTime = (s: number) => {
