@@ -8,67 +8,16 @@ use std::sync::Arc;
 use burn::prelude::*;
 
 use crate::augment::{self, AugmentConfig};
-use crate::checkpoint::{self, Checkpoint, CheckpointKind, read_json};
+use crate::checkpoint::{Checkpoint, CheckpointKind, read_json};
 use crate::data::{ImageSet, Prefetcher, batch_positions, upload};
 use crate::device::{BackendChoice, resolve};
 use crate::error::CassError;
 use crate::loss::ClassificationLoss;
 use crate::metrics::{self, Metrics};
-use crate::models::{Arch, Network, ResNetConfig, VitConfig, init_seeded};
+use crate::models::build::{build_network, load_into};
+use crate::models::{Arch, Network, ResNetConfig, VitConfig};
 use crate::ssl::Pretrained;
-use crate::train::finetune::{FINETUNE_KIND, FinetuneState, Labeled};
-
-/// Builds a network, after checking what its config implies ([`crate::models::budget`]): configs
-/// reach here from checkpoints' `state.json` too, which nothing else validated.
-pub(crate) fn build_network(
-    arch: Arch,
-    cnn: &ResNetConfig,
-    vit: &VitConfig,
-    device: &Device,
-    seed: u64,
-) -> Result<Network, CassError> {
-    crate::models::budget::check_network(arch, cnn, vit, vit.image_size, 1)?;
-    Ok(init_seeded(device, seed, |d| match arch {
-        Arch::Cnn => Network::Cnn(cnn.init(d)),
-        Arch::Vit => Network::Vit(vit.init(d)),
-    }))
-}
-
-pub(crate) fn load_into(net: Network, path: &Path, ignore: &HashSet<String>) -> Result<Network, CassError> {
-    Ok(match net {
-        Network::Cnn(m) => Network::Cnn(checkpoint::load_weights(m, path, ignore)?),
-        Network::Vit(m) => Network::Vit(checkpoint::load_weights(m, path, ignore)?),
-    })
-}
-
-/// All logits of `data` in evaluation mode, and the targets.
-pub(crate) fn predict(
-    net: &Network,
-    data: &Labeled,
-    image_size: usize,
-    batch_size: usize,
-    aug: &AugmentConfig,
-    device: &Device,
-) -> (Vec<f32>, Vec<usize>) {
-    let net = net.valid();
-    let samples = Arc::new(data.indices.clone());
-    let labels = Arc::new(data.labels.clone());
-    let batches = batch_positions(samples.len(), batch_size, false);
-    let mut logits = Vec::new();
-    let mut targets = Vec::new();
-    for host in Prefetcher::spawn(data.set.clone(), samples, Some(labels), batches, 2) {
-        let x = augment::apply(upload(&host, &data.set, device), None, image_size, aug);
-        let out = net.forward(x);
-        logits.extend(
-            out.into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .expect("f32 logits"),
-        );
-        targets.extend(host.labels.iter().map(|&l| l as usize));
-    }
-    (logits, targets)
-}
+use crate::train::finetune::{FINETUNE_KIND, FinetuneState, Labeled, predict};
 
 /// A network restored from a checkpoint directory, with what it needs to be fed.
 pub struct Restored {

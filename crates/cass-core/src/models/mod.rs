@@ -3,6 +3,7 @@
 
 pub mod batch_norm;
 pub mod budget;
+pub mod build;
 pub mod conv;
 pub mod dino_head;
 pub mod gelu;

@@ -17,7 +17,8 @@ use burn::prelude::*;
 
 pub use super::cass_config::{InitWeights, PretrainConfig};
 pub use super::objective::CollapseGuard;
-use super::objective::{EpochSpread, Objective, ObjectiveParts};
+pub use super::objective::StepOutput;
+use super::objective::{EpochSpread, Objective};
 pub use super::pretrain::PretrainOutcome;
 use super::{Method, RunSettings, StepAt};
 use crate::augment;
@@ -55,41 +56,6 @@ pub struct CassTrainer {
     collapse: EpochSpread,
 }
 
-/// The loss of one step, its parts and collapse diagnostics ([`crate::loss::output_spread`] of each
-/// network's head).
-#[derive(Debug, Clone, Copy)]
-pub struct StepOutput {
-    /// The optimised total: the CASS loss plus the guard, if any.
-    pub loss: f64,
-    pub cass: f64,
-    pub guard: Option<f64>,
-    pub cnn_spread: f64,
-    pub vit_spread: f64,
-}
-
-impl StepOutput {
-    fn from_parts(total: f64, p: &ObjectiveParts) -> Self {
-        Self {
-            loss: total,
-            cass: p.cass,
-            guard: p.guard,
-            cnn_spread: p.cnn_spread,
-            vit_spread: p.vit_spread,
-        }
-    }
-
-    /// Named parts for progress events.
-    pub fn parts(&self) -> Vec<(String, f64)> {
-        let mut parts = vec![("cass".to_string(), self.cass)];
-        if let Some(g) = self.guard {
-            parts.push(("guard".into(), g));
-        }
-        parts.push(("cnn_spread".into(), self.cnn_spread));
-        parts.push(("vit_spread".into(), self.vit_spread));
-        parts
-    }
-}
-
 impl CassTrainer {
     /// Fresh networks on `device` (plain device; autodiff is enabled here), seeded.
     pub fn new(cfg: &PretrainConfig, device: &Device) -> Self {
@@ -100,7 +66,10 @@ impl CassTrainer {
             vit: init_seeded(&ad, cfg.seed.wrapping_add(1), |d| cfg.vit.init(d)),
             opt_cnn: Adam::new(cfg.adam),
             opt_vit: Adam::new(cfg.adam),
-            objective: Objective::of(cfg),
+            objective: Objective {
+                views: cfg.views,
+                guard: cfg.collapse_guard,
+            },
             device: device.clone(),
             parallel_towers: device.clone().inner() == Device::flex(),
             collapse: EpochSpread::default(),

@@ -243,7 +243,7 @@ fn save_network(net: &Network, path: &Path, meta: HashMap<String, String>) -> Re
 }
 
 fn load_network(net: Network, path: &Path) -> Result<Network, CassError> {
-    crate::inference::load_into(net, path, &Default::default())
+    crate::models::build::load_into(net, path, &Default::default())
 }
 
 impl Method for DinoTrainer {

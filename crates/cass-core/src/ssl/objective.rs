@@ -5,7 +5,6 @@
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::cass::{PretrainConfig, StepOutput};
 use crate::loss::{cass_loss, covariance_penalty, output_spread, variance_hinge};
 
 /// The collapse guard, for each network's output and each view (averaged over views, summed over
@@ -48,13 +47,6 @@ pub struct ObjectiveParts {
 }
 
 impl Objective {
-    pub fn of(cfg: &PretrainConfig) -> Self {
-        Self {
-            views: cfg.views,
-            guard: cfg.collapse_guard,
-        }
-    }
-
     /// # Shapes
     /// `r`, `t`: `[views * batch, dim]` -> total `[1]`
     pub fn forward(&self, r: Tensor<2>, t: Tensor<2>) -> ObjectiveParts {
@@ -130,5 +122,40 @@ impl EpochSpread {
                 low.join(", ")
             )
         })
+    }
+}
+
+/// The loss of one step, its parts and collapse diagnostics ([`crate::loss::output_spread`] of each
+/// network's head).
+#[derive(Debug, Clone, Copy)]
+pub struct StepOutput {
+    /// The optimised total: the CASS loss plus the guard, if any.
+    pub loss: f64,
+    pub cass: f64,
+    pub guard: Option<f64>,
+    pub cnn_spread: f64,
+    pub vit_spread: f64,
+}
+
+impl StepOutput {
+    pub(crate) fn from_parts(total: f64, p: &ObjectiveParts) -> Self {
+        Self {
+            loss: total,
+            cass: p.cass,
+            guard: p.guard,
+            cnn_spread: p.cnn_spread,
+            vit_spread: p.vit_spread,
+        }
+    }
+
+    /// Named parts for progress events.
+    pub fn parts(&self) -> Vec<(String, f64)> {
+        let mut parts = vec![("cass".to_string(), self.cass)];
+        if let Some(g) = self.guard {
+            parts.push(("guard".into(), g));
+        }
+        parts.push(("cnn_spread".into(), self.cnn_spread));
+        parts.push(("vit_spread".into(), self.vit_spread));
+        parts
     }
 }

@@ -10,13 +10,13 @@ use burn::prelude::*;
 
 use crate::augment::{self, AugmentConfig};
 use crate::checkpoint::{self, Checkpoint};
-use crate::data::{HostBatch, ImageSet, upload};
+use crate::data::{HostBatch, ImageSet, Prefetcher, batch_positions, upload};
 use crate::device::{resolve_explained, within_device_limits};
 use crate::error::CassError;
 use crate::events::{CancelToken, Event, Observer};
-use crate::inference::{build_network, load_into, predict};
 use crate::loss::{ClassificationLoss, class_weights};
 use crate::metrics;
+use crate::models::build::{build_network, load_into};
 use crate::models::{Arch, Network, ResNetConfig, VitConfig, init_seeded};
 use crate::ssl::Pretrained;
 use crate::train::adam::Adam;
@@ -375,3 +375,32 @@ pub fn finetune(
 #[cfg(test)]
 #[path = "finetune_tests.rs"]
 mod tests;
+
+/// All logits of `data` in evaluation mode, and the targets.
+pub(crate) fn predict(
+    net: &Network,
+    data: &Labeled,
+    image_size: usize,
+    batch_size: usize,
+    aug: &AugmentConfig,
+    device: &Device,
+) -> (Vec<f32>, Vec<usize>) {
+    let net = net.valid();
+    let samples = Arc::new(data.indices.clone());
+    let labels = Arc::new(data.labels.clone());
+    let batches = batch_positions(samples.len(), batch_size, false);
+    let mut logits = Vec::new();
+    let mut targets = Vec::new();
+    for host in Prefetcher::spawn(data.set.clone(), samples, Some(labels), batches, 2) {
+        let x = augment::apply(upload(&host, &data.set, device), None, image_size, aug);
+        let out = net.forward(x);
+        logits.extend(
+            out.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32 logits"),
+        );
+        targets.extend(host.labels.iter().map(|&l| l as usize));
+    }
+    (logits, targets)
+}
