@@ -89,6 +89,8 @@ async function main() {
         start: arm.start,
         fraction: arm.fraction,
         method,
+        // The CNN's stage (its map's grid: 32 px / 2^(stage + 1)); the ViT's maps are on its patches.
+        stage: stage ?? null,
         images: share.length,
         meanShareOnStrokes: mean(share),
         meanUniformShare: mean(uniform),

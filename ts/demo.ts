@@ -36,15 +36,22 @@ export interface DemoSizes {
 }
 
 /**
- * The demo's budget, chosen to finish in about 10 minutes on 2 cores with the MNIST cache warm
- * (see the README's demo section for the measured time).
+ * The demo's budget: at most 10 minutes from a fresh clone's first run (MNIST decoded into an
+ * empty cache included) on a 2-core machine. Measured on the 2-core Intel VM with the sizes
+ * before these (30,000 pre-training images, 500 validation images, at most 30 epochs): 851 s
+ * cold when MNIST decoded one image per sharp call (255 s of it decoding), 684 s once arrays
+ * decode in strips (4 s); pre-training took 194-228 s and the 28 arms about 480-540 s, most of
+ * the small arms' time being validation passes. Fewer pre-training images, half the validation
+ * images and 25 epochs at most keep the protocol's strength (3 seeds at 1 % and 10 %, both
+ * networks, 2,000 test images): 519 s cold on the same VM, pre-training 141 s
+ * (`bench/results/2026-12-06-vm-demo-mnist.json`).
  */
 export const DEMO_SIZES: DemoSizes = {
-  pretrainImages: 30000,
+  pretrainImages: 20000,
   pretrainEpochs: 1,
   finetuneImages: 1000,
-  finetuneMaxEpochs: 30,
-  valImages: 500,
+  finetuneMaxEpochs: 25,
+  valImages: 250,
   testImages: 2000,
   fractions: [0.01, 0.1, 1],
   seeds: 3,
