@@ -1,13 +1,13 @@
 //! Networks from configs and from weight files: what fine-tuning, DINO, and restoring a
 //! checkpoint all start with, kept here below them so that none of them depends on another.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use burn::prelude::*;
 
 use super::{Arch, Network, ResNetConfig, VitConfig, init_seeded};
-use crate::checkpoint;
+use crate::checkpoint::{self, save_weights};
 use crate::error::CassError;
 
 /// Builds a network, after checking what its config implies ([`crate::models::budget`]): configs
@@ -32,4 +32,12 @@ pub fn load_into(net: Network, path: &Path, ignore: &HashSet<String>) -> Result<
         Network::Cnn(m) => Network::Cnn(checkpoint::load_weights(m, path, ignore)?),
         Network::Vit(m) => Network::Vit(checkpoint::load_weights(m, path, ignore)?),
     })
+}
+
+/// `net`'s weights as a safetensors file at `path` (written atomically), with `meta`.
+pub fn save_network(net: &Network, path: &Path, meta: HashMap<String, String>) -> Result<(), CassError> {
+    match net {
+        Network::Cnn(m) => save_weights(m, path, meta),
+        Network::Vit(m) => save_weights(m, path, meta),
+    }
 }

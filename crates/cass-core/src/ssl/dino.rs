@@ -10,23 +10,22 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use burn::module::{ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 
 pub use super::dino_config::DinoConfig;
-use super::dino_config::cosine;
 use super::{Method, RunSettings, StepAt};
 use crate::augment::{self, AugmentConfig};
 use crate::checkpoint::{self, read_safetensors, safetensors_bytes, save_weights, to_host, write_atomic};
 use crate::error::CassError;
 use crate::loss::dino::DinoLoss;
 use crate::loss::output_spread;
+use crate::models::build::save_network;
 use crate::models::dino_head::DinoHead;
 use crate::models::{Arch, Network, init_seeded};
-use crate::params::ParamNamer;
 use crate::train::adam::Adam;
+use crate::train::ema::{ema, own_copy};
 use crate::train::run::{StepReport, step_seed};
-use crate::train::schedule::Schedule;
+use crate::train::schedule::{Schedule, cosine};
 
 /// The `kind` of DINO pre-training checkpoints (`state.json`).
 pub const DINO_KIND: &str = "dino-pretrain";
@@ -166,79 +165,6 @@ impl DinoTrainer {
             ],
             lr,
         }
-    }
-}
-
-/// A copy of `module` that shares no mutable state with it. burn's `Clone` shares BatchNorm's
-/// running statistics (`RunningState` holds them behind an `Arc`), so a teacher cloned from the
-/// student updated the student's statistics with its own forward pass and vice versa (caught by
-/// `one_dino_step_matches_pytorch`); `valid()` rebuilds every running state from its value.
-pub fn own_copy<M: Module>(module: &M) -> M {
-    module.valid().train()
-}
-
-/// `teacher <- m teacher + (1 - m) student`, parameter by parameter (the two modules have the
-/// same architecture, so they list their parameters in the same order). BatchNorm's running
-/// statistics are buffers, not parameters: as DINO's EMA over `parameters()`, they are left
-/// alone, and the teacher's come from its own train-mode forward passes.
-pub fn ema<M: Module>(teacher: M, student: &M, momentum: f64) -> M {
-    fn is_buffer(namer: &ParamNamer) -> bool {
-        let name = namer.param_name();
-        name.ends_with("running_mean") || name.ends_with("running_var")
-    }
-    struct Collect(ParamNamer, Vec<Tensor<1>>);
-    impl ModuleVisitor for Collect {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.0.enter(name, container_type);
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.0.exit();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if !is_buffer(&self.0) {
-                self.1.push(param.val().inner().reshape([-1]));
-            }
-        }
-    }
-    struct Blend {
-        namer: ParamNamer,
-        student: std::vec::IntoIter<Tensor<1>>,
-        m: f64,
-    }
-    impl ModuleMapper for Blend {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.namer.enter(name, container_type);
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.namer.exit();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            if is_buffer(&self.namer) {
-                return param;
-            }
-            let (id, tensor, mapper) = param.consume();
-            let s = self
-                .student
-                .next()
-                .expect("teacher and student have the same parameters");
-            let shape = tensor.dims();
-            let t = tensor.inner().reshape([-1]).mul_scalar(self.m) + s.mul_scalar(1.0 - self.m);
-            Param::from_mapped_value(id, Tensor::from_inner(t.reshape(shape)), mapper)
-        }
-    }
-    let mut collect = Collect(ParamNamer::default(), Vec::new());
-    student.visit(&mut collect);
-    teacher.map(&mut Blend {
-        namer: ParamNamer::default(),
-        student: collect.1.into_iter(),
-        m: momentum,
-    })
-}
-
-fn save_network(net: &Network, path: &Path, meta: HashMap<String, String>) -> Result<(), CassError> {
-    match net {
-        Network::Cnn(m) => save_weights(m, path, meta),
-        Network::Vit(m) => save_weights(m, path, meta),
     }
 }
 

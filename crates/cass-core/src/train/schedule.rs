@@ -47,6 +47,13 @@ impl Schedule {
     }
 }
 
+/// A cosine from `start` at step 0 to `end` at step `total` (DINO's `cosine_scheduler` without
+/// warm-up).
+pub fn cosine(start: f64, end: f64, step: u64, total: u64) -> f64 {
+    let progress = (step as f64 / total.max(1) as f64).min(1.0);
+    end + (start - end) * (1.0 + (std::f64::consts::PI * progress).cos()) / 2.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +96,12 @@ mod tests {
             assert!(lr <= prev);
             prev = lr;
         }
+    }
+
+    #[test]
+    fn cosine_runs_from_start_to_end() {
+        assert!((cosine(0.04, 0.4, 0, 100) - 0.04).abs() < 1e-12);
+        assert!((cosine(0.04, 0.4, 50, 100) - 0.22).abs() < 1e-12);
+        assert!((cosine(0.996, 1.0, 100, 100) - 1.0).abs() < 1e-12);
     }
 }
