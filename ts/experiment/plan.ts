@@ -5,6 +5,7 @@
  * start at every label fraction and seed; sweep runs at the smallest fraction) and kNN probes.
  */
 import type { ArmRecord, MethodName, Network, PretrainRecord, StartName } from './results.js'
+import { pretrainDir, runsOf } from '../methods/info.js'
 
 export interface PlanSettings {
   methods: MethodName[]
@@ -62,10 +63,9 @@ export interface Plan {
 function pretrainUnits(s: PlanSettings, batchSize: number, epochs: number, suffix: string, sweep?: PretrainUnit['sweep']) {
   const units: PretrainUnit[] = []
   for (const method of s.methods) {
-    // CASS trains both networks together; DINO one per run, as in the paper.
-    const groups = method === 'cass' ? [s.networks] : s.networks.map((n) => [n])
-    for (const networks of groups) {
-      const dir = `pretrain/${method === 'cass' ? 'cass' : `dino-${networks[0]}`}${suffix}`
+    // CASS trains both networks together; DINO one per run, as in the paper (`methods/info.ts`).
+    for (const networks of runsOf(method, s.networks)) {
+      const dir = pretrainDir(method, networks, suffix)
       units.push({ method, networks, dir, batchSize, epochs, ...(sweep ? { sweep } : {}) })
     }
   }

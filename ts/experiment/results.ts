@@ -3,10 +3,11 @@
  * configs. The report (`report.html`, `cass report DIR`) is rendered from this file alone.
  */
 import type { Metrics } from '../events.js'
+import type { MethodName } from '../methods/info.js'
 import type { ExperimentSizes } from './run.js'
 
-/** A pre-training method; `random` and `imagenet` are the fine-tuning starts without one. */
-export type MethodName = 'cass' | 'dino'
+/** A pre-training method (`methods/info.ts`); `random` and `imagenet` are the starts without one. */
+export type { MethodName }
 export type StartName = MethodName | 'random' | 'imagenet'
 export type Network = 'cnn' | 'vit'
 

@@ -12,11 +12,11 @@ import path from 'node:path'
 import { type DeviceName, type FinetuneInput, type PresetName, type PretrainInput, parsePretrainConfig } from '../config.js'
 import { type DicomOptions, type LoadedDataset, type SourceFormat, loadDataset } from '../data/dataset.js'
 import { countGroups, stratifiedSplit, sampleFraction } from '../data/splits.js'
-import { type DinoInput, parseDinoConfig } from '../dino-config.js'
-import { pretrainDino } from '../dino.js'
+import type { DinoInput } from '../dino-config.js'
 import { CassError, ConfigError } from '../errors.js'
 import type { ProgressEvent } from '../events.js'
-import { embed, evaluate, finetune, pretrain } from '../index.js'
+import { embed, evaluate, finetune } from '../index.js'
+import { METHOD_START } from '../methods/start.js'
 import { readResults, writeFileAtomic, writeReport } from '../report/write.js'
 import { progressReporter } from '../progress.js'
 import { Eta, armCost, pretrainCost } from './eta.js'
@@ -338,24 +338,12 @@ async function runPretrain(ctx: Ctx, u: PretrainUnit): Promise<PretrainRecord> {
   const t0 = Date.now()
   // `resume: true` continues an interrupted run and starts a fresh one where there is none.
   const common = { images, indices: split.pretrain, outDir, resume: true, signal: opts.signal, onProgress }
-  let config: unknown
-  let r
-  if (u.method === 'cass') {
-    const input: PretrainInput = { preset: opts.preset, ...opts.pretrain, batchSize: u.batchSize, epochs: u.epochs, device }
-    config = parsePretrainConfig(input)
-    r = await pretrain({ ...common, config: input })
-  } else {
-    const input = {
-      preset: opts.preset,
-      ...opts.dino,
-      arch: u.networks[0],
-      batchSize: u.batchSize,
-      epochs: u.epochs,
-      device,
-    } as DinoInput
-    config = parseDinoConfig(input)
-    r = await pretrainDino({ ...common, config: input })
-  }
+  const overrides = { cass: opts.pretrain, dino: opts.dino }[u.method]
+  const { config, job } = METHOD_START[u.method](
+    { preset: opts.preset, overrides, networks: u.networks, batchSize: u.batchSize, epochs: u.epochs, device },
+    common,
+  )
+  const r = await job
   return {
     method: u.method,
     networks: u.networks,

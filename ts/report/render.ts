@@ -7,6 +7,7 @@
  * allows `img-src data:` and no other source).
  */
 import type { ArmRecord, ExperimentResults, KnnRecord, Network, PretrainRecord } from '../experiment/results.js'
+import { METHODS, METHOD_NAMES } from '../methods/info.js'
 import { explanationsSection } from './explanations.js'
 import { type ArmTable, type Summary, armTable, groupBy, isFiniteNumber, list, metricOf, summarize } from './stats.js'
 import { COMPARISON_COLUMNS, type Comparison, VERDICT_RULE, compare, comparisonCells } from './verdict.js'
@@ -14,14 +15,12 @@ import { NO_VALUE, barChart, escapeHtml as esc, figure, fmt, fmtPercent, fmtSig,
 
 // Maps, not object literals: a start named `constructor` in a hostile file must not find Object's.
 const START_LABELS = new Map<string, string>([
-  ['cass', 'CASS'],
-  ['dino', 'DINO'],
+  ...METHOD_NAMES.map((m) => [m, METHODS[m].label] as const),
   ['imagenet', 'ImageNet'],
   ['random', 'random init'],
 ])
-const START_COLORS = new Map([
-  ['cass', '#1f77b4'],
-  ['dino', '#ff7f0e'],
+const START_COLORS = new Map<string, string>([
+  ...METHOD_NAMES.map((m) => [m, METHODS[m].color] as const),
   ['imagenet', '#2ca02c'],
   ['random', '#7f7f7f'],
 ])

@@ -3,6 +3,7 @@
  * seeds, and the arms of `results.json` grouped the way the paper's table reads them.
  */
 import type { ArmRecord, ExperimentResults, Network, StartName } from '../experiment/results.js'
+import { METHOD_NAMES } from '../methods/info.js'
 
 export interface Summary {
   mean: number
@@ -47,7 +48,7 @@ const ordered = <T>(preferred: readonly T[], seen: Iterable<T>): T[] => {
   return [...new Set([...preferred.filter((p) => all.has(p)), ...all])]
 }
 
-const KNOWN_STARTS: StartName[] = ['cass', 'dino', 'imagenet', 'random']
+const KNOWN_STARTS: StartName[] = [...METHOD_NAMES, 'imagenet', 'random']
 
 /** The report's view of the arms: the main (non-sweep) ones, indexed by network, start and fraction. */
 export interface ArmTable {

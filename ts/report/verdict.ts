@@ -29,6 +29,7 @@
  * `better` in 12.5 % of draws.
  */
 import type { ArmRecord, ExperimentResults, Network, StartName } from '../experiment/results.js'
+import { METHODS, METHOD_NAMES } from '../methods/info.js'
 
 /** How many standard errors the mean paired gain must exceed. */
 export const NOISE_FACTOR = 3
@@ -66,8 +67,7 @@ export function pairedVerdict(gains: readonly number[]): PairedVerdict {
 }
 
 const START_NAMES = new Map<string, string>([
-  ['cass', 'CASS'],
-  ['dino', 'DINO'],
+  ...METHOD_NAMES.map((m) => [m, METHODS[m].label] as const),
   ['imagenet', 'ImageNet'],
   ['random', 'random init'],
 ])
@@ -164,7 +164,7 @@ export function compareWithRandom(arms: readonly ScoredArm[]): Comparison[] {
   }
   const networks = [...new Set(arms.map((a) => a.network))].sort((a, b) => rank(['cnn', 'vit'], a) - rank(['cnn', 'vit'], b))
   const fractions = [...new Set(arms.map((a) => a.fraction))].sort((a, b) => a - b)
-  const startOrder: StartName[] = ['cass', 'dino', 'imagenet']
+  const startOrder: StartName[] = [...METHOD_NAMES, 'imagenet']
   const starts = [...new Set(arms.map((a) => a.start))]
     .filter((s) => s !== 'random')
     .sort((a, b) => rank(startOrder, a) - rank(startOrder, b))

@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util'
 
 import { type DemoSizes, runDemo } from '../../demo.js'
 import type { MethodName } from '../../experiment/results.js'
+import { METHOD_NAMES, isMethod } from '../../methods/info.js'
 import type { FinetuneInput, PretrainInput } from '../../index.js'
 import { UsageError, collapseGuardFlag, fractionsFlag, int, interruptible } from '../shared.js'
 
@@ -82,7 +83,7 @@ export async function run(argv: string[]): Promise<void> {
 
 function methodsFlag(v: string): MethodName[] {
   const m = v.split(',').map((s) => s.trim())
-  if (m.length === 0 || m.some((x) => x !== 'cass' && x !== 'dino'))
-    throw new UsageError(`--methods takes cass, dino or cass,dino, not "${v}"`)
+  if (m.length === 0 || !m.every(isMethod))
+    throw new UsageError(`--methods takes a comma-separated list of ${METHOD_NAMES.join(', ')}, not "${v}"`)
   return [...new Set(m)] as MethodName[]
 }

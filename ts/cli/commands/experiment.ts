@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util'
 import { PRESETS, type PresetName } from '../../config.js'
 import { runExperiment } from '../../experiment/run.js'
 import type { MethodName, Network } from '../../experiment/results.js'
+import { METHOD_NAMES } from '../../methods/info.js'
 import { comparisonsOf, formatComparisons } from '../../report/verdict.js'
 import { DICOM_USAGE, UsageError, dataOptions, fractionsFlag, int, interruptible, need, outputFolder } from '../shared.js'
 
@@ -107,7 +108,7 @@ export async function run(argv: string[]): Promise<void> {
     cacheDir: values['cache-dir'],
     datasetName: path.basename(path.resolve(data)),
     outDir: outputFolder(values.out),
-    methods: listFlag<MethodName>(values.methods, 'methods', ['cass', 'dino']),
+    methods: listFlag<MethodName>(values.methods, 'methods', METHOD_NAMES),
     networks: listFlag<Network>(values.archs, 'archs', ['cnn', 'vit']),
     fractions: fractionsFlag(values.fractions),
     seeds,

@@ -1,0 +1,61 @@
+/**
+ * How each method of `methods/info.ts` pre-trains within an experiment: its validated config
+ * (recorded in `results.json`) and the job, from the experiment's preset, the method's
+ * overrides and the unit's networks, batch size and epochs.
+ */
+import { type DeviceName, type PresetName, type PretrainInput, parsePretrainConfig } from '../config.js'
+import { type DinoInput, parseDinoConfig } from '../dino-config.js'
+import { pretrainDino } from '../dino.js'
+import type { ProgressEvent } from '../events.js'
+import { pretrain } from '../index.js'
+import type { MethodName } from './info.js'
+
+export interface MethodRunInput {
+  preset: PresetName
+  /** The method's config overrides as the user gave them (`--config`, API options). */
+  overrides: unknown
+  networks: string[]
+  batchSize: number
+  epochs: number
+  device: DeviceName
+}
+
+/** What every method's job takes besides its config. */
+export interface CommonRun {
+  images: { cacheFile: string }
+  indices: number[]
+  outDir: string
+  resume: boolean
+  signal?: AbortSignal
+  onProgress: (e: ProgressEvent) => void
+}
+
+export interface MethodRun {
+  /** The validated config. */
+  config: unknown
+  job: PromiseLike<{ status: 'completed' | 'cancelled' }>
+}
+
+export const METHOD_START: Record<MethodName, (m: MethodRunInput, common: CommonRun) => MethodRun> = {
+  cass: (m, common) => {
+    const input: PretrainInput = {
+      preset: m.preset,
+      ...(m.overrides as PretrainInput | undefined),
+      batchSize: m.batchSize,
+      epochs: m.epochs,
+      device: m.device,
+    }
+    return { config: parsePretrainConfig(input), job: pretrain({ ...common, config: input }) }
+  },
+  dino: (m, common) => {
+    const input = {
+      preset: m.preset,
+      ...(m.overrides as Omit<DinoInput, 'arch'> | undefined),
+      arch: m.networks[0],
+      batchSize: m.batchSize,
+      epochs: m.epochs,
+      device: m.device,
+    } as DinoInput
+    return { config: parseDinoConfig(input), job: pretrainDino({ ...common, config: input }) }
+  },
+}
