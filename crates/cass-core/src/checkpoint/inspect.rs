@@ -58,6 +58,7 @@ impl Checkpoint {
             })?;
         let state_path = dir.join("state.json");
         let v = read_json(&state_path)?;
+        super::check_state_version(&v, &state_path)?;
         let bad = |what: &str| CassError::data("bad-checkpoint", format!("state.json {what}"), Some(&state_path));
         let method = v
             .get("kind")

@@ -45,6 +45,9 @@ fn differing_settings<C: Serialize>(kept: &C, given: &C) -> Vec<String> {
 /// Position of a run, saved in `state.json` beside the weights.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PretrainState<C> {
+    /// The file format's version ([`crate::checkpoint::STATE_VERSION`]; 1 when absent).
+    #[serde(default = "crate::checkpoint::unversioned_state")]
+    pub version: u32,
     pub kind: String,
     pub config: C,
     /// Optimisation steps done: the next step's index, which is also the schedule position.
@@ -77,6 +80,7 @@ pub fn read_state<C: DeserializeOwned>(dir: &Path, kind: &str) -> Result<Pretrai
     let bytes = crate::checkpoint::read_bounded(&path, 256 << 20, "state.json")?;
     let head: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| CassError::data("bad-checkpoint", format!("unreadable state: {e}"), Some(&path)))?;
+    crate::checkpoint::check_state_version(&head, &path)?;
     let found = head.get("kind").and_then(|k| k.as_str()).unwrap_or("none");
     if found != kind {
         return Err(CassError::data(
@@ -241,6 +245,8 @@ pub fn run<M: Method>(
             (
                 M::load(&cfg, &ckpt_dir, &device)?,
                 PretrainState {
+                    // A resumed run writes its checkpoints in this build's format.
+                    version: checkpoint::STATE_VERSION,
                     config: cfg.clone(),
                     ..s
                 },
@@ -249,6 +255,7 @@ pub fn run<M: Method>(
         None => (
             M::init(&cfg, &device)?,
             PretrainState {
+                version: checkpoint::STATE_VERSION,
                 kind: M::KIND.into(),
                 config: cfg.clone(),
                 step: 0,

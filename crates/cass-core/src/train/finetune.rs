@@ -154,6 +154,7 @@ impl Learner for FinetuneLearner<'_> {
             self.best = Some((epoch, val_loss, self.net.valid()));
             self.since_best = 0;
             let state = FinetuneState {
+                version: checkpoint::STATE_VERSION,
                 kind: FINETUNE_KIND.into(),
                 config: FinetuneConfig {
                     augment: self.augment,

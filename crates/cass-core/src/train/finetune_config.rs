@@ -114,6 +114,9 @@ pub struct EpochRecord {
 /// `state.json` of a fine-tuned checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FinetuneState {
+    /// The file format's version ([`crate::checkpoint::STATE_VERSION`]; 1 when absent).
+    #[serde(default = "crate::checkpoint::unversioned_state")]
+    pub version: u32,
     pub kind: String,
     pub config: FinetuneConfig,
     /// The architecture actually trained (from the pre-training checkpoint when there was one).
