@@ -6,6 +6,7 @@ import test from 'ava'
 import sharp from 'sharp'
 
 import { CassError, type InMemoryImages, embed, evaluate, finetune, loadModel, pretrain } from '../ts/index.js'
+import { monochrome } from './dicom-files.js'
 import { stripes, tempDir, tinyPretrain } from './helpers.js'
 
 const SIDE = 16
@@ -147,5 +148,27 @@ test('hostile inputs to a model are named errors: a FIFO, a folder, bytes that a
   await t.throwsAsync(model.predict({ pixels: new Uint8Array(5), count: 1, height: 2, width: 2 }), { message: /input\.pixels/ })
   await t.throwsAsync(loadModel(path.join(root, 'ft'), { maxBatch: 0 }), { message: /maxBatch/ })
   await t.throwsAsync(loadModel(dir), { instanceOf: CassError, message: /no checkpoint/ })
+  await model.close()
+})
+
+test('a DICOM path answers as the same pixels do: the window maps the stored values to 8 bits first', async (t) => {
+  await trained
+  const model = await loadModel(path.join(root, 'ft'), { device: 'cpu' })
+  const dir = tempDir('model-dicom')
+  // Image 0's first channel, stored as 8-bit MONOCHROME2 with the window 128/256, which is the
+  // identity on 0-255 (DICOM's linear window: (x - 127.5) / 255 + 0.5).
+  const grey = Array.from({ length: SIDE * SIDE }, (_, p) => one(0).pixels[p * 3])
+  const file = path.join(dir, 'scan.dcm')
+  writeFileSync(file, monochrome({ rows: SIDE, columns: SIDE, bits: 8, window: [128, 256], pixels: grey }))
+  const rgb = new Uint8Array(grey.flatMap((v) => [v, v, v]))
+  const [fromDicom] = await model.predict(file)
+  const [fromPixels] = await model.predict({ pixels: rgb, count: 1, height: SIDE, width: SIDE })
+  t.deepEqual(Array.from(fromDicom.scores), Array.from(fromPixels.scores))
+  // Another window gives other pixels, so other scores; a bad window is named.
+  const [lung] = await model.predict(file, { dicom: { window: 'lung' } })
+  t.notDeepEqual(Array.from(lung.scores), Array.from(fromPixels.scores))
+  await t.throwsAsync(model.predict(file, { dicom: { window: 'liver' } }), { message: /dicom\.window/ })
+  const [maps] = await model.explain(file)
+  t.is(maps.map.length, SIDE * SIDE)
   await model.close()
 })

@@ -12,7 +12,10 @@
 import path from 'node:path'
 
 import { type DeviceName, deviceSchema } from './config.js'
+import { type DicomOptions, dicomReadOptions } from './data/dataset.js'
 import { type ImageSource, decodeImage } from './data/decode.js'
+import { readDicomFile } from './data/dicom/read.js'
+import { hasDicomMagic } from './data/discover.js'
 import { ConfigError, DataError, fromNative } from './errors.js'
 import type { Embeddings } from './events.js'
 import type { InMemoryImages } from './inputs.js'
@@ -79,6 +82,13 @@ export interface Prediction {
 export interface RunOptions {
   /** Images per call to the engine (default 32); calls are pipelined with decoding. */
   batchSize?: number
+  /**
+   * DICOM files among the paths (`.dcm`, `.dicom`, or the DICM preamble): the window to 8 bits,
+   * as the training data was windowed (`window: 'lung'` or `'C,W'`, or three `windows` as the
+   * channels); default the file's own window, else its 0.5-99.5 percentiles. A multi-frame
+   * file gives its middle frame.
+   */
+  dicom?: Pick<DicomOptions, 'window' | 'windows'>
 }
 
 /**
@@ -335,6 +345,10 @@ export class Model {
     const batch = checkInt(options.batchSize, 'batchSize', MAX_BATCH, 32)
     const side = this.info.imageSize
     const { count, at, exact } = sources(input, side)
+    const dicom = dicomReadOptions({ ...options.dicom, frames: 'middle' })
+    const isDicom = (file: string) => /\.(dcm|dicom)$/i.test(file) || hasDicomMagic(file)
+    const decodeOne = async (src: ImageSource): Promise<Buffer> =>
+      'file' in src && isDicom(src.file) ? (await readDicomFile(src.file, side, dicom)).images[0] : decodeImage(src, side)
     if (expected !== undefined && expected !== count) {
       throw new ConfigError(`invalid argument at \`target\`: ${expected} targets for ${count} images`, 'target', [])
     }
@@ -346,7 +360,7 @@ export class Model {
       if (exact) return exact.subarray(start * side * side * 3, end * side * side * 3)
       const parts = await Promise.all(
         Array.from({ length: end - start }, (_, k) =>
-          decodeImage(at(start + k), side).catch((e: Error) => {
+          decodeOne(at(start + k)).catch((e: Error) => {
             const src = at(start + k)
             const where = 'file' in src ? src.file : `input[${start + k}]`
             throw new DataError(
