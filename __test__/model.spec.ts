@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { cpSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
 import test from 'ava'
 import sharp from 'sharp'
 
+import { writeInputRecord } from '../ts/io/input-record.js'
 import { CassError, type InMemoryImages, embed, evaluate, finetune, loadModel, pretrain } from '../ts/index.js'
 import { monochrome } from './dicom-files.js'
 import { stripes, tempDir, tinyPretrain } from './helpers.js'
@@ -171,4 +172,20 @@ test('a DICOM path answers as the same pixels do: the window maps the stored val
   const [maps] = await model.explain(file)
   t.is(maps.map.length, SIDE * SIDE)
   await model.close()
+
+  // A run that recorded its window (input.json, as cass finetune writes it) applies it by default.
+  const run = path.join(dir, 'ft-lung')
+  cpSync(path.join(root, 'ft'), run, { recursive: true })
+  writeInputRecord(run, { window: 'lung', frames: 'all' })
+  t.deepEqual(JSON.parse(readFileSync(path.join(run, 'input.json'), 'utf8')), { dicom: { window: 'lung' } })
+  const recorded = await loadModel(path.join(run, 'best'), { device: 'cpu' })
+  const [byRecord] = await recorded.predict(file)
+  t.deepEqual(Array.from(byRecord.scores), Array.from(lung.scores))
+  const [byCall] = await recorded.predict(file, { dicom: { window: '128,256' } })
+  t.deepEqual(Array.from(byCall.scores), Array.from(fromPixels.scores), "the call's window wins")
+  await recorded.close()
+  writeFileSync(path.join(run, 'input.json'), '{"dicom": {"window": 7}}')
+  const bad = await t.throwsAsync<CassError>(loadModel(run, { device: 'cpu' }))
+  t.is(bad?.code, 'bad-checkpoint')
+  t.regex(bad?.message ?? '', /input\.json/)
 })

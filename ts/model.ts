@@ -19,6 +19,7 @@ import { hasDicomMagic } from './data/discover.js'
 import { ConfigError, DataError, fromNative } from './errors.js'
 import type { Embeddings } from './events.js'
 import type { InMemoryImages } from './inputs.js'
+import { type InputRecord, readInputRecord } from './io/input-record.js'
 import { native } from './native.js'
 import type * as Binding from '../index.js'
 
@@ -85,8 +86,9 @@ export interface RunOptions {
   /**
    * DICOM files among the paths (`.dcm`, `.dicom`, or the DICM preamble): the window to 8 bits,
    * as the training data was windowed (`window: 'lung'` or `'C,W'`, or three `windows` as the
-   * channels); default the file's own window, else its 0.5-99.5 percentiles. A multi-frame
-   * file gives its middle frame.
+   * channels). Default: the window its run recorded (`input.json`, written by `cass pretrain`,
+   * `cass finetune` and `cass experiment`), else the file's own, else its 0.5-99.5
+   * percentiles. A multi-frame file gives its middle frame.
    */
   dicom?: Pick<DicomOptions, 'window' | 'windows'>
 }
@@ -208,10 +210,12 @@ interface Answer {
 export class Model {
   readonly info: ModelInfo
   readonly #native: Binding.BindingModel
+  readonly #recorded: InputRecord
 
   /** @internal use {@link loadModel} */
-  constructor(handle: Binding.BindingModel) {
+  constructor(handle: Binding.BindingModel, recorded: InputRecord = {}) {
     this.#native = handle
+    this.#recorded = recorded
     const i = handle.info
     this.info = {
       arch: i.arch as ModelInfo['arch'],
@@ -345,7 +349,8 @@ export class Model {
     const batch = checkInt(options.batchSize, 'batchSize', MAX_BATCH, 32)
     const side = this.info.imageSize
     const { count, at, exact } = sources(input, side)
-    const dicom = dicomReadOptions({ ...options.dicom, frames: 'middle' })
+    // The call's window, else the one the run recorded (`input.json`), else the file's own.
+    const dicom = dicomReadOptions({ ...(options.dicom ?? this.#recorded.dicom), frames: 'middle' })
     const isDicom = (file: string) => /\.(dcm|dicom)$/i.test(file) || hasDicomMagic(file)
     const decodeOne = async (src: ImageSource): Promise<Buffer> =>
       'file' in src && isDicom(src.file) ? (await readDicomFile(src.file, side, dicom)).images[0] : decodeImage(src, side)
@@ -429,8 +434,9 @@ export async function loadModel(checkpoint: string, options: LoadModelOptions = 
     throw new ConfigError(`invalid argument at \`batchWaitMs\`: expected 0 to 1000, got ${String(wait)}`, 'batchWaitMs', [])
   }
   try {
+    const recorded = readInputRecord(checkpoint)
     const handle = await native().loadModel(path.resolve(checkpoint), options.arch, device, { maxBatch, batchWaitMs: wait })
-    return new Model(handle)
+    return new Model(handle, recorded)
   } catch (e) {
     throw fromNative(e)
   }

@@ -24,6 +24,7 @@ import { explainBest } from './explanations.js'
 import { knnClassify } from './knn.js'
 import { type ArmUnit, type KnnUnit, type PretrainUnit, armKey, armTag, planExperiment } from './plan.js'
 import type { ExperimentResults, MethodName, Network, PretrainRecord } from './results.js'
+import { writeInputRecord } from '../io/input-record.js'
 import { makeDir } from '../io/make-dir.js'
 
 export interface ExperimentSizes {
@@ -397,6 +398,7 @@ async function runArm(ctx: Ctx, a: ArmUnit) {
     throw e
   })
   if (ft === undefined || ft.status === 'cancelled') return undefined
+  writeInputRecord(path.join(ctx.out, 'finetune', tag), opts.dicom)
   const trainSec = (Date.now() - t0) / 1000
   const test = await evaluate({ checkpoint: ft.checkpoint, images, data: samples(split.test), device })
   return {

@@ -6,7 +6,8 @@ import { sampleFraction } from '../../data/splits.js'
 import { checkFinetuneOutDir } from '../../inputs.js'
 import { type FinetuneInput, evaluate, finetune, inspectCheckpoint, parseFinetuneConfig } from '../../index.js'
 import { progressReporter } from '../../progress.js'
-import { DATA_OPTIONS, UsageError, int, interruptible, load, need, outputFolder, readConfig } from '../shared.js'
+import { DATA_OPTIONS, UsageError, dataOptions, int, interruptible, load, need, outputFolder, readConfig } from '../shared.js'
+import { writeInputRecord } from '../../io/input-record.js'
 import { writeOutputFile } from '../../io/output-file.js'
 
 export const usage = `cass finetune --data PATH --arch cnn|vit --labels F --out DIR (--from DIR | --weights REF | --init random) [options]
@@ -107,6 +108,7 @@ export async function run(argv: string[]): Promise<void> {
     metrics,
   }
   writeOutputFile(path.join(out, 'metrics.json'), `${JSON.stringify(result, null, 2)}\n`)
+  writeInputRecord(out, dataOptions(values).dicom)
   process.stdout.write(
     `${JSON.stringify({ checkpoint: r.checkpoint, macroF1: metrics.macroF1, balancedAccuracy: metrics.balancedAccuracy, accuracy: metrics.accuracy })}\n`,
   )

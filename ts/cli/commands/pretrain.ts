@@ -16,9 +16,11 @@ import {
   metricsLog,
   need,
   outputFolder,
+  dataOptions,
   readConfig,
   truncateMetricsLog,
 } from '../shared.js'
+import { writeInputRecord } from '../../io/input-record.js'
 import { makeDir } from '../../io/make-dir.js'
 
 export const usage = `cass pretrain --data PATH --out DIR [options]
@@ -95,6 +97,7 @@ export async function run(argv: string[]): Promise<void> {
   outputFolder(out)
   const ds = await load('pretrain', values, config.imageSize)
   makeDir(out)
+  writeInputRecord(out, dataOptions(values).dicom)
   const logFile = path.join(out, 'metrics.jsonl')
   // A replaced run's step log goes with it.
   if (values.overwrite) rmSync(logFile, { force: true })
