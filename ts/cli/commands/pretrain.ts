@@ -97,7 +97,6 @@ export async function run(argv: string[]): Promise<void> {
   outputFolder(out)
   const ds = await load('pretrain', values, config.imageSize)
   makeDir(out)
-  writeInputRecord(out, dataOptions(values).dicom)
   const logFile = path.join(out, 'metrics.jsonl')
   // A replaced run's step log goes with it.
   if (values.overwrite) rmSync(logFile, { force: true })
@@ -125,6 +124,8 @@ export async function run(argv: string[]): Promise<void> {
       log(e)
     },
   })
+  // After the job (which held the folder's lock): a stopped run's checkpoint is resumable too.
+  writeInputRecord(out, dataOptions(values).dicom)
   process.stdout.write(
     `${JSON.stringify({ status: r.status, steps: r.steps, checkpoint: r.checkpoint, epochMeanLosses: r.epochMeanLosses })}\n`,
   )
