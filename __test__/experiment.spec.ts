@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
@@ -200,4 +201,26 @@ test('an experiment runs every arm, survives being stopped, and resumes without 
     t.regex(refused.message, named)
   }
   t.is(JSON.parse(readFileSync(file, 'utf8')).arms.length, 12)
+})
+
+test('method configs: every override is checked before anything runs, and the CLI reads them from files', async (t) => {
+  const root = tempDir('experiment-configs')
+  const data = stripedNpz(root)
+  const bad = { ...options(root, data), dino: { ...options(root, data).dino, outDim: -4 } }
+  const err = await t.throwsAsync(runExperiment(bad), { instanceOf: ConfigError })
+  t.regex(err.message, /outDim/)
+  t.false(existsSync(path.join(root, 'exp', 'pretrain')), 'nothing pre-trained before the check')
+
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'ts', 'cli.ts'), 'experiment', ...args], {
+      encoding: 'utf8',
+    })
+  const file = path.join(root, 'dino.json')
+  writeFileSync(file, JSON.stringify({ outDim: -4 }))
+  const refused = cli('--data', data, '--out', path.join(root, 'cli'), '--method-config', `dino=${file}`)
+  t.is(refused.status, 2, refused.stderr)
+  t.regex(refused.stderr, /outDim/)
+  const unknown = cli('--data', data, '--method-config', `vicreg=${file}`)
+  t.is(unknown.status, 2)
+  t.regex(unknown.stderr, /NAME one of cass, dino, finetune/)
 })

@@ -16,7 +16,8 @@ import type { DinoInput } from '../dino-config.js'
 import { CassError, ConfigError } from '../errors.js'
 import type { ProgressEvent } from '../events.js'
 import { embed, evaluate, finetune } from '../index.js'
-import { METHOD_START } from '../methods/start.js'
+import { runsOf } from '../methods/info.js'
+import { METHOD_CONFIG, METHOD_START } from '../methods/start.js'
 import { readResults, writeFileAtomic, writeReport } from '../report/write.js'
 import { progressReporter } from '../progress.js'
 import { Eta, armCost, pretrainCost } from './eta.js'
@@ -129,6 +130,12 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   makeDir(out)
   const device = opts.device ?? 'auto'
   const cassBase = parsePretrainConfig({ preset: opts.preset, ...opts.pretrain, epochs: opts.sizes.pretrainEpochs, device })
+  // Every method's overrides are checked before anything runs, not when its turn comes.
+  for (const method of opts.methods) {
+    const overrides = { cass: opts.pretrain, dino: opts.dino }[method]
+    const networks = runsOf(method, opts.networks)[0] ?? []
+    METHOD_CONFIG[method]({ preset: opts.preset, overrides, networks, batchSize: cassBase.batchSize, epochs: 1, device })
+  }
   const settings: ExperimentResults['settings'] = {
     methods: opts.methods,
     networks: opts.networks,

@@ -36,26 +36,31 @@ export interface MethodRun {
   job: PromiseLike<{ status: 'completed' | 'cancelled' }>
 }
 
+const cassInput = (m: MethodRunInput): PretrainInput => ({
+  preset: m.preset,
+  ...(m.overrides as PretrainInput | undefined),
+  batchSize: m.batchSize,
+  epochs: m.epochs,
+  device: m.device,
+})
+
+const dinoInput = (m: MethodRunInput) =>
+  ({
+    preset: m.preset,
+    ...(m.overrides as Omit<DinoInput, 'arch'> | undefined),
+    arch: m.networks[0],
+    batchSize: m.batchSize,
+    epochs: m.epochs,
+    device: m.device,
+  }) as DinoInput
+
+/** Each method's validated config for a unit (a `ConfigError` naming the field otherwise). */
+export const METHOD_CONFIG: Record<MethodName, (m: MethodRunInput) => unknown> = {
+  cass: (m) => parsePretrainConfig(cassInput(m)),
+  dino: (m) => parseDinoConfig(dinoInput(m)),
+}
+
 export const METHOD_START: Record<MethodName, (m: MethodRunInput, common: CommonRun) => MethodRun> = {
-  cass: (m, common) => {
-    const input: PretrainInput = {
-      preset: m.preset,
-      ...(m.overrides as PretrainInput | undefined),
-      batchSize: m.batchSize,
-      epochs: m.epochs,
-      device: m.device,
-    }
-    return { config: parsePretrainConfig(input), job: pretrain({ ...common, config: input }) }
-  },
-  dino: (m, common) => {
-    const input = {
-      preset: m.preset,
-      ...(m.overrides as Omit<DinoInput, 'arch'> | undefined),
-      arch: m.networks[0],
-      batchSize: m.batchSize,
-      epochs: m.epochs,
-      device: m.device,
-    } as DinoInput
-    return { config: parseDinoConfig(input), job: pretrainDino({ ...common, config: input }) }
-  },
+  cass: (m, common) => ({ config: METHOD_CONFIG.cass(m), job: pretrain({ ...common, config: cassInput(m) }) }),
+  dino: (m, common) => ({ config: METHOD_CONFIG.dino(m), job: pretrainDino({ ...common, config: dinoInput(m) }) }),
 }

@@ -2,12 +2,22 @@
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 
-import { PRESETS, type PresetName } from '../../config.js'
-import { runExperiment } from '../../experiment/run.js'
+import { type FinetuneInput, PRESETS, type PresetName, type PretrainInput } from '../../config.js'
+import { type ExperimentOptions, runExperiment } from '../../experiment/run.js'
 import type { MethodName, Network } from '../../experiment/results.js'
 import { METHOD_NAMES } from '../../methods/info.js'
 import { comparisonsOf, formatComparisons } from '../../report/verdict.js'
-import { DICOM_USAGE, UsageError, dataOptions, fractionsFlag, int, interruptible, need, outputFolder } from '../shared.js'
+import {
+  DICOM_USAGE,
+  UsageError,
+  dataOptions,
+  fractionsFlag,
+  int,
+  interruptible,
+  need,
+  outputFolder,
+  readConfig,
+} from '../shared.js'
 
 export const usage = `cass experiment --data PATH [--methods cass,dino] [--archs cnn,vit]
                 [--fractions 0.01,0.1,1] [--seeds 3] [--preset cpu-small|paper] [--out DIR]
@@ -31,6 +41,11 @@ ${DICOM_USAGE}  --device cpu|cuda|wgpu|auto   (default auto, as for cass pretrai
   --seeds-at-full N             seeds at fraction 1, where every seed sees the same images
                                 (default: --seeds)
   --k N                         neighbours of the kNN probe (default 20)
+  --method-config NAME=FILE.json
+                                a method's config fields (the API's names: cass as for cass
+                                pretrain, dino as for the DINO config, finetune for every
+                                fine-tuning) over the preset; repeatable, part of the experiment's
+                                identity (another file in the same --out is refused)
   --imagenet-cnn REF, --imagenet-vit REF
                                 also fine-tune from these weights, the paper's start (imagenet,
                                 hf:owner/name or a timm-named file); the network must have the
@@ -43,6 +58,28 @@ function listFlag<T extends string>(v: string, flag: string, allowed: readonly T
   if (bad !== undefined || items.length === 0)
     throw new UsageError(`--${flag} takes a comma-separated list of ${allowed.join(', ')}, not "${v}"`)
   return [...new Set(items)] as T[]
+}
+
+/**
+ * `--method-config NAME=FILE` flags as the experiment's overrides: `cass` (the pre-training
+ * config), `dino`, or `finetune`; each file a JSON object, read bounded.
+ */
+function methodConfigs(flags: string[]): Pick<ExperimentOptions, 'pretrain' | 'dino' | 'finetune'> {
+  const out: Record<string, Record<string, unknown>> = {}
+  const names = [...METHOD_NAMES, 'finetune']
+  for (const flag of flags) {
+    const at = flag.indexOf('=')
+    const name = flag.slice(0, at)
+    if (at < 1 || !names.includes(name))
+      throw new UsageError(`--method-config takes NAME=FILE.json with NAME one of ${names.join(', ')}, not "${flag}"`)
+    if (Object.hasOwn(out, name)) throw new UsageError(`--method-config names ${name} twice`)
+    out[name] = readConfig(flag.slice(at + 1))
+  }
+  return {
+    ...(out.cass ? { pretrain: out.cass as PretrainInput } : {}),
+    ...(out.dino ? { dino: out.dino as ExperimentOptions['dino'] } : {}),
+    ...(out.finetune ? { finetune: out.finetune as FinetuneInput } : {}),
+  }
 }
 
 function intsFlag(v: string | undefined, flag: string): number[] | undefined {
@@ -84,6 +121,7 @@ export async function run(argv: string[]): Promise<void> {
       k: { type: 'string' },
       'imagenet-cnn': { type: 'string' },
       'imagenet-vit': { type: 'string' },
+      'method-config': { type: 'string', multiple: true },
       help: { type: 'boolean', default: false },
     },
   })
@@ -126,6 +164,7 @@ export async function run(argv: string[]): Promise<void> {
       finetuneMaxEpochs: int(values['max-epochs'], 'max-epochs') ?? (PRESETS[preset].finetune.maxEpochs as number),
     },
     k: int(values.k, 'k'),
+    ...methodConfigs(values['method-config'] ?? []),
     imagenet: {
       ...(values['imagenet-cnn'] ? { cnn: values['imagenet-cnn'] } : {}),
       ...(values['imagenet-vit'] ? { vit: values['imagenet-vit'] } : {}),
