@@ -223,4 +223,33 @@ test('method configs: every override is checked before anything runs, and the CL
   const unknown = cli('--data', data, '--method-config', `vicreg=${file}`)
   t.is(unknown.status, 2)
   t.regex(unknown.stderr, /NAME one of cass, dino, finetune/)
+  // A variant in --methods needs its --method-config; a malformed tag is refused.
+  const undefinedVariant = cli('--data', data, '--methods', 'cass,cass@x')
+  t.is(undefinedVariant.status, 2)
+  t.regex(undefinedVariant.stderr, /--methods takes a comma-separated list of cass, dino, not "cass,cass@x"/)
+  const badTag = cli('--data', data, '--method-config', `cass@Bad Tag=${file}`)
+  t.is(badTag.status, 2)
+  t.regex(badTag.stderr, /variant METHOD@TAG/)
+})
+
+test('named variants: cass and cass@oneview pre-train separately, each with its config, and the report names both', async (t) => {
+  const root = tempDir('experiment-variants')
+  const data = stripedNpz(root)
+  const opts: ExperimentOptions = {
+    ...options(root, data),
+    methods: ['cass', 'cass@oneview'],
+    networks: ['cnn'],
+    fractions: [1],
+    variants: { 'cass@oneview': { views: 1, collapseGuard: null } },
+  }
+  const r = await runExperiment(opts)
+  const dirs = r.pretraining.map((p) => p.dir).sort()
+  t.deepEqual(dirs, ['pretrain/cass', 'pretrain/cass@oneview'])
+  const views = Object.fromEntries(r.pretraining.map((p) => [p.method, (p.config as { views: number }).views]))
+  t.deepEqual(views, { cass: 2, 'cass@oneview': 1 })
+  t.deepEqual([...new Set(r.arms.map((a) => a.start))].sort(), ['cass', 'cass@oneview', 'random'])
+  t.regex(readFileSync(path.join(root, 'exp', 'report.html'), 'utf8'), /CASS@oneview/)
+  // A variant listed without its config is refused before anything runs.
+  const missing = { ...opts, outDir: path.join(root, 'other'), variants: {} }
+  await t.throwsAsync(runExperiment(missing), { instanceOf: ConfigError, message: /cass@oneview has no config/ })
 })

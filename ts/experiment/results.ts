@@ -3,11 +3,11 @@
  * configs. The report (`report.html`, `cass report DIR`) is rendered from this file alone.
  */
 import type { Metrics } from '../events.js'
-import type { MethodName } from '../methods/info.js'
+import type { MethodRef } from '../methods/info.js'
 import type { ExperimentSizes } from './run.js'
 
-/** A pre-training method (`methods/info.ts`); `random` and `imagenet` are the starts without one. */
-export type { MethodName }
+/** A pre-training method or a named variant of one (`methods/info.ts`); `random` and `imagenet` are the starts without one. */
+export type MethodName = MethodRef
 export type StartName = MethodName | 'random' | 'imagenet'
 export type Network = 'cnn' | 'vit'
 
@@ -124,7 +124,7 @@ export interface ExperimentResults {
     /** The CSV column patients were grouped by. */
     groupBy?: string
     /** The config overrides of each method and of fine-tuning, as given. */
-    overrides?: { pretrain: unknown; dino: unknown; finetune: unknown }
+    overrides?: { pretrain: unknown; dino: unknown; finetune: unknown; variants?: unknown }
   }
   pretraining: PretrainRecord[]
   arms: ArmRecord[]

@@ -16,7 +16,7 @@ import type { DinoInput } from '../dino-config.js'
 import { CassError, ConfigError } from '../errors.js'
 import type { ProgressEvent } from '../events.js'
 import { embed, evaluate, finetune } from '../index.js'
-import { runsOf } from '../methods/info.js'
+import { baseOf, runsOf } from '../methods/info.js'
 import { METHOD_CONFIG, METHOD_START } from '../methods/start.js'
 import { readResults, writeFileAtomic, writeReport } from '../report/write.js'
 import { progressReporter } from '../progress.js'
@@ -66,6 +66,11 @@ export interface ExperimentOptions {
    * must give the network the file's shape (e.g. `--preset paper`).
    */
   imagenet?: Partial<Record<Network, string>>
+  /**
+   * Named variants `method@tag` listed in `methods` (e.g. `cass@hinge`): each one's config
+   * fields, over its method's overrides.
+   */
+  variants?: Record<string, Record<string, unknown>>
   /** Overrides of each method's and of fine-tuning's preset config. */
   pretrain?: PretrainInput
   dino?: Omit<DinoInput, 'arch'>
@@ -122,6 +127,19 @@ function differences(before: unknown, now: unknown, at = ''): string[] {
   return a === b ? [] : [`${at}: ${a.slice(0, 80)} there, ${b.slice(0, 80)} here`]
 }
 
+/**
+ * A method's config overrides: its base method's (`pretrain` for CASS, `dino`), then, for a
+ * variant `method@tag`, the variant's own fields over them.
+ */
+function overridesOf(opts: ExperimentOptions, ref: MethodName): Record<string, unknown> | undefined {
+  const base = { cass: opts.pretrain, dino: opts.dino }[baseOf(ref)] as Record<string, unknown> | undefined
+  if (ref === baseOf(ref)) return base
+  const own = opts.variants?.[ref]
+  if (own === undefined)
+    throw new ConfigError(`invalid argument at \`variants\`: the variant ${ref} has no config (give its fields)`, 'variants', [])
+  return { ...base, ...own }
+}
+
 export async function runExperiment(opts: ExperimentOptions): Promise<ExperimentResults> {
   // On a terminal a unit's progress is a live line; a log line first clears it.
   const tty = opts.log === undefined && process.stderr.isTTY === true
@@ -132,9 +150,9 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   const cassBase = parsePretrainConfig({ preset: opts.preset, ...opts.pretrain, epochs: opts.sizes.pretrainEpochs, device })
   // Every method's overrides are checked before anything runs, not when its turn comes.
   for (const method of opts.methods) {
-    const overrides = { cass: opts.pretrain, dino: opts.dino }[method]
     const networks = runsOf(method, opts.networks)[0] ?? []
-    METHOD_CONFIG[method]({ preset: opts.preset, overrides, networks, batchSize: cassBase.batchSize, epochs: 1, device })
+    const overrides = overridesOf(opts, method)
+    METHOD_CONFIG[baseOf(method)]({ preset: opts.preset, overrides, networks, batchSize: cassBase.batchSize, epochs: 1, device })
   }
   const settings: ExperimentResults['settings'] = {
     methods: opts.methods,
@@ -154,8 +172,15 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     ...(opts.format ? { format: opts.format } : {}),
     ...(opts.dicom && Object.keys(opts.dicom).length ? { dicom: { ...opts.dicom } } : {}),
     ...(opts.groupBy !== undefined ? { groupBy: opts.groupBy } : {}),
-    ...(opts.pretrain || opts.dino || opts.finetune
-      ? { overrides: { pretrain: opts.pretrain ?? {}, dino: opts.dino ?? {}, finetune: opts.finetune ?? {} } }
+    ...(opts.pretrain || opts.dino || opts.finetune || opts.variants
+      ? {
+          overrides: {
+            pretrain: opts.pretrain ?? {},
+            dino: opts.dino ?? {},
+            finetune: opts.finetune ?? {},
+            ...(opts.variants ? { variants: opts.variants } : {}),
+          },
+        }
       : {}),
   }
   const file = path.join(out, 'results.json')
@@ -346,8 +371,8 @@ async function runPretrain(ctx: Ctx, u: PretrainUnit): Promise<PretrainRecord> {
   const t0 = Date.now()
   // `resume: true` continues an interrupted run and starts a fresh one where there is none.
   const common = { images, indices: split.pretrain, outDir, resume: true, signal: opts.signal, onProgress }
-  const overrides = { cass: opts.pretrain, dino: opts.dino }[u.method]
-  const { config, job } = METHOD_START[u.method](
+  const overrides = overridesOf(opts, u.method)
+  const { config, job } = METHOD_START[baseOf(u.method)](
     { preset: opts.preset, overrides, networks: u.networks, batchSize: u.batchSize, epochs: u.epochs, device },
     common,
   )

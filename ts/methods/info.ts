@@ -29,12 +29,36 @@ export const METHOD_NAMES = Object.keys(METHODS) as MethodName[]
 
 export const isMethod = (x: unknown): x is MethodName => typeof x === 'string' && Object.hasOwn(METHODS, x)
 
-/** The networks each pre-training run of `method` trains, given the experiment's networks. */
-export function runsOf<N extends string>(method: MethodName, networks: readonly N[]): N[][] {
-  return METHODS[method].together ? [[...networks]] : networks.map((n) => [n])
+/**
+ * A method as an experiment names it: the method, or a named variant `method@tag` whose config
+ * differs (`cass@hinge`), so that several settings of one method are compared in one report.
+ */
+export type MethodRef = MethodName | `${MethodName}@${string}`
+
+const TAG = /^[a-z0-9][a-z0-9-]{0,31}$/
+
+/** Whether `x` names a method or a well-formed variant of one (tag: a-z, 0-9, `-`, up to 32). */
+export function isMethodRef(x: unknown): x is MethodRef {
+  if (typeof x !== 'string') return false
+  const [base, tag, ...rest] = x.split('@')
+  return isMethod(base) && rest.length === 0 && (tag === undefined || TAG.test(tag))
 }
 
-/** A pre-training run's folder under the experiment's: `pretrain/cass`, `pretrain/dino-vit`, plus a sweep suffix. */
-export function pretrainDir(method: MethodName, networks: readonly string[], suffix = ''): string {
-  return `pretrain/${METHODS[method].together ? method : `${method}-${networks.join('-')}`}${suffix}`
+/** The method a reference runs. */
+export const baseOf = (ref: MethodRef): MethodName => ref.split('@')[0] as MethodName
+
+/** `CASS`, `CASS@hinge`. */
+export const methodLabel = (ref: MethodRef): string => {
+  const [base, tag] = ref.split('@')
+  return `${METHODS[base as MethodName].label}${tag ? `@${tag}` : ''}`
+}
+
+/** The networks each pre-training run of `method` trains, given the experiment's networks. */
+export function runsOf<N extends string>(method: MethodRef, networks: readonly N[]): N[][] {
+  return METHODS[baseOf(method)].together ? [[...networks]] : networks.map((n) => [n])
+}
+
+/** A pre-training run's folder under the experiment's: `pretrain/cass`, `pretrain/dino-vit`, `pretrain/cass@hinge`, plus a sweep suffix. */
+export function pretrainDir(method: MethodRef, networks: readonly string[], suffix = ''): string {
+  return `pretrain/${METHODS[baseOf(method)].together ? method : `${method}-${networks.join('-')}`}${suffix}`
 }

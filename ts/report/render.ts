@@ -7,7 +7,7 @@
  * allows `img-src data:` and no other source).
  */
 import type { ArmRecord, ExperimentResults, KnnRecord, Network, PretrainRecord } from '../experiment/results.js'
-import { METHODS, METHOD_NAMES } from '../methods/info.js'
+import { METHODS, METHOD_NAMES, isMethodRef, methodLabel } from '../methods/info.js'
 import { explanationsSection } from './explanations.js'
 import { type ArmTable, type Summary, armTable, groupBy, isFiniteNumber, list, metricOf, summarize } from './stats.js'
 import { COMPARISON_COLUMNS, type Comparison, VERDICT_RULE, compare, comparisonCells } from './verdict.js'
@@ -26,7 +26,7 @@ const START_COLORS = new Map<string, string>([
 ])
 const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf']
 
-const startLabel = (s: unknown) => START_LABELS.get(String(s)) ?? String(s)
+const startLabel = (s: unknown) => START_LABELS.get(String(s)) ?? (isMethodRef(s) ? methodLabel(s) : String(s))
 const startColor = (s: unknown, i: number) => START_COLORS.get(String(s)) ?? PALETTE[(i + 3) % PALETTE.length]
 const NETWORK_LABELS = new Map([
   ['cnn', 'CNN'],

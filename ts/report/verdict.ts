@@ -29,7 +29,7 @@
  * `better` in 12.5 % of draws.
  */
 import type { ArmRecord, ExperimentResults, Network, StartName } from '../experiment/results.js'
-import { METHODS, METHOD_NAMES } from '../methods/info.js'
+import { METHODS, METHOD_NAMES, isMethodRef, methodLabel } from '../methods/info.js'
 
 /** How many standard errors the mean paired gain must exceed. */
 export const NOISE_FACTOR = 3
@@ -75,7 +75,7 @@ const NETWORK_NAMES = new Map([
   ['cnn', 'CNN'],
   ['vit', 'ViT'],
 ])
-const startName = (s: unknown) => START_NAMES.get(String(s)) ?? String(s)
+const startName = (s: unknown) => START_NAMES.get(String(s)) ?? (isMethodRef(s) ? methodLabel(s) : String(s))
 
 /** The verdict in the words every table uses: `CASS better`, `random init better`, `within noise`. */
 export function verdictText(v: PairedVerdict, start: StartName | string): string {

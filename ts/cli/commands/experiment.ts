@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util'
 import { type FinetuneInput, PRESETS, type PresetName, type PretrainInput } from '../../config.js'
 import { type ExperimentOptions, runExperiment } from '../../experiment/run.js'
 import type { MethodName, Network } from '../../experiment/results.js'
-import { METHOD_NAMES } from '../../methods/info.js'
+import { METHOD_NAMES, isMethodRef } from '../../methods/info.js'
 import { comparisonsOf, formatComparisons } from '../../report/verdict.js'
 import {
   DICOM_USAGE,
@@ -44,8 +44,9 @@ ${DICOM_USAGE}  --device cpu|cuda|wgpu|auto   (default auto, as for cass pretrai
   --method-config NAME=FILE.json
                                 a method's config fields (the API's names: cass as for cass
                                 pretrain, dino as for the DINO config, finetune for every
-                                fine-tuning) over the preset; repeatable, part of the experiment's
-                                identity (another file in the same --out is refused)
+                                fine-tuning) over the preset; or a variant METHOD@TAG's fields over
+                                its method's, to list in --methods (cass,cass@hinge,dino);
+                                repeatable, part of the experiment's identity
   --imagenet-cnn REF, --imagenet-vit REF
                                 also fine-tune from these weights, the paper's start (imagenet,
                                 hf:owner/name or a timm-named file); the network must have the
@@ -64,21 +65,25 @@ function listFlag<T extends string>(v: string, flag: string, allowed: readonly T
  * `--method-config NAME=FILE` flags as the experiment's overrides: `cass` (the pre-training
  * config), `dino`, or `finetune`; each file a JSON object, read bounded.
  */
-function methodConfigs(flags: string[]): Pick<ExperimentOptions, 'pretrain' | 'dino' | 'finetune'> {
+function methodConfigs(flags: string[]): Pick<ExperimentOptions, 'pretrain' | 'dino' | 'finetune' | 'variants'> {
   const out: Record<string, Record<string, unknown>> = {}
   const names = [...METHOD_NAMES, 'finetune']
   for (const flag of flags) {
     const at = flag.indexOf('=')
     const name = flag.slice(0, at)
-    if (at < 1 || !names.includes(name))
-      throw new UsageError(`--method-config takes NAME=FILE.json with NAME one of ${names.join(', ')}, not "${flag}"`)
+    if (at < 1 || !(names.includes(name) || (name.includes('@') && isMethodRef(name))))
+      throw new UsageError(
+        `--method-config takes NAME=FILE.json with NAME one of ${names.join(', ')} or a variant METHOD@TAG (tag: a-z, 0-9, -), not "${flag}"`,
+      )
     if (Object.hasOwn(out, name)) throw new UsageError(`--method-config names ${name} twice`)
     out[name] = readConfig(flag.slice(at + 1))
   }
+  const variants = Object.fromEntries(Object.entries(out).filter(([name]) => name.includes('@')))
   return {
     ...(out.cass ? { pretrain: out.cass as PretrainInput } : {}),
     ...(out.dino ? { dino: out.dino as ExperimentOptions['dino'] } : {}),
     ...(out.finetune ? { finetune: out.finetune as FinetuneInput } : {}),
+    ...(Object.keys(variants).length ? { variants } : {}),
   }
 }
 
@@ -138,6 +143,7 @@ export async function run(argv: string[]): Promise<void> {
     if (n < 0) throw new UsageError(`--${flag} must be 0 (all) or more`)
     return n
   }
+  const configs = methodConfigs(values['method-config'] ?? [])
   const signal = interruptible()
   const results = await runExperiment({
     data,
@@ -146,7 +152,10 @@ export async function run(argv: string[]): Promise<void> {
     cacheDir: values['cache-dir'],
     datasetName: path.basename(path.resolve(data)),
     outDir: outputFolder(values.out),
-    methods: listFlag<MethodName>(values.methods, 'methods', METHOD_NAMES),
+    methods: listFlag<MethodName>(values.methods, 'methods', [
+      ...METHOD_NAMES,
+      ...Object.keys(configs.variants ?? {}),
+    ] as MethodName[]),
     networks: listFlag<Network>(values.archs, 'archs', ['cnn', 'vit']),
     fractions: fractionsFlag(values.fractions),
     seeds,
@@ -164,7 +173,7 @@ export async function run(argv: string[]): Promise<void> {
       finetuneMaxEpochs: int(values['max-epochs'], 'max-epochs') ?? (PRESETS[preset].finetune.maxEpochs as number),
     },
     k: int(values.k, 'k'),
-    ...methodConfigs(values['method-config'] ?? []),
+    ...configs,
     imagenet: {
       ...(values['imagenet-cnn'] ? { cnn: values['imagenet-cnn'] } : {}),
       ...(values['imagenet-vit'] ? { vit: values['imagenet-vit'] } : {}),
