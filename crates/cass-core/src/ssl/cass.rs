@@ -185,6 +185,17 @@ impl Method for CassTrainer {
     const KIND: &'static str = PRETRAIN_KIND;
     const LOSS_NAME: &'static str = "CASS loss";
 
+    /// Both networks.
+    fn pretrained(c: &PretrainConfig) -> super::Pretrained {
+        super::Pretrained {
+            cnn: Some(c.cnn.clone()),
+            vit: Some(c.vit.clone()),
+            image_size: c.image_size,
+            augment: c.augment,
+            conv: c.conv,
+        }
+    }
+
     fn settings(cfg: &PretrainConfig) -> RunSettings {
         RunSettings {
             batch_size: cfg.batch_size,

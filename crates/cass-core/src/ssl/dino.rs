@@ -177,6 +177,17 @@ impl Method for DinoTrainer {
     const KIND: &'static str = DINO_KIND;
     const LOSS_NAME: &'static str = "DINO loss";
 
+    /// The one backbone it trained (the teacher's weights).
+    fn pretrained(c: &DinoConfig) -> super::Pretrained {
+        super::Pretrained {
+            cnn: (c.arch == Arch::Cnn).then(|| c.cnn.clone()),
+            vit: (c.arch == Arch::Vit).then(|| c.vit.clone()),
+            image_size: c.image_size,
+            augment: c.augment,
+            conv: c.conv,
+        }
+    }
+
     fn settings(cfg: &DinoConfig) -> RunSettings {
         RunSettings {
             batch_size: cfg.batch_size,

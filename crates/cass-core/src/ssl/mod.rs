@@ -85,6 +85,21 @@ pub trait Method: Sized {
 
     /// Warnings `(code, message)` at the end of `epoch`; `full`: this process saw all of it.
     fn end_epoch(&mut self, epoch: u64, full: bool) -> Vec<(String, String)>;
+
+    /// What downstream jobs (fine-tuning, embedding, export) read from a checkpoint of a run
+    /// with `cfg`: the networks it holds and how their input was prepared.
+    fn pretrained(cfg: &Self::Config) -> Pretrained;
+}
+
+/// Every method's checkpoint kind and how to read it: a new method is one line here (and its
+/// [`Method`] implementation).
+const KINDS: &[(&str, fn(&Path) -> Result<Pretrained, CassError>)] = &[
+    (cass::PRETRAIN_KIND, read_as::<cass::CassTrainer>),
+    (dino::DINO_KIND, read_as::<dino::DinoTrainer>),
+];
+
+fn read_as<M: Method>(dir: &Path) -> Result<Pretrained, CassError> {
+    Ok(M::pretrained(&pretrain::read_state::<M::Config>(dir, M::KIND)?.config))
 }
 
 /// What fine-tuning, embedding and export need from a pre-training checkpoint of any method.
@@ -103,32 +118,11 @@ impl Pretrained {
     /// Reads the `state.json` in `dir` (a checkpoint folder), whichever method wrote it.
     pub fn read(dir: &Path) -> Result<Self, CassError> {
         let kind = crate::checkpoint::Checkpoint::open(dir)?.method;
-        match kind.as_str() {
-            cass::PRETRAIN_KIND => {
-                let c = cass::read_state(dir)?.config;
-                Ok(Self {
-                    cnn: Some(c.cnn),
-                    vit: Some(c.vit),
-                    image_size: c.image_size,
-                    augment: c.augment,
-                    conv: c.conv,
-                })
-            }
-            dino::DINO_KIND => {
-                let c = pretrain::read_state::<dino::DinoConfig>(dir, dino::DINO_KIND)?.config;
-                let cnn = (c.arch == crate::models::Arch::Cnn).then_some(c.cnn);
-                let vit = (c.arch == crate::models::Arch::Vit).then_some(c.vit);
-                Ok(Self {
-                    cnn,
-                    vit,
-                    image_size: c.image_size,
-                    augment: c.augment,
-                    conv: c.conv,
-                })
-            }
-            other => Err(CassError::data(
+        match KINDS.iter().find(|(k, _)| *k == kind) {
+            Some((_, read)) => read(dir),
+            None => Err(CassError::data(
                 "bad-checkpoint",
-                format!("not a pre-training checkpoint (kind {other:?})"),
+                format!("not a pre-training checkpoint (kind {kind:?})"),
                 Some(&dir.join("state.json")),
             )),
         }
