@@ -68,11 +68,11 @@ export interface AugmentOptions {
 /** Compute backends compiled into this addon (`cpu` always; `cuda`, `wgpu` by cargo feature). */
 export declare function availableBackends(): Array<string>
 
-/** A progress event of a running job, `type` names which. */
 export type BindingEvent =
   | { type: 'device'; backend: string; reason: string }
   | { type: 'step'; step: number; totalSteps: number; epoch: number; loss: number; /** Named parts of the loss and diagnostics, e.g. `["cass", 1.2]`, `["cnn_spread", 0.9]`. */
-    parts: Array<[string, number]>; lr: number; /** Mean images per second since the job (or resume) started. */
+    parts: Array<[string, number]>; /** Output spread of each network a pre-training trains (none for fine-tuning). */
+    spread: NetworkValues; lr: number; /** Mean images per second since the job (or resume) started. */
     imagesPerSec: number; /** Wall time of this step, data wait included. */
   stepSec: number; etaSec: number }
   | { type: 'epoch'; epoch: number; meanLoss: number; valLoss?: number; best: boolean }
@@ -358,6 +358,15 @@ export interface ModelOutput {
 
 /** Which of the two networks. */
 export type Network = 'cnn' | 'vit'
+
+/**
+ * A progress event of a running job, `type` names which.
+ * A value per network, where the network has one.
+ */
+export interface NetworkValues {
+  cnn?: number
+  vit?: number
+}
 
 /** Precision, recall and F1 of one class. */
 export interface PerClassMetrics {

@@ -69,6 +69,12 @@ for (const arch of ['cnn', 'vit'] as const) {
       steps[0].parts.map(([name]) => name),
       ['dino', `${arch}_spread`, 'teacher_momentum', 'teacher_temp'],
     )
+    // The spread arrives typed, for the one network DINO trains.
+    t.deepEqual(
+      Object.keys(steps[0].spread).filter((k) => steps[0].spread[k as 'cnn'] != null),
+      [arch],
+    )
+    t.is(steps[0].spread[arch], steps[0].parts[1][1])
     const info = inspectCheckpoint(outDir)
     t.is(info.method, 'dino-pretrain')
     t.deepEqual(info.networks, [arch])

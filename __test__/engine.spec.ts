@@ -47,6 +47,9 @@ test('pretrain runs, reports progress, lowers the loss and writes a checkpoint',
     Array.from({ length: 24 }, (_, i) => i + 1),
   )
   t.true(steps.every((s) => s.imagesPerSec > 0 && s.etaSec >= 0 && s.lr > 0 && s.parts[0][0] === 'cass'))
+  // Each network's output spread, typed, equal to the named diagnostic parts.
+  const named = Object.fromEntries(steps[0].parts)
+  t.deepEqual(steps[0].spread, { cnn: named.cnn_spread, vit: named.vit_spread })
   t.is(events.filter((e) => e.type === 'epoch').length, 6)
   const [first, last] = [result.epochMeanLosses[0], result.epochMeanLosses[5]]
   t.true(last < first, `epoch losses ${result.epochMeanLosses.join(', ')}`)

@@ -41,6 +41,7 @@ const step = (n: number): StepEvent => ({
   epoch: 0,
   loss: 0.5,
   parts: [],
+  spread: {},
   lr: 1e-3,
   imagesPerSec: 42.25,
   stepSec: 0.1,

@@ -21,6 +21,11 @@ export interface StepEvent {
    * network, `cnn_spread` / `vit_spread` (about 1 for spread-out outputs, 0 when collapsed).
    */
   parts: [string, number][]
+  /**
+   * Output spread of each network a pre-training trains (CASS: both; DINO: its backbone; none
+   * for fine-tuning): about 1 for spread-out outputs, 0 when collapsed.
+   */
+  spread: { cnn?: number | null; vit?: number | null }
   lr: number
   /** Mean images per second since the job (or resume) started. */
   imagesPerSec: number

@@ -351,7 +351,7 @@ async function runPretrain(ctx: Ctx, u: PretrainUnit): Promise<PretrainRecord> {
   const onProgress = (e: ProgressEvent) => {
     if (e.type === 'step' || e.type === 'epoch') ctx.progress(e)
     if (e.type === 'step') {
-      for (const [name, v] of e.parts) if (name.endsWith('_spread')) (spread[name.slice(0, -'_spread'.length)] ??= []).push(v)
+      for (const [name, v] of Object.entries(e.spread ?? {})) if (typeof v === 'number') (spread[name] ??= []).push(v)
     } else if (e.type === 'epoch') {
       const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length
       perEpoch.push({

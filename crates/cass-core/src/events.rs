@@ -5,6 +5,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
+/// A value per network, where a network has one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct NetworkSpread {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnn: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vit: Option<f64>,
+}
+
 /// A progress event. Serialised as JSON with a `type` tag for the binding.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
@@ -21,6 +30,9 @@ pub enum Event {
         loss: f64,
         /// Named parts of the loss (e.g. `cass`), for logging.
         parts: Vec<(String, f64)>,
+        /// Output spread of each network a pre-training trains (`crate::loss::output_spread`:
+        /// about 1 spread out, 0 collapsed); none for fine-tuning.
+        spread: NetworkSpread,
         lr: f64,
         /// Mean images per second since the job (or resume) started.
         images_per_sec: f64,

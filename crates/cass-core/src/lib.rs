@@ -33,7 +33,7 @@ mod wgpu_tests;
 
 pub use device::{BackendChoice, Chosen, available_backends, resolve_explained};
 pub use error::CassError;
-pub use events::{CancelToken, Event, Observer, Silent};
+pub use events::{CancelToken, Event, NetworkSpread, Observer, Silent};
 pub use inference::{embed, evaluate, export};
 pub use model::{Ask, Explanation, LoadedModel, ModelInfo, Pixels, Scoring};
 pub use ssl::cass::{PretrainConfig, PretrainOutcome, Status, pretrain};

@@ -7,6 +7,15 @@ use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
 
 /// A progress event of a running job, `type` names which.
+
+/// A value per network, where the network has one.
+#[napi(object)]
+#[derive(Clone, Copy)]
+pub struct NetworkValues {
+    pub cnn: Option<f64>,
+    pub vit: Option<f64>,
+}
+
 #[napi(discriminant = "type", discriminant_case = "lowercase")]
 pub enum BindingEvent {
     /// The backend the job runs on (`cpu`, `cuda`, `wgpu`), before the first step, and why.
@@ -19,6 +28,8 @@ pub enum BindingEvent {
         loss: f64,
         /// Named parts of the loss and diagnostics, e.g. `["cass", 1.2]`, `["cnn_spread", 0.9]`.
         parts: Vec<(String, f64)>,
+        /// Output spread of each network a pre-training trains (none for fine-tuning).
+        spread: NetworkValues,
         lr: f64,
         /// Mean images per second since the job (or resume) started.
         images_per_sec: f64,
@@ -49,6 +60,7 @@ impl From<&Event> for BindingEvent {
                 epoch,
                 loss,
                 parts,
+                spread,
                 lr,
                 images_per_sec,
                 step_sec,
@@ -59,6 +71,10 @@ impl From<&Event> for BindingEvent {
                 epoch: epoch as f64,
                 loss,
                 parts,
+                spread: NetworkValues {
+                    cnn: spread.cnn,
+                    vit: spread.vit,
+                },
                 lr,
                 images_per_sec,
                 step_sec,

@@ -266,6 +266,10 @@ impl Method for CassTrainer {
         StepReport {
             loss: out.loss,
             parts: out.parts(),
+            spread: crate::events::NetworkSpread {
+                cnn: Some(out.cnn_spread),
+                vit: Some(out.vit_spread),
+            },
             lr: lr_cnn,
         }
     }

@@ -163,6 +163,16 @@ impl DinoTrainer {
                 ("teacher_momentum".into(), momentum),
                 ("teacher_temp".into(), teacher_temp),
             ],
+            spread: match cfg.arch {
+                Arch::Cnn => crate::events::NetworkSpread {
+                    cnn: Some(spread),
+                    vit: None,
+                },
+                Arch::Vit => crate::events::NetworkSpread {
+                    cnn: None,
+                    vit: Some(spread),
+                },
+            },
             lr,
         }
     }

@@ -117,6 +117,7 @@ impl Learner for FinetuneLearner<'_> {
         StepReport {
             loss: value,
             parts: vec![("classification".into(), value)],
+            spread: Default::default(),
             lr,
         }
     }

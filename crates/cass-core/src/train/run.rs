@@ -80,6 +80,8 @@ pub struct StepReport {
     pub loss: f64,
     /// Its named parts and diagnostics, for progress events.
     pub parts: Vec<(String, f64)>,
+    /// Each trained network's output spread (pre-training methods; default for others).
+    pub spread: crate::events::NetworkSpread,
     /// Learning rate used (the first network's, where there are several).
     pub lr: f64,
 }
@@ -185,6 +187,7 @@ pub fn run(
                 epoch: s / per_epoch,
                 loss: out.loss,
                 parts: out.parts,
+                spread: out.spread,
                 lr: out.lr,
                 images_per_sec: (done * plan.batch_size as u64) as f64 / elapsed.max(1e-9),
                 step_sec: step_started.elapsed().as_secs_f64(),

@@ -31,6 +31,7 @@ impl Learner for Probe {
         StepReport {
             loss,
             parts: vec![],
+            spread: Default::default(),
             lr: 0.1,
         }
     }
