@@ -17,7 +17,9 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
 mod dino_options;
+mod explain_options;
 mod model;
+mod model_info;
 mod options;
 mod outcomes;
 mod queries;

@@ -14,16 +14,16 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
-use cass_core::augment::ChannelOrder;
-use cass_core::checkpoint::CheckpointKind;
-use cass_core::explain::{CamMethod, HeadFusion, Method};
-use cass_core::models::{Arch, BlockKind};
-use cass_core::{Ask, CassError, LoadedModel, Pixels, Scoring};
+use cass_core::explain::Method;
+use cass_core::models::Arch;
+use cass_core::{Ask, CassError, LoadedModel, Pixels};
 use napi::bindgen_prelude::*;
 use napi::{Env, JsDeferred};
 use napi_derive::napi;
 
-use crate::shapes::{Block, Device, Network, ResNetOptions, VitOptions};
+use crate::explain_options::{ExplainOptions, explain_method};
+use crate::model_info::{ModelInfo, model_info};
+use crate::shapes::{Device, Network};
 use crate::{error_json, invalid, panic_error, panic_message, spawn_job};
 
 /// Calls waiting beyond this many are refused (`model-busy`) instead of growing the queue
@@ -31,81 +31,6 @@ use crate::{error_json, invalid, panic_error, panic_message, spawn_job};
 const QUEUE_LIMIT: usize = 4096;
 /// The most images one batch (and one call) may hold.
 const MAX_BATCH_LIMIT: u32 = 1024;
-
-/// What a loaded model is and how it wants its input.
-#[napi(object)]
-pub struct ModelInfo {
-    /// `cnn` or `vit`.
-    pub arch: String,
-    /// `finetune` (a classifier) or `pretrain` (a backbone: embeddings only).
-    pub kind: String,
-    /// The method that wrote the checkpoint (e.g. `cass-finetune`, `dino-pretrain`).
-    pub method: String,
-    /// Pre-training: steps done; fine-tuning: the epoch whose weights were kept.
-    pub step: f64,
-    /// Side of the square input the network takes.
-    pub image_size: u32,
-    /// Normalisation of inputs in [0, 1], per channel in `channelOrder`.
-    pub mean: Vec<f64>,
-    pub std: Vec<f64>,
-    /// `rgb`, or `bgr` (weights imported from Keras).
-    pub channel_order: String,
-    /// `softmax` (cross-entropy), `sigmoid` (the one-vs-rest focal losses) or `none` (no classifier).
-    pub scoring: String,
-    /// Classifier width (0 for a backbone).
-    pub num_classes: u32,
-    /// Class names in label order (empty when the training data had none).
-    pub class_names: Vec<String>,
-    /// Width of an embedding.
-    pub feature_dim: u32,
-    /// The network's shape: `cnn` for a ResNet, `vit` for a ViT.
-    pub cnn: Option<ResNetOptions>,
-    pub vit: Option<VitOptions>,
-}
-
-fn model_info(i: &cass_core::ModelInfo) -> ModelInfo {
-    ModelInfo {
-        arch: i.arch.name().into(),
-        kind: match i.kind {
-            CheckpointKind::Pretrain => "pretrain".into(),
-            CheckpointKind::Finetune => "finetune".into(),
-        },
-        method: i.method.clone(),
-        step: i.step as f64,
-        image_size: i.image_size as u32,
-        mean: i.mean.iter().map(|&v| v as f64).collect(),
-        std: i.std.iter().map(|&v| v as f64).collect(),
-        channel_order: match i.channel_order {
-            ChannelOrder::Rgb => "rgb".into(),
-            ChannelOrder::Bgr => "bgr".into(),
-        },
-        scoring: match i.scoring {
-            Scoring::Softmax => "softmax".into(),
-            Scoring::Sigmoid => "sigmoid".into(),
-            Scoring::None => "none".into(),
-        },
-        num_classes: i.num_classes as u32,
-        class_names: i.class_names.clone(),
-        feature_dim: i.feature_dim as u32,
-        cnn: (i.arch == Arch::Cnn).then(|| ResNetOptions {
-            block: match i.cnn.block {
-                BlockKind::Basic => Block::Basic,
-                BlockKind::Bottleneck => Block::Bottleneck,
-            },
-            layers: i.cnn.layers.iter().map(|&l| l as u32).collect(),
-            base_width: i.cnn.base_width as u32,
-            stride_in_1x1: i.cnn.stride_in_1x1,
-            bn_eps: i.cnn.bn_eps,
-        }),
-        vit: (i.arch == Arch::Vit).then_some(VitOptions {
-            patch_size: i.vit.patch_size as u32,
-            embed_dim: i.vit.embed_dim as u32,
-            depth: i.vit.depth as u32,
-            num_heads: i.vit.num_heads as u32,
-            mlp_ratio: i.vit.mlp_ratio,
-        }),
-    }
-}
 
 /// How a loaded model batches the calls it gets.
 #[napi(object)]
@@ -126,75 +51,6 @@ pub struct ModelOutput {
     pub classes: Option<Vec<i32>>,
     /// Explanations: that class's score (NaN without a classifier).
     pub scores: Option<Vec<f64>>,
-}
-
-/// What `explain` computes.
-#[napi(object)]
-pub struct ExplainOptions {
-    /// `gradcam`, `gradcam++`, `layercam` or `attention-rollout`.
-    pub method: String,
-    /// Per image, the class to explain; -1 (or none given) for the predicted one.
-    pub targets: Option<Vec<i32>>,
-    /// Rollout: `mean` (default), `max` or `min` over the heads.
-    pub head_fusion: Option<String>,
-    /// Rollout: share of the weakest attention links dropped per block, in [0, 1) (default 0).
-    pub discard_ratio: Option<f64>,
-    /// CNN class maps: the ResNet stage explained, 1 to 4 (default: the deepest whose grid is
-    /// at least 4 x 4).
-    pub stage: Option<u32>,
-}
-
-fn explain_method(o: &ExplainOptions) -> std::result::Result<Method, CassError> {
-    let rollout_only =
-        |field: &str| CassError::config(field, format!("applies to attention-rollout only, not {}", o.method));
-    let cam = |m| {
-        if o.head_fusion.is_some() {
-            return Err(rollout_only("headFusion"));
-        }
-        if o.discard_ratio.is_some() {
-            return Err(rollout_only("discardRatio"));
-        }
-        Ok(Method::Cam {
-            method: m,
-            stage: o.stage.map(|s| s as usize),
-        })
-    };
-    match o.method.as_str() {
-        "gradcam" => cam(CamMethod::GradCam),
-        "gradcam++" => cam(CamMethod::GradCamPlusPlus),
-        "layercam" => cam(CamMethod::LayerCam),
-        "attention-rollout" => {
-            if o.stage.is_some() {
-                return Err(CassError::config(
-                    "stage",
-                    "applies to the CNN's class maps, not attention-rollout",
-                ));
-            }
-            let fusion = match o.head_fusion.as_deref().unwrap_or("mean") {
-                "mean" => HeadFusion::Mean,
-                "max" => HeadFusion::Max,
-                "min" => HeadFusion::Min,
-                other => {
-                    return Err(CassError::config(
-                        "headFusion",
-                        format!("expected mean, max or min, got {other:?}"),
-                    ));
-                }
-            };
-            let discard_ratio = o.discard_ratio.unwrap_or(0.0);
-            if !(0.0..1.0).contains(&discard_ratio) {
-                return Err(CassError::config(
-                    "discardRatio",
-                    format!("must be at least 0 and below 1, got {discard_ratio}"),
-                ));
-            }
-            Ok(Method::Rollout { fusion, discard_ratio })
-        }
-        other => Err(CassError::config(
-            "method",
-            format!("expected gradcam, gradcam++, layercam or attention-rollout, got {other:?}"),
-        )),
-    }
 }
 
 type Resolver = Box<dyn FnOnce(Env) -> Result<ModelOutput> + Send>;
