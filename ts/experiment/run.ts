@@ -6,7 +6,6 @@
  * the end. A killed experiment continues where it stopped: finished units are skipped, an
  * interrupted pre-training resumes from its checkpoint.
  */
-import { existsSync } from 'node:fs'
 import path from 'node:path'
 
 import { type DeviceName, type FinetuneInput, type PresetName, type PretrainInput, parsePretrainConfig } from '../config.js'
@@ -18,10 +17,11 @@ import type { ProgressEvent } from '../events.js'
 import { embed, evaluate, finetune } from '../index.js'
 import { baseOf, runsOf } from '../methods/info.js'
 import { METHOD_CONFIG, METHOD_START } from '../methods/start.js'
-import { readResults, writeFileAtomic, writeReport } from '../report/write.js'
+import { writeFileAtomic, writeReport } from '../report/write.js'
 import { progressReporter } from '../progress.js'
 import { Eta, armCost, pretrainCost } from './eta.js'
 import { explainBest } from './explanations.js'
+import { readPrevious } from './identity.js'
 import { knnClassify } from './knn.js'
 import { type ArmUnit, type KnnUnit, type PretrainUnit, armKey, armTag, planExperiment } from './plan.js'
 import type { ExperimentResults, MethodName, Network, PretrainRecord } from './results.js'
@@ -89,43 +89,6 @@ export interface ExperimentOptions {
 }
 
 const SEED = 77
-
-/**
- * The results of an earlier run of this experiment in the folder (read bounded and checked, as
- * `cass report` reads them), or undefined; an experiment with other data or settings is refused.
- */
-function readPrevious(file: string, settings: ExperimentResults['settings'], source: string): ExperimentResults | undefined {
-  if (!existsSync(file)) return undefined
-  let prev: ExperimentResults
-  try {
-    prev = readResults(file)
-  } catch (e) {
-    throw new ConfigError(`invalid argument at \`outDir\`: ${(e as Error).message}`, 'outDir', [])
-  }
-  const differ = differences({ ...prev.settings, source: prev.dataset?.source }, { ...settings, source } as Record<
-    string,
-    unknown
-  >)
-  if (differ.length > 0) {
-    throw new ConfigError(
-      `invalid argument at \`outDir\`: ${path.dirname(file)} holds an experiment with other data or settings (${differ.slice(0, 4).join('; ')}${differ.length > 4 ? `; and ${differ.length - 4} more` : ''}); give another --out to keep both, or remove it`,
-      'outDir',
-      differ,
-    )
-  }
-  return prev
-}
-
-/** `path: there X, here Y` for every leaf (an array is one leaf) where `before` and `now` differ. */
-function differences(before: unknown, now: unknown, at = ''): string[] {
-  const isMap = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x)
-  if (isMap(before) && isMap(now)) {
-    const keys = [...new Set([...Object.keys(before), ...Object.keys(now)])]
-    return keys.flatMap((k) => differences(before[k], now[k], at ? `${at}.${k}` : k))
-  }
-  const [a, b] = [JSON.stringify(before) ?? 'unset', JSON.stringify(now) ?? 'unset']
-  return a === b ? [] : [`${at}: ${a.slice(0, 80)} there, ${b.slice(0, 80)} here`]
-}
 
 /**
  * A method's config overrides: its base method's (`pretrain` for CASS, `dino`), then, for a
