@@ -10,7 +10,7 @@ use super::*;
 use crate::models::{BlockKind, Network, ResNetConfig};
 use crate::ssl::cass::{CassTrainer, PretrainConfig};
 use crate::testing::parity::{ParityModel, read_tensors};
-use crate::testing::{device, grads_by_name};
+use crate::testing::{device, grads_by_name, rel_err};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,16 +29,6 @@ fn load_case(name: &str, d: &Device) -> Network {
 
 fn tensor<const D: usize>(t: &HostTensor, d: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), d)
-}
-
-/// Largest |a - b| relative to the largest |b|.
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-12);
-    a.iter()
-        .zip(b)
-        .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()))
-        / scale
 }
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {

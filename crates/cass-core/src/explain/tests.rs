@@ -10,8 +10,8 @@ use burn::tensor::{Distribution, TensorData};
 
 use super::*;
 use crate::checkpoint::HostTensor;
-use crate::testing::device;
 use crate::testing::parity::{ParityModel, read_tensors};
+use crate::testing::{device, max_abs, rel_err};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -33,22 +33,6 @@ fn reference() -> BTreeMap<String, HostTensor> {
 
 fn input(t: &HostTensor, d: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), d)
-}
-
-/// Largest |a - b| relative to the largest |b|.
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-12);
-    a.iter()
-        .zip(b)
-        .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()))
-        / scale
-}
-
-fn max_abs(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()))
 }
 
 const GRADCAM: Method = Method::Cam {

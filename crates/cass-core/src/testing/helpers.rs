@@ -155,3 +155,20 @@ pub fn grads_by_name<M: Module>(m: &M, grads: &Gradients) -> BTreeMap<String, Ve
     m.visit(&mut v);
     v.2
 }
+
+/// Largest |a - b| relative to the largest |b|.
+pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-12);
+    a.iter()
+        .zip(b)
+        .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()))
+        / scale
+}
+
+/// Largest |a - b|.
+pub fn max_abs(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()))
+}
