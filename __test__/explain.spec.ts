@@ -8,7 +8,7 @@ import sharp from 'sharp'
 import { jet, overlay } from '../ts/explain/overlay.js'
 
 import { CassError, type InMemoryImages, finetune, loadModel, pretrain } from '../ts/index.js'
-import { stripes, tempDir, tinyPretrain } from './helpers.js'
+import { stripes, tempDir, tinyClassifiers } from './helpers.js'
 
 const SIDE = 16
 const root = tempDir('explain')
@@ -23,31 +23,7 @@ const some = (from: number, count: number): InMemoryImages => ({
 const cli = (...args: string[]) =>
   spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'ts', 'cli.ts'), ...args], { encoding: 'utf8' })
 
-const trained = (async () => {
-  await pretrain({ config: { ...tinyPretrain, epochs: 1 }, images, outDir: path.join(root, 'pre') })
-  for (const arch of ['cnn', 'vit'] as const) {
-    await finetune({
-      config: {
-        arch,
-        numClasses: 2,
-        cnn: tinyPretrain.cnn,
-        vit: tinyPretrain.vit,
-        imageSize: SIDE,
-        batchSize: 4,
-        maxEpochs: 1,
-        lr: 3e-3,
-        augment: { enabled: false },
-        device: 'cpu',
-      },
-      from: path.join(root, 'pre'),
-      images,
-      train: { indices: [...Array(16).keys()], labels: labels.slice(0, 16) },
-      val: { indices: [...Array(8).keys()].map((i) => i + 16), labels: labels.slice(16) },
-      outDir: path.join(root, arch),
-      classNames: ['vertical', 'horizontal'],
-    })
-  }
-})()
+const trained = tinyClassifiers(root, images, labels, { arches: ['cnn', 'vit'], maxEpochs: 1 })
 
 test('each network explains its own prediction: maps in [0, 1] at the input size, the predicted class and its score', async (t) => {
   await trained

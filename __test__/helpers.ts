@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 
 import { seededRandom } from '../ts/data/splits.js'
-import type { InMemoryImages, PretrainInput } from '../ts/index.js'
+import { type InMemoryImages, type PretrainInput, finetune, pretrain } from '../ts/index.js'
 
 /** A fresh temporary directory. */
 export const tempDir = (name: string) => mkdtempSync(path.join(tmpdir(), `cass-${name}-`))
@@ -56,4 +56,41 @@ export function forEachKerasResnet50Conv(conv: (name: string, bn: string) => voi
       if (b === 0) conv(`res${id}_branch1`, `bn${id}_branch1`)
     }
   })
+}
+
+/**
+ * A tiny classifier of stripes: `tinyPretrain` for one epoch into `root/pre`, then each network
+ * in `arches` fine-tuned from it into `root/<arch>` (`root/ft` for `cnn` when `ftDir` says so),
+ * trained on the first 16 images and validated on the rest; class names `vertical`, `horizontal`.
+ */
+export async function tinyClassifiers(
+  root: string,
+  images: InMemoryImages,
+  labels: number[],
+  opts: { arches: readonly ('cnn' | 'vit')[]; maxEpochs: number; dirOf?: (arch: 'cnn' | 'vit') => string },
+): Promise<void> {
+  await pretrain({ config: { ...tinyPretrain, epochs: 1 }, images, outDir: path.join(root, 'pre') })
+  const rest = [...Array(images.count - 16).keys()].map((i) => i + 16)
+  for (const arch of opts.arches) {
+    await finetune({
+      config: {
+        arch,
+        numClasses: 2,
+        cnn: tinyPretrain.cnn,
+        vit: tinyPretrain.vit,
+        imageSize: images.height,
+        batchSize: 4,
+        maxEpochs: opts.maxEpochs,
+        lr: 3e-3,
+        augment: { enabled: false },
+        device: 'cpu',
+      },
+      from: path.join(root, 'pre'),
+      images,
+      train: { indices: [...Array(16).keys()], labels: labels.slice(0, 16) },
+      val: { indices: rest, labels: rest.map((i) => labels[i]) },
+      outDir: path.join(root, opts.dirOf?.(arch) ?? arch),
+      classNames: ['vertical', 'horizontal'],
+    })
+  }
 }

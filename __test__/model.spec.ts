@@ -6,9 +6,9 @@ import test from 'ava'
 import sharp from 'sharp'
 
 import { writeInputRecord } from '../ts/io/input-record.js'
-import { CassError, type InMemoryImages, embed, evaluate, finetune, loadModel, pretrain } from '../ts/index.js'
+import { CassError, type InMemoryImages, embed, evaluate, loadModel } from '../ts/index.js'
 import { monochrome } from './dicom-files.js'
-import { stripes, tempDir, tinyPretrain } from './helpers.js'
+import { stripes, tempDir, tinyClassifiers, tinyPretrain } from './helpers.js'
 
 const SIDE = 16
 const root = tempDir('model')
@@ -27,29 +27,7 @@ const png = (i: number) =>
     .png()
     .toBuffer()
 
-const trained = (async () => {
-  await pretrain({ config: { ...tinyPretrain, epochs: 1 }, images, outDir: path.join(root, 'pre') })
-  await finetune({
-    config: {
-      arch: 'cnn',
-      numClasses: 2,
-      cnn: tinyPretrain.cnn,
-      vit: tinyPretrain.vit,
-      imageSize: SIDE,
-      batchSize: 4,
-      maxEpochs: 2,
-      lr: 3e-3,
-      augment: { enabled: false },
-      device: 'cpu',
-    },
-    from: path.join(root, 'pre'),
-    images,
-    train: { indices: [...Array(16).keys()], labels: labels.slice(0, 16) },
-    val,
-    outDir: path.join(root, 'ft'),
-    classNames: ['vertical', 'horizontal'],
-  })
-})()
+const trained = tinyClassifiers(root, images, labels, { arches: ['cnn'], maxEpochs: 2, dirOf: () => 'ft' })
 
 test('a loaded classifier says what it is and predicts the classes evaluate counts', async (t) => {
   await trained
