@@ -20,6 +20,7 @@ mod dino_options;
 mod explain_options;
 mod model;
 mod model_info;
+mod model_thread;
 mod options;
 mod outcomes;
 mod queries;
