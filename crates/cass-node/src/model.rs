@@ -16,7 +16,7 @@ use napi_derive::napi;
 
 use crate::explain_options::{ExplainOptions, explain_method};
 use crate::model_info::{ModelInfo, model_info};
-use crate::model_thread::{Batching, Call, CloseResolver, Message, Question, Resolver, serve};
+use crate::model_thread::{Batching, Call, CloseResolver, Message, ModelOutput, Question, Resolver, serve};
 use crate::shapes::{Device, Network};
 use crate::{invalid, panic_message, spawn_job};
 
@@ -33,18 +33,6 @@ pub struct ModelOptions {
     pub max_batch: Option<u32>,
     /// How long a batch waits for more calls once it has one, in milliseconds (default 0).
     pub batch_wait_ms: Option<f64>,
-}
-
-/// One answer: `rows` x `cols` values, row-major.
-#[napi(object)]
-pub struct ModelOutput {
-    pub values: Float32Array,
-    pub rows: u32,
-    pub cols: u32,
-    /// Explanations: per image the class explained or predicted (-1 without a classifier).
-    pub classes: Option<Vec<i32>>,
-    /// Explanations: that class's score (NaN without a classifier).
-    pub scores: Option<Vec<f64>>,
 }
 
 /// A network restored on its engine thread (see the module's doc).

@@ -15,9 +15,21 @@ use cass_core::explain::Method;
 use cass_core::{Ask, CassError, LoadedModel, Pixels};
 use napi::bindgen_prelude::*;
 use napi::{Env, JsDeferred};
+use napi_derive::napi;
 
-use crate::model::ModelOutput;
 use crate::{error_json, panic_error};
+
+/// One answer: `rows` x `cols` values, row-major.
+#[napi(object)]
+pub struct ModelOutput {
+    pub values: Float32Array,
+    pub rows: u32,
+    pub cols: u32,
+    /// Explanations: per image the class explained or predicted (-1 without a classifier).
+    pub classes: Option<Vec<i32>>,
+    /// Explanations: that class's score (NaN without a classifier).
+    pub scores: Option<Vec<f64>>,
+}
 
 pub(crate) type Resolver = Box<dyn FnOnce(Env) -> Result<ModelOutput> + Send>;
 pub(crate) type CloseResolver = Box<dyn FnOnce(Env) -> Result<()> + Send>;
