@@ -143,6 +143,9 @@ test('a DICOM path answers as the same pixels do: the window maps the stored val
   const [fromDicom] = await model.predict(file)
   const [fromPixels] = await model.predict({ pixels: rgb, count: 1, height: SIDE, width: SIDE })
   t.deepEqual(Array.from(fromDicom.scores), Array.from(fromPixels.scores))
+  // The same file as an encoded buffer is recognised by its preamble.
+  const [fromBuffer] = await model.predict(readFileSync(file))
+  t.deepEqual(Array.from(fromBuffer.scores), Array.from(fromPixels.scores))
   // Another window gives other pixels, so other scores; a bad window is named.
   const [lung] = await model.predict(file, { dicom: { window: 'lung' } })
   t.notDeepEqual(Array.from(lung.scores), Array.from(fromPixels.scores))

@@ -13,9 +13,8 @@ import path from 'node:path'
 
 import { type DeviceName, deviceSchema } from './config.js'
 import { type DicomOptions, dicomReadOptions } from './data/dataset.js'
-import { type ImageSource, decodeImage } from './data/decode.js'
-import { readDicomFile } from './data/dicom/read.js'
-import { hasDicomMagic } from './data/discover.js'
+import { type ImageSource, MAX_IMAGE_FILE_BYTES, decodeImage, readRegularFile } from './data/decode.js'
+import { dicomImages, isDicomBytes } from './data/dicom/read.js'
 import { ConfigError, DataError, fromNative } from './errors.js'
 import type { Embeddings } from './events.js'
 import type { InMemoryImages } from './inputs.js'
@@ -84,7 +83,8 @@ export interface RunOptions {
   /** Images per call to the engine (default 32); calls are pipelined with decoding. */
   batchSize?: number
   /**
-   * DICOM files among the paths (`.dcm`, `.dicom`, or the DICM preamble): the window to 8 bits,
+   * DICOM files among the inputs (paths ending `.dcm` or `.dicom`, and any path or encoded
+   * buffer with the DICM preamble): the window to 8 bits,
    * as the training data was windowed (`window: 'lung'` or `'C,W'`, or three `windows` as the
    * channels). Default: the window its run recorded (`input.json`, written by `cass pretrain`,
    * `cass finetune` and `cass experiment`), else the file's own, else its 0.5-99.5
@@ -351,9 +351,15 @@ export class Model {
     const { count, at, exact } = sources(input, side)
     // The call's window, else the one the run recorded (`input.json`), else the file's own.
     const dicom = dicomReadOptions({ ...(options.dicom ?? this.#recorded.dicom), frames: 'middle' })
-    const isDicom = (file: string) => /\.(dcm|dicom)$/i.test(file) || hasDicomMagic(file)
-    const decodeOne = async (src: ImageSource): Promise<Buffer> =>
-      'file' in src && isDicom(src.file) ? (await readDicomFile(src.file, side, dicom)).images[0] : decodeImage(src, side)
+    // A file is read once: its bytes say whether it is DICOM (the preamble) or an image for sharp.
+    const decodeOne = async (src: ImageSource): Promise<Buffer> => {
+      if ('raw' in src) return decodeImage(src, side)
+      const bytes = 'file' in src ? await readRegularFile(src.file, MAX_IMAGE_FILE_BYTES) : Buffer.from(src.encoded)
+      const named = 'file' in src && /\.(dcm|dicom)$/i.test(src.file)
+      return named || isDicomBytes(bytes)
+        ? (await dicomImages(bytes, side, dicom)).images[0]
+        : decodeImage({ encoded: bytes }, side)
+    }
     if (expected !== undefined && expected !== count) {
       throw new ConfigError(`invalid argument at \`target\`: ${expected} targets for ${count} images`, 'target', [])
     }

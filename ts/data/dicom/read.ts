@@ -37,7 +37,20 @@ export async function readDicomFile(
   opts: DicomReadOptions = DEFAULT_DICOM_OPTIONS,
   maxPixels = DEFAULT_MAX_PIXELS,
 ): Promise<DicomImages> {
-  const bytes = await readRegularFile(file, MAX_IMAGE_FILE_BYTES)
+  return dicomImages(await readRegularFile(file, MAX_IMAGE_FILE_BYTES), size, opts, maxPixels)
+}
+
+/** Whether `bytes` begin with DICOM's 128-byte preamble and `DICM`. */
+export const isDicomBytes = (bytes: Uint8Array): boolean =>
+  bytes.length >= 132 && Buffer.from(bytes.buffer, bytes.byteOffset + 128, 4).toString('latin1') === 'DICM'
+
+/** The images of a DICOM file already in memory (read bounded by the caller). */
+export async function dicomImages(
+  bytes: Buffer,
+  size: number,
+  opts: DicomReadOptions = DEFAULT_DICOM_OPTIONS,
+  maxPixels = DEFAULT_MAX_PIXELS,
+): Promise<DicomImages> {
   let img: ImageDescription
   let parsed
   try {
