@@ -1,9 +1,10 @@
 /**
  * Many small array images (MNIST, MedMNIST) resized in one sharp call instead of one call each.
  *
- * Per image, sharp's fixed cost dominates a 28 x 28 resize: measured here on MNIST 28 -> 32 px,
- * 516-601 images/s one call per image against 3,295-3,683 in strips of 100 (a noisy run, npm test
- * beside it). The images are laid side by side, each padded left and right with copies of its
+ * Per image, sharp's fixed cost dominates a 28 x 28 resize. `bench/decode-strip.ts` on MNIST
+ * 28 -> 32 px, 5,000 images, 5 alternated rounds, two quiet runs on the 2-core Intel VM: one call
+ * per image 884 (823-927) and 848 (795-913) images/s, strips 15,979 (15,922-20,163) and 17,958
+ * (16,109-18,812) images/s, median (min-max); `bench/results/2026-12-06-vm-decode-strip-*`. The images are laid side by side, each padded left and right with copies of its
  * edge columns, and the strip is resized at the same scale in one call. Upscaling interpolates
  * from a few source pixels around each output pixel, so with padding wider than that reach and
  * tile borders that map to whole output pixels, every output pixel sees the same source values
