@@ -64,10 +64,16 @@ export async function explainBest(ctx: {
   try {
     // Half right, half wrong by the first network, in a seeded order of the test split.
     const order = shuffle([...ctx.test], seededRandom(SEED))
+    // Predicted a chunk at a time, only until both kinds can fill the grid: a large test split
+    // (10,000 images at 224 px is 1.5 GB of pixels) is neither read whole nor predicted again.
     const first = models.get(chosen[0].network) as Model
-    const predicted = await first.predict({ pixels: cache.read(order), count: order.length, height: side, width: side })
-    const right = order.filter((i, k) => predicted[k].classIndex === ds.labels[i])
-    const wrong = order.filter((i, k) => predicted[k].classIndex !== ds.labels[i])
+    const right: number[] = []
+    const wrong: number[] = []
+    for (let at = 0; at < order.length && (right.length < IMAGES || wrong.length < IMAGES); at += 64) {
+      const chunk = order.slice(at, at + 64)
+      const predicted = await first.predict({ pixels: cache.read(chunk), count: chunk.length, height: side, width: side })
+      chunk.forEach((i, k) => (predicted[k].classIndex === ds.labels[i] ? right : wrong).push(i))
+    }
     const wrongTaken = wrong.slice(0, Math.max(WRONG, IMAGES - right.length))
     const picked = [...right.slice(0, IMAGES - wrongTaken.length), ...wrongTaken]
     const pixels = cache.read(picked)

@@ -80,6 +80,17 @@ pub fn cam(method: CamMethod, act: &[f32], grad: &[f32], channels: usize) -> Vec
     out
 }
 
+/// [`cam`] of each of `n` images, `act` and `grad` `[n, channels, positions]`.
+pub fn cams(method: CamMethod, act: &[f32], grad: &[f32], n: usize, channels: usize) -> Vec<f32> {
+    let per = act.len() / n;
+    (0..n)
+        .flat_map(|i| {
+            let at = i * per..(i + 1) * per;
+            cam(method, &act[at.clone()], &grad[at], channels)
+        })
+        .collect()
+}
+
 /// `(m - min(m)) / (max(m - min(m)) + 1e-7)`: into [0, 1), and all zeros for a constant map.
 pub fn min_max(map: &mut [f32]) {
     let min = map.iter().copied().fold(f32::INFINITY, f32::min);

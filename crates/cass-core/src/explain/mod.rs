@@ -207,10 +207,7 @@ fn cam_cnn(
     let [n, c, h, w] = act.dims();
     let (logits, picked, grad) = logits_and_grad(act.clone(), |a| r.forward_from_stage(a, stage), targets)?;
     let (act, grad) = (host(act), host(grad));
-    let per = c * h * w;
-    let raw = (0..n)
-        .flat_map(|i| cam::cam(m, &act[i * per..(i + 1) * per], &grad[i * per..(i + 1) * per], c))
-        .collect();
+    let raw = cam::cams(m, &act, &grad, n, c);
     Ok(Explained {
         side: 0,
         maps: vec![],
@@ -247,10 +244,7 @@ fn cam_vit(v: &Vit, x: Tensor<4>, m: CamMethod, targets: &[Option<usize>]) -> Re
     // The CLS token dropped, the patches as channels x positions.
     let patches = |t: Tensor<3>| host(t.narrow(1, 1, tokens - 1).swap_dims(1, 2)); // [n, d, patches]
     let (act, grad) = (patches(normed), patches(grad));
-    let per = d * (tokens - 1);
-    let raw = (0..n)
-        .flat_map(|i| cam::cam(m, &act[i * per..(i + 1) * per], &grad[i * per..(i + 1) * per], d))
-        .collect();
+    let raw = cam::cams(m, &act, &grad, n, d);
     Ok(Explained {
         side: 0,
         maps: vec![],
