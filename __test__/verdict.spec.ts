@@ -3,7 +3,7 @@ import path from 'node:path'
 
 import test from 'ava'
 
-import { type DemoArm, formatTable, summarise } from '../ts/demo.js'
+import { type DemoArm, demoArms, formatTable, summarise } from '../ts/demo.js'
 import type { ArmRecord, ExperimentResults } from '../ts/experiment/results.js'
 import { renderReport } from '../ts/report/render.js'
 import { NOISE_FACTOR, comparisonsOf, formatComparisons, pairedVerdict, verdictText } from '../ts/report/verdict.js'
@@ -158,16 +158,7 @@ test('the demo table, the experiment table and the report give each cell the sam
   const experimentTable = formatComparisons(comparisonsOf(results))
   t.deepEqual(verdictColumn(experimentTable), expected)
   // The demo's table, from the same arms as the demo sees them.
-  const demoArms: DemoArm[] = results.arms.map((a) => ({
-    arch: a.network,
-    init: a.start as DemoArm['init'],
-    labels: a.fraction,
-    seed: a.seed,
-    labelledImages: a.labelled,
-    macroF1: a.test.macroF1,
-    metrics: a.test,
-  }))
-  t.is(formatTable(summarise(demoArms)), experimentTable)
+  t.is(formatTable(summarise(demoArms(results.arms))), experimentTable)
   // The report: the same rows, cell for cell, and the rule under the same sentence.
   const html = renderReport(results)
   const table = /<table data-table="verdicts">.*?<tbody>(.*?)<\/tbody>/s.exec(html)?.[1] ?? ''

@@ -142,7 +142,7 @@ export function summarise(arms: DemoArm[]): DemoCell[] {
 /** The table as Markdown, with the verdict rule beneath. */
 export const formatTable = (cells: DemoCell[]): string => formatComparisons(cells)
 
-function demoArms(arms: ArmRecord[]): DemoArm[] {
+export function demoArms(arms: ArmRecord[]): DemoArm[] {
   return arms
     .filter((a) => !a.sweep && a.start !== 'imagenet')
     .map((a) => ({
