@@ -165,10 +165,8 @@ export interface DinoOptions {
   hiddenDim: number
   bottleneckDim: number
   imageSize: number
-  batchSize: number
-  epochs: number
-  maxSteps?: number
-  /** Peak learning rate per 256 images (the run peaks at `baseLr * batchSize / 256`). */
+  run: RunOptions
+  /** Peak learning rate per 256 images (the run peaks at `baseLr * batchSize * accumulate / 256`). */
   baseLr: number
   minLr: number
   warmupEpochs: number
@@ -188,11 +186,7 @@ export interface DinoOptions {
   localCropScale: Array<number>
   localCropSize: number
   augment: AugmentOptions
-  seed: number
-  checkpointEvery?: number
-  device: Device
   conv: Conv
-  collapseWarningSpread: number
 }
 
 /** Pooled embeddings of images. */
@@ -383,17 +377,12 @@ export interface PretrainOptions {
   /** Width of both heads, whose outputs CASS compares. */
   headDim: number
   imageSize: number
-  batchSize: number
-  epochs: number
-  maxSteps?: number
+  run: RunOptions
   lrCnn: number
   lrVit: number
   adam: AdamOptions
   schedule: ScheduleOptions
   augment: AugmentOptions
-  seed: number
-  checkpointEvery?: number
-  device: Device
   conv: Conv
   /** Initial weights: timm-named safetensors files (references are resolved to files first). */
   cnnWeights?: string
@@ -403,7 +392,6 @@ export interface PretrainOptions {
   /** Augmented views per image: 1 or 2. */
   views: number
   collapseGuard?: CollapseGuardOptions
-  collapseWarningSpread: number
 }
 
 /** How a pre-training ended. */
@@ -436,6 +424,19 @@ export interface ResNetOptions {
   /** Original ResNet v1: the stride on the first 1x1 of a downsampling bottleneck. */
   strideIn1x1: boolean
   bnEps: number
+}
+
+/** Batch, length, seed, checkpoints, device, gradient accumulation and the collapse warning. */
+export interface RunOptions {
+  batchSize: number
+  epochs: number
+  maxSteps?: number
+  seed: number
+  checkpointEvery?: number
+  device: Device
+  /** Micro-batches of `batchSize` images summed into one update. */
+  accumulate: number
+  collapseWarningSpread: number
 }
 
 /** A learning-rate schedule, `kind` names which. */

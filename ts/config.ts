@@ -111,6 +111,47 @@ export const augmentSchema = z.strictObject({
   std: z.tuple([positive, positive, positive]).default([0.229, 0.224, 0.225]),
 })
 
+/**
+ * The settings every pre-training method shares (the engine's `RunConfig`, one `validate`):
+ * spread into each method's schema, sent to the binding as its `run` object
+ * (`native-config.ts`'s `toNativeRun`).
+ */
+export const runFields = {
+  /** Images per micro-batch (per update without `accumulate`). */
+  batchSize: bounded(2, LIMITS.batchSize),
+  epochs: int(1),
+  /** Stop after this many optimisation steps in total. */
+  maxSteps: int(1).optional(),
+  seed: int(0),
+  /** Also checkpoint every N steps (always at each epoch end). */
+  checkpointEvery: int(1).optional(),
+  device: deviceSchema.default('auto'),
+  /**
+   * Gradient accumulation: each update sums the gradients of this many micro-batches of
+   * `batchSize` images (`batchSize * accumulate` images per step, at most the largest batch).
+   * The same update as one batch of that size where nothing depends on the batch as a whole
+   * (a ViT under a per-image loss); BatchNorm and batch-level loss terms still see `batchSize`.
+   */
+  accumulate: bounded(1, 1024).default(1),
+  /** A `collapse` warning is raised when a network's output spread stays below this for an epoch. */
+  collapseWarningSpread: z.number().min(0).default(0.1),
+}
+
+const runSchema = z.object(runFields)
+/** The shared run settings of a validated config. */
+export type RunSettings = z.infer<typeof runSchema>
+
+/** A step gathers at most the largest batch: `batchSize * accumulate <= LIMITS.batchSize`. */
+export function checkStepImages(c: { batchSize: number; accumulate: number }, ctx: z.RefinementCtx): void {
+  if (c.batchSize * c.accumulate > LIMITS.batchSize) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['accumulate'],
+      message: `batchSize ${c.batchSize} times accumulate ${c.accumulate} is more than the ${LIMITS.batchSize} images one step may hold`,
+    })
+  }
+}
+
 /** The ViT's patch must tile the image and its heads must split its width. */
 export function checkVitGeometry(c: { vit: z.infer<typeof vitArchSchema>; imageSize: number }, ctx: z.RefinementCtx): void {
   const v = typeof c.vit === 'string' ? { ...VITS[c.vit], patchSize: 16 } : c.vit
@@ -133,19 +174,12 @@ export const pretrainSchema = z
     /** Width of both heads, whose outputs CASS compares (1000 in the paper). */
     headDim: bounded(1, LIMITS.width),
     imageSize: bounded(8, LIMITS.imageSize),
-    batchSize: bounded(2, LIMITS.batchSize),
-    epochs: int(1),
-    /** Stop after this many optimisation steps in total. */
-    maxSteps: int(1).optional(),
+    ...runFields,
     lrCnn: positive,
     lrVit: positive,
     adam: adamSchema.default(adamSchema.parse({})),
     schedule: scheduleSchema,
     augment: augmentSchema.default(augmentSchema.parse({})),
-    seed: int(0),
-    /** Also checkpoint every N steps (always at each epoch end). */
-    checkpointEvery: int(1).optional(),
-    device: deviceSchema.default('auto'),
     /**
      * How the CNN's convolutions run: `auto` (on GPUs one batched matrix product each, on the CPU
      * the backend's own), `native` or `batched`. The same convolutions either way, summed in another
@@ -185,10 +219,11 @@ export const pretrainSchema = z
       })
       .nullable()
       .default(null),
-    /** A `collapse` warning is raised when a network's output spread stays below this for an epoch. */
-    collapseWarningSpread: z.number().min(0).default(0.1),
   })
-  .superRefine(checkVitGeometry)
+  .superRefine((c, ctx) => {
+    checkVitGeometry(c, ctx)
+    checkStepImages(c, ctx)
+  })
 export type PretrainConfig = z.infer<typeof pretrainSchema>
 
 export const lossSchema = z.discriminatedUnion('kind', [

@@ -13,12 +13,13 @@ import {
   LIMITS,
   type PresetName,
   augmentSchema,
+  checkStepImages,
   checkVitGeometry,
   cnnSchema,
-  deviceSchema,
   merge,
   parseWith,
   presetOf,
+  runFields,
   vitArchSchema,
 } from './config.js'
 import { ConfigError } from './errors.js'
@@ -39,10 +40,8 @@ export const dinoSchema = z
     hiddenDim: int(1).max(LIMITS.width),
     bottleneckDim: int(1).max(LIMITS.width),
     imageSize: int(8).max(LIMITS.imageSize),
-    batchSize: int(2).max(LIMITS.batchSize),
-    epochs: int(1),
-    maxSteps: int(1).optional(),
-    /** Peak learning rate per 256 images: the run peaks at `baseLr * batchSize / 256`. */
+    ...runFields,
+    /** Peak learning rate per 256 images: the run peaks at `baseLr * batchSize * accumulate / 256`. */
     baseLr: positive,
     minLr: z.number().min(0).default(1e-6),
     warmupEpochs: int(0).default(10),
@@ -68,13 +67,10 @@ export const dinoSchema = z
     localCropSize: int(1).max(LIMITS.imageSize),
     /** Augmentation of every crop (its `cropScale` is replaced by the crop's own range). */
     augment: augmentSchema.default(augmentSchema.parse({})),
-    seed: int(0),
-    checkpointEvery: int(1).optional(),
-    device: deviceSchema.default('auto'),
     conv: z.enum(['auto', 'native', 'batched']).default('auto'),
-    collapseWarningSpread: z.number().min(0).default(0.1),
   })
   .superRefine((c, ctx) => {
+    checkStepImages(c, ctx)
     if (c.arch !== 'vit') return
     checkVitGeometry(c, ctx)
     const patch = typeof c.vit === 'string' ? 16 : c.vit.patchSize

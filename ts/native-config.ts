@@ -8,7 +8,7 @@
 import path from 'node:path'
 
 import type * as Binding from '../index.js'
-import { type FinetuneConfig, type PretrainConfig, RESNETS, VITS } from './config.js'
+import { type FinetuneConfig, type PretrainConfig, RESNETS, type RunSettings, VITS } from './config.js'
 import type { DinoConfig } from './dino-config.js'
 
 function nativeResnet(cnn: PretrainConfig['cnn']): Binding.ResNetOptions {
@@ -30,15 +30,31 @@ export function networkShapes(c: Pick<PretrainConfig, 'cnn' | 'vit'>): { cnn: Bi
  * binding lacks would be dropped silently when the object crosses. These fail to compile then.
  */
 type Unsent<Zod, Sent> = Exclude<keyof Zod, keyof Sent>
-const allPretrainFieldsCross: [Unsent<PretrainConfig, Binding.PretrainOptions>] extends [never] ? true : false = true
+const allPretrainFieldsCross: [Unsent<PretrainConfig, Binding.PretrainOptions & Binding.RunOptions>] extends [never] ? true : false = true
+const allRunFieldsCross: [Unsent<Binding.RunOptions, PretrainConfig>] extends [never] ? true : false = true
 const allFinetuneFieldsCross: [Unsent<FinetuneConfig, Binding.FinetuneOptions>] extends [never] ? true : false = true
 const allAugmentFieldsCross: [Unsent<PretrainConfig['augment'], Binding.AugmentOptions>] extends [never] ? true : false = true
-const allDinoFieldsCross: [Unsent<DinoConfig, Binding.DinoOptions>] extends [never] ? true : false = true
-void [allPretrainFieldsCross, allFinetuneFieldsCross, allAugmentFieldsCross, allDinoFieldsCross]
+const allDinoFieldsCross: [Unsent<DinoConfig, Binding.DinoOptions & Binding.RunOptions>] extends [never] ? true : false = true
+void [allRunFieldsCross, allPretrainFieldsCross, allFinetuneFieldsCross, allAugmentFieldsCross, allDinoFieldsCross]
+
+/** The shared run settings of any method's validated config, as the binding's `run` object. */
+export function toNativeRun(c: RunSettings): Binding.RunOptions {
+  return {
+    batchSize: c.batchSize,
+    epochs: c.epochs,
+    maxSteps: c.maxSteps,
+    seed: c.seed,
+    checkpointEvery: c.checkpointEvery,
+    device: c.device,
+    accumulate: c.accumulate,
+    collapseWarningSpread: c.collapseWarningSpread,
+  }
+}
 
 export function toNativePretrainConfig(c: PretrainConfig): Binding.PretrainOptions {
   return {
     ...c,
+    run: toNativeRun(c),
     ...networkShapes(c),
     augment: { ...c.augment },
     collapseGuard: c.collapseGuard ?? undefined,
@@ -65,6 +81,7 @@ export function toNativeFinetuneConfig(
 export function toNativeDinoConfig(c: DinoConfig): Binding.DinoOptions {
   return {
     ...c,
+    run: toNativeRun(c),
     ...networkShapes(c),
     augment: { ...c.augment },
     globalCropScale: [...c.globalCropScale],

@@ -129,24 +129,22 @@ fn main() {
         cnn: cnn.clone(),
         vit: vit.clone(),
         image_size: size,
-        batch_size: batch,
-        epochs: 1,
-        max_steps: None,
+        run: cass_core::train::run_config::RunConfig {
+            backend,
+            ..cass_core::train::run_config::RunConfig::new(batch, 1, 0)
+        },
         lr_cnn: 1e-3,
         lr_vit: 1e-3,
         adam: Default::default(),
         schedule: Schedule::Constant,
         augment: Default::default(),
-        seed: 0,
-        checkpoint_every: None,
-        backend,
         cnn_weights: None,
         vit_weights: None,
         views: 1,
         collapse_guard: None,
-        collapse_warning_spread: 0.1,
         conv: serde_json::from_str(&format!("\"{}\"", arg(&args, "--conv", "auto")))
             .expect("--conv is auto, native or batched"),
+        unknown: Default::default(),
     };
     let cfg = PretrainConfig {
         views,

@@ -39,7 +39,7 @@ fn fixture(name: &str) -> Fixture {
         labels: labels[..8].to_vec(),
     };
     let mut p = tiny_pretrain();
-    p.epochs = 1;
+    p.run.epochs = 1;
     crate::ssl::cass::pretrain(
         &p,
         set.clone(),

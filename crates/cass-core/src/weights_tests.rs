@@ -146,10 +146,8 @@ fn one_cass_step_matches_pytorch() {
         cnn: model("resnet_basic").resnet().unwrap(),
         vit: model("vit_tiny").vit().unwrap(),
         image_size: 32,
-        batch_size: 2,
-        epochs: 1,
+        run: crate::train::run_config::RunConfig::new(2, 1, 0),
         schedule: crate::train::schedule::Schedule::Constant,
-        seed: 0,
         // The rest as the tiny config: lr 1e-3 for both, default Adam and augmentation, one view.
         ..crate::testing::tiny_pretrain()
     };

@@ -8,7 +8,8 @@ use cass_core::train::adam::AdamConfig;
 use cass_core::{CassError, DinoConfig};
 use napi_derive::napi;
 
-use crate::shapes::{AugmentOptions, Conv, Device, Network, ResNetOptions, VitOptions, fixed, resnet, vit, whole};
+use crate::run_options::RunOptions;
+use crate::shapes::{AugmentOptions, Conv, Network, ResNetOptions, VitOptions, fixed, resnet, vit, whole};
 
 /// AdamW's moments; its weight decay follows `weightDecay` -> `weightDecayEnd`.
 #[napi(object)]
@@ -30,10 +31,8 @@ pub struct DinoOptions {
     pub hidden_dim: u32,
     pub bottleneck_dim: u32,
     pub image_size: u32,
-    pub batch_size: u32,
-    pub epochs: f64,
-    pub max_steps: Option<f64>,
-    /// Peak learning rate per 256 images (the run peaks at `baseLr * batchSize / 256`).
+    pub run: RunOptions,
+    /// Peak learning rate per 256 images (the run peaks at `baseLr * batchSize * accumulate / 256`).
     pub base_lr: f64,
     pub min_lr: f64,
     pub warmup_epochs: f64,
@@ -53,11 +52,7 @@ pub struct DinoOptions {
     pub local_crop_scale: Vec<f64>,
     pub local_crop_size: u32,
     pub augment: AugmentOptions,
-    pub seed: f64,
-    pub checkpoint_every: Option<f64>,
-    pub device: Device,
     pub conv: Conv,
-    pub collapse_warning_spread: f64,
 }
 
 impl TryFrom<DinoOptions> for DinoConfig {
@@ -76,9 +71,7 @@ impl TryFrom<DinoOptions> for DinoConfig {
                 bottleneck_dim: o.bottleneck_dim as usize,
             },
             image_size,
-            batch_size: o.batch_size as usize,
-            epochs: whole(o.epochs, "epochs")?,
-            max_steps: o.max_steps.map(|s| whole(s, "maxSteps")).transpose()?,
+            run: o.run.try_into()?,
             base_lr: o.base_lr,
             min_lr: o.min_lr,
             warmup_epochs: whole(o.warmup_epochs, "warmupEpochs")?,
@@ -103,11 +96,8 @@ impl TryFrom<DinoOptions> for DinoConfig {
             local_crop_scale: fixed(&o.local_crop_scale, "localCropScale", |x| x)?,
             local_crop_size: o.local_crop_size as usize,
             augment: o.augment.try_into()?,
-            seed: whole(o.seed, "seed")?,
-            checkpoint_every: o.checkpoint_every.map(|s| whole(s, "checkpointEvery")).transpose()?,
-            backend: o.device.into(),
             conv: o.conv.into(),
-            collapse_warning_spread: o.collapse_warning_spread,
+            unknown: Default::default(),
         })
     }
 }

@@ -24,6 +24,7 @@ mod model_thread;
 mod options;
 mod outcomes;
 mod queries;
+mod run_options;
 mod shapes;
 pub use dino_options::*;
 pub use model::*;

@@ -15,6 +15,7 @@ use cass_core::ssl::objective::CollapseGuard;
 use cass_core::{CassError, FinetuneConfig, Init, PretrainConfig};
 use napi_derive::napi;
 
+use crate::run_options::RunOptions;
 use crate::shapes::{
     AdamOptions, AugmentOptions, Conv, Device, Network, ResNetOptions, ScheduleOptions, VitOptions, resnet, schedule,
     vit, whole,
@@ -35,17 +36,12 @@ pub struct PretrainOptions {
     /// Width of both heads, whose outputs CASS compares.
     pub head_dim: u32,
     pub image_size: u32,
-    pub batch_size: u32,
-    pub epochs: f64,
-    pub max_steps: Option<f64>,
+    pub run: RunOptions,
     pub lr_cnn: f64,
     pub lr_vit: f64,
     pub adam: AdamOptions,
     pub schedule: ScheduleOptions,
     pub augment: AugmentOptions,
-    pub seed: f64,
-    pub checkpoint_every: Option<f64>,
-    pub device: Device,
     pub conv: Conv,
     /// Initial weights: timm-named safetensors files (references are resolved to files first).
     pub cnn_weights: Option<String>,
@@ -55,7 +51,6 @@ pub struct PretrainOptions {
     /// Augmented views per image: 1 or 2.
     pub views: u32,
     pub collapse_guard: Option<CollapseGuardOptions>,
-    pub collapse_warning_spread: f64,
 }
 
 /// The classification loss of fine-tuning, `kind` names which.
@@ -126,17 +121,12 @@ impl TryFrom<PretrainOptions> for PretrainConfig {
             cnn: resnet(o.cnn, head, "cnn")?,
             vit: vit(o.vit, image_size, head),
             image_size,
-            batch_size: o.batch_size as usize,
-            epochs: whole(o.epochs, "epochs")?,
-            max_steps: o.max_steps.map(|s| whole(s, "maxSteps")).transpose()?,
+            run: o.run.try_into()?,
             lr_cnn: o.lr_cnn,
             lr_vit: o.lr_vit,
             adam: o.adam.into(),
             schedule: schedule(o.schedule)?,
             augment: o.augment.try_into()?,
-            seed: whole(o.seed, "seed")?,
-            checkpoint_every: o.checkpoint_every.map(|s| whole(s, "checkpointEvery")).transpose()?,
-            backend: o.device.into(),
             cnn_weights: weights(o.cnn_weights, o.ignore_head),
             vit_weights: weights(o.vit_weights, o.ignore_head),
             views: o.views as usize,
@@ -146,7 +136,7 @@ impl TryFrom<PretrainOptions> for PretrainConfig {
                 target: g.target,
                 covariance: g.covariance,
             }),
-            collapse_warning_spread: o.collapse_warning_spread,
+            unknown: Default::default(),
         })
     }
 }

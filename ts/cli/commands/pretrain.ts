@@ -30,6 +30,8 @@ export const usage = `cass pretrain --data PATH --out DIR [options]
   --preset NAME       paper | cpu-small (default cpu-small)
   --config FILE.json  config (API field names); flags override it
   --epochs N, --batch-size N
+  --accumulate N      sum the gradients of N batches of --batch-size images into each update
+                      (N x batch-size images per step, one batch in device memory at a time)
   --device D          cpu | cuda | wgpu | auto (default auto: CUDA, else a wgpu GPU, else the CPU;
                       the first line of progress says which and why)
   --resume            continue the run in --out exactly where it stopped
@@ -66,6 +68,7 @@ export async function run(argv: string[]): Promise<void> {
       config: { type: 'string' },
       epochs: { type: 'string' },
       'batch-size': { type: 'string' },
+      accumulate: { type: 'string' },
       device: { type: 'string' },
       resume: { type: 'boolean', default: false },
       overwrite: { type: 'boolean', default: false },
@@ -84,6 +87,7 @@ export async function run(argv: string[]): Promise<void> {
     ...(values.preset ? { preset: values.preset } : {}),
     ...(values.epochs ? { epochs: int(values.epochs, 'epochs') } : {}),
     ...(values['batch-size'] ? { batchSize: int(values['batch-size'], 'batch-size') } : {}),
+    ...(values.accumulate ? { accumulate: int(values.accumulate, 'accumulate') } : {}),
     ...(values.device ? { device: values.device } : {}),
     ...(values['cnn-weights'] ? { cnnWeights: values['cnn-weights'] } : {}),
     ...(values['vit-weights'] ? { vitWeights: values['vit-weights'] } : {}),

@@ -66,7 +66,7 @@ fn an_unversioned_pre_training_resumes_and_is_written_in_the_current_format() {
     assert_eq!(old.version, 1);
     assert!(old.completed && old.step > 0);
     let mut cfg = old.config.clone();
-    cfg.epochs += 1;
+    cfg.run.epochs += 1;
     let (bytes, _) = synthetic_images(16, 16, 3);
     let set = Arc::new(ImageSet::from_memory(bytes, 16, 16, 16).unwrap());
     let done = pretrain(

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::thread;
 
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 
 pub use super::cass_config::{InitWeights, PretrainConfig};
@@ -20,7 +21,8 @@ pub use super::objective::CollapseGuard;
 pub use super::objective::StepOutput;
 use super::objective::{EpochSpread, Objective};
 pub use super::pretrain::PretrainOutcome;
-use super::{Method, RunSettings, StepAt};
+use super::step::split_views;
+use super::{Method, StepAt};
 use crate::augment;
 use crate::checkpoint::{self, save_weights};
 use crate::data::ImageSet;
@@ -28,6 +30,8 @@ use crate::error::CassError;
 use crate::events::{CancelToken, Observer};
 use crate::models::{ResNet, Vit, init_seeded};
 use crate::train::adam::Adam;
+use crate::train::grads::add_grads;
+use crate::train::run_config::RunConfig;
 pub use crate::train::run::Status;
 use crate::train::run::{StepReport, step_seed};
 use crate::weights::{apply_declared_variant, head_names, load_timm, load_timm_vit};
@@ -62,8 +66,8 @@ impl CassTrainer {
         let ad = device.clone().autodiff();
         Self {
             config: cfg.clone(),
-            cnn: init_seeded(&ad, cfg.seed, |d| cfg.cnn.init(d)).with_conv(cfg.conv),
-            vit: init_seeded(&ad, cfg.seed.wrapping_add(1), |d| cfg.vit.init(d)),
+            cnn: init_seeded(&ad, cfg.run.seed, |d| cfg.cnn.init(d)).with_conv(cfg.conv),
+            vit: init_seeded(&ad, cfg.run.seed.wrapping_add(1), |d| cfg.vit.init(d)),
             opt_cnn: Adam::new(cfg.adam),
             opt_vit: Adam::new(cfg.adam),
             objective: Objective {
@@ -95,7 +99,25 @@ impl CassTrainer {
     }
 
     /// One CASS step on an already augmented, normalised batch (with two views, view 1 of
-    /// every image, then view 2: see [`Objective`]).
+    /// every image, then view 2: see [`Objective`]): [`CassTrainer::gradients_of`], then both
+    /// optimisers.
+    ///
+    /// # Shapes
+    /// `x`: `[views * batch, 3, size, size]`
+    pub fn step(&mut self, x: Tensor<4>, lr_cnn: f64, lr_vit: f64) -> StepOutput {
+        let (grads, out) = self.gradients_of(x, 1.0);
+        self.update(grads, lr_cnn, lr_vit);
+        out
+    }
+
+    /// Both optimisers apply `grads`.
+    fn update(&mut self, grads: CassGrads, lr_cnn: f64, lr_vit: f64) {
+        self.cnn = self.opt_cnn.step_params(lr_cnn, self.cnn.clone(), &grads.cnn);
+        self.vit = self.opt_vit.step_params(lr_vit, self.vit.clone(), &grads.vit);
+    }
+
+    /// The gradients of `weight` times the objective on `x`, for each network; changes no
+    /// weights (BatchNorm's running statistics aside).
     ///
     /// With [`parallel_towers`](Self::parallel_towers), the CNN runs on the calling thread and
     /// the ViT on a second one. The loss is computed on detached copies of the two outputs `r`
@@ -106,51 +128,41 @@ impl CassTrainer {
     /// backward passes run concurrently. The CNN, the only network with BatchNorm running
     /// statistics, always runs on the calling thread: burn's `RunningState` keys its pending
     /// update by thread.
-    ///
-    /// # Shapes
-    /// `x`: `[batch, 3, size, size]`
-    pub fn step(&mut self, x: Tensor<4>, lr_cnn: f64, lr_vit: f64) -> StepOutput {
+    pub fn gradients_of(&mut self, x: Tensor<4>, weight: f64) -> (CassGrads, StepOutput) {
         if self.parallel_towers {
-            self.step_parallel(x, lr_cnn, lr_vit)
+            self.gradients_parallel(x, weight)
         } else {
-            self.step_serial(x, lr_cnn, lr_vit)
+            self.gradients_serial(x, weight)
         }
     }
 
-    fn step_serial(&mut self, x: Tensor<4>, lr_cnn: f64, lr_vit: f64) -> StepOutput {
+    fn gradients_serial(&mut self, x: Tensor<4>, weight: f64) -> (CassGrads, StepOutput) {
         let x = x.autodiff();
         let r = self.cnn.forward(x.clone()); // [views * batch, d]
         let t = self.vit.forward(x); // [views * batch, d]
         let parts = self.objective.forward(r, t);
         let value = parts.total.clone().into_scalar::<f32>() as f64;
         let out = StepOutput::from_parts(value, &parts);
-        let grads = parts.total.backward();
-        self.cnn = self.opt_cnn.step(lr_cnn, self.cnn.clone(), &grads);
-        self.vit = self.opt_vit.step(lr_vit, self.vit.clone(), &grads);
-        out
+        let mut grads = weighted(parts.total, weight).backward();
+        let cnn = GradientsParams::from_module(&mut grads, &self.cnn);
+        let vit = GradientsParams::from_module(&mut grads, &self.vit);
+        (CassGrads { cnn, vit }, out)
     }
 
-    fn step_parallel(&mut self, x: Tensor<4>, lr_cnn: f64, lr_vit: f64) -> StepOutput {
-        let Self {
-            cnn,
-            vit,
-            opt_cnn,
-            opt_vit,
-            objective,
-            ..
-        } = self;
+    fn gradients_parallel(&mut self, x: Tensor<4>, weight: f64) -> (CassGrads, StepOutput) {
+        let Self { cnn, vit, objective, .. } = self;
         let (send_t, recv_t) = mpsc::channel::<Tensor<2>>();
         let (send_g, recv_g) = mpsc::channel::<Tensor<2>>();
-        let vit_model = vit.clone();
+        let vit_model = &*vit;
         let x_vit = x.clone();
-        let (out, new_vit) = thread::scope(|scope| {
+        thread::scope(|scope| {
             let tower = scope.spawn(move || {
                 let t = vit_model.forward(x_vit.autodiff()); // [batch, d]
                 // The receiving side hangs up only when it is unwinding; nothing left to do.
                 send_t.send(t.clone().detach()).ok()?;
                 let g = recv_g.recv().ok()?;
                 let grads = t.mul(g).sum().backward();
-                Some(opt_vit.step(lr_vit, vit_model, &grads))
+                Some(GradientsParams::from_grads(grads, vit_model))
             });
             let r = cnn.forward(x.autodiff()); // [batch, d]
             let Ok(t) = recv_t.recv() else {
@@ -162,26 +174,43 @@ impl CassTrainer {
             let parts = objective.forward(r_leaf.clone(), t_leaf.clone());
             let value = parts.total.clone().into_scalar::<f32>() as f64;
             let out = StepOutput::from_parts(value, &parts);
-            let g = parts.total.backward();
+            let g = weighted(parts.total, weight).backward();
             let g_r = r_leaf.grad(&g).expect("the loss depends on the CNN output");
             let g_t = t_leaf.grad(&g).expect("the loss depends on the ViT output");
             // If the ViT thread has died, its join below reports why.
             let _ = send_g.send(Tensor::from_inner(g_t));
             let grads = r.mul(Tensor::from_inner(g_r)).sum().backward();
-            *cnn = opt_cnn.step(lr_cnn, cnn.clone(), &grads);
-            let new_vit = match tower.join() {
+            let cnn_grads = GradientsParams::from_grads(grads, &*cnn);
+            let vit_grads = match tower.join() {
                 Ok(v) => v.expect("the ViT thread received its gradient"),
                 Err(panic) => std::panic::resume_unwind(panic),
             };
-            (out, new_vit)
-        });
-        *vit = new_vit;
-        out
+            (
+                CassGrads {
+                    cnn: cnn_grads,
+                    vit: vit_grads,
+                },
+                out,
+            )
+        })
     }
+}
+
+/// The gradients of one CASS step (or several micro-batches' summed), for each network.
+pub struct CassGrads {
+    pub cnn: GradientsParams,
+    pub vit: GradientsParams,
+}
+
+/// `weight * loss`, where a weight of 1 leaves the graph (and so every gradient) as it was.
+fn weighted(loss: Tensor<1>, weight: f64) -> Tensor<1> {
+    if weight == 1.0 { loss } else { loss.mul_scalar(weight) }
 }
 
 impl Method for CassTrainer {
     type Config = PretrainConfig;
+    type Views = Tensor<4>;
+    type Grads = CassGrads;
     const KIND: &'static str = PRETRAIN_KIND;
     const LOSS_NAME: &'static str = "CASS loss";
 
@@ -196,26 +225,12 @@ impl Method for CassTrainer {
         }
     }
 
-    fn settings(cfg: &PretrainConfig) -> RunSettings {
-        RunSettings {
-            batch_size: cfg.batch_size,
-            epochs: cfg.epochs,
-            max_steps: cfg.max_steps,
-            seed: cfg.seed,
-            checkpoint_every: cfg.checkpoint_every,
-            backend: cfg.backend,
-        }
+    fn run(cfg: &PretrainConfig) -> &RunConfig {
+        &cfg.run
     }
 
-    fn set_resumable(
-        cfg: &mut PretrainConfig,
-        epochs: u64,
-        max_steps: Option<u64>,
-        backend: crate::device::BackendChoice,
-    ) {
-        cfg.epochs = epochs;
-        cfg.max_steps = max_steps;
-        cfg.backend = backend;
+    fn run_mut(cfg: &mut PretrainConfig) -> &mut RunConfig {
+        &mut cfg.run
     }
 
     fn prepare(cfg: &mut PretrainConfig, fresh: bool) -> Result<(), CassError> {
@@ -254,30 +269,45 @@ impl Method for CassTrainer {
         self.opt_vit.save(&dir.join("vit.adam.safetensors"))
     }
 
-    fn train_step(&mut self, raw: Tensor<4>, at: StepAt) -> StepReport {
-        let (step, total) = (at.step, at.total);
-        let cfg = &self.config;
+    fn views(&self, raw: Tensor<4>, at: StepAt, parts: usize) -> Vec<Tensor<4>> {
         let aspect = raw.dims()[3] as f64 / raw.dims()[2] as f64;
-        let x = augmented_views(cfg, raw, step, aspect);
-        let lr_cnn = cfg.schedule.lr(cfg.lr_cnn, step, total);
-        let lr_vit = cfg.schedule.lr(cfg.lr_vit, step, total);
-        let out = CassTrainer::step(self, x, lr_cnn, lr_vit);
+        let x = augmented_views(&self.config, raw, at.step, aspect);
+        split_views(x, self.config.views, parts)
+    }
+
+    fn gradients(&mut self, x: Tensor<4>, weight: f64, at: StepAt) -> (CassGrads, StepReport) {
+        let (grads, out) = self.gradients_of(x, weight);
         self.collapse.record(&out);
-        StepReport {
+        let report = StepReport {
             loss: out.loss,
             parts: out.parts(),
             spread: crate::events::NetworkSpread {
                 cnn: Some(out.cnn_spread),
                 vit: Some(out.vit_spread),
             },
-            lr: lr_cnn,
+            lr: self.config.schedule.lr(self.config.lr_cnn, at.step, at.total),
+        };
+        (grads, report)
+    }
+
+    fn add(&self, sum: CassGrads, more: CassGrads) -> CassGrads {
+        CassGrads {
+            cnn: add_grads(&self.cnn, sum.cnn, more.cnn),
+            vit: add_grads(&self.vit, sum.vit, more.vit),
         }
+    }
+
+    fn apply(&mut self, grads: CassGrads, at: StepAt) {
+        let cfg = &self.config;
+        let lr_cnn = cfg.schedule.lr(cfg.lr_cnn, at.step, at.total);
+        let lr_vit = cfg.schedule.lr(cfg.lr_vit, at.step, at.total);
+        self.update(grads, lr_cnn, lr_vit);
     }
 
     fn end_epoch(&mut self, epoch: u64, full: bool) -> Vec<(String, String)> {
         let spread = std::mem::take(&mut self.collapse);
         // An epoch resumed part-way has seen only some of its steps; judge full ones.
-        match spread.epoch_warning(epoch, self.config.collapse_warning_spread) {
+        match spread.epoch_warning(epoch, self.config.run.collapse_warning_spread) {
             Some(message) if full => vec![("collapse".into(), message)],
             _ => Vec::new(),
         }
@@ -299,7 +329,7 @@ pub fn augmented_views(cfg: &PretrainConfig, raw: Tensor<4>, step: u64, aspect: 
     let views: Vec<Tensor<4>> = (0..cfg.views as u64)
         .map(|v| {
             // View 0 keeps the one-view seed, so a one-view run is unchanged by this option.
-            let seed = step_seed(cfg.seed.wrapping_add(v.wrapping_mul(0x5851_f42d_4c95_7f2d)), step);
+            let seed = step_seed(cfg.run.seed.wrapping_add(v.wrapping_mul(0x5851_f42d_4c95_7f2d)), step);
             let params = cfg.augment.sample(batch, seed, aspect);
             augment::apply(raw.clone(), Some(&params), cfg.image_size, &cfg.augment)
         })

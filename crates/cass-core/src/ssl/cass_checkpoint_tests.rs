@@ -5,6 +5,7 @@ use std::fs;
 
 use super::tests::{fixed_batch, tmp};
 use super::*;
+use crate::train::run_config::RunConfig;
 use crate::checkpoint::module_tensors;
 use crate::events::{Event, Silent};
 use crate::testing::{device, synthetic_images, tiny_pretrain};
@@ -70,9 +71,12 @@ fn resume_after_cancel_continues_the_same_loss_curve() {
     // Resuming with another batch size keeps the checkpoint's, and says so.
     let mut warned = Vec::new();
     let other = PretrainConfig {
-        batch_size: 2,
+        run: RunConfig {
+            batch_size: 2,
+            backend: crate::device::BackendChoice::Auto,
+            ..cfg.run
+        },
         views: 2,
-        backend: crate::device::BackendChoice::Auto,
         ..cfg.clone()
     };
     let probe_cancel = CancelToken::new();
@@ -142,10 +146,11 @@ fn identical_runs_write_identical_checkpoint_files() {
 #[test]
 fn the_convolution_strategy_is_saved_with_the_checkpoint_and_restored() {
     use crate::models::conv::ConvStrategy;
+    let t = tiny_pretrain();
     let cfg = PretrainConfig {
         conv: ConvStrategy::Batched,
-        epochs: 1,
-        ..tiny_pretrain()
+        run: RunConfig { epochs: 1, ..t.run },
+        ..t
     };
     let (bytes, _) = synthetic_images(8, 16, 5);
     let set = Arc::new(ImageSet::from_memory(bytes, 8, 16, 16).unwrap());

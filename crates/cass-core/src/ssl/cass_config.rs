@@ -6,26 +6,23 @@ use serde::{Deserialize, Serialize};
 
 use super::objective::CollapseGuard;
 use crate::augment::AugmentConfig;
-use crate::device::BackendChoice;
 use crate::error::CassError;
 use crate::models::conv::ConvStrategy;
 use crate::models::{ResNetConfig, VitConfig};
 use crate::train::adam::AdamConfig;
+use crate::train::run_config::{RunConfig, Unknown, reject_unknown};
 use crate::train::schedule::Schedule;
 
 /// Everything that defines a CASS pre-training run. Saved beside every checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PretrainConfig {
+    /// Batch, length, seed, checkpoints, device, accumulation and the collapse warning.
+    #[serde(flatten)]
+    pub run: RunConfig,
     pub cnn: ResNetConfig,
     pub vit: VitConfig,
     /// Side of the square network input; images of another size are resized on the device.
     pub image_size: usize,
-    pub batch_size: usize,
-    pub epochs: u64,
-    /// Stop after this many steps in total (e.g. for smoke runs), if set.
-    #[serde(default)]
-    pub max_steps: Option<u64>,
     pub lr_cnn: f64,
     pub lr_vit: f64,
     #[serde(default)]
@@ -33,12 +30,6 @@ pub struct PretrainConfig {
     pub schedule: Schedule,
     #[serde(default)]
     pub augment: AugmentConfig,
-    pub seed: u64,
-    /// Write a checkpoint every N steps (and always at the end of each epoch).
-    #[serde(default)]
-    pub checkpoint_every: Option<u64>,
-    #[serde(default)]
-    pub backend: BackendChoice,
     /// Initial CNN weights (timm-named safetensors), e.g. ImageNet weights, as in the paper.
     #[serde(default)]
     pub cnn_weights: Option<InitWeights>,
@@ -56,18 +47,13 @@ pub struct PretrainConfig {
     /// Variance hinge against collapse, added to the CASS loss; `None` in the paper.
     #[serde(default)]
     pub collapse_guard: Option<CollapseGuard>,
-    /// A warning event is raised when a network's output spread stays below this for a whole
-    /// epoch (spread: about 1 for spread-out outputs, 0 for a constant output).
-    #[serde(default = "default_collapse_warning")]
-    pub collapse_warning_spread: f64,
+    /// Fields no setting reads, refused by `validate` (see [`Unknown`]).
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 fn one_view() -> usize {
     1
-}
-
-fn default_collapse_warning() -> f64 {
-    0.1
 }
 
 /// A weights file to start from.
@@ -83,15 +69,8 @@ pub struct InitWeights {
 impl PretrainConfig {
     /// Checks what serde cannot; errors name the field.
     pub fn validate(&self) -> Result<(), CassError> {
-        if self.batch_size < 2 {
-            return Err(CassError::config(
-                "batch_size",
-                "must be at least 2 (BatchNorm uses batch statistics)",
-            ));
-        }
-        if self.epochs == 0 {
-            return Err(CassError::config("epochs", "must be at least 1"));
-        }
+        reject_unknown(&self.unknown)?;
+        self.run.validate()?;
         if self.image_size == 0 {
             return Err(CassError::config("image_size", "must be positive"));
         }
@@ -105,8 +84,9 @@ impl PretrainConfig {
             ));
         }
         self.vit.validate().map_err(|m| CassError::config("vit", m))?;
-        crate::models::budget::resnet(&self.cnn, self.image_size, self.batch_size).check("cnn")?;
-        crate::models::budget::vit(&self.vit, self.batch_size).check("vit")?;
+        // The device holds one micro-batch's activations at a time, whatever `accumulate` is.
+        crate::models::budget::resnet(&self.cnn, self.image_size, self.run.batch_size).check("cnn")?;
+        crate::models::budget::vit(&self.vit, self.run.batch_size).check("vit")?;
         if self.cnn.num_classes != self.vit.num_classes {
             return Err(CassError::config(
                 "vit.num_classes",
@@ -146,12 +126,6 @@ impl PretrainConfig {
                     format!("must be a positive number, got {}", g.target),
                 ));
             }
-        }
-        if !self.collapse_warning_spread.is_finite() || self.collapse_warning_spread < 0.0 {
-            return Err(CassError::config(
-                "collapse_warning_spread",
-                format!("must be a non-negative number, got {}", self.collapse_warning_spread),
-            ));
         }
         Ok(())
     }

@@ -3,6 +3,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use super::*;
+use crate::train::run_config::RunConfig;
 use crate::checkpoint::{load_module_tensors, module_tensors};
 use crate::data::upload;
 use crate::events::{Event, Silent};
@@ -16,9 +17,9 @@ pub(super) fn tmp(name: &str) -> PathBuf {
 }
 
 pub(super) fn fixed_batch(cfg: &PretrainConfig, d: &Device) -> Tensor<4> {
-    let (bytes, _) = synthetic_images(cfg.batch_size, cfg.image_size, 3);
-    let set = ImageSet::from_memory(bytes, cfg.batch_size, cfg.image_size, cfg.image_size).unwrap();
-    let host = crate::data::assemble(&set, &(0..cfg.batch_size).collect::<Vec<_>>(), None);
+    let (bytes, _) = synthetic_images(cfg.run.batch_size, cfg.image_size, 3);
+    let set = ImageSet::from_memory(bytes, cfg.run.batch_size, cfg.image_size, cfg.image_size).unwrap();
+    let host = crate::data::assemble(&set, &(0..cfg.run.batch_size).collect::<Vec<_>>(), None);
     augment::apply(upload(&host, &set, d), None, cfg.image_size, &cfg.augment)
 }
 
@@ -87,7 +88,7 @@ fn parallel_towers_case(cfg: PretrainConfig) {
 fn gradients_match_finite_differences() {
     let d = device();
     let mut cfg = tiny_pretrain();
-    cfg.batch_size = 3;
+    cfg.run.batch_size = 3;
     let t = CassTrainer::new(&cfg, &d);
     let x = fixed_batch(&cfg, &d);
     let loss_of = |cnn: &ResNet, vit: &Vit| -> f64 {
@@ -267,11 +268,15 @@ fn spread_after_pretraining(cfg: &PretrainConfig, name: &str) -> ((f64, f64), Ve
 
 #[test]
 fn random_init_collapses_without_the_guard_and_not_with_it() {
+    let t = tiny_pretrain();
     let base = PretrainConfig {
-        batch_size: 8,
-        epochs: COLLAPSE_EPOCHS,
+        run: RunConfig {
+            batch_size: 8,
+            epochs: COLLAPSE_EPOCHS,
+            ..t.run
+        },
         schedule: crate::train::schedule::Schedule::Constant,
-        ..tiny_pretrain()
+        ..t
     };
     let ((cnn, vit), warnings) = spread_after_pretraining(&base, "collapse-plain");
     assert!(

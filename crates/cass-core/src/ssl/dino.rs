@@ -10,10 +10,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 
 pub use super::dino_config::DinoConfig;
-use super::{Method, RunSettings, StepAt};
+use super::step::split_views;
+use super::{Method, StepAt};
 use crate::augment::{self, AugmentConfig};
 use crate::checkpoint::{self, read_safetensors, safetensors_bytes, save_weights, to_host, write_atomic};
 use crate::error::CassError;
@@ -24,6 +26,8 @@ use crate::models::dino_head::DinoHead;
 use crate::models::{Arch, Network, init_seeded};
 use crate::train::adam::Adam;
 use crate::train::ema::{ema, own_copy};
+use crate::train::grads::add_grads;
+use crate::train::run_config::RunConfig;
 use crate::train::run::{StepReport, step_seed};
 use crate::train::schedule::{Schedule, cosine};
 
@@ -50,7 +54,7 @@ pub struct DinoTrainer {
 
 fn build(cfg: &DinoConfig, device: &Device) -> (Network, DinoHead) {
     let ad = device.clone().autodiff();
-    init_seeded(&ad, cfg.seed, |d| {
+    init_seeded(&ad, cfg.run.seed, |d| {
         let (net, width) = match cfg.arch {
             Arch::Cnn => (Network::Cnn(cfg.cnn.init(d)), cfg.cnn.feature_dim()),
             Arch::Vit => (Network::Vit(cfg.vit.init(d)), cfg.vit.embed_dim),
@@ -94,7 +98,7 @@ impl DinoTrainer {
                 ..cfg.augment
             };
             let seed = step_seed(
-                cfg.seed.wrapping_add((v as u64).wrapping_mul(0x5851_f42d_4c95_7f2d)),
+                cfg.run.seed.wrapping_add((v as u64).wrapping_mul(0x5851_f42d_4c95_7f2d)),
                 step,
             );
             let params = aug.sample(batch, seed, aspect);
@@ -114,16 +118,27 @@ impl DinoTrainer {
 
     /// One DINO step on prepared crops (see [`DinoTrainer::crops`]).
     pub fn step(&mut self, globals: Tensor<4>, locals: Option<Tensor<4>>, at: StepAt) -> StepReport {
+        let (grads, report) = self.gradients_of((globals, locals), 1.0, at);
+        self.apply_grads(grads, at);
+        report
+    }
+
+    /// The learning rate at `at` (a linear warm-up, then a cosine).
+    fn lr(&self, at: StepAt) -> f64 {
         let cfg = &self.config;
-        let lr = Schedule::Cosine {
+        Schedule::Cosine {
             warmup: cfg.warmup_epochs * at.per_epoch,
             min_lr: cfg.min_lr,
         }
-        .lr(cfg.peak_lr(), at.step, at.total);
-        let wd = cosine(cfg.weight_decay, cfg.weight_decay_end, at.step, at.total);
+        .lr(cfg.peak_lr(), at.step, at.total)
+    }
+
+    /// The student's gradients of `weight` times the loss on one micro-batch's crops, with the
+    /// teacher's outputs (the centre's update needs them); changes no weights.
+    fn gradients_of(&mut self, (globals, locals): DinoViews, weight: f64, at: StepAt) -> (DinoGrads, StepReport) {
+        let cfg = &self.config;
         let momentum = cosine(cfg.momentum_teacher, 1.0, at.step, at.total);
         let teacher_temp = cfg.teacher_temp_at(at.epoch);
-
         let globals = globals.autodiff();
         // The teacher runs on the training device (BatchNorm with batch statistics, as DINO's
         // teacher in train mode) but none of its parameters is tracked.
@@ -138,24 +153,18 @@ impl DinoTrainer {
         let s_out = Tensor::cat(s_out, 0); // [(2 + locals) B, K]
         let loss = self.loss.forward(s_out, t_out.clone(), GLOBAL_CROPS, teacher_temp);
         let value = loss.clone().into_scalar::<f32>() as f64;
+        let loss = if weight == 1.0 { loss } else { loss.mul_scalar(weight) };
         let mut grads = loss.backward();
         if at.epoch < cfg.freeze_last_layer_epochs {
             // DINO's `cancel_gradients_last_layer`: the last layer keeps its initial directions
             // while the rest settles, which its authors found stabilises the start.
             self.student_head.last_layer.val().grad_remove(&mut grads);
         }
-        for opt in [&mut self.opt_backbone, &mut self.opt_head] {
-            opt.config.weight_decay = wd;
-        }
-        self.student = self.opt_backbone.step(lr, self.student.clone(), &grads);
-        self.student_head = self.opt_head.step(lr, self.student_head.clone(), &grads);
-        self.loss.update_center(t_out.clone());
-        self.teacher = ema(self.teacher.clone(), &self.student, momentum);
-        self.teacher_head = ema(self.teacher_head.clone(), &self.student_head, momentum);
-
-        let spread = output_spread(t_out).into_scalar::<f32>() as f64;
+        let backbone = GradientsParams::from_module(&mut grads, &self.student);
+        let head = GradientsParams::from_module(&mut grads, &self.student_head);
+        let spread = output_spread(t_out.clone()).into_scalar::<f32>() as f64;
         self.spread = self.spread.max(spread);
-        StepReport {
+        let report = StepReport {
             loss: value,
             parts: vec![
                 ("dino".into(), value),
@@ -173,9 +182,43 @@ impl DinoTrainer {
                     vit: Some(spread),
                 },
             },
-            lr,
-        }
+            lr: self.lr(at),
+        };
+        let grads = DinoGrads {
+            backbone,
+            head,
+            teacher_out: vec![t_out],
+        };
+        (grads, report)
     }
+
+    /// The student's update, then the centre's (from the teacher's outputs of every
+    /// micro-batch) and the teacher's.
+    fn apply_grads(&mut self, grads: DinoGrads, at: StepAt) {
+        let cfg = &self.config;
+        let lr = self.lr(at);
+        let wd = cosine(cfg.weight_decay, cfg.weight_decay_end, at.step, at.total);
+        let momentum = cosine(cfg.momentum_teacher, 1.0, at.step, at.total);
+        for opt in [&mut self.opt_backbone, &mut self.opt_head] {
+            opt.config.weight_decay = wd;
+        }
+        self.student = self.opt_backbone.step_params(lr, self.student.clone(), &grads.backbone);
+        self.student_head = self.opt_head.step_params(lr, self.student_head.clone(), &grads.head);
+        self.loss.update_center(Tensor::cat(grads.teacher_out, 0));
+        self.teacher = ema(self.teacher.clone(), &self.student, momentum);
+        self.teacher_head = ema(self.teacher_head.clone(), &self.student_head, momentum);
+    }
+}
+
+/// One micro-batch's crops: the two global crops of every image, then the local crops, if any.
+pub type DinoViews = (Tensor<4>, Option<Tensor<4>>);
+
+/// The student's gradients of a step's micro-batches (summed) and the teacher's outputs on them.
+pub struct DinoGrads {
+    pub backbone: GradientsParams,
+    pub head: GradientsParams,
+    /// `[2 b, K]` per micro-batch.
+    pub teacher_out: Vec<Tensor<2>>,
 }
 
 fn load_network(net: Network, path: &Path) -> Result<Network, CassError> {
@@ -184,6 +227,8 @@ fn load_network(net: Network, path: &Path) -> Result<Network, CassError> {
 
 impl Method for DinoTrainer {
     type Config = DinoConfig;
+    type Views = DinoViews;
+    type Grads = DinoGrads;
     const KIND: &'static str = DINO_KIND;
     const LOSS_NAME: &'static str = "DINO loss";
 
@@ -198,21 +243,12 @@ impl Method for DinoTrainer {
         }
     }
 
-    fn settings(cfg: &DinoConfig) -> RunSettings {
-        RunSettings {
-            batch_size: cfg.batch_size,
-            epochs: cfg.epochs,
-            max_steps: cfg.max_steps,
-            seed: cfg.seed,
-            checkpoint_every: cfg.checkpoint_every,
-            backend: cfg.backend,
-        }
+    fn run(cfg: &DinoConfig) -> &RunConfig {
+        &cfg.run
     }
 
-    fn set_resumable(cfg: &mut DinoConfig, epochs: u64, max_steps: Option<u64>, backend: crate::device::BackendChoice) {
-        cfg.epochs = epochs;
-        cfg.max_steps = max_steps;
-        cfg.backend = backend;
+    fn run_mut(cfg: &mut DinoConfig) -> &mut RunConfig {
+        &mut cfg.run
     }
 
     fn prepare(cfg: &mut DinoConfig, _fresh: bool) -> Result<(), CassError> {
@@ -270,14 +306,37 @@ impl Method for DinoTrainer {
         write_atomic(&dir.join("center.safetensors"), &safetensors_bytes(&center, &[], None))
     }
 
-    fn train_step(&mut self, raw: Tensor<4>, at: StepAt) -> StepReport {
+    fn views(&self, raw: Tensor<4>, at: StepAt, parts: usize) -> Vec<DinoViews> {
         let (globals, locals) = Self::crops(&self.config, raw, at.step);
-        self.step(globals, locals, at)
+        let globals = split_views(globals, GLOBAL_CROPS, parts);
+        let mut locals = match locals {
+            Some(l) => split_views(l, self.config.local_crops, parts).into_iter().map(Some).collect(),
+            None => vec![None; parts],
+        };
+        globals.into_iter().zip(locals.drain(..)).collect()
+    }
+
+    fn gradients(&mut self, views: DinoViews, weight: f64, at: StepAt) -> (DinoGrads, StepReport) {
+        self.gradients_of(views, weight, at)
+    }
+
+    fn add(&self, sum: DinoGrads, more: DinoGrads) -> DinoGrads {
+        let mut teacher_out = sum.teacher_out;
+        teacher_out.extend(more.teacher_out);
+        DinoGrads {
+            backbone: add_grads(&self.student, sum.backbone, more.backbone),
+            head: add_grads(&self.student_head, sum.head, more.head),
+            teacher_out,
+        }
+    }
+
+    fn apply(&mut self, grads: DinoGrads, at: StepAt) {
+        self.apply_grads(grads, at)
     }
 
     fn end_epoch(&mut self, epoch: u64, full: bool) -> Vec<(String, String)> {
         let spread = std::mem::take(&mut self.spread);
-        let threshold = self.config.collapse_warning_spread;
+        let threshold = self.config.run.collapse_warning_spread;
         if full && spread < threshold {
             vec![(
                 "collapse".into(),

@@ -5,17 +5,20 @@
 use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
-use crate::device::BackendChoice;
 use crate::error::CassError;
 use crate::models::conv::ConvStrategy;
 use crate::models::dino_head::DinoHeadConfig;
 use crate::models::{Arch, ResNetConfig, VitConfig};
 use crate::train::adam::AdamConfig;
+use crate::train::run_config::{RunConfig, Unknown, reject_unknown};
 
 /// Everything that defines a DINO run of one backbone. Saved beside every checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DinoConfig {
+    /// Batch, length, seed, checkpoints, device, accumulation and the collapse warning (on the
+    /// teacher's output spread).
+    #[serde(flatten)]
+    pub run: RunConfig,
     /// The backbone this run trains (DINO trains one per run).
     pub arch: Arch,
     /// The backbones' shapes; only `arch`'s is built. Their own classifier is unused (DINO's
@@ -25,11 +28,7 @@ pub struct DinoConfig {
     pub head: DinoHeadConfig,
     /// Side of the global crops (the network input at fine-tuning).
     pub image_size: usize,
-    pub batch_size: usize,
-    pub epochs: u64,
-    #[serde(default)]
-    pub max_steps: Option<u64>,
-    /// Peak learning rate per 256 images: the run uses `base_lr * batch_size / 256`.
+    /// Peak learning rate per 256 images: the run uses `base_lr * batch_size * accumulate / 256`.
     pub base_lr: f64,
     pub min_lr: f64,
     /// Epochs of linear learning-rate warm-up from 0; a cosine decay to `min_lr` follows.
@@ -64,21 +63,11 @@ pub struct DinoConfig {
     /// The other augmentations of every crop (its `crop_scale` is replaced per crop kind).
     #[serde(default)]
     pub augment: AugmentConfig,
-    pub seed: u64,
-    #[serde(default)]
-    pub checkpoint_every: Option<u64>,
-    #[serde(default)]
-    pub backend: BackendChoice,
     #[serde(default)]
     pub conv: ConvStrategy,
-    /// A `collapse` warning is raised when the teacher's output spread stays below this for a
-    /// whole epoch.
-    #[serde(default = "default_collapse_warning")]
-    pub collapse_warning_spread: f64,
-}
-
-fn default_collapse_warning() -> f64 {
-    0.1
+    /// Fields no setting reads, refused by `validate` (see [`Unknown`]).
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 fn check_range(field: &str, [lo, hi]: [f64; 2]) -> Result<(), CassError> {
@@ -106,22 +95,16 @@ fn check_unit(field: &str, v: f64) -> Result<(), CassError> {
 }
 
 impl DinoConfig {
-    /// The learning rate the run peaks at.
+    /// The learning rate the run peaks at: DINO's linear scaling by the images of one update
+    /// (all micro-batches of an accumulated step).
     pub fn peak_lr(&self) -> f64 {
-        self.base_lr * self.batch_size as f64 / 256.0
+        self.base_lr * self.run.step_images() as f64 / 256.0
     }
 
     /// Checks what serde cannot; errors name the field.
     pub fn validate(&self) -> Result<(), CassError> {
-        if self.batch_size < 2 {
-            return Err(CassError::config(
-                "batch_size",
-                "must be at least 2 (BatchNorm uses batch statistics)",
-            ));
-        }
-        if self.epochs == 0 {
-            return Err(CassError::config("epochs", "must be at least 1"));
-        }
+        reject_unknown(&self.unknown)?;
+        self.run.validate()?;
         if self.image_size == 0 || self.local_crop_size == 0 {
             return Err(CassError::config("image_size", "crop sides must be positive"));
         }
@@ -146,7 +129,7 @@ impl DinoConfig {
         if self.head.out_dim == 0 || self.head.hidden_dim == 0 || self.head.bottleneck_dim == 0 {
             return Err(CassError::config("head", "widths must be positive"));
         }
-        crate::models::budget::check_network(self.arch, &self.cnn, &self.vit, self.image_size, self.batch_size)?;
+        crate::models::budget::check_network(self.arch, &self.cnn, &self.vit, self.image_size, self.run.batch_size)?;
         let widest = [self.head.hidden_dim, self.head.bottleneck_dim, self.head.out_dim]
             .iter()
             .map(|&w| w as u128)
@@ -198,12 +181,6 @@ impl DinoConfig {
         check_range("global_crop_scale", self.global_crop_scale)?;
         if self.local_crops > 0 {
             check_range("local_crop_scale", self.local_crop_scale)?;
-        }
-        if !self.collapse_warning_spread.is_finite() || self.collapse_warning_spread < 0.0 {
-            return Err(CassError::config(
-                "collapse_warning_spread",
-                format!("must be a non-negative number, got {}", self.collapse_warning_spread),
-            ));
         }
         Ok(())
     }

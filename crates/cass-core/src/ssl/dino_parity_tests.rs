@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use burn::tensor::TensorData;
 
 use super::*;
+use crate::train::run_config::RunConfig;
 use crate::checkpoint::{HostTensor, load_module_tensors, module_tensors};
 use crate::models::dino_head::DinoHeadConfig;
 use crate::testing::parity::{ParityModel, read_tensors};
@@ -128,9 +129,6 @@ fn one_dino_step_matches_pytorch() {
             bottleneck_dim: width("bottleneck_dim"),
         },
         image_size: 32,
-        batch_size: batch,
-        epochs: 1,
-        max_steps: None,
         // At step 0 without warm-up the cosine schedules give their start values: lr = peak,
         // weight decay = weight_decay, momentum = momentum_teacher.
         base_lr: lr * 256.0 / batch as f64,
@@ -152,11 +150,12 @@ fn one_dino_step_matches_pytorch() {
         local_crop_scale: [0.05, 0.4],
         local_crop_size: 16,
         augment: Default::default(),
-        seed: 0,
-        checkpoint_every: None,
-        backend: Default::default(),
         conv: Default::default(),
-        collapse_warning_spread: 0.0,
+        run: RunConfig {
+            collapse_warning_spread: 0.0,
+            ..RunConfig::new(batch, 1, 0)
+        },
+        unknown: Default::default(),
     };
     let none = HashSet::new();
     let backbone_file = fixture("resnet_basic.safetensors");

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::*;
+use crate::train::run_config::RunConfig;
 use crate::checkpoint::module_tensors;
 use crate::data::{ImageSet, upload};
 use crate::events::{CancelToken, Event, Silent};
@@ -29,9 +30,6 @@ fn tiny_dino(arch: Arch) -> DinoConfig {
             bottleneck_dim: 8,
         },
         image_size: 16,
-        batch_size: 4,
-        epochs: 2,
-        max_steps: None,
         base_lr: 0.05,
         min_lr: 1e-6,
         warmup_epochs: 1,
@@ -51,18 +49,19 @@ fn tiny_dino(arch: Arch) -> DinoConfig {
         local_crop_scale: [0.05, 0.4],
         local_crop_size: 8,
         augment: Default::default(),
-        seed: 3,
-        checkpoint_every: None,
-        backend: Default::default(),
         conv: Default::default(),
-        collapse_warning_spread: 0.0,
+        run: RunConfig {
+            collapse_warning_spread: 0.0,
+            ..RunConfig::new(4, 2, 3)
+        },
+        unknown: Default::default(),
     }
 }
 
 fn raw_batch(cfg: &DinoConfig) -> Tensor<4> {
-    let (bytes, _) = synthetic_images(cfg.batch_size, cfg.image_size, 1);
-    let set = ImageSet::from_memory(bytes, cfg.batch_size, cfg.image_size, cfg.image_size).unwrap();
-    let host = crate::data::assemble(&set, &(0..cfg.batch_size).collect::<Vec<_>>(), None);
+    let (bytes, _) = synthetic_images(cfg.run.batch_size, cfg.image_size, 1);
+    let set = ImageSet::from_memory(bytes, cfg.run.batch_size, cfg.image_size, cfg.image_size).unwrap();
+    let host = crate::data::assemble(&set, &(0..cfg.run.batch_size).collect::<Vec<_>>(), None);
     upload(&host, &set, &device())
 }
 
@@ -102,7 +101,7 @@ fn the_teacher_gets_no_gradient_and_moves_only_by_its_ema() {
             epoch: 1,
             per_epoch: 2,
         };
-        let report = t.train_step(raw_batch(&cfg), at);
+        let report = t.train_step(raw_batch(&cfg), at, 1);
         assert!(report.loss.is_finite());
         assert_eq!(flat(&t.teacher_head), teacher0, "{arch:?}: the teacher's head changed");
         assert_ne!(flat(&t.student_head), student0, "{arch:?}: the student did not learn");
@@ -181,13 +180,13 @@ fn the_last_layer_is_frozen_in_the_first_epochs_only() {
         epoch,
         per_epoch: 2,
     };
-    t.train_step(raw_batch(&cfg), at(0, 0));
+    t.train_step(raw_batch(&cfg), at(0, 0), 1);
     assert_eq!(last(&t), v0, "epoch 0 must not move the last layer");
     assert_ne!(
         flat(&t.student_head.mlp[0]),
         flat(&DinoTrainer::new(&cfg, &device()).student_head.mlp[0])
     );
-    t.train_step(raw_batch(&cfg), at(1, 1));
+    t.train_step(raw_batch(&cfg), at(1, 1), 1);
     assert_ne!(last(&t), v0, "epoch 1 must");
 }
 
@@ -244,5 +243,95 @@ fn a_run_resumes_bit_for_bit_and_its_teacher_fine_tunes_and_embeds() {
     assert_eq!((features.len(), dim), (2 * 16, 16));
     for d in [a, b, out] {
         fs::remove_dir_all(d).unwrap();
+    }
+}
+
+/// Every gradient in `grads` of `module`'s parameters, flattened in visiting order.
+fn flat_grads<M: Module>(module: &M, grads: &burn::optim::GradientsParams) -> Vec<f32> {
+    struct Gather<'a>(&'a burn::optim::GradientsParams, Vec<f32>);
+    impl burn::module::ModuleVisitor for Gather<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if let Some(g) = self.0.get::<D>(param.id) {
+                self.1.extend(g.into_data().convert::<f32>().try_into_vec::<f32>().unwrap());
+            }
+        }
+    }
+    let mut v = Gather(grads, Vec::new());
+    module.visit(&mut v);
+    v.1
+}
+
+/// The largest difference between `a` and `b`, relative to the largest magnitude in `a` (at
+/// least 1): float32 sums in another order differ in their last bits, about 1e-7 of the values.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+}
+
+#[test]
+fn two_micro_batches_of_8_give_a_vit_the_gradients_and_update_of_one_batch_of_16() {
+    let base = DinoConfig {
+        warmup_epochs: 0,
+        ..tiny_dino(Arch::Vit)
+    };
+    let full = DinoConfig {
+        run: RunConfig {
+            batch_size: 16,
+            ..base.run
+        },
+        ..base.clone()
+    };
+    let split = DinoConfig {
+        run: RunConfig {
+            batch_size: 8,
+            accumulate: 2,
+            ..base.run
+        },
+        ..base
+    };
+    let raw = raw_batch(&full); // the step's 16 images
+    let at = StepAt {
+        step: 0,
+        total: 4,
+        epoch: 1,
+        per_epoch: 2,
+    };
+    let (mut a, mut b) = (DinoTrainer::new(&full, &device()), DinoTrainer::new(&split, &device()));
+    let start = flat(&a.student_head);
+
+    // Part one: one batch of 16 against the sum of two micro-batches of 8, each weighted 1/2.
+    let (ga, _) = a.gradients(a.views(raw.clone(), at, 1).pop().unwrap(), 1.0, at);
+    let mut parts = b.views(raw.clone(), at, 2);
+    assert_eq!(parts.len(), 2);
+    let (g1, _) = b.gradients(parts.remove(0), 0.5, at);
+    let (g2, _) = b.gradients(parts.remove(0), 0.5, at);
+    let gb = b.add(g1, g2);
+    for (name, x, y) in [
+        ("head", flat_grads(&a.student_head, &ga.head), flat_grads(&b.student_head, &gb.head)),
+        ("backbone", flat_grads(&a.student, &ga.backbone), flat_grads(&b.student, &gb.backbone)),
+    ] {
+        assert!(!x.is_empty() && x.iter().any(|v| v.abs() > 1e-4), "{name}: no gradient");
+        let d = max_diff(&x, &y);
+        let largest = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(d < 1e-6, "{name}: gradients differ by {d} (relative; largest gradient {largest})");
+    }
+
+    // The whole step, as the training loop runs it: the same loss and the same weights after.
+    let (mut a, mut b) = (DinoTrainer::new(&full, &device()), DinoTrainer::new(&split, &device()));
+    let (ra, rb) = (a.train_step(raw.clone(), at, 1), b.train_step(raw, at, 2));
+    assert!((ra.loss - rb.loss).abs() < 1e-6, "losses {} and {}", ra.loss, rb.loss);
+    assert_ne!(flat(&a.student_head), start, "the step changed nothing");
+    for (name, x, y) in [
+        ("student head", flat(&a.student_head), flat(&b.student_head)),
+        ("teacher head", flat(&a.teacher_head), flat(&b.teacher_head)),
+        (
+            "centre",
+            a.loss.center.clone().into_data().try_into_vec::<f32>().unwrap(),
+            b.loss.center.clone().into_data().try_into_vec::<f32>().unwrap(),
+        ),
+    ] {
+        let d = max_diff(&x, &y);
+        assert!(d < 1e-6, "{name}: differs by {d} after the step");
     }
 }

@@ -8,9 +8,9 @@ use burn::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::device::BackendChoice;
 use crate::error::CassError;
 use crate::train::run::StepReport;
+use crate::train::run_config::RunConfig;
 
 pub mod cass;
 pub mod cass_config;
@@ -18,6 +18,7 @@ pub mod dino;
 pub mod dino_config;
 pub mod objective;
 pub mod pretrain;
+pub mod step;
 
 /// Where a step sits in its run: its index (the schedule position), the run's length in steps,
 /// the epoch it belongs to and the epoch's length.
@@ -30,21 +31,19 @@ pub struct StepAt {
     pub per_epoch: u64,
 }
 
-/// What the pre-training job reads from any method's config.
-#[derive(Debug, Clone, Copy)]
-pub struct RunSettings {
-    pub batch_size: usize,
-    pub epochs: u64,
-    pub max_steps: Option<u64>,
-    pub seed: u64,
-    pub checkpoint_every: Option<u64>,
-    pub backend: BackendChoice,
-}
-
-/// A self-supervised method: its config, its networks and optimizers, and one step.
+/// A self-supervised method: its config, its networks and optimizers, and one step in two
+/// parts, [`Method::gradients`] then [`Method::apply`] (driven by [`step::step`], which sums the
+/// gradients of a step's micro-batches between the two).
 pub trait Method: Sized {
     /// Everything that defines a run; saved in `state.json` beside every checkpoint.
     type Config: Clone + Serialize + DeserializeOwned;
+
+    /// One micro-batch's input as the method prepares it (its augmented views or crops).
+    type Views;
+
+    /// The gradients of one micro-batch, or of several summed ([`Method::add`]): what the
+    /// optimisers apply, plus whatever else the update needs (DINO: the teacher's outputs).
+    type Grads;
 
     /// The `kind` written to `state.json`.
     const KIND: &'static str;
@@ -52,17 +51,9 @@ pub trait Method: Sized {
     /// The loss's name in error messages.
     const LOSS_NAME: &'static str;
 
-    /// The settings the job needs from `cfg`.
-    fn settings(cfg: &Self::Config) -> RunSettings;
-
-    /// Replaces what a resumed run may change: its length and the device it runs on (it keeps
-    /// the rest of its config).
-    fn set_resumable(
-        cfg: &mut Self::Config,
-        epochs: u64,
-        max_steps: Option<u64>,
-        backend: crate::device::BackendChoice,
-    );
+    /// The settings every method shares, in `cfg`.
+    fn run(cfg: &Self::Config) -> &RunConfig;
+    fn run_mut(cfg: &mut Self::Config) -> &mut RunConfig;
 
     /// Completes (a fresh run: e.g. what its initial weights declare) and checks `cfg`; errors
     /// name the field.
@@ -79,9 +70,23 @@ pub trait Method: Sized {
     /// atomically with `state.json`).
     fn save(&self, dir: &Path, step: u64) -> Result<(), CassError>;
 
-    /// One optimisation step on a raw batch (`[batch, 3, h, w]` in [0, 1]): the method draws
-    /// its augmented views from `(seed, at.step)`; `at` is also the schedule position.
-    fn train_step(&mut self, raw: Tensor<4>, at: StepAt) -> StepReport;
+    /// The inputs of step `at` from its raw images (`[images, 3, h, w]` in [0, 1]), in `parts`
+    /// micro-batches of `images / parts` images each. The augmentation is drawn once for all of
+    /// the step's images from `(seed, at.step)`, so an image's views do not depend on `parts`
+    /// ([`step::split_views`] splits them).
+    fn views(&self, raw: Tensor<4>, at: StepAt, parts: usize) -> Vec<Self::Views>;
+
+    /// Part one of a step: the loss on one micro-batch, multiplied by `weight` (1 / micro-batches
+    /// of the step, so that the summed gradients are those of the step's mean loss) before the
+    /// backward pass, and what the step reports (the loss unweighted). Changes no weights.
+    fn gradients(&mut self, views: Self::Views, weight: f64, at: StepAt) -> (Self::Grads, StepReport);
+
+    /// The sum of two micro-batches' gradients.
+    fn add(&self, sum: Self::Grads, more: Self::Grads) -> Self::Grads;
+
+    /// Part two: the optimisers apply `grads` (and the method's other updates: DINO's centre
+    /// and teacher) at schedule position `at`.
+    fn apply(&mut self, grads: Self::Grads, at: StepAt);
 
     /// Warnings `(code, message)` at the end of `epoch`; `full`: this process saw all of it.
     fn end_epoch(&mut self, epoch: u64, full: bool) -> Vec<(String, String)>;
@@ -89,6 +94,11 @@ pub trait Method: Sized {
     /// What downstream jobs (fine-tuning, embedding, export) read from a checkpoint of a run
     /// with `cfg`: the networks it holds and how their input was prepared.
     fn pretrained(cfg: &Self::Config) -> Pretrained;
+
+    /// One whole optimisation step on the step's raw images, in `accumulate` micro-batches.
+    fn train_step(&mut self, raw: Tensor<4>, at: StepAt, accumulate: usize) -> StepReport {
+        step::step(self, raw, at, accumulate)
+    }
 }
 
 /// Every method's checkpoint kind and how to read it: a new method is one line here (and its

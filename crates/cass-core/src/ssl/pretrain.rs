@@ -17,7 +17,7 @@ use crate::events::{CancelToken, Event, Observer};
 use crate::train::run::{self, EpochEnd, Learner, Plan, Progress, Status, StepReport};
 
 /// Settings that may differ on resume without being ignored: the run's length and the device
-/// (both taken from the call, [`Method::set_resumable`]), and where the starting weights were
+/// (both taken from the call), and where the starting weights were
 /// (already in the checkpoint).
 const RESUMABLE_CHANGES: [&str; 5] = ["epochs", "max_steps", "cnn_weights", "vit_weights", "backend"];
 
@@ -100,6 +100,8 @@ struct PretrainLearner<'a, M: Method> {
     set: &'a ImageSet,
     device: burn::prelude::Device,
     dir: PathBuf,
+    /// Micro-batches per step.
+    accumulate: usize,
 }
 
 impl<M: Method> PretrainLearner<'_, M> {
@@ -131,7 +133,7 @@ impl<M: Method> Learner for PretrainLearner<'_, M> {
             epoch: step / per_epoch,
             per_epoch,
         };
-        self.method.train_step(raw, at)
+        self.method.train_step(raw, at, self.accumulate)
     }
 
     fn end_epoch(&mut self, epoch: u64, _mean: f64, full: bool, _at: &Progress) -> Result<EpochEnd, CassError> {
@@ -170,7 +172,7 @@ pub fn run<M: Method>(
         Some(s) => s.config.clone(),
         None => config.clone(),
     };
-    let wanted = M::settings(config);
+    let wanted = *M::run(config);
     if let Some(s) = &resumed {
         // A resumed run is the checkpoint's run: only its length can change. Every other
         // setting given that differs is named, so that a flag is never ignored in silence.
@@ -186,21 +188,29 @@ pub fn run<M: Method>(
             });
         }
     }
-    M::set_resumable(&mut cfg, wanted.epochs, wanted.max_steps, wanted.backend);
+    {
+        let run = M::run_mut(&mut cfg);
+        run.epochs = wanted.epochs;
+        run.max_steps = wanted.max_steps;
+        run.backend = wanted.backend;
+    }
     M::prepare(&mut cfg, resumed.is_none())?;
-    let settings = M::settings(&cfg);
+    let settings = *M::run(&cfg);
+    // Images per optimisation step: all of its micro-batches.
+    let step_images = settings.step_images();
     let indices: Vec<usize> = if indices.is_empty() {
         (0..set.len).collect()
     } else {
         indices
     };
     set.check_indices(&indices, "indices")?;
-    if indices.len() < settings.batch_size {
+    if indices.len() < step_images {
         return Err(CassError::config(
             "batch_size",
             format!(
-                "is {} but only {} images were given; every step needs a full batch",
+                "is {} (times accumulate {}) but only {} images were given; every step needs a full batch",
                 settings.batch_size,
+                settings.accumulate,
                 indices.len()
             ),
         ));
@@ -213,7 +223,7 @@ pub fn run<M: Method>(
     // One job per output folder (also creates it).
     let _lock = checkpoint::OutputLock::acquire(out_dir)?;
 
-    let batches_per_epoch = (indices.len() / settings.batch_size) as u64;
+    let batches_per_epoch = (indices.len() / step_images) as u64;
     let mut total = settings.epochs * batches_per_epoch;
     if let Some(m) = settings.max_steps {
         total = total.min(m);
@@ -270,7 +280,7 @@ pub fn run<M: Method>(
         set: set.clone(),
         samples: Arc::new(indices),
         labels: None,
-        batch_size: settings.batch_size,
+        batch_size: step_images,
         drop_last: true,
         seed: settings.seed,
         total_steps: total,
@@ -283,6 +293,7 @@ pub fn run<M: Method>(
         set: &set,
         device,
         dir: ckpt_dir.clone(),
+        accumulate: settings.accumulate,
     };
     let end = within_device_limits(|| run::run(&plan, &mut learner, start, losses, observer, cancel))?;
     learner.write(end.step, &end.losses, end.status == Status::Completed)?;

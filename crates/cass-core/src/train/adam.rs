@@ -6,6 +6,7 @@ use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
+use burn::optim::GradientsParams;
 use burn::tensor::{Gradients, TensorData};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,16 @@ impl Adam {
     /// Applies one update with learning rate `lr` to every parameter of `module` that has a
     /// gradient in `grads`, and returns the updated module.
     pub fn step<M: Module>(&mut self, lr: f64, module: M, grads: &Gradients) -> M {
+        self.update(lr, module, Grads::Graph(grads))
+    }
+
+    /// [`Adam::step`] with gradients gathered by parameter (a step's micro-batches summed, see
+    /// [`crate::ssl::step`]).
+    pub fn step_params<M: Module>(&mut self, lr: f64, module: M, grads: &GradientsParams) -> M {
+        self.update(lr, module, Grads::ByParam(grads))
+    }
+
+    fn update<M: Module>(&mut self, lr: f64, module: M, grads: Grads) -> M {
         self.step += 1;
         let mut mapper = AdamMapper {
             adam: self,
@@ -83,10 +94,17 @@ impl Adam {
     }
 }
 
+/// Where a parameter's gradient is: in the backward pass's output, or gathered by parameter id.
+#[derive(Clone, Copy)]
+enum Grads<'a> {
+    Graph(&'a Gradients),
+    ByParam(&'a GradientsParams),
+}
+
 struct AdamMapper<'a> {
     adam: &'a mut Adam,
     lr: f64,
-    grads: &'a Gradients,
+    grads: Grads<'a>,
     namer: ParamNamer,
 }
 
@@ -101,7 +119,11 @@ impl ModuleMapper for AdamMapper<'_> {
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, tensor, mapper) = param.consume();
-        let Some(grad) = tensor.grad(self.grads) else {
+        let grad = match self.grads {
+            Grads::Graph(g) => tensor.grad(g),
+            Grads::ByParam(g) => g.get::<D>(id),
+        };
+        let Some(grad) = grad else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let name = self.namer.param_name();

@@ -31,7 +31,7 @@ fn data(n: usize) -> (Labeled, Labeled) {
 /// One epoch of CASS pre-training of the tiny networks on `data`'s images, into `dir`.
 fn pretrain_one_epoch(data: &Labeled, dir: &std::path::Path) {
     let mut pcfg = tiny_pretrain();
-    pcfg.epochs = 1;
+    pcfg.run.epochs = 1;
     let never = CancelToken::new();
     crate::ssl::cass::pretrain(&pcfg, data.set.clone(), vec![], dir, false, &mut Silent, &never).unwrap();
 }

@@ -4,5 +4,7 @@ pub mod adam;
 pub mod ema;
 pub mod finetune;
 pub mod finetune_config;
+pub mod grads;
 pub mod run;
+pub mod run_config;
 pub mod schedule;
