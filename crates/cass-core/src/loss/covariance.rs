@@ -17,10 +17,22 @@ use super::cass::l2_normalize;
 /// # Shapes
 /// `v`: `[batch, dim]` -> `[1]`
 pub fn covariance_penalty(v: Tensor<2>) -> Tensor<1> {
-    let [n, d] = v.dims();
+    let [_, d] = v.dims();
     let z = l2_normalize(v).mul_scalar((d as f64).sqrt()); // [batch, dim]
+    off_diagonal_covariance(z, false)
+}
+
+/// `sum_{i != j} C_ij^2 / D` of `z` as given, the covariance term of VICReg itself
+/// ([`super::vicreg`]: raw expander outputs, `C = z_c^T z_c / (N - 1)`); `unbiased` divides by
+/// `N - 1`, else by `N` (the guard's form above).
+///
+/// # Shapes
+/// `z`: `[batch, dim]` -> `[1]`
+pub fn off_diagonal_covariance(z: Tensor<2>, unbiased: bool) -> Tensor<1> {
+    let [n, d] = z.dims();
     let centred = z.clone() - z.mean_dim(0); // [batch, dim]
-    let cov = centred.clone().transpose().matmul(centred).div_scalar(n as f64); // [dim, dim]
+    let divisor = if unbiased { (n as f64 - 1.0).max(1.0) } else { n as f64 };
+    let cov = centred.clone().transpose().matmul(centred).div_scalar(divisor); // [dim, dim]
     let off_diagonal = cov.clone().square().sum().sub(diagonal_square_sum(cov)); // [1]
     off_diagonal.div_scalar(d as f64)
 }

@@ -6,6 +6,7 @@ pub mod classification;
 pub mod covariance;
 pub mod dino;
 pub mod variance;
+pub mod vicreg;
 
 pub use cass::{cass_loss, output_spread};
 pub use classification::{ClassWeighting, ClassificationLoss, class_weights};

@@ -26,8 +26,24 @@ const VAR_EPS: f64 = 1e-4;
 pub fn variance_hinge(v: Tensor<2>, gamma: f64) -> Tensor<1> {
     let [_, d] = v.dims();
     let z = l2_normalize(v).mul_scalar((d as f64).sqrt()); // [batch, dim]
+    std_hinge(z, gamma, false)
+}
+
+/// `mean_d relu(gamma - sqrt(var_b(z_d) + eps))` of `z` as given, the variance term of VICReg
+/// itself ([`super::vicreg`]: raw expander outputs, `gamma` 1, the unbiased variance as its
+/// `torch.var`); `unbiased` divides by `batch - 1`, else by `batch` (the guard's form above).
+///
+/// # Shapes
+/// `z`: `[batch, dim]` -> `[1]`
+pub fn std_hinge(z: Tensor<2>, gamma: f64, unbiased: bool) -> Tensor<1> {
+    let [n, _] = z.dims();
     let centred = z.clone() - z.mean_dim(0); // [batch, dim]
-    let std = centred.square().mean_dim(0).add_scalar(VAR_EPS).sqrt(); // [1, dim]
+    let var = if unbiased {
+        centred.square().sum_dim(0).div_scalar((n as f64 - 1.0).max(1.0))
+    } else {
+        centred.square().mean_dim(0)
+    }; // [1, dim]
+    let std = var.add_scalar(VAR_EPS).sqrt(); // [1, dim]
     relu(std.neg().add_scalar(gamma)).mean()
 }
 

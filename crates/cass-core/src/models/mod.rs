@@ -6,6 +6,7 @@ pub mod budget;
 pub mod build;
 pub mod conv;
 pub mod dino_head;
+pub mod expander;
 pub mod gelu;
 pub mod resnet;
 pub mod vit;

@@ -21,9 +21,8 @@ pub use super::objective::CollapseGuard;
 pub use super::objective::StepOutput;
 use super::objective::{EpochSpread, Objective};
 pub use super::pretrain::PretrainOutcome;
-use super::step::split_views;
+use super::step::{augmented_views, split_views};
 use super::{Method, StepAt};
-use crate::augment;
 use crate::checkpoint::{self, save_weights};
 use crate::data::ImageSet;
 use crate::error::CassError;
@@ -33,7 +32,7 @@ use crate::train::adam::Adam;
 use crate::train::grads::add_grads;
 use crate::train::run_config::RunConfig;
 pub use crate::train::run::Status;
-use crate::train::run::{StepReport, step_seed};
+use crate::train::run::StepReport;
 use crate::weights::{apply_declared_variant, head_names, load_timm, load_timm_vit};
 
 /// The `kind` of CASS pre-training checkpoints (`state.json`).
@@ -270,9 +269,9 @@ impl Method for CassTrainer {
     }
 
     fn views(&self, raw: Tensor<4>, at: StepAt, parts: usize) -> Vec<Tensor<4>> {
-        let aspect = raw.dims()[3] as f64 / raw.dims()[2] as f64;
-        let x = augmented_views(&self.config, raw, at.step, aspect);
-        split_views(x, self.config.views, parts)
+        let c = &self.config;
+        let x = augmented_views(&c.augment, raw, c.views, c.run.seed, at.step, c.image_size);
+        split_views(x, c.views, parts)
     }
 
     fn gradients(&mut self, x: Tensor<4>, weight: f64, at: StepAt) -> (CassGrads, StepReport) {
@@ -317,24 +316,6 @@ impl Method for CassTrainer {
 /// Reads `state.json` of a CASS pre-training checkpoint.
 pub fn read_state(dir: &Path) -> Result<PretrainState, CassError> {
     super::pretrain::read_state(dir, PRETRAIN_KIND)
-}
-
-/// The augmented, normalised input of step `step`: one view, or view 1 of every image followed
-/// by view 2 (each view's augmentation drawn from its own seed).
-///
-/// # Shapes
-/// `raw`: `[batch, 3, h, w]` -> `[views * batch, 3, image_size, image_size]`
-pub fn augmented_views(cfg: &PretrainConfig, raw: Tensor<4>, step: u64, aspect: f64) -> Tensor<4> {
-    let batch = raw.dims()[0];
-    let views: Vec<Tensor<4>> = (0..cfg.views as u64)
-        .map(|v| {
-            // View 0 keeps the one-view seed, so a one-view run is unchanged by this option.
-            let seed = step_seed(cfg.run.seed.wrapping_add(v.wrapping_mul(0x5851_f42d_4c95_7f2d)), step);
-            let params = cfg.augment.sample(batch, seed, aspect);
-            augment::apply(raw.clone(), Some(&params), cfg.image_size, &cfg.augment)
-        })
-        .collect();
-    Tensor::cat(views, 0)
 }
 
 /// Runs (or resumes) CASS pre-training over `indices` of `set`, writing checkpoints under

@@ -20,7 +20,7 @@ pub(super) fn fixed_batch(cfg: &PretrainConfig, d: &Device) -> Tensor<4> {
     let (bytes, _) = synthetic_images(cfg.run.batch_size, cfg.image_size, 3);
     let set = ImageSet::from_memory(bytes, cfg.run.batch_size, cfg.image_size, cfg.image_size).unwrap();
     let host = crate::data::assemble(&set, &(0..cfg.run.batch_size).collect::<Vec<_>>(), None);
-    augment::apply(upload(&host, &set, d), None, cfg.image_size, &cfg.augment)
+    crate::augment::apply(upload(&host, &set, d), None, cfg.image_size, &cfg.augment)
 }
 
 #[test]

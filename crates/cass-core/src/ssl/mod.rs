@@ -1,4 +1,4 @@
-//! Self-supervised pre-training. A method (CASS, and DINO as its baseline) implements [`Method`]: its networks, one
+//! Self-supervised pre-training. A method (CASS, and DINO and VICReg as baselines) implements [`Method`]: its networks, one
 //! step, what its checkpoint holds. [`pretrain::run`] runs any method: resume, `state.json`, the
 //! schedule position and the one training loop of [`crate::train::run`].
 
@@ -19,6 +19,8 @@ pub mod dino_config;
 pub mod objective;
 pub mod pretrain;
 pub mod step;
+pub mod vicreg;
+pub mod vicreg_config;
 
 /// Where a step sits in its run: its index (the schedule position), the run's length in steps,
 /// the epoch it belongs to and the epoch's length.
@@ -106,6 +108,7 @@ pub trait Method: Sized {
 const KINDS: &[(&str, fn(&Path) -> Result<Pretrained, CassError>)] = &[
     (cass::PRETRAIN_KIND, read_as::<cass::CassTrainer>),
     (dino::DINO_KIND, read_as::<dino::DinoTrainer>),
+    (vicreg::VICREG_KIND, read_as::<vicreg::VicregTrainer>),
 ];
 
 fn read_as<M: Method>(dir: &Path) -> Result<Pretrained, CassError> {

@@ -41,6 +41,32 @@ pub fn step<M: Method>(method: &mut M, raw: Tensor<4>, at: StepAt, parts: usize)
     mean_report(reports)
 }
 
+/// `views` augmentations of every image of `raw`, view 1 of every image, then view 2, ...: each
+/// view's augmentation drawn from its own seed, derived from `(seed, step)` (view 0 from the
+/// seed itself, so a one-view run does not depend on how many views another run draws).
+///
+/// # Shapes
+/// `raw`: `[images, 3, h, w]` -> `[views * images, 3, size, size]`
+pub fn augmented_views(
+    aug: &crate::augment::AugmentConfig,
+    raw: Tensor<4>,
+    views: usize,
+    seed: u64,
+    step: u64,
+    size: usize,
+) -> Tensor<4> {
+    let batch = raw.dims()[0];
+    let aspect = raw.dims()[3] as f64 / raw.dims()[2] as f64;
+    let all: Vec<Tensor<4>> = (0..views as u64)
+        .map(|v| {
+            let seed = crate::train::run::step_seed(seed.wrapping_add(v.wrapping_mul(0x5851_f42d_4c95_7f2d)), step);
+            let params = aug.sample(batch, seed, aspect);
+            crate::augment::apply(raw.clone(), Some(&params), size, aug)
+        })
+        .collect();
+    Tensor::cat(all, 0)
+}
+
 /// Splits a step's views (`views` blocks of the step's images, each block in image order, as the
 /// methods lay them out: view 1 of every image, then view 2) into `parts` micro-batches, each
 /// with the same layout over its own `images / parts` images. One part returns `x` untouched.
