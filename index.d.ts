@@ -43,6 +43,14 @@ export interface AdamOptions {
   weightDecay: number
 }
 
+/** AdamW's moments and its decoupled weight decay. */
+export interface AdamWOptions {
+  beta1: number
+  beta2: number
+  eps: number
+  weightDecay: number
+}
+
 /** Random augmentation on the device (probabilities in [0, 1]). */
 export interface AugmentOptions {
   enabled: boolean
@@ -408,6 +416,15 @@ export interface PretrainOutcome {
 }
 
 /**
+ * A pre-training run of one method: the methods' registry at the door. A new method is one
+ * variant here and its arm in [`start_pretraining_of`].
+ */
+export type PretrainRequest =
+  | { method: 'cass'; config: PretrainOptions }
+  | { method: 'dino'; config: DinoOptions }
+  | { method: 'vicreg'; config: VicregOptions }
+
+/**
  * Which backend a job given `device` would run on, and why, found by running a tiny computation
  * there (for `auto`: trying CUDA, then a wgpu GPU adapter, then the CPU). Errors like a job
  * would (`backend`) when the device named does not work; a panic is caught and becomes one.
@@ -463,14 +480,33 @@ export declare function startExport(checkpoint: string, arch: Network | undefine
 /** Starts fine-tuning of one network (`config`: see the TypeScript `toNativeFinetuneConfig`). */
 export declare function startFinetune(config: FinetuneOptions, images: BindingImages, train: BindingLabeled, val: BindingLabeled, outDir: string, cancel: BindingCancelToken, onEvent?: (((arg: BindingEvent) => void)) | undefined | null): Promise<FinetuneOutcome>
 
-/** Starts CASS pre-training (`config`: see the TypeScript `toNativePretrainConfig`). */
-export declare function startPretrain(config: PretrainOptions, images: BindingImages, indices: Array<number> | undefined | null, outDir: string, resume: boolean, cancel: BindingCancelToken, onEvent?: (((arg: BindingEvent) => void)) | undefined | null): Promise<PretrainOutcome>
+/** Starts pre-training with the method `request` names. */
+export declare function startPretrainingOf(request: PretrainRequest, images: BindingImages, indices: Array<number> | undefined | null, outDir: string, resume: boolean, cancel: BindingCancelToken, onEvent?: (((arg: BindingEvent) => void)) | undefined | null): Promise<PretrainOutcome>
 
-/**
- * Starts DINO pre-training of one backbone (`config`: see the TypeScript
- * `toNativeDinoConfig`).
- */
-export declare function startPretrainDino(config: DinoOptions, images: BindingImages, indices: Array<number> | undefined | null, outDir: string, resume: boolean, cancel: BindingCancelToken, onEvent?: (((arg: BindingEvent) => void)) | undefined | null): Promise<PretrainOutcome>
+/** A VICReg pre-training run of one backbone. */
+export interface VicregOptions {
+  arch: Network
+  cnn: ResNetOptions
+  vit: VitOptions
+  /** The expander's layer widths. */
+  expander: Array<number>
+  imageSize: number
+  run: RunOptions
+  lr: number
+  minLr: number
+  warmupEpochs: number
+  adam: AdamWOptions
+  weights: VicregWeightsOptions
+  augment: AugmentOptions
+  conv: Conv
+}
+
+/** `lambda`, `mu`, `nu`: the weights of the invariance, variance and covariance terms. */
+export interface VicregWeightsOptions {
+  invariance: number
+  variance: number
+  covariance: number
+}
 
 /** A ViT's shape (its input size and head width come from the run config). */
 export interface VitOptions {

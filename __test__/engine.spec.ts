@@ -317,16 +317,25 @@ test('the typed door: options the engine cannot take are refused, naming the cam
   const good = toNativePretrainConfig(parsePretrainConfig({ ...tinyPretrain, epochs: 1 }))
   const outDir = tempDir('door')
   const start = (options: object) =>
-    native().startPretrain(options as never, images, undefined, outDir, false, new (native().BindingCancelToken)(), undefined)
+    native().startPretrainingOf(
+      { method: 'cass', config: options as never },
+      images,
+      undefined,
+      outDir,
+      false,
+      new (native().BindingCancelToken)(),
+      undefined,
+    )
   const field = (e: unknown) => (fromNative(e) as ConfigError).field
   // Refused by the conversion, before the job starts.
-  t.is(field(t.throws(() => start({ ...good, seed: 0.5 }))), 'seed')
-  t.is(field(t.throws(() => start({ ...good, maxSteps: Number.NaN }))), 'maxSteps')
+  t.is(field(t.throws(() => start({ ...good, run: { ...good.run, seed: 0.5 } }))), 'seed')
+  t.is(field(t.throws(() => start({ ...good, run: { ...good.run, maxSteps: Number.NaN } }))), 'maxSteps')
   t.is(field(t.throws(() => start({ ...good, cnn: { ...good.cnn, layers: [1, 1, 1] } }))), 'cnn.layers')
   t.is(field(t.throws(() => start({ ...good, augment: { ...good.augment, mean: [0.5, 0.5] } }))), 'augment.mean')
   t.is(field(t.throws(() => start({ ...good, schedule: { kind: 'cosine', warmup: -1, minLr: 0 } }))), 'schedule.warmup')
   // Refused by the engine's own checks, named as the API names them.
   t.is(field(await t.throwsAsync(start({ ...good, lrCnn: -1 }))), 'lrCnn')
+  t.is(field(await t.throwsAsync(start({ ...good, run: { ...good.run, accumulate: 0 } }))), 'accumulate')
   t.is(
     field(await t.throwsAsync(start({ ...good, collapseGuard: { weight: 1, target: 0.5, covariance: -1 } }))),
     'collapseGuard.covariance',

@@ -74,6 +74,8 @@ export {
 } from './config.js'
 export { DINO_PRESETS, type DinoConfig, type DinoInput, dinoSchema, parseDinoConfig } from './dino-config.js'
 export { type DinoOptions, pretrainDino } from './dino.js'
+export { VICREG_PRESETS, type VicregConfig, type VicregInput, parseVicregConfig, vicregSchema } from './vicreg-config.js'
+export { type VicregOptions, pretrainVicreg, toNativeVicregConfig } from './vicreg.js'
 export { BackendError, CassError, ConfigError, DataError, IoError } from './errors.js'
 export type {
   CheckpointEvent,
@@ -181,8 +183,8 @@ export function pretrain(options: PretrainOptions): Job<PretrainResult> {
             signal: options.signal,
             onProgress: options.onWeightsProgress ?? weightsReporter(),
           })
-      return native().startPretrain(
-        toNativePretrainConfig(resolved),
+      return native().startPretrainingOf(
+        { method: 'cass', config: toNativePretrainConfig(resolved) },
         images,
         indices,
         outDir,

@@ -30,7 +30,9 @@ export function networkShapes(c: Pick<PretrainConfig, 'cnn' | 'vit'>): { cnn: Bi
  * binding lacks would be dropped silently when the object crosses. These fail to compile then.
  */
 type Unsent<Zod, Sent> = Exclude<keyof Zod, keyof Sent>
-const allPretrainFieldsCross: [Unsent<PretrainConfig, Binding.PretrainOptions & Binding.RunOptions>] extends [never] ? true : false = true
+const allPretrainFieldsCross: [Unsent<PretrainConfig, Binding.PretrainOptions & Binding.RunOptions>] extends [never]
+  ? true
+  : false = true
 const allRunFieldsCross: [Unsent<Binding.RunOptions, PretrainConfig>] extends [never] ? true : false = true
 const allFinetuneFieldsCross: [Unsent<FinetuneConfig, Binding.FinetuneOptions>] extends [never] ? true : false = true
 const allAugmentFieldsCross: [Unsent<PretrainConfig['augment'], Binding.AugmentOptions>] extends [never] ? true : false = true

@@ -124,7 +124,7 @@ export interface ExperimentResults {
     /** The CSV column patients were grouped by. */
     groupBy?: string
     /** The config overrides of each method and of fine-tuning, as given. */
-    overrides?: { pretrain: unknown; dino: unknown; finetune: unknown; variants?: unknown }
+    overrides?: { pretrain: unknown; dino: unknown; finetune: unknown; variants?: unknown; methods?: unknown }
   }
   pretraining: PretrainRecord[]
   arms: ArmRecord[]

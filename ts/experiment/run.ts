@@ -74,6 +74,8 @@ export interface ExperimentOptions {
   /** Overrides of each method's and of fine-tuning's preset config. */
   pretrain?: PretrainInput
   dino?: Omit<DinoInput, 'arch'>
+  /** Overrides of any other method's preset config, by method name (e.g. `vicreg`). */
+  methodConfigs?: Partial<Record<MethodName, Record<string, unknown>>>
   finetune?: FinetuneInput
   /** Neighbours of the kNN probe. */
   k?: number
@@ -95,7 +97,8 @@ const SEED = 77
  * variant `method@tag`, the variant's own fields over them.
  */
 function overridesOf(opts: ExperimentOptions, ref: MethodName): Record<string, unknown> | undefined {
-  const base = { cass: opts.pretrain, dino: opts.dino }[baseOf(ref)] as Record<string, unknown> | undefined
+  const base = ({ ...opts.methodConfigs, cass: opts.pretrain, dino: opts.dino } as Record<string, unknown>)[baseOf(ref)] as
+    Record<string, unknown> | undefined
   if (ref === baseOf(ref)) return base
   const own = opts.variants?.[ref]
   if (own === undefined)
@@ -135,13 +138,14 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     ...(opts.format ? { format: opts.format } : {}),
     ...(opts.dicom && Object.keys(opts.dicom).length ? { dicom: { ...opts.dicom } } : {}),
     ...(opts.groupBy !== undefined ? { groupBy: opts.groupBy } : {}),
-    ...(opts.pretrain || opts.dino || opts.finetune || opts.variants
+    ...(opts.pretrain || opts.dino || opts.finetune || opts.variants || opts.methodConfigs
       ? {
           overrides: {
             pretrain: opts.pretrain ?? {},
             dino: opts.dino ?? {},
             finetune: opts.finetune ?? {},
             ...(opts.variants ? { variants: opts.variants } : {}),
+            ...(opts.methodConfigs ? { methods: opts.methodConfigs } : {}),
           },
         }
       : {}),

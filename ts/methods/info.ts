@@ -20,6 +20,7 @@ export interface MethodInfo {
 export const METHODS = {
   cass: { label: 'CASS', color: '#1f77b4', together: true },
   dino: { label: 'DINO', color: '#ff7f0e', together: false },
+  vicreg: { label: 'VICReg', color: '#2ca02c', together: false },
 } as const satisfies Record<string, MethodInfo>
 
 /** A pre-training method; `random` and `imagenet` are the fine-tuning starts without one. */

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cass_core::data::ImageSet;
+use cass_core::ssl::vicreg::VicregConfig;
 use cass_core::{CancelToken, CassError, DinoConfig, Event, FinetuneConfig, Labeled, PretrainConfig};
 use napi::bindgen_prelude::ToNapiValue;
 use napi::bindgen_prelude::*;
@@ -26,12 +27,14 @@ mod outcomes;
 mod queries;
 mod run_options;
 mod shapes;
+mod vicreg_options;
 pub use dino_options::*;
 pub use model::*;
 pub use options::*;
 pub use outcomes::*;
 pub use queries::*;
 pub use shapes::*;
+pub use vicreg_options::*;
 
 // Progress callbacks are `ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>`:
 // one event per call, callee not handling errors, weak (never keeps Node alive). The type is
@@ -211,31 +214,23 @@ fn start_pretraining<'env, C: Send + 'static>(
     })
 }
 
-/// Starts CASS pre-training (`config`: see the TypeScript `toNativePretrainConfig`).
-#[napi]
-pub fn start_pretrain<'env>(
-    env: &'env Env,
-    config: PretrainOptions,
-    images: BindingImages,
-    indices: Option<Vec<u32>>,
-    out_dir: String,
-    resume: bool,
-    cancel: &BindingCancelToken,
-    on_event: Option<ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>>,
-) -> Result<PromiseRaw<'env, PretrainOutcome>> {
-    let cfg = PretrainConfig::try_from(config).map_err(invalid)?;
-    let job: PretrainJob<PretrainConfig> = cass_core::pretrain;
-    start_pretraining(
-        env, "pretrain", job, cfg, images, indices, out_dir, resume, cancel, on_event,
-    )
+/// A pre-training run of one method: the methods' registry at the door. A new method is one
+/// variant here and its arm in [`start_pretraining_of`].
+#[napi(discriminant = "method", discriminant_case = "lowercase")]
+pub enum PretrainRequest {
+    /// CASS (see the TypeScript `toNativePretrainConfig`).
+    Cass { config: PretrainOptions },
+    /// DINO of one backbone (`toNativeDinoConfig`).
+    Dino { config: DinoOptions },
+    /// VICReg of one backbone (`toNativeVicregConfig`).
+    Vicreg { config: VicregOptions },
 }
 
-/// Starts DINO pre-training of one backbone (`config`: see the TypeScript
-/// `toNativeDinoConfig`).
+/// Starts pre-training with the method `request` names.
 #[napi]
-pub fn start_pretrain_dino<'env>(
+pub fn start_pretraining_of<'env>(
     env: &'env Env,
-    config: DinoOptions,
+    request: PretrainRequest,
     images: BindingImages,
     indices: Option<Vec<u32>>,
     out_dir: String,
@@ -243,11 +238,40 @@ pub fn start_pretrain_dino<'env>(
     cancel: &BindingCancelToken,
     on_event: Option<ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>>,
 ) -> Result<PromiseRaw<'env, PretrainOutcome>> {
-    let cfg = DinoConfig::try_from(config).map_err(invalid)?;
-    let job: PretrainJob<DinoConfig> = cass_core::pretrain_dino;
-    start_pretraining(
-        env, "dino", job, cfg, images, indices, out_dir, resume, cancel, on_event,
-    )
+    let rest = (images, indices, out_dir, resume, cancel, on_event);
+    match request {
+        PretrainRequest::Cass { config } => {
+            let job: PretrainJob<PretrainConfig> = cass_core::pretrain;
+            start_with(env, "pretrain", job, PretrainConfig::try_from(config).map_err(invalid)?, rest)
+        }
+        PretrainRequest::Dino { config } => {
+            let job: PretrainJob<DinoConfig> = cass_core::pretrain_dino;
+            start_with(env, "dino", job, DinoConfig::try_from(config).map_err(invalid)?, rest)
+        }
+        PretrainRequest::Vicreg { config } => {
+            let job: PretrainJob<VicregConfig> = cass_core::ssl::vicreg::pretrain_vicreg;
+            start_with(env, "vicreg", job, VicregConfig::try_from(config).map_err(invalid)?, rest)
+        }
+    }
+}
+
+type JobArgs<'a> = (
+    BindingImages,
+    Option<Vec<u32>>,
+    String,
+    bool,
+    &'a BindingCancelToken,
+    Option<ThreadsafeFunction<BindingEvent, (), BindingEvent, Status, false, true>>,
+);
+
+fn start_with<'env, C: Send + 'static>(
+    env: &'env Env,
+    name: &str,
+    job: PretrainJob<C>,
+    cfg: C,
+    (images, indices, out_dir, resume, cancel, on_event): JobArgs,
+) -> Result<PromiseRaw<'env, PretrainOutcome>> {
+    start_pretraining(env, name, job, cfg, images, indices, out_dir, resume, cancel, on_event)
 }
 
 /// Labelled samples of an image set.

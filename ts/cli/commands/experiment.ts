@@ -65,7 +65,9 @@ function listFlag<T extends string>(v: string, flag: string, allowed: readonly T
  * `--method-config NAME=FILE` flags as the experiment's overrides: `cass` (the pre-training
  * config), `dino`, or `finetune`; each file a JSON object, read bounded.
  */
-function methodConfigs(flags: string[]): Pick<ExperimentOptions, 'pretrain' | 'dino' | 'finetune' | 'variants'> {
+function methodConfigs(
+  flags: string[],
+): Pick<ExperimentOptions, 'pretrain' | 'dino' | 'finetune' | 'variants' | 'methodConfigs'> {
   const out: Record<string, Record<string, unknown>> = {}
   const names = [...METHOD_NAMES, 'finetune']
   for (const flag of flags) {
@@ -79,11 +81,15 @@ function methodConfigs(flags: string[]): Pick<ExperimentOptions, 'pretrain' | 'd
     out[name] = readConfig(flag.slice(at + 1))
   }
   const variants = Object.fromEntries(Object.entries(out).filter(([name]) => name.includes('@')))
+  const others = Object.fromEntries(
+    Object.entries(out).filter(([name]) => !['cass', 'dino', 'finetune'].includes(name) && !name.includes('@')),
+  )
   return {
     ...(out.cass ? { pretrain: out.cass as PretrainInput } : {}),
     ...(out.dino ? { dino: out.dino as ExperimentOptions['dino'] } : {}),
     ...(out.finetune ? { finetune: out.finetune as FinetuneInput } : {}),
     ...(Object.keys(variants).length ? { variants } : {}),
+    ...(Object.keys(others).length ? { methodConfigs: others } : {}),
   }
 }
 
