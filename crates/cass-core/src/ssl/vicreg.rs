@@ -231,3 +231,7 @@ pub fn pretrain_vicreg(
 #[cfg(test)]
 #[path = "vicreg_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "vicreg_parity_tests.rs"]
+mod parity_tests;
