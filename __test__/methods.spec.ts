@@ -1,10 +1,24 @@
 import test from 'ava'
 
 import { METHODS, METHOD_NAMES, isMethod, pretrainDir, runsOf } from '../ts/methods/info.js'
-import { METHOD_START } from '../ts/methods/start.js'
+import { methodConfig } from '../ts/methods/start.js'
 
 test('one table of methods: every method has its start, its runs and its folder', (t) => {
-  t.deepEqual(Object.keys(METHOD_START).sort(), [...METHOD_NAMES].sort(), 'a method without a start (or the reverse)')
+  // Every method parses a unit's input: the shared run settings, and its network where it trains one per run.
+  for (const m of METHOD_NAMES) {
+    const networks = runsOf(m, ['cnn', 'vit']).at(-1) ?? []
+    const c = methodConfig(m, {
+      preset: 'cpu-small',
+      overrides: { accumulate: 2 },
+      networks,
+      batchSize: 8,
+      epochs: 1,
+      device: 'cpu',
+    }) as Record<string, unknown>
+    t.like(c, { batchSize: 8, accumulate: 2, epochs: 1, device: 'cpu' }, m)
+    if (!METHODS[m].together) t.is(c.arch, 'vit', m)
+  }
+  t.deepEqual(runsOf('vicreg', ['cnn', 'vit']), [['cnn'], ['vit']], 'VICReg one backbone per run')
   t.deepEqual(runsOf('cass', ['cnn', 'vit']), [['cnn', 'vit']], 'CASS trains both networks in one run')
   t.deepEqual(runsOf('dino', ['cnn', 'vit']), [['cnn'], ['vit']], 'DINO one backbone per run')
   t.is(pretrainDir('cass', ['cnn', 'vit'], '-b8'), 'pretrain/cass-b8')

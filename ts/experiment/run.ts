@@ -16,7 +16,7 @@ import { CassError, ConfigError } from '../errors.js'
 import type { ProgressEvent } from '../events.js'
 import { embed, evaluate, finetune } from '../index.js'
 import { baseOf, runsOf } from '../methods/info.js'
-import { METHOD_CONFIG, METHOD_START } from '../methods/start.js'
+import { methodConfig, startUnit } from '../methods/start.js'
 import { writeFileAtomic, writeReport } from '../report/write.js'
 import { progressReporter } from '../progress.js'
 import { Eta, armCost, pretrainCost } from './eta.js'
@@ -118,7 +118,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   for (const method of opts.methods) {
     const networks = runsOf(method, opts.networks)[0] ?? []
     const overrides = overridesOf(opts, method)
-    METHOD_CONFIG[baseOf(method)]({ preset: opts.preset, overrides, networks, batchSize: cassBase.batchSize, epochs: 1, device })
+    methodConfig(baseOf(method), { preset: opts.preset, overrides, networks, batchSize: cassBase.batchSize, epochs: 1, device })
   }
   const settings: ExperimentResults['settings'] = {
     methods: opts.methods,
@@ -339,7 +339,8 @@ async function runPretrain(ctx: Ctx, u: PretrainUnit): Promise<PretrainRecord> {
   // `resume: true` continues an interrupted run and starts a fresh one where there is none.
   const common = { images, indices: split.pretrain, outDir, resume: true, signal: opts.signal, onProgress }
   const overrides = overridesOf(opts, u.method)
-  const { config, job } = METHOD_START[baseOf(u.method)](
+  const { config, job } = startUnit(
+    baseOf(u.method),
     { preset: opts.preset, overrides, networks: u.networks, batchSize: u.batchSize, epochs: u.epochs, device },
     common,
   )

@@ -1,16 +1,53 @@
 /**
- * How each method of `methods/info.ts` pre-trains within an experiment: its validated config
- * (recorded in `results.json`) and the job, from the experiment's preset, the method's
- * overrides and the unit's networks, batch size and epochs.
+ * How each method of `methods/info.ts` is configured and run: its config parser (presets plus
+ * overrides, validated) and its API call. The experiment (per unit, from its preset, the
+ * method's overrides and the unit's networks, batch size and epochs) and the CLI's
+ * `cass pretrain --method` read this table. A method is one line here and one in `info.ts`.
  */
-import { type DeviceName, type PresetName, type PretrainInput, parsePretrainConfig } from '../config.js'
+import type { DeviceName, PresetName, PretrainInput } from '../config.js'
+import { parsePretrainConfig } from '../config.js'
 import { type DinoInput, parseDinoConfig } from '../dino-config.js'
 import { pretrainDino } from '../dino.js'
-import type { ProgressEvent } from '../events.js'
+import type { PretrainResult, ProgressEvent } from '../events.js'
 import { pretrain } from '../index.js'
+import type { Images } from '../inputs.js'
+import type { Job } from '../job.js'
 import { type VicregInput, parseVicregConfig } from '../vicreg-config.js'
 import { pretrainVicreg } from '../vicreg.js'
-import type { MethodName } from './info.js'
+import { METHODS, type MethodName } from './info.js'
+
+/** What every method's API call takes besides its config. */
+export interface PretrainCall {
+  images: Images
+  indices?: number[]
+  outDir: string
+  resume?: boolean
+  overwrite?: boolean
+  cacheDir?: string
+  signal?: AbortSignal
+  onProgress?: (e: ProgressEvent) => void
+}
+
+interface MethodEntry {
+  /** The validated config of `input` (a preset name plus overrides), or a `ConfigError`. */
+  parse: (input: never) => unknown
+  /** The method's pre-training job. */
+  pretrain: (options: PretrainCall & { config: never }) => Job<PretrainResult>
+}
+
+const ENTRIES = {
+  cass: { parse: (i: PretrainInput) => parsePretrainConfig(i), pretrain },
+  dino: { parse: (i: DinoInput) => parseDinoConfig(i), pretrain: pretrainDino },
+  vicreg: { parse: (i: VicregInput) => parseVicregConfig(i), pretrain: pretrainVicreg },
+} satisfies Record<MethodName, MethodEntry>
+
+/** `method`'s validated config of `input`. */
+export const parseMethodConfig = (method: MethodName, input: object): unknown =>
+  (ENTRIES[method].parse as (i: object) => unknown)(input)
+
+/** Starts `method`'s pre-training with `config` (its input as the user gave it). */
+export const startMethod = (method: MethodName, options: PretrainCall & { config: object }): Job<PretrainResult> =>
+  (ENTRIES[method].pretrain as (o: PretrainCall & { config: object }) => Job<PretrainResult>)(options)
 
 export interface MethodRunInput {
   preset: PresetName
@@ -22,7 +59,7 @@ export interface MethodRunInput {
   device: DeviceName
 }
 
-/** What every method's job takes besides its config. */
+/** What every method's job takes besides its config, within an experiment. */
 export interface CommonRun {
   images: { cacheFile: string }
   indices: number[]
@@ -38,47 +75,26 @@ export interface MethodRun {
   job: PromiseLike<{ status: 'completed' | 'cancelled' }>
 }
 
-const cassInput = (m: MethodRunInput): PretrainInput => ({
-  preset: m.preset,
-  ...(m.overrides as PretrainInput | undefined),
-  batchSize: m.batchSize,
-  epochs: m.epochs,
-  device: m.device,
-})
-
-const dinoInput = (m: MethodRunInput) =>
-  ({
-    preset: m.preset,
-    ...(m.overrides as Omit<DinoInput, 'arch'> | undefined),
-    arch: m.networks[0],
-    batchSize: m.batchSize,
-    epochs: m.epochs,
-    device: m.device,
-  }) as DinoInput
-
-/** A one-backbone method's input: the overrides, then the unit's network and sizes. */
-const oneBackbone = <T>(m: MethodRunInput) =>
-  ({
+/**
+ * A unit's input to `method`: the preset, the method's overrides, then the unit's sizes and,
+ * for a method that trains one backbone per run, the unit's network as `arch`.
+ */
+function inputOf(method: MethodName, m: MethodRunInput): object {
+  return {
     preset: m.preset,
     ...(m.overrides as object | undefined),
-    arch: m.networks[0],
+    ...(METHODS[method].together ? {} : { arch: m.networks[0] }),
     batchSize: m.batchSize,
     epochs: m.epochs,
     device: m.device,
-  }) as T
-
-/** Each method's validated config for a unit (a `ConfigError` naming the field otherwise). */
-export const METHOD_CONFIG: Record<MethodName, (m: MethodRunInput) => unknown> = {
-  cass: (m) => parsePretrainConfig(cassInput(m)),
-  dino: (m) => parseDinoConfig(dinoInput(m)),
-  vicreg: (m) => parseVicregConfig(oneBackbone<VicregInput>(m)),
+  }
 }
 
-export const METHOD_START: Record<MethodName, (m: MethodRunInput, common: CommonRun) => MethodRun> = {
-  cass: (m, common) => ({ config: METHOD_CONFIG.cass(m), job: pretrain({ ...common, config: cassInput(m) }) }),
-  dino: (m, common) => ({ config: METHOD_CONFIG.dino(m), job: pretrainDino({ ...common, config: dinoInput(m) }) }),
-  vicreg: (m, common) => ({
-    config: METHOD_CONFIG.vicreg(m),
-    job: pretrainVicreg({ ...common, config: oneBackbone<VicregInput>(m) }),
-  }),
-}
+/** `method`'s validated config for a unit (a `ConfigError` naming the field otherwise). */
+export const methodConfig = (method: MethodName, m: MethodRunInput): unknown => parseMethodConfig(method, inputOf(method, m))
+
+/** Starts `method`'s pre-training for a unit. */
+export const startUnit = (method: MethodName, m: MethodRunInput, common: CommonRun): MethodRun => ({
+  config: methodConfig(method, m),
+  job: startMethod(method, { ...common, config: inputOf(method, m) }),
+})

@@ -1,9 +1,11 @@
-/** `cass pretrain`: CASS pre-training on unlabelled images. */
+/** `cass pretrain`: self-supervised pre-training on unlabelled images, with any method (CASS by default). */
 import { rmSync } from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 
-import { type PretrainInput, checkPretrainOutDir, inspectCheckpoint, parsePretrainConfig, pretrain } from '../../index.js'
+import { type PretrainConfig, checkPretrainOutDir, inspectCheckpoint } from '../../index.js'
+import { METHODS, METHOD_NAMES, isMethod } from '../../methods/info.js'
+import { parseMethodConfig, startMethod } from '../../methods/start.js'
 import { progressReporter } from '../../progress.js'
 import { checkPretrainWeights } from '../../weights/resolve.js'
 import {
@@ -16,6 +18,7 @@ import {
   metricsLog,
   need,
   outputFolder,
+  UsageError,
   dataOptions,
   readConfig,
   truncateMetricsLog,
@@ -25,6 +28,9 @@ import { makeDir } from '../../io/make-dir.js'
 
 export const usage = `cass pretrain --data PATH --out DIR [options]
 
+  --method M          ${METHOD_NAMES.join(' | ')} (default cass: a CNN and a ViT together; the others
+                      train the one network --arch names)
+  --arch cnn|vit      the network of a one-network method (dino, vicreg)
   --data PATH         image folder, CSV, .npz (MedMNIST), IDX folder (MNIST), DICOM folder or file
   --format F          folder | csv | npz | idx | dicom (default: detected)
   --preset NAME       paper | cpu-small (default cpu-small)
@@ -36,6 +42,7 @@ export const usage = `cass pretrain --data PATH --out DIR [options]
                       the first line of progress says which and why)
   --resume            continue the run in --out exactly where it stopped
   --overwrite         replace a run already in --out (without it, or --resume, that is an error)
+CASS only:
   --views 1|2         1: one augmented view through both networks (the paper); 2: each network
                       sees its own view of the image, loss symmetrised (about 2x the step time)
   --collapse-guard W,T[,C] | off
@@ -64,6 +71,8 @@ export async function run(argv: string[]): Promise<void> {
     options: {
       ...DATA_OPTIONS,
       out: { type: 'string' },
+      method: { type: 'string', default: 'cass' },
+      arch: { type: 'string' },
       preset: { type: 'string' },
       config: { type: 'string' },
       epochs: { type: 'string' },
@@ -82,7 +91,19 @@ export async function run(argv: string[]): Promise<void> {
   })
   if (values.help) return void process.stdout.write(usage)
   const out = need(values.out, '--out DIR', 'pretrain')
+  const method = values.method
+  if (!isMethod(method)) throw new UsageError(`--method takes ${METHOD_NAMES.join(', ')}, not "${method}"`)
+  const together = METHODS[method].together
+  const cassOnly = (['views', 'collapse-guard', 'cnn-weights', 'vit-weights', 'ignore-head'] as const).find(
+    (f) => values[f] !== undefined,
+  )
+  if (method !== 'cass' && cassOnly) throw new UsageError(`--${cassOnly} is a CASS setting; --method ${method} does not take it`)
+  if (together && values.arch)
+    throw new UsageError(`--arch is for a method that trains one network per run; ${method} trains both`)
+  if (!together && !values.arch)
+    throw new UsageError(`--method ${method} trains one network per run: add --arch cnn or --arch vit`)
   const input = {
+    ...(values.arch ? { arch: values.arch } : {}),
     ...readConfig(values.config),
     ...(values.preset ? { preset: values.preset } : {}),
     ...(values.epochs ? { epochs: int(values.epochs, 'epochs') } : {}),
@@ -94,9 +115,9 @@ export async function run(argv: string[]): Promise<void> {
     ...(values['ignore-head'] !== undefined ? { ignoreHead: values['ignore-head'] } : {}),
     ...(values.views ? { views: int(values.views, 'views') } : {}),
     ...(values['collapse-guard'] ? { collapseGuard: collapseGuardFlag(values['collapse-guard']) } : {}),
-  } as PretrainInput
-  const config = parsePretrainConfig(input)
-  checkPretrainWeights(config) // before minutes of decoding
+  }
+  const config = parseMethodConfig(method, input) as { imageSize: number }
+  if (method === 'cass') checkPretrainWeights(config as PretrainConfig) // before minutes of decoding
   checkPretrainOutDir(out, { resume: values.resume, overwrite: values.overwrite })
   outputFolder(out)
   const ds = await load('pretrain', values, config.imageSize)
@@ -114,7 +135,7 @@ export async function run(argv: string[]): Promise<void> {
   }
   const log = metricsLog(logFile)
   const show = progressReporter('pretrain')
-  const r = await pretrain({
+  const r = await startMethod(method, {
     config: input,
     images: { cacheFile: ds.cacheFile },
     indices: ds.splits.train.indices,
