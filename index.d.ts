@@ -399,6 +399,8 @@ export interface PretrainOptions {
   ignoreHead: boolean
   /** Augmented views per image: 1 or 2. */
   views: number
+  /** With two views: BatchNorm over both at once (`joint`) or over each (`separate`). */
+  viewBatchNorm: ViewBatchNormOptions
   collapseGuard?: CollapseGuardOptions
 }
 
@@ -507,6 +509,9 @@ export interface VicregWeightsOptions {
   variance: number
   covariance: number
 }
+
+/** How two views go through the CNN's BatchNorm. */
+export type ViewBatchNormOptions = 'joint' | 'separate'
 
 /** A ViT's shape (its input size and head width come from the run config). */
 export interface VitOptions {

@@ -206,6 +206,12 @@ export const pretrainSchema = z
      */
     views: z.union([z.literal(1), z.literal(2)]).default(1),
     /**
+     * With two views, how the CNN's BatchNorm sees them: `joint` (one batch `[x1; x2]`, its
+     * statistics over both views) or `separate` (each view a batch of its own, as VICReg's code
+     * runs its branches). No effect with one view or on the ViT (LayerNorm is per image).
+     */
+    viewBatchNorm: z.enum(['joint', 'separate']).default('joint'),
+    /**
      * Collapse guard: VICReg's variance hinge on each network's L2-normalised outputs,
      * `weight * mean_d relu(target - sqrt(D) std_batch(F(v))_d)`, added to the CASS loss.
      * `null` turns it off (the paper).

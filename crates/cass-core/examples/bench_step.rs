@@ -141,6 +141,7 @@ fn main() {
         cnn_weights: None,
         vit_weights: None,
         views: 1,
+        view_batch_norm: Default::default(),
         collapse_guard: None,
         conv: serde_json::from_str(&format!("\"{}\"", arg(&args, "--conv", "auto")))
             .expect("--conv is auto, native or batched"),

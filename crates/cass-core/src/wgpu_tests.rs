@@ -15,6 +15,7 @@ use crate::models::vit::VitConfig;
 use crate::ssl::cass::{CassTrainer, PretrainConfig, pretrain};
 use crate::ssl::{Method, StepAt};
 use crate::testing::{synthetic_images, tiny_pretrain};
+use crate::train::run_config::RunConfig;
 
 /// The Vulkan driver manifests the loader reads; without one there is no wgpu device here.
 fn vulkan_driver() -> Option<String> {
@@ -56,9 +57,9 @@ fn cass_steps_on_wgpu_match_the_cpu_backend() {
     let cfg = tiny_pretrain();
     let dir = tmp("steps");
     let (mut cpu, mut on_gpu) = trainers(&cfg, &gpu, &dir);
-    let (bytes, _) = synthetic_images(cfg.batch_size, cfg.image_size, 4);
-    let set = ImageSet::from_memory(bytes, cfg.batch_size, cfg.image_size, cfg.image_size).unwrap();
-    let host = crate::data::assemble(&set, &(0..cfg.batch_size).collect::<Vec<_>>(), None);
+    let (bytes, _) = synthetic_images(cfg.run.batch_size, cfg.image_size, 4);
+    let set = ImageSet::from_memory(bytes, cfg.run.batch_size, cfg.image_size, cfg.image_size).unwrap();
+    let host = crate::data::assemble(&set, &(0..cfg.run.batch_size).collect::<Vec<_>>(), None);
     let mut pairs = Vec::new();
     for step in 0..3 {
         let at = StepAt {
@@ -67,8 +68,8 @@ fn cass_steps_on_wgpu_match_the_cpu_backend() {
             epoch: 0,
             per_epoch: 3,
         };
-        let a = cpu.train_step(upload(&host, &set, &Device::flex()), at).loss;
-        let b = on_gpu.train_step(upload(&host, &set, &gpu), at).loss;
+        let a = cpu.train_step(upload(&host, &set, &Device::flex()), at, 1).loss;
+        let b = on_gpu.train_step(upload(&host, &set, &gpu), at, 1).loss;
         pairs.push((a, b));
     }
     // Same weights, same augmentation parameters (drawn on the host), same data: the losses
@@ -85,9 +86,13 @@ fn cass_steps_on_wgpu_match_the_cpu_backend() {
 #[test]
 fn a_short_pretraining_runs_on_wgpu_and_its_checkpoint_loads_on_the_cpu() {
     let Some(_) = wgpu_device() else { return };
+    let t = tiny_pretrain();
     let cfg = PretrainConfig {
-        backend: BackendChoice::Wgpu,
-        ..tiny_pretrain()
+        run: RunConfig {
+            backend: BackendChoice::Wgpu,
+            ..t.run
+        },
+        ..t
     };
     let (bytes, _) = synthetic_images(12, 16, 6);
     let set = Arc::new(ImageSet::from_memory(bytes, 12, 16, 16).unwrap());
@@ -137,13 +142,17 @@ fn a_batch_over_the_devices_buffer_limit_is_a_named_error() {
     let Some(_) = wgpu_device() else { return };
     // 12 images of 1024 px: the batch alone is 144 MiB as f32, over lavapipe's 128 MiB per
     // buffer. (On a GPU with larger buffers this may fit; then only a failure is checked.)
+    let t = tiny_pretrain();
     let cfg = PretrainConfig {
-        backend: BackendChoice::Wgpu,
+        run: RunConfig {
+            backend: BackendChoice::Wgpu,
+            batch_size: 12,
+            epochs: 1,
+            ..t.run
+        },
         image_size: 1024,
-        batch_size: 12,
-        epochs: 1,
         vit: VitConfig::new(1024, 16, 2, 2).with_patch_size(64).with_num_classes(16),
-        ..tiny_pretrain()
+        ..t
     };
     let (bytes, _) = synthetic_images(12, 1024, 3);
     let set = Arc::new(ImageSet::from_memory(bytes, 12, 1024, 1024).unwrap());

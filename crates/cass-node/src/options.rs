@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use cass_core::loss::classification::{ClassWeighting, ClassificationLoss};
-use cass_core::ssl::cass_config::InitWeights;
+use cass_core::ssl::cass_config::{InitWeights, ViewBatchNorm};
 use cass_core::ssl::objective::CollapseGuard;
 use cass_core::{CassError, FinetuneConfig, Init, PretrainConfig};
 use napi_derive::napi;
@@ -26,6 +26,13 @@ pub struct CollapseGuardOptions {
     pub weight: f64,
     pub target: f64,
     pub covariance: f64,
+}
+
+/// How two views go through the CNN's BatchNorm.
+#[napi(string_enum = "lowercase")]
+pub enum ViewBatchNormOptions {
+    Joint,
+    Separate,
 }
 
 /// A CASS pre-training run (the fields of the TypeScript `PretrainConfig`, presets resolved).
@@ -50,6 +57,8 @@ pub struct PretrainOptions {
     pub ignore_head: bool,
     /// Augmented views per image: 1 or 2.
     pub views: u32,
+    /// With two views: BatchNorm over both at once (`joint`) or over each (`separate`).
+    pub view_batch_norm: ViewBatchNormOptions,
     pub collapse_guard: Option<CollapseGuardOptions>,
 }
 
@@ -130,6 +139,10 @@ impl TryFrom<PretrainOptions> for PretrainConfig {
             cnn_weights: weights(o.cnn_weights, o.ignore_head),
             vit_weights: weights(o.vit_weights, o.ignore_head),
             views: o.views as usize,
+            view_batch_norm: match o.view_batch_norm {
+                ViewBatchNormOptions::Joint => ViewBatchNorm::Joint,
+                ViewBatchNormOptions::Separate => ViewBatchNorm::Separate,
+            },
             conv: o.conv.into(),
             collapse_guard: o.collapse_guard.map(|g| CollapseGuard {
                 weight: g.weight,

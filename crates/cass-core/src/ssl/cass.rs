@@ -16,7 +16,7 @@ use std::thread;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
-pub use super::cass_config::{InitWeights, PretrainConfig};
+pub use super::cass_config::{InitWeights, PretrainConfig, ViewBatchNorm};
 pub use super::objective::CollapseGuard;
 pub use super::objective::StepOutput;
 use super::objective::{EpochSpread, Objective};
@@ -137,7 +137,7 @@ impl CassTrainer {
 
     fn gradients_serial(&mut self, x: Tensor<4>, weight: f64) -> (CassGrads, StepOutput) {
         let x = x.autodiff();
-        let r = self.cnn.forward(x.clone()); // [views * batch, d]
+        let r = cnn_forward(&self.cnn, x.clone(), self.config.views, self.config.view_batch_norm); // [views * batch, d]
         let t = self.vit.forward(x); // [views * batch, d]
         let parts = self.objective.forward(r, t);
         let value = parts.total.clone().into_scalar::<f32>() as f64;
@@ -149,7 +149,10 @@ impl CassTrainer {
     }
 
     fn gradients_parallel(&mut self, x: Tensor<4>, weight: f64) -> (CassGrads, StepOutput) {
-        let Self { cnn, vit, objective, .. } = self;
+        let Self {
+            cnn, vit, objective, config, ..
+        } = self;
+        let (views, norm) = (config.views, config.view_batch_norm);
         let (send_t, recv_t) = mpsc::channel::<Tensor<2>>();
         let (send_g, recv_g) = mpsc::channel::<Tensor<2>>();
         let vit_model = &*vit;
@@ -163,7 +166,7 @@ impl CassTrainer {
                 let grads = t.mul(g).sum().backward();
                 Some(GradientsParams::from_grads(grads, vit_model))
             });
-            let r = cnn.forward(x.autodiff()); // [batch, d]
+            let r = cnn_forward(cnn, x.autodiff(), views, norm); // [views * batch, d]
             let Ok(t) = recv_t.recv() else {
                 // The ViT thread ended without an output: it panicked. Re-raise its panic here.
                 std::panic::resume_unwind(tower.join().expect_err("the ViT thread sent no output"));
@@ -193,6 +196,16 @@ impl CassTrainer {
             )
         })
     }
+}
+
+/// The CNN's outputs for `x` (`views` blocks of the same images): one forward over all of them
+/// (BatchNorm's batch statistics over every view), or, [`ViewBatchNorm::Separate`], one per
+/// view (each view normalised by its own statistics, as VICReg's and BYOL's code run them).
+fn cnn_forward(cnn: &ResNet, x: Tensor<4>, views: usize, norm: ViewBatchNorm) -> Tensor<2> {
+    if views < 2 || norm == ViewBatchNorm::Joint {
+        return cnn.forward(x);
+    }
+    Tensor::cat(x.chunk(views, 0).into_iter().map(|v| cnn.forward(v)).collect(), 0)
 }
 
 /// The gradients of one CASS step (or several micro-batches' summed), for each network.

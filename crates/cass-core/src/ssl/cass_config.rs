@@ -40,6 +40,10 @@ pub struct PretrainConfig {
     /// or 2 (the CNN's view 1 is compared with the ViT's view 2 and vice versa).
     #[serde(default = "one_view")]
     pub views: usize,
+    /// With two views, whether the CNN's BatchNorm takes its batch statistics over both views
+    /// at once (`[x1; x2]`, one forward) or over each view on its own (two forwards).
+    #[serde(default)]
+    pub view_batch_norm: ViewBatchNorm,
     /// How the CNN's convolutions are computed (on GPUs, one batched matrix product each by
     /// default); the same convolutions either way, summed in another order.
     #[serde(default)]
@@ -50,6 +54,17 @@ pub struct PretrainConfig {
     /// Fields no setting reads, refused by `validate` (see [`Unknown`]).
     #[serde(flatten)]
     pub unknown: Unknown,
+}
+
+/// How two views go through the CNN's BatchNorm (see [`PretrainConfig::view_batch_norm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ViewBatchNorm {
+    /// One batch of both views: the statistics of `2B` images.
+    #[default]
+    Joint,
+    /// Each view its own batch of `B`.
+    Separate,
 }
 
 fn one_view() -> usize {

@@ -306,3 +306,23 @@ fn random_init_collapses_without_the_guard_and_not_with_it() {
 }
 
 const COLLAPSE_EPOCHS: u64 = 50;
+
+#[test]
+fn separate_view_batch_norm_normalises_each_view_by_its_own_statistics() {
+    let d = device();
+    let cfg = PretrainConfig {
+        views: 2,
+        ..tiny_pretrain()
+    };
+    let t = CassTrainer::new(&cfg, &d);
+    let x1 = fixed_batch(&cfg, &d);
+    let x2 = x1.clone().flip([3]); // another view of the same images
+    let x = Tensor::cat(vec![x1.clone(), x2.clone()], 0).autodiff();
+    let values = |v: Tensor<2>| v.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+    let separate = values(cnn_forward(&t.cnn, x.clone(), 2, ViewBatchNorm::Separate));
+    let by_hand = values(Tensor::cat(vec![t.cnn.forward(x1.autodiff()), t.cnn.forward(x2.autodiff())], 0));
+    assert_eq!(separate, by_hand);
+    let joint = values(cnn_forward(&t.cnn, x, 2, ViewBatchNorm::Joint));
+    let d = joint.iter().zip(&separate).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(d > 1e-4, "the batch statistics of both views and of each view gave the same outputs");
+}

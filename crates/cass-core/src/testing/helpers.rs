@@ -61,6 +61,7 @@ pub fn tiny_pretrain() -> PretrainConfig {
         cnn_weights: None,
         vit_weights: None,
         views: 1,
+        view_batch_norm: Default::default(),
         collapse_guard: None,
         conv: Default::default(),
         unknown: Default::default(),
