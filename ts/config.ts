@@ -8,30 +8,15 @@
 import { z } from 'zod'
 
 import { ConfigError } from './errors.js'
+import { LIMITS, checkStepImages, deviceSchema, runFields } from './run-config.js'
+
+export { LIMITS, type DeviceName, type RunSettings, checkStepImages, deviceSchema, runFields } from './run-config.js'
 
 const int = (min = 0) => z.number().int().min(min)
 
-/**
- * Upper bounds on every size that decides an allocation, checked before anything is built: a
- * typo or a hostile config (`headDim: 1e9`) must be a ConfigError, not an allocation that aborts
- * the host process. Each is far above any model this engine trains (ViT-B/16 at 384 px, batch
- * 16, a 65,536-wide DINO head).
- */
-export const LIMITS = {
-  width: 65536,
-  depth: 256,
-  blocksPerStage: 64,
-  imageSize: 4096,
-  batchSize: 4096,
-  classes: 65536,
-  mlpRatio: 16,
-} as const
 const bounded = (min: number, max: number) => int(min).max(max)
 const positive = z.number().positive()
 const probability = z.number().min(0).max(1)
-
-export const deviceSchema = z.enum(['cpu', 'cuda', 'wgpu', 'auto'])
-export type DeviceName = z.infer<typeof deviceSchema>
 
 export const resnetSchema = z.strictObject({
   /** Residual block: `basic` (ResNet-18/34) or `bottleneck` (ResNet-50). */
@@ -110,47 +95,6 @@ export const augmentSchema = z.strictObject({
   mean: z.tuple([z.number(), z.number(), z.number()]).default([0.485, 0.456, 0.406]),
   std: z.tuple([positive, positive, positive]).default([0.229, 0.224, 0.225]),
 })
-
-/**
- * The settings every pre-training method shares (the engine's `RunConfig`, one `validate`):
- * spread into each method's schema, sent to the binding as its `run` object
- * (`native-config.ts`'s `toNativeRun`).
- */
-export const runFields = {
-  /** Images per micro-batch (per update without `accumulate`). */
-  batchSize: bounded(2, LIMITS.batchSize),
-  epochs: int(1),
-  /** Stop after this many optimisation steps in total. */
-  maxSteps: int(1).optional(),
-  seed: int(0),
-  /** Also checkpoint every N steps (always at each epoch end). */
-  checkpointEvery: int(1).optional(),
-  device: deviceSchema.default('auto'),
-  /**
-   * Gradient accumulation: each update sums the gradients of this many micro-batches of
-   * `batchSize` images (`batchSize * accumulate` images per step, at most the largest batch).
-   * The same update as one batch of that size where nothing depends on the batch as a whole
-   * (a ViT under a per-image loss); BatchNorm and batch-level loss terms still see `batchSize`.
-   */
-  accumulate: bounded(1, 1024).default(1),
-  /** A `collapse` warning is raised when a network's output spread stays below this for an epoch. */
-  collapseWarningSpread: z.number().min(0).default(0.1),
-}
-
-const runSchema = z.object(runFields)
-/** The shared run settings of a validated config. */
-export type RunSettings = z.infer<typeof runSchema>
-
-/** A step gathers at most the largest batch: `batchSize * accumulate <= LIMITS.batchSize`. */
-export function checkStepImages(c: { batchSize: number; accumulate: number }, ctx: z.RefinementCtx): void {
-  if (c.batchSize * c.accumulate > LIMITS.batchSize) {
-    ctx.addIssue({
-      code: 'custom',
-      path: ['accumulate'],
-      message: `batchSize ${c.batchSize} times accumulate ${c.accumulate} is more than the ${LIMITS.batchSize} images one step may hold`,
-    })
-  }
-}
 
 /** The ViT's patch must tile the image and its heads must split its width. */
 export function checkVitGeometry(c: { vit: z.infer<typeof vitArchSchema>; imageSize: number }, ctx: z.RefinementCtx): void {
