@@ -851,5 +851,5 @@ module.exports.startEmbed = nativeBinding.startEmbed
 module.exports.startEvaluate = nativeBinding.startEvaluate
 module.exports.startExport = nativeBinding.startExport
 module.exports.startFinetune = nativeBinding.startFinetune
-module.exports.startPretrain = nativeBinding.startPretrain
-module.exports.startPretrainDino = nativeBinding.startPretrainDino
+module.exports.startPretrainingOf = nativeBinding.startPretrainingOf
+module.exports.ViewBatchNormOptions = nativeBinding.ViewBatchNormOptions

@@ -150,6 +150,19 @@ export async function run(argv: string[]): Promise<void> {
     return n
   }
   const configs = methodConfigs(values['method-config'] ?? [])
+  const methods = listFlag<MethodName>(values.methods, 'methods', [
+    ...METHOD_NAMES,
+    ...Object.keys(configs.variants ?? {}),
+  ] as MethodName[])
+  // A config for a method the experiment does not run is a mistake (a typo in --methods), not a no-op.
+  const configured = [
+    ...(configs.pretrain ? ['cass'] : []),
+    ...(configs.dino ? ['dino'] : []),
+    ...Object.keys(configs.methodConfigs ?? {}),
+    ...Object.keys(configs.variants ?? {}),
+  ]
+  const unused = configured.find((name) => !methods.includes(name as MethodName))
+  if (unused) throw new UsageError(`--method-config names ${unused}, which --methods (${methods.join(',')}) does not run`)
   const signal = interruptible()
   const results = await runExperiment({
     data,
@@ -158,10 +171,7 @@ export async function run(argv: string[]): Promise<void> {
     cacheDir: values['cache-dir'],
     datasetName: path.basename(path.resolve(data)),
     outDir: outputFolder(values.out),
-    methods: listFlag<MethodName>(values.methods, 'methods', [
-      ...METHOD_NAMES,
-      ...Object.keys(configs.variants ?? {}),
-    ] as MethodName[]),
+    methods,
     networks: listFlag<Network>(values.archs, 'archs', ['cnn', 'vit']),
     fractions: fractionsFlag(values.fractions),
     seeds,
