@@ -254,15 +254,21 @@ function wallTime(runs: PretrainRecord[]): string {
     bars,
   })
   const total = (m: string) => sum(main.filter((p) => p.method === m).map((p) => p.wallSec))
-  const [cass, dino] = [total('cass'), total('dino')]
-  const dinoParts = main
-    .filter((p) => p.method === 'dino')
-    .map((p) => `${list(p.networks).map(netLabel).join('+')} ${seconds(p.wallSec)}`)
-    .join(' + ')
+  const cass = total('cass')
+  // Every other method against CASS: one backbone per run, so its time is the sum of its runs.
+  const others = [...new Set(main.map((p) => p.method))].filter((m) => m !== 'cass' && isFiniteNumber(total(m)) && total(m) > 0)
+  const against = others.map((m) => {
+    const parts = main
+      .filter((p) => p.method === m)
+      .map((p) => `${list(p.networks).map(netLabel).join('+')} ${seconds(p.wallSec)}`)
+      .join(' + ')
+    const runs = main.filter((p) => p.method === m).length
+    return `${startLabel(m)}: ${runs > 1 ? `${parts} = ` : ''}${seconds(total(m))}, <b>CASS / ${startLabel(m)} = ${fmt(cass / total(m), 2)}×</b>.`
+  })
   const ratio =
-    isFiniteNumber(cass) && isFiniteNumber(dino) && dino > 0
-      ? `CASS trains both networks in one run: ${seconds(cass)}. DINO trains one backbone per run, so its time is the sum of its runs (${dinoParts} = ${seconds(dino)}). <b>CASS / DINO = ${fmt(cass / dino, 2)}×</b>.`
-      : 'The CASS / DINO time ratio needs a pre-training run of each.'
+    isFiniteNumber(cass) && against.length > 0
+      ? `CASS trains both networks in one run: ${seconds(cass)}. A method that trains one backbone per run (DINO, VICReg) takes the sum of its runs. ${against.join(' ')}`
+      : 'A time ratio needs a CASS pre-training run and one of another method.'
   const cancelled = main.some((p) => p.status === 'cancelled') ? ' A cancelled run counts only the time it ran.' : ''
   return `<h3>Wall time</h3><div class="plots">${chart}</div><p class="note">${ratio}${cancelled} A resumed run counts this process's share only.</p>`
 }
