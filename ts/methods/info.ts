@@ -1,9 +1,31 @@
 /**
- * The self-supervised methods as every layer above the engine knows them: the experiment's
- * planner and runner, the CLI's lists, the report's labels and colours all read this table.
- * A method is one entry here and one in `methods/start.ts` (its config and how it runs). This
- * file imports nothing, so the report and the planner can read it without the native addon.
+ * The one table of self-supervised methods: the experiment's planner and runner, the report's
+ * labels and colours, the CLI's lists and `cass pretrain --method` all read it. A method is one
+ * entry: its label and colour, whether a run trains both networks, its config parser (a preset
+ * plus overrides, validated) and its API call. The calls are imported when a job starts, so the
+ * report and the planner read this table without loading the native addon.
  */
+import { parsePretrainConfig } from '../config.js'
+import { parseDinoConfig } from '../dino-config.js'
+import type { PretrainResult, ProgressEvent } from '../events.js'
+import type { Images } from '../inputs.js'
+import type { Job } from '../job.js'
+import { parseVicregConfig } from '../vicreg-config.js'
+
+/** What every method's API call takes besides its config. */
+export interface PretrainCall {
+  images: Images
+  indices?: number[]
+  outDir: string
+  resume?: boolean
+  overwrite?: boolean
+  cacheDir?: string
+  signal?: AbortSignal
+  onProgress?: (e: ProgressEvent) => void
+}
+
+/** A method's API call: `pretrain`, `pretrainDino`, ... with its own input type. */
+type Start = (options: PretrainCall & { config: never }) => Job<PretrainResult>
 
 export interface MethodInfo {
   /** How tables and plots name it. */
@@ -15,12 +37,34 @@ export interface MethodInfo {
    * one run trains one backbone (DINO, as in its paper).
    */
   together: boolean
+  /** The validated config of an input (a preset name plus overrides), or a `ConfigError`. */
+  parse: (input: never) => unknown
+  /** The method's API call, imported when a job starts. */
+  start: () => Promise<Start>
 }
 
 export const METHODS = {
-  cass: { label: 'CASS', color: '#1f77b4', together: true },
-  dino: { label: 'DINO', color: '#ff7f0e', together: false },
-  vicreg: { label: 'VICReg', color: '#2ca02c', together: false },
+  cass: {
+    label: 'CASS',
+    color: '#1f77b4',
+    together: true,
+    parse: parsePretrainConfig,
+    start: async () => (await import('../index.js')).pretrain,
+  },
+  dino: {
+    label: 'DINO',
+    color: '#ff7f0e',
+    together: false,
+    parse: parseDinoConfig,
+    start: async () => (await import('../dino.js')).pretrainDino,
+  },
+  vicreg: {
+    label: 'VICReg',
+    color: '#2ca02c',
+    together: false,
+    parse: parseVicregConfig,
+    start: async () => (await import('../vicreg.js')).pretrainVicreg,
+  },
 } as const satisfies Record<string, MethodInfo>
 
 /** A pre-training method; `random` and `imagenet` are the fine-tuning starts without one. */

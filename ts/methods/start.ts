@@ -1,53 +1,23 @@
 /**
- * How each method of `methods/info.ts` is configured and run: its config parser (presets plus
- * overrides, validated) and its API call. The experiment (per unit, from its preset, the
- * method's overrides and the unit's networks, batch size and epochs) and the CLI's
- * `cass pretrain --method` read this table. A method is one line here and one in `info.ts`.
+ * Configuring and starting any method of `methods/info.ts`'s table: for a caller that holds the
+ * method's input as the user gave it (`cass pretrain --method`), and for an experiment's unit
+ * (its preset, the method's overrides and the unit's networks, batch size and epochs).
  */
-import type { DeviceName, PresetName, PretrainInput } from '../config.js'
-import { parsePretrainConfig } from '../config.js'
-import { type DinoInput, parseDinoConfig } from '../dino-config.js'
-import { pretrainDino } from '../dino.js'
+import type { DeviceName, PresetName } from '../config.js'
 import type { PretrainResult, ProgressEvent } from '../events.js'
-import { pretrain } from '../index.js'
-import type { Images } from '../inputs.js'
-import type { Job } from '../job.js'
-import { type VicregInput, parseVicregConfig } from '../vicreg-config.js'
-import { pretrainVicreg } from '../vicreg.js'
-import { METHODS, type MethodName } from './info.js'
+import { METHODS, type MethodName, type PretrainCall } from './info.js'
 
-/** What every method's API call takes besides its config. */
-export interface PretrainCall {
-  images: Images
-  indices?: number[]
-  outDir: string
-  resume?: boolean
-  overwrite?: boolean
-  cacheDir?: string
-  signal?: AbortSignal
-  onProgress?: (e: ProgressEvent) => void
-}
-
-interface MethodEntry {
-  /** The validated config of `input` (a preset name plus overrides), or a `ConfigError`. */
-  parse: (input: never) => unknown
-  /** The method's pre-training job. */
-  pretrain: (options: PretrainCall & { config: never }) => Job<PretrainResult>
-}
-
-const ENTRIES = {
-  cass: { parse: (i: PretrainInput) => parsePretrainConfig(i), pretrain },
-  dino: { parse: (i: DinoInput) => parseDinoConfig(i), pretrain: pretrainDino },
-  vicreg: { parse: (i: VicregInput) => parseVicregConfig(i), pretrain: pretrainVicreg },
-} satisfies Record<MethodName, MethodEntry>
+export type { PretrainCall } from './info.js'
 
 /** `method`'s validated config of `input`. */
 export const parseMethodConfig = (method: MethodName, input: object): unknown =>
-  (ENTRIES[method].parse as (i: object) => unknown)(input)
+  (METHODS[method].parse as (i: object) => unknown)(input)
 
-/** Starts `method`'s pre-training with `config` (its input as the user gave it). */
-export const startMethod = (method: MethodName, options: PretrainCall & { config: object }): Job<PretrainResult> =>
-  (ENTRIES[method].pretrain as (o: PretrainCall & { config: object }) => Job<PretrainResult>)(options)
+/** Starts `method`'s pre-training with `config` (its input as the user gave it); resolves to the job's result. */
+export async function startMethod(method: MethodName, options: PretrainCall & { config: object }): Promise<PretrainResult> {
+  const start = await METHODS[method].start()
+  return (start as (o: PretrainCall & { config: object }) => PromiseLike<PretrainResult>)(options)
+}
 
 export interface MethodRunInput {
   preset: PresetName
