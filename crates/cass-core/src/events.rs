@@ -14,6 +14,22 @@ pub struct NetworkSpread {
     pub vit: Option<f64>,
 }
 
+impl NetworkSpread {
+    /// `value` for `arch` alone (a method that trains one backbone).
+    pub fn of(arch: crate::models::Arch, value: f64) -> Self {
+        match arch {
+            crate::models::Arch::Cnn => Self {
+                cnn: Some(value),
+                vit: None,
+            },
+            crate::models::Arch::Vit => Self {
+                cnn: None,
+                vit: Some(value),
+            },
+        }
+    }
+}
+
 /// A progress event. Serialised as JSON with a `type` tag for the binding.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]

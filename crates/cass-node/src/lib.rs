@@ -242,7 +242,13 @@ pub fn start_pretraining_of<'env>(
     match request {
         PretrainRequest::Cass { config } => {
             let job: PretrainJob<PretrainConfig> = cass_core::pretrain;
-            start_with(env, "pretrain", job, PretrainConfig::try_from(config).map_err(invalid)?, rest)
+            start_with(
+                env,
+                "pretrain",
+                job,
+                PretrainConfig::try_from(config).map_err(invalid)?,
+                rest,
+            )
         }
         PretrainRequest::Dino { config } => {
             let job: PretrainJob<DinoConfig> = cass_core::pretrain_dino;
@@ -250,7 +256,13 @@ pub fn start_pretraining_of<'env>(
         }
         PretrainRequest::Vicreg { config } => {
             let job: PretrainJob<VicregConfig> = cass_core::ssl::vicreg::pretrain_vicreg;
-            start_with(env, "vicreg", job, VicregConfig::try_from(config).map_err(invalid)?, rest)
+            start_with(
+                env,
+                "vicreg",
+                job,
+                VicregConfig::try_from(config).map_err(invalid)?,
+                rest,
+            )
         }
     }
 }

@@ -52,7 +52,8 @@ pub fn vicreg_loss(x: Tensor<2>, y: Tensor<2>, w: VicregWeights) -> VicregParts 
     let covariance = off_diagonal_covariance(x, true) + off_diagonal_covariance(y, true);
     let value = |t: &Tensor<1>| t.clone().into_scalar::<f32>() as f64;
     let (inv, var, cov) = (value(&invariance), value(&variance), value(&covariance));
-    let total = invariance.mul_scalar(w.invariance) + variance.mul_scalar(w.variance) + covariance.mul_scalar(w.covariance);
+    let total =
+        invariance.mul_scalar(w.invariance) + variance.mul_scalar(w.variance) + covariance.mul_scalar(w.covariance);
     VicregParts {
         total,
         invariance: inv,

@@ -30,9 +30,9 @@ use crate::events::{CancelToken, Observer};
 use crate::models::{ResNet, Vit, init_seeded};
 use crate::train::adam::Adam;
 use crate::train::grads::add_grads;
-use crate::train::run_config::RunConfig;
 pub use crate::train::run::Status;
 use crate::train::run::StepReport;
+use crate::train::run_config::RunConfig;
 use crate::weights::{apply_declared_variant, head_names, load_timm, load_timm_vit};
 
 /// The `kind` of CASS pre-training checkpoints (`state.json`).
@@ -150,7 +150,11 @@ impl CassTrainer {
 
     fn gradients_parallel(&mut self, x: Tensor<4>, weight: f64) -> (CassGrads, StepOutput) {
         let Self {
-            cnn, vit, objective, config, ..
+            cnn,
+            vit,
+            objective,
+            config,
+            ..
         } = self;
         let (views, norm) = (config.views, config.view_batch_norm);
         let (send_t, recv_t) = mpsc::channel::<Tensor<2>>();

@@ -5,10 +5,10 @@ use std::fs;
 
 use super::tests::{fixed_batch, tmp};
 use super::*;
-use crate::train::run_config::RunConfig;
 use crate::checkpoint::module_tensors;
 use crate::events::{Event, Silent};
 use crate::testing::{device, synthetic_images, tiny_pretrain};
+use crate::train::run_config::RunConfig;
 
 #[test]
 fn save_then_load_gives_bit_identical_outputs() {

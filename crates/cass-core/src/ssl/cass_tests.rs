@@ -3,12 +3,12 @@ use std::fs;
 use std::path::PathBuf;
 
 use super::*;
-use crate::train::run_config::RunConfig;
 use crate::checkpoint::{load_module_tensors, module_tensors};
 use crate::data::upload;
 use crate::events::{Event, Silent};
 use crate::loss::{cass_loss, covariance_penalty, variance_hinge};
 use crate::testing::{device, grads_by_name, rand_tensor, scalar, synthetic_images, tiny_pretrain};
+use crate::train::run_config::RunConfig;
 
 pub(super) fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cass-test-{name}-{}", std::process::id()));
@@ -320,9 +320,19 @@ fn separate_view_batch_norm_normalises_each_view_by_its_own_statistics() {
     let x = Tensor::cat(vec![x1.clone(), x2.clone()], 0).autodiff();
     let values = |v: Tensor<2>| v.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
     let separate = values(cnn_forward(&t.cnn, x.clone(), 2, ViewBatchNorm::Separate));
-    let by_hand = values(Tensor::cat(vec![t.cnn.forward(x1.autodiff()), t.cnn.forward(x2.autodiff())], 0));
+    let by_hand = values(Tensor::cat(
+        vec![t.cnn.forward(x1.autodiff()), t.cnn.forward(x2.autodiff())],
+        0,
+    ));
     assert_eq!(separate, by_hand);
     let joint = values(cnn_forward(&t.cnn, x, 2, ViewBatchNorm::Joint));
-    let d = joint.iter().zip(&separate).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    assert!(d > 1e-4, "the batch statistics of both views and of each view gave the same outputs");
+    let d = joint
+        .iter()
+        .zip(&separate)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        d > 1e-4,
+        "the batch statistics of both views and of each view gave the same outputs"
+    );
 }

@@ -27,8 +27,8 @@ use crate::models::{Arch, Network, init_seeded};
 use crate::train::adam::Adam;
 use crate::train::ema::{ema, own_copy};
 use crate::train::grads::add_grads;
-use crate::train::run_config::RunConfig;
 use crate::train::run::{StepReport, step_seed};
+use crate::train::run_config::RunConfig;
 use crate::train::schedule::{Schedule, cosine};
 
 /// The `kind` of DINO pre-training checkpoints (`state.json`).
@@ -98,7 +98,9 @@ impl DinoTrainer {
                 ..cfg.augment
             };
             let seed = step_seed(
-                cfg.run.seed.wrapping_add((v as u64).wrapping_mul(0x5851_f42d_4c95_7f2d)),
+                cfg.run
+                    .seed
+                    .wrapping_add((v as u64).wrapping_mul(0x5851_f42d_4c95_7f2d)),
                 step,
             );
             let params = aug.sample(batch, seed, aspect);
@@ -172,16 +174,7 @@ impl DinoTrainer {
                 ("teacher_momentum".into(), momentum),
                 ("teacher_temp".into(), teacher_temp),
             ],
-            spread: match cfg.arch {
-                Arch::Cnn => crate::events::NetworkSpread {
-                    cnn: Some(spread),
-                    vit: None,
-                },
-                Arch::Vit => crate::events::NetworkSpread {
-                    cnn: None,
-                    vit: Some(spread),
-                },
-            },
+            spread: crate::events::NetworkSpread::of(cfg.arch, spread),
             lr: self.lr(at),
         };
         let grads = DinoGrads {
@@ -234,13 +227,7 @@ impl Method for DinoTrainer {
 
     /// The one backbone it trained (the teacher's weights).
     fn pretrained(c: &DinoConfig) -> super::Pretrained {
-        super::Pretrained {
-            cnn: (c.arch == Arch::Cnn).then(|| c.cnn.clone()),
-            vit: (c.arch == Arch::Vit).then(|| c.vit.clone()),
-            image_size: c.image_size,
-            augment: c.augment,
-            conv: c.conv,
-        }
+        super::Pretrained::one_backbone(c.arch, &c.cnn, &c.vit, c.image_size, c.augment, c.conv)
     }
 
     fn run(cfg: &DinoConfig) -> &RunConfig {
@@ -310,7 +297,10 @@ impl Method for DinoTrainer {
         let (globals, locals) = Self::crops(&self.config, raw, at.step);
         let globals = split_views(globals, GLOBAL_CROPS, parts);
         let mut locals = match locals {
-            Some(l) => split_views(l, self.config.local_crops, parts).into_iter().map(Some).collect(),
+            Some(l) => split_views(l, self.config.local_crops, parts)
+                .into_iter()
+                .map(Some)
+                .collect(),
             None => vec![None; parts],
         };
         globals.into_iter().zip(locals.drain(..)).collect()

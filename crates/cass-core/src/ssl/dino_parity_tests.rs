@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use burn::tensor::TensorData;
 
 use super::*;
-use crate::train::run_config::RunConfig;
 use crate::checkpoint::{HostTensor, load_module_tensors, module_tensors};
 use crate::models::dino_head::DinoHeadConfig;
 use crate::testing::parity::{ParityModel, read_tensors};
 use crate::testing::{device, tiny_vit};
+use crate::train::run_config::RunConfig;
 use crate::weights::load_timm;
 
 fn fixture(name: &str) -> PathBuf {

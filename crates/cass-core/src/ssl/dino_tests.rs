@@ -3,7 +3,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::*;
-use crate::train::run_config::RunConfig;
 use crate::checkpoint::module_tensors;
 use crate::data::{ImageSet, upload};
 use crate::events::{CancelToken, Event, Silent};
@@ -12,6 +11,7 @@ use crate::ssl::pretrain::run;
 use crate::testing::{device, synthetic_images, tiny_finetune, tiny_resnet, tiny_vit};
 use crate::train::finetune::{FinetuneConfig, Init, Labeled, finetune};
 use crate::train::run::Status;
+use crate::train::run_config::RunConfig;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cass-dino-{name}-{}", std::process::id()));
@@ -252,7 +252,8 @@ fn flat_grads<M: Module>(module: &M, grads: &burn::optim::GradientsParams) -> Ve
     impl burn::module::ModuleVisitor for Gather<'_> {
         fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
             if let Some(g) = self.0.get::<D>(param.id) {
-                self.1.extend(g.into_data().convert::<f32>().try_into_vec::<f32>().unwrap());
+                self.1
+                    .extend(g.into_data().convert::<f32>().try_into_vec::<f32>().unwrap());
             }
         }
     }
@@ -308,13 +309,24 @@ fn two_micro_batches_of_8_give_a_vit_the_gradients_and_update_of_one_batch_of_16
     let (g2, _) = b.gradients(parts.remove(0), 0.5, at);
     let gb = b.add(g1, g2);
     for (name, x, y) in [
-        ("head", flat_grads(&a.student_head, &ga.head), flat_grads(&b.student_head, &gb.head)),
-        ("backbone", flat_grads(&a.student, &ga.backbone), flat_grads(&b.student, &gb.backbone)),
+        (
+            "head",
+            flat_grads(&a.student_head, &ga.head),
+            flat_grads(&b.student_head, &gb.head),
+        ),
+        (
+            "backbone",
+            flat_grads(&a.student, &ga.backbone),
+            flat_grads(&b.student, &gb.backbone),
+        ),
     ] {
         assert!(!x.is_empty() && x.iter().any(|v| v.abs() > 1e-4), "{name}: no gradient");
         let d = max_diff(&x, &y);
         let largest = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        assert!(d < 1e-6, "{name}: gradients differ by {d} (relative; largest gradient {largest})");
+        assert!(
+            d < 1e-6,
+            "{name}: gradients differ by {d} (relative; largest gradient {largest})"
+        );
     }
 
     // The whole step, as the training loop runs it: the same loss and the same weights after.

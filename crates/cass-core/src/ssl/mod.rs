@@ -128,6 +128,24 @@ pub struct Pretrained {
 }
 
 impl Pretrained {
+    /// A checkpoint of a method that trains one backbone, `arch`, of the shapes given.
+    pub fn one_backbone(
+        arch: crate::models::Arch,
+        cnn: &crate::models::ResNetConfig,
+        vit: &crate::models::VitConfig,
+        image_size: usize,
+        augment: crate::augment::AugmentConfig,
+        conv: crate::models::conv::ConvStrategy,
+    ) -> Self {
+        Self {
+            cnn: (arch == crate::models::Arch::Cnn).then(|| cnn.clone()),
+            vit: (arch == crate::models::Arch::Vit).then(|| vit.clone()),
+            image_size,
+            augment,
+            conv,
+        }
+    }
+
     /// Reads the `state.json` in `dir` (a checkpoint folder), whichever method wrote it.
     pub fn read(dir: &Path) -> Result<Self, CassError> {
         let kind = crate::checkpoint::Checkpoint::open(dir)?.method;

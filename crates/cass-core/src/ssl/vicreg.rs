@@ -13,8 +13,8 @@ use std::path::Path;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
-pub use super::vicreg_config::VicregConfig;
 use super::step::{augmented_views, split_views};
+pub use super::vicreg_config::VicregConfig;
 use super::{Method, StepAt};
 use crate::checkpoint::{self, save_weights};
 use crate::error::CassError;
@@ -150,7 +150,11 @@ impl Method for VicregTrainer {
         self.spread = self.spread.max(spread);
         let parts = vicreg_loss(x, y, self.config.weights);
         let value = parts.total.clone().into_scalar::<f32>() as f64;
-        let total = if weight == 1.0 { parts.total } else { parts.total.mul_scalar(weight) };
+        let total = if weight == 1.0 {
+            parts.total
+        } else {
+            parts.total.mul_scalar(weight)
+        };
         let mut grads = total.backward();
         let backbone = GradientsParams::from_module(&mut grads, &self.backbone);
         let expander = GradientsParams::from_module(&mut grads, &self.expander);
@@ -164,10 +168,7 @@ impl Method for VicregTrainer {
                 ("covariance".into(), parts.covariance),
                 (format!("{}_spread", arch.name()), spread),
             ],
-            spread: crate::events::NetworkSpread {
-                cnn: (arch == Arch::Cnn).then_some(spread),
-                vit: (arch == Arch::Vit).then_some(spread),
-            },
+            spread: crate::events::NetworkSpread::of(arch, spread),
             lr: self.lr(at),
         };
         (VicregGrads { backbone, expander }, report)
@@ -182,8 +183,12 @@ impl Method for VicregTrainer {
 
     fn apply(&mut self, grads: VicregGrads, at: StepAt) {
         let lr = self.lr(at);
-        self.backbone = self.opt_backbone.step_params(lr, self.backbone.clone(), &grads.backbone);
-        self.expander = self.opt_expander.step_params(lr, self.expander.clone(), &grads.expander);
+        self.backbone = self
+            .opt_backbone
+            .step_params(lr, self.backbone.clone(), &grads.backbone);
+        self.expander = self
+            .opt_expander
+            .step_params(lr, self.expander.clone(), &grads.expander);
     }
 
     fn end_epoch(&mut self, epoch: u64, full: bool) -> Vec<(String, String)> {
@@ -204,13 +209,7 @@ impl Method for VicregTrainer {
 
     /// The one backbone it trained.
     fn pretrained(c: &VicregConfig) -> super::Pretrained {
-        super::Pretrained {
-            cnn: (c.arch == Arch::Cnn).then(|| c.cnn.clone()),
-            vit: (c.arch == Arch::Vit).then(|| c.vit.clone()),
-            image_size: c.image_size,
-            augment: c.augment,
-            conv: c.conv,
-        }
+        super::Pretrained::one_backbone(c.arch, &c.cnn, &c.vit, c.image_size, c.augment, c.conv)
     }
 }
 

@@ -113,7 +113,10 @@ impl VicregConfig {
             ("weights.covariance", self.weights.covariance),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(CassError::config(field, format!("must be a non-negative number, got {v}")));
+                return Err(CassError::config(
+                    field,
+                    format!("must be a non-negative number, got {v}"),
+                ));
             }
         }
         Ok(())

@@ -17,7 +17,9 @@ use crate::testing::{device, tiny_vit};
 use crate::weights::load_timm;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/timm").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/timm")
+        .join(name)
 }
 
 /// Every gradient in `grads`, by timm name, in PyTorch's layout (burn keeps a linear weight
@@ -71,11 +73,19 @@ fn one_vicreg_step_matches_pytorch() {
     let d = device();
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture("vicreg_step.json")).unwrap()).unwrap();
     let num = |k: &str| meta[k].as_f64().unwrap();
-    let widths: Vec<usize> = meta["widths"].as_array().unwrap().iter().map(|w| w.as_u64().unwrap() as usize).collect();
+    let widths: Vec<usize> = meta["widths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_u64().unwrap() as usize)
+        .collect();
     let cfg = VicregConfig {
         run: RunConfig::new(8, 1, 0),
         arch: Arch::Cnn,
-        cnn: ParityModel::read(&fixture("resnet_basic.json")).unwrap().resnet().unwrap(),
+        cnn: ParityModel::read(&fixture("resnet_basic.json"))
+            .unwrap()
+            .resnet()
+            .unwrap(),
         vit: tiny_vit(32, 1),
         expander: widths,
         image_size: 32,
@@ -93,10 +103,18 @@ fn one_vicreg_step_matches_pytorch() {
     };
     let none = HashSet::new();
     let mut t = VicregTrainer::new(&cfg, &d);
-    let Network::Cnn(cnn) = t.backbone else { unreachable!("a ResNet config") };
+    let Network::Cnn(cnn) = t.backbone else {
+        unreachable!("a ResNet config")
+    };
     t.backbone = Network::Cnn(load_timm(cnn, &fixture("resnet_basic.safetensors"), &none).unwrap());
     let expander_file = fixture("vicreg_step.expander.safetensors");
-    t.expander = load_module_tensors(t.expander, &read_tensors(&expander_file).unwrap(), &none, &expander_file).unwrap();
+    t.expander = load_module_tensors(
+        t.expander,
+        &read_tensors(&expander_file).unwrap(),
+        &none,
+        &expander_file,
+    )
+    .unwrap();
     let io = read_tensors(&fixture("vicreg_step.io.safetensors")).unwrap();
     let views = &io["views"];
     let views = Tensor::<4>::from_data(TensorData::new(views.data.clone(), views.shape.clone()), &d);
@@ -145,7 +163,11 @@ fn one_vicreg_step_matches_pytorch() {
     let Network::Cnn(cnn) = &t.backbone else { unreachable!() };
     let ours_after: BTreeMap<String, HostTensor> = module_tensors(cnn)
         .into_iter()
-        .chain(module_tensors(&t.expander).into_iter().map(|(n, v)| (format!("expander.{n}"), v)))
+        .chain(
+            module_tensors(&t.expander)
+                .into_iter()
+                .map(|(n, v)| (format!("expander.{n}"), v)),
+        )
         .collect();
     let lr = num("lr") as f32;
     let mut param_err = 0f32;
@@ -162,5 +184,7 @@ fn one_vicreg_step_matches_pytorch() {
             }
         }
     }
-    eprintln!("vicreg parity: loss {loss_err:.2e}, terms {term_err:.2e}, gradients {grad_err:.2e} (relative), parameters {param_err:.2e}");
+    eprintln!(
+        "vicreg parity: loss {loss_err:.2e}, terms {term_err:.2e}, gradients {grad_err:.2e} (relative), parameters {param_err:.2e}"
+    );
 }

@@ -57,7 +57,11 @@ fn a_step_lowers_nothing_it_should_not_and_reports_its_three_terms() {
     let r = t.train_step(raw, at, 1);
     let part = |n: &str| r.parts.iter().find(|(k, _)| k == n).unwrap().1;
     let want = 25.0 * part("invariance") + 25.0 * part("variance") + part("covariance");
-    assert!((r.loss - want).abs() < 1e-4 * want.abs().max(1.0), "{} vs {want}", r.loss);
+    assert!(
+        (r.loss - want).abs() < 1e-4 * want.abs().max(1.0),
+        "{} vs {want}",
+        r.loss
+    );
     assert!(r.spread.cnn.is_some() && r.spread.vit.is_none());
 }
 
@@ -109,8 +113,20 @@ fn bad_settings_are_named() {
     };
     let ok = tiny_vicreg(Arch::Cnn);
     ok.validate().unwrap();
-    assert_eq!(field(VicregConfig { expander: vec![], ..ok.clone() }), "expander");
-    assert_eq!(field(VicregConfig { expander: vec![16_384, 16_384, 16_384], ..ok.clone() }), "expander");
+    assert_eq!(
+        field(VicregConfig {
+            expander: vec![],
+            ..ok.clone()
+        }),
+        "expander"
+    );
+    assert_eq!(
+        field(VicregConfig {
+            expander: vec![16_384, 16_384, 16_384],
+            ..ok.clone()
+        }),
+        "expander"
+    );
     assert_eq!(field(VicregConfig { lr: 0.0, ..ok.clone() }), "lr");
     let mut unknown = ok.clone();
     unknown.unknown.insert("sim_coef".into(), serde_json::json!(25));

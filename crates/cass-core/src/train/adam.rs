@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::prelude::*;
 use burn::optim::GradientsParams;
+use burn::prelude::*;
 use burn::tensor::{Gradients, TensorData};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};

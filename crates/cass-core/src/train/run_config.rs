@@ -89,7 +89,10 @@ impl RunConfig {
         if !(1..=MAX_ACCUMULATE).contains(&self.accumulate) {
             return Err(CassError::config(
                 "accumulate",
-                format!("must be a whole number from 1 to {MAX_ACCUMULATE}, got {}", self.accumulate),
+                format!(
+                    "must be a whole number from 1 to {MAX_ACCUMULATE}, got {}",
+                    self.accumulate
+                ),
             ));
         }
         if self.batch_size.saturating_mul(self.accumulate) > MAX_STEP_IMAGES {
@@ -143,7 +146,13 @@ mod tests {
         let cases: [(&str, RunConfig); 5] = [
             ("batch_size", RunConfig { batch_size: 1, ..ok }),
             ("epochs", RunConfig { epochs: 0, ..ok }),
-            ("max_steps", RunConfig { max_steps: Some(0), ..ok }),
+            (
+                "max_steps",
+                RunConfig {
+                    max_steps: Some(0),
+                    ..ok
+                },
+            ),
             ("accumulate", RunConfig { accumulate: 0, ..ok }),
             (
                 "collapse_warning_spread",
@@ -156,8 +165,19 @@ mod tests {
         for (field, cfg) in cases {
             assert_eq!(self::field(cfg.validate().unwrap_err()), field);
         }
-        assert!(RunConfig { accumulate: MAX_ACCUMULATE + 1, ..ok }.validate().is_err());
-        let big = RunConfig { batch_size: 64, accumulate: 65, ..ok };
+        assert!(
+            RunConfig {
+                accumulate: MAX_ACCUMULATE + 1,
+                ..ok
+            }
+            .validate()
+            .is_err()
+        );
+        let big = RunConfig {
+            batch_size: 64,
+            accumulate: 65,
+            ..ok
+        };
         assert_eq!(field(big.validate().unwrap_err()), "accumulate");
         assert!(RunConfig { accumulate: 64, ..big }.validate().is_ok());
         assert_eq!(RunConfig { accumulate: 4, ..ok }.step_images(), 32);
