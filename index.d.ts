@@ -76,6 +76,7 @@ export interface AugmentOptions {
 /** Compute backends compiled into this addon (`cpu` always; `cuda`, `wgpu` by cargo feature). */
 export declare function availableBackends(): Array<string>
 
+/** A progress event of a running job, `type` names which. */
 export type BindingEvent =
   | { type: 'device'; backend: string; reason: string }
   | { type: 'step'; step: number; totalSteps: number; epoch: number; loss: number; /** Named parts of the loss and diagnostics, e.g. `["cass", 1.2]`, `["cnn_spread", 0.9]`. */
@@ -361,10 +362,7 @@ export interface ModelOutput {
 /** Which of the two networks. */
 export type Network = 'cnn' | 'vit'
 
-/**
- * A progress event of a running job, `type` names which.
- * A value per network, where the network has one.
- */
+/** A value per network, where the network has one. */
 export interface NetworkValues {
   cnn?: number
   vit?: number

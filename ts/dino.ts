@@ -35,7 +35,8 @@ export function pretrainDino(options: DinoOptions): Job<PretrainResult> {
   checkPretrainOutDir(outDir, options)
   return startJob(
     options,
-    (token, onEvent) => native().startPretrainingOf({ method: 'dino', config }, images, indices, outDir, options.resume ?? false, token, onEvent),
+    (token, onEvent) =>
+      native().startPretrainingOf({ method: 'dino', config }, images, indices, outDir, options.resume ?? false, token, onEvent),
     toPretrainResult,
   )
 }

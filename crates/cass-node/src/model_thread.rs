@@ -103,12 +103,15 @@ pub(crate) fn serve(model: LoadedModel, rx: Receiver<Message>, b: Batching) {
     }
 }
 
+/// The class and score of each explained image.
+type Explained = (Vec<Option<usize>>, Vec<Option<f32>>);
+
 /// One forward pass's answer: values row-major, `cols` per image, and for explanations the
 /// class and score of each image.
 struct Answer {
     values: Vec<f32>,
     cols: usize,
-    explained: Option<(Vec<Option<usize>>, Vec<Option<f32>>)>,
+    explained: Option<Explained>,
 }
 
 fn compute(

@@ -6,8 +6,6 @@ use cass_core::Event;
 use napi::bindgen_prelude::Float32Array;
 use napi_derive::napi;
 
-/// A progress event of a running job, `type` names which.
-
 /// A value per network, where the network has one.
 #[napi(object)]
 #[derive(Clone, Copy)]
@@ -16,6 +14,7 @@ pub struct NetworkValues {
     pub vit: Option<f64>,
 }
 
+/// A progress event of a running job, `type` names which.
 #[napi(discriminant = "type", discriminant_case = "lowercase")]
 pub enum BindingEvent {
     /// The backend the job runs on (`cpu`, `cuda`, `wgpu`), before the first step, and why.

@@ -105,7 +105,10 @@ pub trait Method: Sized {
 
 /// Every method's checkpoint kind and how to read it: a new method is one line here (and its
 /// [`Method`] implementation).
-const KINDS: &[(&str, fn(&Path) -> Result<Pretrained, CassError>)] = &[
+/// Reads what downstream jobs need from a checkpoint folder of one kind.
+type ReadPretrained = fn(&Path) -> Result<Pretrained, CassError>;
+
+const KINDS: &[(&str, ReadPretrained)] = &[
     (cass::PRETRAIN_KIND, read_as::<cass::CassTrainer>),
     (dino::DINO_KIND, read_as::<dino::DinoTrainer>),
     (vicreg::VICREG_KIND, read_as::<vicreg::VicregTrainer>),
