@@ -6,21 +6,13 @@
  * return a {@link Job}: await it, watch `onProgress`, cancel it with `job.cancel()` or an
  * `AbortSignal` (a cancelled pre-training leaves a resumable checkpoint).
  */
-import { existsSync } from 'node:fs'
 import path from 'node:path'
 
-import {
-  type DeviceName,
-  type FinetuneInput,
-  LIMITS,
-  type PretrainInput,
-  parseFinetuneConfig,
-  parsePretrainConfig,
-} from './config.js'
-import { toNativeFinetuneConfig, toNativePretrainConfig } from './native-config.js'
-import { toFinetuneResult, toMetrics, toPretrainResult } from './binding.js'
+import { type DeviceName, type FinetuneInput, LIMITS, parseFinetuneConfig } from './config.js'
+import { toNativeFinetuneConfig } from './native-config.js'
+import { toFinetuneResult, toMetrics } from './binding.js'
 import { ConfigError, fromNative } from './errors.js'
-import type { Embeddings, FinetuneResult, Metrics, PretrainResult } from './events.js'
+import type { Embeddings, FinetuneResult, Metrics } from './events.js'
 import { Job, type JobOptions, startJob } from './job.js'
 import {
   type Images,
@@ -30,20 +22,12 @@ import {
   checkLabelled,
   checkFinetuneOutDir,
   checkOutDir,
-  checkPretrainOutDir,
 } from './inputs.js'
 import { checkReplaceable } from './io/output-file.js'
 import { native } from './native.js'
 import { exportOnnx } from './onnx/checkpoint.js'
 import { weightsReporter } from './progress.js'
-import type { WeightsEvent } from './weights/hub.js'
-import {
-  checkPretrainWeights,
-  parseWeightsReference,
-  pretrainedWeightsWarning,
-  resolvePretrainWeights,
-  resolveWeights,
-} from './weights/resolve.js'
+import { parseWeightsReference, resolveWeights } from './weights/resolve.js'
 
 // The public API, named one by one: helpers the API and CLI share (config merging, the
 // conversion to the binding's options, engine error decoding) stay internal.
@@ -74,6 +58,7 @@ export {
 } from './config.js'
 export { DINO_PRESETS, type DinoConfig, type DinoInput, dinoSchema, parseDinoConfig } from './dino-config.js'
 export { type DinoOptions, pretrainDino } from './dino.js'
+export { type PretrainOptions, pretrain } from './pretrain.js'
 export { VICREG_PRESETS, type VicregConfig, type VicregInput, parseVicregConfig, vicregSchema } from './vicreg-config.js'
 export { type VicregOptions, pretrainVicreg, toNativeVicregConfig } from './vicreg.js'
 export { BackendError, CassError, ConfigError, DataError, IoError } from './errors.js'
@@ -126,76 +111,6 @@ export {
   resolvePretrainWeights,
   resolveWeights,
 } from './weights/resolve.js'
-
-export interface PretrainOptions extends JobOptions {
-  /** Preset name plus overrides; validated before anything runs. Defaults to `cpu-small`. */
-  config?: PretrainInput
-  images: Images
-  /** Which images to train on (default: all). */
-  indices?: number[]
-  /** Output directory; the checkpoint goes to `<outDir>/checkpoint`. */
-  outDir: string
-  /** Continue from the checkpoint in `outDir` if there is one. */
-  resume?: boolean
-  /**
-   * Replace a pre-training run already in `outDir`. Without it (or `resume`), a run there is an
-   * error: starting afresh would overwrite its checkpoint.
-   */
-  overwrite?: boolean
-  /** Where `cnnWeights: 'imagenet'` is cached, under `weights/` (default `~/.cache/cass-ssl`). */
-  cacheDir?: string
-  /** Download and conversion of `imagenet` / `hf:` weights (default: progress lines on stderr). */
-  onWeightsProgress?: (event: WeightsEvent) => void
-}
-
-/**
- * CASS pre-training of a CNN and a ViT on unlabelled images. `cnnWeights: 'imagenet'` and
- * `hf:` references are fetched (or taken from their caches) before the engine starts; the
- * `paper` preset without them raises a `no-pretrained-weights` warning through `onProgress`
- * (or `process.emitWarning` without a handler).
- */
-export function pretrain(options: PretrainOptions): Job<PretrainResult> {
-  const config = parsePretrainConfig(options.config ?? {})
-  checkPretrainWeights(config)
-  const images = checkImages(options.images)
-  const indices = checkIndices(options.indices, 'indices')
-  const outDir = checkOutDir(options.outDir)
-  checkPretrainOutDir(outDir, options)
-  // A resumed run takes its weights and config from the checkpoint; nothing to fetch or warn about.
-  const resuming = options.resume === true && existsSync(path.join(outDir, 'checkpoint', 'state.json'))
-  const warning = resuming ? undefined : pretrainedWeightsWarning(options.config)
-  if (warning !== undefined) {
-    if (options.onProgress) {
-      try {
-        options.onProgress({ type: 'warning', code: 'no-pretrained-weights', message: warning, step: 0 })
-      } catch {
-        // as for engine events: a throwing handler must not stop the run
-      }
-    } else process.emitWarning(warning, { code: 'CASS_NO_PRETRAINED_WEIGHTS' })
-  }
-  return startJob(
-    options,
-    async (token, onEvent) => {
-      const resolved = resuming
-        ? { ...config, cnnWeights: undefined, vitWeights: undefined }
-        : await resolvePretrainWeights(config, {
-            cacheDir: options.cacheDir,
-            signal: options.signal,
-            onProgress: options.onWeightsProgress ?? weightsReporter(),
-          })
-      return native().startPretrainingOf(
-        { method: 'cass', config: toNativePretrainConfig(resolved) },
-        images,
-        indices,
-        outDir,
-        options.resume ?? false,
-        token,
-        onEvent,
-      )
-    },
-    toPretrainResult,
-  )
-}
 
 export interface FinetuneOptions extends JobOptions {
   /** Must name `arch` (`cnn` or `vit`); `numClasses` defaults to 1 + the largest label. */

@@ -49,7 +49,7 @@ export const METHODS = {
     color: '#1f77b4',
     together: true,
     parse: parsePretrainConfig,
-    start: async () => (await import('../index.js')).pretrain,
+    start: async () => (await import('../pretrain.js')).pretrain,
   },
   dino: {
     label: 'DINO',
