@@ -4,7 +4,7 @@
  */
 import type { Metrics } from '../events.js'
 import type { MethodRef } from '../methods/info.js'
-import type { ExperimentSizes } from './run.js'
+import type { ExperimentSizes } from './options.js'
 
 /** A pre-training method or a named variant of one (`methods/info.ts`); `random` and `imagenet` are the starts without one. */
 export type MethodName = MethodRef

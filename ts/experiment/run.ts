@@ -8,103 +8,23 @@
  */
 import path from 'node:path'
 
-import { type DeviceName, type FinetuneInput, type PresetName, type PretrainInput, parsePretrainConfig } from '../config.js'
-import { type DicomOptions, type LoadedDataset, type SourceFormat, loadDataset } from '../data/dataset.js'
-import { countGroups, stratifiedSplit, sampleFraction } from '../data/splits.js'
-import type { DinoInput } from '../dino-config.js'
-import { CassError, ConfigError } from '../errors.js'
-import type { ProgressEvent } from '../events.js'
-import { embed, evaluate, finetune } from '../index.js'
+import { parsePretrainConfig } from '../config.js'
+import { loadDataset } from '../data/dataset.js'
+import { countGroups, stratifiedSplit } from '../data/splits.js'
 import { baseOf, runsOf } from '../methods/info.js'
-import { methodConfig, startUnit } from '../methods/start.js'
+import { methodConfig } from '../methods/start.js'
 import { writeFileAtomic, writeReport } from '../report/write.js'
 import { progressReporter } from '../progress.js'
 import { Eta, armCost, pretrainCost } from './eta.js'
 import { explainBest } from './explanations.js'
 import { readPrevious } from './identity.js'
-import { knnClassify } from './knn.js'
-import { type ArmUnit, type KnnUnit, type PretrainUnit, armKey, armTag, planExperiment } from './plan.js'
-import type { ExperimentResults, MethodName, Network, PretrainRecord } from './results.js'
-import { writeInputRecord } from '../io/input-record.js'
+import { type ExperimentOptions, SEED, overridesOf } from './options.js'
+import { type ArmUnit, type PretrainUnit, armKey, planExperiment } from './plan.js'
+import type { ExperimentResults } from './results.js'
+import { labelledImages, runArm, runKnn, runPretrain, stopped } from './units.js'
 import { makeDir } from '../io/make-dir.js'
 
-export interface ExperimentSizes {
-  /** Unlabelled images for pre-training (0: every training image). */
-  pretrainImages: number
-  pretrainEpochs: number
-  /** The labelled pool the label fractions are drawn from. */
-  poolImages: number
-  finetuneMaxEpochs: number
-  valImages: number
-  testImages: number
-}
-
-export interface ExperimentOptions {
-  data: string
-  format?: SourceFormat
-  /** How DICOM files become images (windows, frames). */
-  dicom?: DicomOptions
-  /** A CSV's patient column: a patient's images stay in one split. */
-  groupBy?: string
-  datasetName?: string
-  outDir: string
-  methods: MethodName[]
-  networks: Network[]
-  fractions: number[]
-  seeds: number
-  /** Seeds at fraction 1 (default: `seeds`): there every seed sees the same labelled images. */
-  seedsAtFull?: number
-  preset: PresetName
-  device?: DeviceName
-  sizes: ExperimentSizes
-  /** Robustness sweeps: other pre-training batch sizes and epoch counts. */
-  batchSizes?: number[]
-  epochsSweep?: number[]
-  /**
-   * Also fine-tune from these weights (the `imagenet` start, the paper's): per network, `imagenet`
-   * (the Keras ImageNet ResNet-50), `hf:owner/name` or a timm-named file. The fine-tuning config
-   * must give the network the file's shape (e.g. `--preset paper`).
-   */
-  imagenet?: Partial<Record<Network, string>>
-  /**
-   * Named variants `method@tag` listed in `methods` (e.g. `cass@hinge`): each one's config
-   * fields, over its method's overrides.
-   */
-  variants?: Record<string, Record<string, unknown>>
-  /** Overrides of each method's and of fine-tuning's preset config. */
-  pretrain?: PretrainInput
-  dino?: Omit<DinoInput, 'arch'>
-  /** Overrides of any other method's preset config, by method name (e.g. `vicreg`). */
-  methodConfigs?: Partial<Record<MethodName, Record<string, unknown>>>
-  finetune?: FinetuneInput
-  /** Neighbours of the kNN probe. */
-  k?: number
-  signal?: AbortSignal
-  cacheDir?: string
-  /** Progress lines (default: stderr). */
-  log?: (line: string) => void
-  /**
-   * Seconds between plain progress lines (step, epoch, loss, images/s, ETA) during a unit when
-   * the lines do not go to a terminal (default: `CASS_PROGRESS_SECONDS`, else 30).
-   */
-  progressEverySec?: number
-}
-
-const SEED = 77
-
-/**
- * A method's config overrides: its base method's (`pretrain` for CASS, `dino`), then, for a
- * variant `method@tag`, the variant's own fields over them.
- */
-function overridesOf(opts: ExperimentOptions, ref: MethodName): Record<string, unknown> | undefined {
-  const base = ({ ...opts.methodConfigs, cass: opts.pretrain, dino: opts.dino } as Record<string, unknown>)[baseOf(ref)] as
-    Record<string, unknown> | undefined
-  if (ref === baseOf(ref)) return base
-  const own = opts.variants?.[ref]
-  if (own === undefined)
-    throw new ConfigError(`invalid argument at \`variants\`: the variant ${ref} has no config (give its fields)`, 'variants', [])
-  return { ...base, ...own }
-}
+export type { ExperimentOptions, ExperimentSizes } from './options.js'
 
 export async function runExperiment(opts: ExperimentOptions): Promise<ExperimentResults> {
   // On a terminal a unit's progress is a live line; a log line first clears it.
@@ -280,156 +200,4 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   const report = writeReport(out)
   log(`cass experiment: done; ${file} and ${report}`)
   return results
-}
-
-/** The labelled images of an arm: seed k draws the same ones for every start, so the comparison is paired. */
-function labelledImages(ctx: Pick<Ctx, 'ds' | 'split'>, a: ArmUnit): number[] {
-  return sampleFraction(ctx.split.pool, ctx.ds.labels, a.fraction, SEED + 1000 * a.seed, ctx.ds.groups)
-}
-
-type Ctx = {
-  opts: ExperimentOptions
-  ds: LoadedDataset
-  split: { pretrain: number[]; pool: number[]; val: number[]; test: number[] }
-  images: { cacheFile: string }
-  device: DeviceName
-  out: string
-  results: ExperimentResults
-  save: () => void
-  log: (line: string) => void
-  /** Progress events of the running unit (steps, and a pre-training's epochs). */
-  progress: (e: ProgressEvent) => void
-}
-
-function stopped(ctx: Ctx): ExperimentResults {
-  ctx.save()
-  writeReport(ctx.out)
-  ctx.log(`cass experiment: stopped; run the same command again to continue`)
-  return ctx.results
-}
-
-async function runPretrain(ctx: Ctx, u: PretrainUnit): Promise<PretrainRecord> {
-  const { opts, split, images, device } = ctx
-  const outDir = path.join(ctx.out, u.dir)
-  const perEpoch: PretrainRecord['perEpoch'] = []
-  let epochStart = Date.now()
-  let spread: Record<string, number[]> = {}
-  let backend: PretrainRecord['backend']
-  const onProgress = (e: ProgressEvent) => {
-    if (e.type === 'step' || e.type === 'epoch') ctx.progress(e)
-    if (e.type === 'step') {
-      for (const [name, v] of Object.entries(e.spread ?? {})) if (typeof v === 'number') (spread[name] ??= []).push(v)
-    } else if (e.type === 'epoch') {
-      const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length
-      perEpoch.push({
-        epoch: e.epoch,
-        meanLoss: e.meanLoss,
-        sec: (Date.now() - epochStart) / 1000,
-        spread: Object.fromEntries(Object.entries(spread).map(([k, v]) => [k, mean(v)])),
-      })
-      epochStart = Date.now()
-      spread = {}
-    } else if (e.type === 'warning') ctx.log(`warning: ${e.message}`)
-    else if (e.type === 'device') {
-      backend = { name: e.backend, reason: e.reason }
-      ctx.log(`device ${e.backend} (${e.reason})`)
-    }
-  }
-  const t0 = Date.now()
-  // `resume: true` continues an interrupted run and starts a fresh one where there is none.
-  const common = { images, indices: split.pretrain, outDir, resume: true, signal: opts.signal, onProgress }
-  const overrides = overridesOf(opts, u.method)
-  const { config, job } = startUnit(
-    baseOf(u.method),
-    { preset: opts.preset, overrides, networks: u.networks, batchSize: u.batchSize, epochs: u.epochs, device },
-    common,
-  )
-  const r = await job
-  return {
-    method: u.method,
-    networks: u.networks,
-    status: r.status,
-    batchSize: u.batchSize,
-    epochs: u.epochs,
-    wallSec: (Date.now() - t0) / 1000,
-    ...(backend ? { backend } : {}),
-    perEpoch,
-    dir: u.dir,
-    config,
-    ...(u.sweep ? { sweep: u.sweep } : {}),
-  }
-}
-
-async function runArm(ctx: Ctx, a: ArmUnit) {
-  const { opts, ds, split, images, device } = ctx
-  const labels = ds.labels
-  const chosen = labelledImages(ctx, a)
-  const samples = (idx: number[]) => ({ indices: idx, labels: idx.map((i) => labels[i]) })
-  const tag = armTag(a)
-  const t0 = Date.now()
-  const job = finetune({
-    config: {
-      preset: opts.preset,
-      ...opts.finetune,
-      arch: a.network,
-      numClasses: ds.classes.length,
-      maxEpochs: opts.sizes.finetuneMaxEpochs,
-      seed: SEED + a.seed,
-      device,
-    },
-    from: a.pretrainDir ? path.join(ctx.out, a.pretrainDir) : undefined,
-    weights: a.weights,
-    cacheDir: opts.cacheDir,
-    images,
-    train: samples(chosen),
-    val: samples(split.val),
-    outDir: path.join(ctx.out, 'finetune', tag),
-    // The checkpoint answers `predict` and `explain` with the dataset's class names.
-    classNames: ds.classes.map(String),
-    // An arm left unfinished by a stopped experiment is run again from the start.
-    overwrite: true,
-    signal: opts.signal,
-    // Steps only: an arm's epochs (up to the preset's 30) would bury the unit lines.
-    onProgress: (e) => e.type === 'step' && ctx.progress(e),
-  })
-  // Stopped before its first validation, a fine-tuning has nothing to keep: the arm runs again.
-  const ft = await job.then(undefined, (e: unknown) => {
-    if (opts.signal?.aborted && e instanceof CassError && e.code === 'cancelled-before-validation') return undefined
-    throw e
-  })
-  if (ft === undefined || ft.status === 'cancelled') return undefined
-  writeInputRecord(path.join(ctx.out, 'finetune', tag), opts.dicom)
-  const trainSec = (Date.now() - t0) / 1000
-  const test = await evaluate({ checkpoint: ft.checkpoint, images, data: samples(split.test), device })
-  return {
-    start: a.start,
-    network: a.network,
-    fraction: a.fraction,
-    labelled: chosen.length,
-    seed: a.seed,
-    bestEpoch: ft.bestEpoch,
-    trainSec,
-    test,
-    ...(a.pretrainDir ? { pretrainDir: a.pretrainDir } : {}),
-    ...(a.weights ? { weights: a.weights } : {}),
-    ...(a.sweep ? { sweep: a.sweep } : {}),
-  }
-}
-
-async function runKnn(ctx: Ctx, k: KnnUnit) {
-  const { ds, split, images, device } = ctx
-  const checkpoint = path.join(ctx.out, k.pretrainDir)
-  const features = (indices: number[]) => embed({ checkpoint, arch: k.network, images, indices, device })
-  const [train, test] = [await features(split.pool), await features(split.test)]
-  const neighbours = ctx.opts.k ?? 20
-  const r = knnClassify(
-    train.features,
-    split.pool.map((i) => ds.labels[i]),
-    test.features,
-    split.test.map((i) => ds.labels[i]),
-    train.dim,
-    ds.classes.length,
-    neighbours,
-  )
-  return { start: k.start, network: k.network, k: neighbours, accuracy: r.accuracy, macroF1: r.macroF1 }
 }
