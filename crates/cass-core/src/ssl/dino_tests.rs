@@ -327,6 +327,9 @@ fn two_micro_batches_of_8_give_a_vit_the_gradients_and_update_of_one_batch_of_16
             d < 1e-6,
             "{name}: gradients differ by {d} (relative; largest gradient {largest})"
         );
+        // Measured (`cargo test -p cass-core --lib two_micro_batches -- --nocapture`): head,
+        // largest gradient 35.2, difference 1.1e-7 of it (3.8e-6 absolute); backbone 5.6e-9.
+        eprintln!("{name}: largest gradient {largest}, relative difference {d}");
     }
 
     // The whole step, as the training loop runs it: the same loss and the same weights after.
