@@ -19,11 +19,11 @@ import {
   readConfig,
 } from '../shared.js'
 
-export const usage = `cass experiment --data PATH [--methods cass,dino] [--archs cnn,vit]
+export const usage = `cass experiment --data PATH [--methods cass,dino,vicreg] [--archs cnn,vit]
                 [--fractions 0.01,0.1,1] [--seeds 3] [--preset cpu-small|paper] [--out DIR]
 
   Pre-trains each method on the training images without labels (CASS once for both networks,
-  DINO once per network), fine-tunes each network from each method and from random weights at
+  DINO and VICReg once per network; --methods defaults to cass,dino), fine-tunes each network from each method and from random weights at
   each label fraction and seed (the same labelled images for every start), evaluates on the test
   split, probes frozen features with kNN, and writes DIR/results.json and DIR/report.html (open
   it in a browser; \`cass report DIR\` re-renders it), and prints each start against random init
@@ -43,8 +43,8 @@ ${DICOM_USAGE}  --device cpu|cuda|wgpu|auto   (default auto, as for cass pretrai
   --k N                         neighbours of the kNN probe (default 20)
   --method-config NAME=FILE.json
                                 a method's config fields (the API's names: cass as for cass
-                                pretrain, dino as for the DINO config, finetune for every
-                                fine-tuning) over the preset; or a variant METHOD@TAG's fields over
+                                pretrain, dino and vicreg as for their configs, finetune for
+                                every fine-tuning) over the preset; or a variant METHOD@TAG's fields over
                                 its method's, to list in --methods (cass,cass@hinge,dino);
                                 repeatable, part of the experiment's identity
   --imagenet-cnn REF, --imagenet-vit REF
