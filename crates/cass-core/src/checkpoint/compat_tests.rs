@@ -103,3 +103,26 @@ fn a_state_from_a_newer_cass_ssl_is_refused_by_name() {
     assert!(err.to_string().contains("needs a newer cass-ssl"), "{err}");
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_shared_run_settings_stay_top_level_fields_of_state_json() {
+    // The run settings moved into `RunConfig`, flattened: an old `state.json` config reads, and
+    // writes back every field it had, at the same place and with the same value; only the
+    // settings added since are new.
+    let state = read_json(&fixture("pretrain").join("state.json")).unwrap();
+    let old = state["config"].as_object().unwrap().clone();
+    let cfg: crate::ssl::cass::PretrainConfig = serde_json::from_value(state["config"].clone()).unwrap();
+    // Through the text, as `state.json` is written (a `Value` built directly keeps an f32 widened).
+    let again: serde_json::Value = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+    for (k, v) in &old {
+        assert_eq!(again.get(k), Some(v), "{k}");
+    }
+    let mut added: Vec<&String> = again
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| !old.contains_key(*k))
+        .collect();
+    added.sort();
+    assert_eq!(added, ["accumulate", "view_batch_norm"]);
+}
