@@ -14,7 +14,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 
 pub use super::dino_config::DinoConfig;
-use super::step::split_views;
+use super::step::{split_views, view_seed};
 use super::{Method, StepAt};
 use crate::augment::{self, AugmentConfig};
 use crate::checkpoint::{self, read_safetensors, safetensors_bytes, save_weights, to_host, write_atomic};
@@ -27,7 +27,7 @@ use crate::models::{Arch, Network, init_seeded};
 use crate::train::adam::Adam;
 use crate::train::ema::{ema, own_copy};
 use crate::train::grads::add_grads;
-use crate::train::run::{StepReport, step_seed};
+use crate::train::run::StepReport;
 use crate::train::run_config::RunConfig;
 use crate::train::schedule::{Schedule, cosine};
 
@@ -97,12 +97,7 @@ impl DinoTrainer {
                 crop_scale: scale,
                 ..cfg.augment
             };
-            let seed = step_seed(
-                cfg.run
-                    .seed
-                    .wrapping_add((v as u64).wrapping_mul(0x5851_f42d_4c95_7f2d)),
-                step,
-            );
+            let seed = view_seed(cfg.run.seed, v, step);
             let params = aug.sample(batch, seed, aspect);
             augment::apply(raw.clone(), Some(&params), size, &aug)
         };

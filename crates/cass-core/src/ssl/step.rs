@@ -41,9 +41,14 @@ pub fn step<M: Method>(method: &mut M, raw: Tensor<4>, at: StepAt, parts: usize)
     mean_report(reports)
 }
 
+/// The seed of view (or crop) `v`'s augmentation at step `step` of a run seeded `seed`: view 0's
+/// is the run's own step seed, so a one-view run does not depend on how many views another draws.
+pub fn view_seed(seed: u64, v: usize, step: u64) -> u64 {
+    crate::train::run::step_seed(seed.wrapping_add((v as u64).wrapping_mul(0x5851_f42d_4c95_7f2d)), step)
+}
+
 /// `views` augmentations of every image of `raw`, view 1 of every image, then view 2, ...: each
-/// view's augmentation drawn from its own seed, derived from `(seed, step)` (view 0 from the
-/// seed itself, so a one-view run does not depend on how many views another run draws).
+/// view's augmentation drawn from its own seed ([`view_seed`]).
 ///
 /// # Shapes
 /// `raw`: `[images, 3, h, w]` -> `[views * images, 3, size, size]`
@@ -57,10 +62,9 @@ pub fn augmented_views(
 ) -> Tensor<4> {
     let batch = raw.dims()[0];
     let aspect = raw.dims()[3] as f64 / raw.dims()[2] as f64;
-    let all: Vec<Tensor<4>> = (0..views as u64)
+    let all: Vec<Tensor<4>> = (0..views)
         .map(|v| {
-            let seed = crate::train::run::step_seed(seed.wrapping_add(v.wrapping_mul(0x5851_f42d_4c95_7f2d)), step);
-            let params = aug.sample(batch, seed, aspect);
+            let params = aug.sample(batch, view_seed(seed, v, step), aspect);
             crate::augment::apply(raw.clone(), Some(&params), size, aug)
         })
         .collect();
