@@ -8,15 +8,9 @@
 import { z } from 'zod'
 
 import { ConfigError } from './errors.js'
-import { LIMITS, checkStepImages, deviceSchema, runFields } from './run-config.js'
+import { LIMITS, bounded, checkStepImages, deviceSchema, int, positive, probability, runFields } from './run-config.js'
 
 export { LIMITS, type DeviceName, type RunSettings, checkStepImages, deviceSchema, runFields } from './run-config.js'
-
-const int = (min = 0) => z.number().int().min(min)
-
-const bounded = (min: number, max: number) => int(min).max(max)
-const positive = z.number().positive()
-const probability = z.number().min(0).max(1)
 
 export const resnetSchema = z.strictObject({
   /** Residual block: `basic` (ResNet-18/34) or `bottleneck` (ResNet-50). */

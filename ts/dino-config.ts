@@ -23,10 +23,8 @@ import {
   vitArchSchema,
 } from './config.js'
 import { ConfigError } from './errors.js'
+import { int, positive, probability } from './run-config.js'
 
-const int = (min = 0) => z.number().int().min(min)
-const positive = z.number().positive()
-const probability = z.number().min(0).max(1)
 const areaRange = z.tuple([positive.max(1), positive.max(1)])
 
 export const dinoSchema = z

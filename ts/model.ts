@@ -32,17 +32,7 @@ import {
   type RunOptions,
 } from './model-types.js'
 
-export {
-  EXPLAIN_METHODS,
-  type ExplainMethod,
-  type ExplainOptions,
-  type Explanation,
-  type LoadModelOptions,
-  type ModelInfo,
-  type ModelInput,
-  type Prediction,
-  type RunOptions,
-} from './model-types.js'
+export * from './model-types.js'
 
 /** The most images one engine call (and one batch) holds; the binding enforces it too. */
 export const MAX_BATCH = 1024

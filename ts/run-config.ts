@@ -5,7 +5,10 @@
  */
 import { z } from 'zod'
 
-const int = (min = 0) => z.number().int().min(min)
+/** The number kinds every config schema is built from. */
+export const int = (min = 0) => z.number().int().min(min)
+export const positive = z.number().positive()
+export const probability = z.number().min(0).max(1)
 
 /**
  * Upper bounds on every size that decides an allocation, checked before anything is built: a
@@ -22,7 +25,7 @@ export const LIMITS = {
   classes: 65536,
   mlpRatio: 16,
 } as const
-const bounded = (min: number, max: number) => int(min).max(max)
+export const bounded = (min: number, max: number) => int(min).max(max)
 
 export const deviceSchema = z.enum(['cpu', 'cuda', 'wgpu', 'auto'])
 export type DeviceName = z.infer<typeof deviceSchema>

@@ -26,10 +26,7 @@ import {
   vitArchSchema,
 } from './config.js'
 import { ConfigError } from './errors.js'
-
-const int = (min = 0) => z.number().int().min(min)
-const positive = z.number().positive()
-const probability = z.number().min(0).max(1)
+import { int, positive, probability } from './run-config.js'
 
 export const vicregSchema = z
   .strictObject({
