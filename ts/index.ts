@@ -60,7 +60,7 @@ export { DINO_PRESETS, type DinoConfig, type DinoInput, dinoSchema, parseDinoCon
 export { type DinoOptions, pretrainDino } from './dino.js'
 export { type PretrainOptions, pretrain } from './pretrain.js'
 export { VICREG_PRESETS, type VicregConfig, type VicregInput, parseVicregConfig, vicregSchema } from './vicreg-config.js'
-export { type VicregOptions, pretrainVicreg, toNativeVicregConfig } from './vicreg.js'
+export { type VicregOptions, pretrainVicreg } from './vicreg.js'
 export { BackendError, CassError, ConfigError, DataError, IoError } from './errors.js'
 export type {
   CheckpointEvent,

@@ -7,8 +7,6 @@ import type { DeviceName, PresetName } from '../config.js'
 import type { PretrainResult, ProgressEvent } from '../events.js'
 import { METHODS, type MethodName, type PretrainCall } from './info.js'
 
-export type { PretrainCall } from './info.js'
-
 /** `method`'s validated config of `input`. */
 export const parseMethodConfig = (method: MethodName, input: object): unknown =>
   (METHODS[method].parse as (i: object) => unknown)(input)
