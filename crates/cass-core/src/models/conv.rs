@@ -16,7 +16,9 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
-use burn::tensor::s;
+use burn::tensor::{DType, s};
+
+use super::host_conv::host_conv2d;
 
 /// Where the batched product replaces the backend's convolution. A field of the run configs
 /// (`conv`), saved with their checkpoints, and held by each [`super::ResNet`].
@@ -54,17 +56,21 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>, strategy: ConvStrategy) -> Tensor<4> 
         Some(p) if eligible && h + 2 * p >= kh && w + 2 * p >= kw => {
             let ho = (h + 2 * p - kh) / sh + 1;
             let wo = (w + 2 * p - kw) / sw + 1;
+            let on_flex = x.device().inner() == Device::flex();
+            let with_bias = |y: Tensor<4>| match &conv.bias {
+                Some(b) => y + b.val().reshape([1, -1, 1, 1]),
+                None => y,
+            };
+            if strategy == ConvStrategy::Auto && on_flex && x.dtype() == DType::F32 {
+                return with_bias(host_conv2d(x, conv.weight.val(), sh, p));
+            }
             let batched_here = match strategy {
                 ConvStrategy::Native => false,
                 ConvStrategy::Batched => true,
-                ConvStrategy::Auto => x.device().inner() != Device::flex(),
+                ConvStrategy::Auto => !on_flex,
             };
             if batched_here {
-                let y = batched(x, conv.weight.val(), sh, p, [ho, wo]);
-                return match &conv.bias {
-                    Some(b) => y + b.val().reshape([1, -1, 1, 1]),
-                    None => y,
-                };
+                return with_bias(batched(x, conv.weight.val(), sh, p, [ho, wo]));
             }
             conv.forward(x)
         }

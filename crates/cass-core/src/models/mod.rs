@@ -8,6 +8,7 @@ pub mod conv;
 pub mod dino_head;
 pub mod expander;
 pub mod gelu;
+pub mod host_conv;
 pub mod resnet;
 pub mod vit;
 

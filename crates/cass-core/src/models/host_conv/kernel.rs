@@ -1,0 +1,305 @@
+//! The convolution's three products on host memory (f32, NCHW, no groups or dilation, square
+//! kernel, equal stride and zero padding on both axes): the output, the input gradient and the
+//! weight gradient, each as matrix products per image over the image's unfolded patches.
+//!
+//! Per image `n`, with `patch = c_in * k * k` and `positions = h_out * w_out`:
+//! - `col_n [patch, positions]`: the input's `k x k` windows, one column per output position
+//!   (im2col, in NCHW order, so no layout copy is needed on either side);
+//! - output: `y_n [c_out, positions] = W [c_out, patch] . col_n`, written in place in NCHW;
+//! - input gradient: `dcol = W^T . dy_n`, folded back onto the image (col2im);
+//! - weight gradient: `dW += dy_n . col_n^T`, summed over the images each thread owns.
+//!
+//! A 1x1 stride-1 unpadded convolution skips the unfolding: `col_n` is the image itself.
+//! The products go to the `gemm` crate (runtime-selected AVX-512, AVX2 or scalar microkernels);
+//! images are spread over the threads when there are at least as many images as threads, the
+//! product is split across them otherwise (a single image, at prediction time).
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// The shape of one convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub batch: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Geometry {
+    /// Output height and width; `None` when the padded input is smaller than the kernel or a
+    /// size is zero.
+    pub fn out(&self) -> Option<(usize, usize)> {
+        let (h, w) = (self.h + 2 * self.pad, self.w + 2 * self.pad);
+        if self.k == 0 || self.stride == 0 || h < self.k || w < self.k {
+            return None;
+        }
+        Some(((h - self.k) / self.stride + 1, (w - self.k) / self.stride + 1))
+    }
+
+    fn positions(&self) -> usize {
+        let (ho, wo) = self.out().expect("a valid geometry");
+        ho * wo
+    }
+
+    fn patch(&self) -> usize {
+        self.c_in * self.k * self.k
+    }
+
+    fn image(&self) -> usize {
+        self.c_in * self.h * self.w
+    }
+
+    /// Whether the unfolded image is the image itself.
+    fn pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.batch * self.image()
+    }
+
+    pub fn weight_len(&self) -> usize {
+        self.c_out * self.patch()
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.batch * self.c_out * self.positions()
+    }
+}
+
+/// How the work of a batch is split over the threads.
+fn split(batch: usize) -> (bool, Parallelism) {
+    let threads = rayon::current_num_threads();
+    if batch >= threads || threads == 1 {
+        (true, Parallelism::None)
+    } else {
+        (false, Parallelism::Rayon(threads))
+    }
+}
+
+/// `y = conv(x, weight)`, NCHW.
+pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    assert_eq!(x.len(), g.input_len(), "convolution input size");
+    assert_eq!(weight.len(), g.weight_len(), "convolution weight size");
+    let (positions, patch) = (g.positions(), g.patch());
+    let mut y = vec![0f32; g.output_len()];
+    let (per_image, par) = split(g.batch);
+    let one = |col: &mut Vec<f32>, (y_n, x_n): (&mut [f32], &[f32])| {
+        let col = unfold_into(g, x_n, col);
+        let w = Mat::row_major(weight, g.c_out, patch);
+        matmul(y_n, w, Mat::row_major(col, patch, positions), false, par);
+    };
+    if per_image {
+        y.par_chunks_mut(g.c_out * positions)
+            .zip(x.par_chunks(g.image()))
+            .for_each_init(Vec::new, one);
+    } else {
+        let mut col = Vec::new();
+        let images = y.chunks_mut(g.c_out * positions).zip(x.chunks(g.image()));
+        images.for_each(|pair| one(&mut col, pair));
+    }
+    y
+}
+
+/// The gradients of `sum(dy * conv(x, weight))` with respect to the input and to the weight,
+/// each computed only where asked for.
+pub fn backward(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    want_input: bool,
+    want_weight: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    assert_eq!(x.len(), g.input_len(), "convolution input size");
+    assert_eq!(weight.len(), g.weight_len(), "convolution weight size");
+    assert_eq!(dy.len(), g.output_len(), "convolution output gradient size");
+    let (positions, patch) = (g.positions(), g.patch());
+    let (per_image, par) = split(g.batch);
+    // Images per task: one contiguous run of images per thread, so each thread sums its own
+    // weight gradient and the runs' sums are added once at the end.
+    let tasks = if per_image { rayon::current_num_threads().min(g.batch) } else { 1 };
+    let run = g.batch.div_ceil(tasks);
+    let mut dx = want_input.then(|| vec![0f32; g.input_len()]);
+    let mut dx_runs: Vec<Option<&mut [f32]>> = match dx.as_mut() {
+        Some(dx) => dx.chunks_mut(run * g.image()).map(Some).collect(),
+        None => (0..g.batch.div_ceil(run)).map(|_| None).collect(),
+    };
+    let work = |(t, dx_run): (usize, &mut Option<&mut [f32]>)| -> Option<Vec<f32>> {
+        let mut dw = want_weight.then(|| vec![0f32; g.weight_len()]);
+        let (mut col, mut dcol) = (Vec::new(), Vec::new());
+        for (i, n) in (t * run..((t + 1) * run).min(g.batch)).enumerate() {
+            let x_n = &x[n * g.image()..(n + 1) * g.image()];
+            let dy_n = Mat::row_major(&dy[n * g.c_out * positions..(n + 1) * g.c_out * positions], g.c_out, positions);
+            if let Some(dw) = dw.as_mut() {
+                let col = unfold_into(g, x_n, &mut col);
+                // dW [c_out, patch] += dy_n [c_out, positions] . col_n^T [positions, patch]
+                matmul(dw, dy_n, Mat::row_major(col, patch, positions).t(), i > 0, par);
+            }
+            if let Some(dx_run) = dx_run.as_mut() {
+                let dx_n = &mut dx_run[i * g.image()..(i + 1) * g.image()];
+                let w_t = Mat::row_major(weight, g.c_out, patch).t();
+                if g.pointwise() {
+                    matmul(dx_n, w_t, dy_n, false, par);
+                } else {
+                    dcol.resize(patch * positions, 0.0);
+                    matmul(&mut dcol, w_t, dy_n, false, par);
+                    fold_add(g, &dcol, dx_n);
+                }
+            }
+        }
+        dw
+    };
+    let sums: Vec<Option<Vec<f32>>> = if per_image {
+        dx_runs.par_iter_mut().enumerate().map(work).collect()
+    } else {
+        dx_runs.iter_mut().enumerate().map(work).collect()
+    };
+    let dw = want_weight.then(|| {
+        let mut sums = sums.into_iter().flatten();
+        let mut total = sums.next().unwrap_or_else(|| vec![0f32; g.weight_len()]);
+        for s in sums {
+            total.iter_mut().zip(&s).for_each(|(t, s)| *t += s);
+        }
+        total
+    });
+    (dx, dw)
+}
+
+/// The image's patches as `[patch, positions]` in `col` (resized), or the image itself for a
+/// pointwise convolution.
+fn unfold_into<'a>(g: &Geometry, x_n: &'a [f32], col: &'a mut Vec<f32>) -> &'a [f32] {
+    if g.pointwise() {
+        return x_n;
+    }
+    let (ho, wo) = g.out().expect("a valid geometry");
+    col.resize(g.patch() * ho * wo, 0.0);
+    for (r, row) in col.chunks_mut(ho * wo).enumerate() {
+        let (c, ky, kx) = (r / (g.k * g.k), r / g.k % g.k, r % g.k);
+        let plane = &x_n[c * g.h * g.w..(c + 1) * g.h * g.w];
+        let (lo, hi) = valid(wo, g.stride, kx, g.pad, g.w);
+        for (oy, out) in row.chunks_mut(wo).enumerate() {
+            let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
+            if iy >= g.h {
+                out.fill(0.0);
+                continue;
+            }
+            let src = &plane[iy * g.w..(iy + 1) * g.w];
+            out[..lo].fill(0.0);
+            out[hi..].fill(0.0);
+            if lo == hi {
+                continue;
+            }
+            let first = lo * g.stride + kx - g.pad;
+            if g.stride == 1 {
+                out[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+            } else {
+                for (o, s) in out[lo..hi].iter_mut().zip(src[first..].iter().step_by(g.stride)) {
+                    *o = *s;
+                }
+            }
+        }
+    }
+    col
+}
+
+/// `dx_n += fold(dcol)`: each patch entry added back onto the input pixel it was read from.
+fn fold_add(g: &Geometry, dcol: &[f32], dx_n: &mut [f32]) {
+    let (_, wo) = g.out().expect("a valid geometry");
+    for (r, row) in dcol.chunks(g.positions()).enumerate() {
+        let (c, ky, kx) = (r / (g.k * g.k), r / g.k % g.k, r % g.k);
+        let plane = &mut dx_n[c * g.h * g.w..(c + 1) * g.h * g.w];
+        let (lo, hi) = valid(wo, g.stride, kx, g.pad, g.w);
+        for (oy, grad) in row.chunks(wo).enumerate() {
+            let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
+            if iy >= g.h || lo >= hi {
+                continue;
+            }
+            let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
+            let first = lo * g.stride + kx - g.pad;
+            for (d, s) in dst[first..].iter_mut().step_by(g.stride).zip(&grad[lo..hi]) {
+                *d += s;
+            }
+        }
+    }
+}
+
+/// The output columns `lo..hi` whose input column `o * stride + kx - pad` lies inside `0..w`.
+fn valid(wo: usize, stride: usize, kx: usize, pad: usize, w: usize) -> (usize, usize) {
+    let lo = pad.saturating_sub(kx).div_ceil(stride).min(wo);
+    let hi = if w + pad > kx { (w + pad - kx).div_ceil(stride).min(wo) } else { 0 };
+    (lo, hi.max(lo))
+}
+
+/// A read-only matrix view: element `(i, j)` at `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self { data, rows, cols, rs: cols, cs: 1 }
+    }
+
+    fn t(self) -> Self {
+        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
+    }
+
+    /// Whether every element the view names lies inside its slice.
+    fn in_bounds(&self) -> bool {
+        self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst (row-major [a.rows, b.cols]) = a . b`, or `+=` with `accumulate`.
+fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
+    assert_eq!(a.cols, b.rows, "inner dimensions");
+    assert_eq!(dst.len(), a.rows * b.cols, "destination size");
+    assert!(a.in_bounds() && b.in_bounds(), "matrix views inside their data");
+    if dst.is_empty() {
+        return;
+    }
+    if a.cols == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the three views were checked above to lie inside their slices (every index
+    // `i * rs + j * cs` for `i < rows`, `j < cols`), `dst` is exclusively borrowed and does not
+    // overlap the shared inputs, and `gemm` reads and writes only those indices.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            a.rows,
+            b.cols,
+            a.cols,
+            dst.as_mut_ptr(),
+            1,
+            b.cols as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
