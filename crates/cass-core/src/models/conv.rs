@@ -15,10 +15,12 @@
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
+use burn::tensor::activation;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{DType, s};
 
-use super::host_conv::host_conv2d;
+use super::batch_norm::BatchNorm;
+use super::host_conv::{host_conv2d, host_conv2d_fused};
 
 /// Where the batched product replaces the backend's convolution. A field of the run configs
 /// (`conv`), saved with their checkpoints, and held by each [`super::ResNet`].
@@ -41,40 +43,91 @@ pub enum ConvStrategy {
 /// # Shapes
 /// `[batch, c_in, h, w] -> [batch, c_out, h_out, w_out]`
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>, strategy: ConvStrategy) -> Tensor<4> {
+    let with_bias = |y: Tensor<4>| match &conv.bias {
+        Some(b) => y + b.val().reshape([1, -1, 1, 1]),
+        None => y,
+    };
+    if let Some(pad) = host_geometry(conv, &x, strategy) {
+        return with_bias(host_conv2d(x, conv.weight.val(), conv.stride[0], pad));
+    }
     let [_, _, h, w] = x.dims();
     let [kh, kw] = conv.kernel_size;
     let [sh, sw] = conv.stride;
-    let pad = match &conv.padding {
+    let eligible = conv.groups == 1 && conv.dilation == [1, 1] && kh == kw && sh == sw;
+    let batched_here = match strategy {
+        ConvStrategy::Native => false,
+        ConvStrategy::Batched => true,
+        ConvStrategy::Auto => x.device().inner() != Device::flex(),
+    };
+    match symmetric_padding(conv) {
+        Some(p) if batched_here && eligible && h + 2 * p >= kh && w + 2 * p >= kw => {
+            let ho = (h + 2 * p - kh) / sh + 1;
+            let wo = (w + 2 * p - kw) / sw + 1;
+            with_bias(batched(x, conv.weight.val(), sh, p, [ho, wo]))
+        }
+        _ => conv.forward(x),
+    }
+}
+
+/// `relu?(bn(conv(x)) + residual)`: a convolution, its BatchNorm and what follows them in a
+/// ResNet block. In evaluation on the CPU backend (a plain Flex input, so BatchNorm uses its
+/// running statistics) the BatchNorm is folded into the convolution's output as a per-channel
+/// scale and shift, `gamma / sqrt(var + eps)` and `beta - mean * scale`, and applied with the
+/// residual and the ReLU in the same pass over each image's output ([`host_conv2d_fused`]);
+/// elsewhere (training, autodiff inputs, GPU backends) it is the three operations.
+///
+/// # Shapes
+/// `x [batch, c_in, h, w], residual [batch, c_out, h_out, w_out] -> [batch, c_out, h_out, w_out]`
+pub fn conv_bn(
+    conv: &Conv2d,
+    bn: &BatchNorm,
+    x: Tensor<4>,
+    strategy: ConvStrategy,
+    residual: Option<Tensor<4>>,
+    relu: bool,
+) -> Tensor<4> {
+    if let Some(pad) = host_geometry(conv, &x, strategy)
+        && !x.device().is_autodiff()
+    {
+        let device = x.device();
+        let scale = bn.gamma.val() / (bn.running_var.value().to_device(&device) + bn.epsilon).sqrt();
+        let mut shift = bn.beta.val() - bn.running_mean.value().to_device(&device) * scale.clone();
+        if let Some(b) = &conv.bias {
+            shift = shift + b.val() * scale.clone();
+        }
+        return host_conv2d_fused(x, conv.weight.val(), (scale, shift), residual, (conv.stride[0], pad), relu);
+    }
+    let y = bn.forward(conv2d(conv, x, strategy));
+    let y = match residual {
+        Some(r) => y + r,
+        None => y,
+    };
+    if relu { activation::relu(y) } else { y }
+}
+
+/// The padding of `conv` when the CPU convolution computes it on `x` (see [`ConvStrategy::Auto`]).
+fn host_geometry(conv: &Conv2d, x: &Tensor<4>, strategy: ConvStrategy) -> Option<usize> {
+    let [_, _, h, w] = x.dims();
+    let pad = symmetric_padding(conv)?;
+    let [kh, kw] = conv.kernel_size;
+    let eligible = conv.groups == 1 && conv.dilation == [1, 1] && kh == kw && conv.stride[0] == conv.stride[1];
+    (strategy == ConvStrategy::Auto
+        && eligible
+        && h + 2 * pad >= kh
+        && w + 2 * pad >= kw
+        && x.dtype() == DType::F32
+        && x.device().inner() == Device::flex())
+    .then_some(pad)
+}
+
+/// One padding for all four sides, if the convolution has that.
+fn symmetric_padding(conv: &Conv2d) -> Option<usize> {
+    match &conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right && top == left => {
             Some(*top)
         }
         PaddingConfig2d::Valid => Some(0),
         _ => None,
-    };
-    let eligible = conv.groups == 1 && conv.dilation == [1, 1] && kh == kw && sh == sw;
-    match pad {
-        Some(p) if eligible && h + 2 * p >= kh && w + 2 * p >= kw => {
-            let ho = (h + 2 * p - kh) / sh + 1;
-            let wo = (w + 2 * p - kw) / sw + 1;
-            let on_flex = x.device().inner() == Device::flex();
-            let with_bias = |y: Tensor<4>| match &conv.bias {
-                Some(b) => y + b.val().reshape([1, -1, 1, 1]),
-                None => y,
-            };
-            if strategy == ConvStrategy::Auto && on_flex && x.dtype() == DType::F32 {
-                return with_bias(host_conv2d(x, conv.weight.val(), sh, p));
-            }
-            let batched_here = match strategy {
-                ConvStrategy::Native => false,
-                ConvStrategy::Batched => true,
-                ConvStrategy::Auto => !on_flex,
-            };
-            if batched_here {
-                return with_bias(batched(x, conv.weight.val(), sh, p, [ho, wo]));
-            }
-            conv.forward(x)
-        }
-        _ => conv.forward(x),
     }
 }
 
@@ -113,10 +166,45 @@ fn batched(x: Tensor<4>, weight: Tensor<4>, s: usize, p: usize, [ho, wo]: [usize
 
 #[cfg(test)]
 mod tests {
+    use burn::module::{Param, RunningState};
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::Distribution;
 
     use super::*;
+
+    /// In evaluation on the CPU, the folded BatchNorm with its residual and ReLU in the
+    /// convolution's pass equals burn's convolution, BatchNorm, add and ReLU one after another,
+    /// with non-trivial running statistics, a bias, stride 2 and a batch of 1.
+    #[test]
+    fn folded_batch_norm_matches_the_separate_operations() {
+        let d = Device::flex();
+        let normal = |n: usize, mean: f64, std: f64| Tensor::<1>::random([n], Distribution::Normal(mean, std), &d);
+        for (batch, cin, cout, k, stride, pad, bias, residual, relu) in [
+            (3, 5, 7, 3, 1, 1, false, true, true),
+            (1, 6, 4, 3, 2, 1, true, false, true),
+            (2, 4, 9, 1, 2, 0, false, false, false),
+            (4, 3, 6, 7, 2, 3, true, true, false),
+        ] {
+            let conv = Conv2dConfig::new([cin, cout], [k, k])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .with_bias(bias)
+                .init(&d);
+            let mut bn = BatchNorm::new(cout, 1e-5, &d);
+            bn.gamma = Param::from_tensor(normal(cout, 1.0, 0.5));
+            bn.beta = Param::from_tensor(normal(cout, 0.0, 0.5));
+            bn.running_mean = RunningState::new(normal(cout, 0.0, 0.3));
+            bn.running_var = RunningState::new(normal(cout, 0.0, 1.0).abs() + 0.1);
+            let x = Tensor::<4>::random([batch, cin, 9, 8], Distribution::Normal(0.0, 1.0), &d);
+            let out = conv.forward(x.clone()).dims();
+            let r = residual.then(|| Tensor::<4>::random(out, Distribution::Normal(0.0, 1.0), &d));
+            let folded = conv_bn(&conv, &bn, x.clone(), ConvStrategy::Auto, r.clone(), relu);
+            let separate = conv_bn(&conv, &bn, x, ConvStrategy::Native, r, relu);
+            let scale = separate.clone().abs().max().into_scalar::<f32>().max(1.0);
+            let err = (folded - separate).abs().max().into_scalar::<f32>() / scale;
+            assert!(err < 1e-5, "k{k} s{stride} bias {bias} residual {residual} relu {relu}: differs by {err}");
+        }
+    }
 
     /// The batched path against burn's convolution, values and gradients, for the shapes our
     /// ResNets use (3x3 stride 1 and 2, 1x1 stride 1 and 2, 7x7 stride 2).

@@ -5,11 +5,10 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
 
 use super::batch_norm::BatchNorm;
-use super::conv::{ConvStrategy, conv2d};
+use super::conv::{ConvStrategy, conv_bn};
 
 /// Residual block type.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -194,15 +193,17 @@ impl Block {
     /// `[batch, c_in, h, w] -> [batch, c_out, h / stride, w / stride]`
     pub fn forward(&self, x: Tensor<4>, conv: ConvStrategy) -> Tensor<4> {
         let shortcut = match &self.downsample {
-            Some(d) => d.bn.forward(conv2d(&d.conv, x.clone(), conv)),
+            Some(d) => conv_bn(&d.conv, &d.bn, x.clone(), conv, None, false),
             None => x.clone(),
         };
-        let mut y = relu(self.bn1.forward(conv2d(&self.conv1, x, conv)));
-        y = self.bn2.forward(conv2d(&self.conv2, y, conv));
-        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            y = bn3.forward(conv2d(conv3, relu(y), conv));
+        let y = conv_bn(&self.conv1, &self.bn1, x, conv, None, true);
+        match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => {
+                let y = conv_bn(&self.conv2, &self.bn2, y, conv, None, true);
+                conv_bn(conv3, bn3, y, conv, Some(shortcut), true)
+            }
+            _ => conv_bn(&self.conv2, &self.bn2, y, conv, Some(shortcut), true),
         }
-        relu(y + shortcut)
     }
 }
 
@@ -230,7 +231,7 @@ impl ResNet {
     /// # Shapes
     /// `[batch, 3, h, w] -> [batch, c, h', w']`, `h' = h / 2^(upto + 1)` rounded up
     pub fn forward_to_stage(&self, x: Tensor<4>, upto: usize) -> Tensor<4> {
-        let mut x = relu(self.bn1.forward(conv2d(&self.conv1, x, self.conv)));
+        let mut x = conv_bn(&self.conv1, &self.bn1, x, self.conv, None, true);
         x = self.maxpool.forward(x);
         for stage in self.stages().into_iter().take(upto) {
             for block in stage {

@@ -82,28 +82,65 @@ fn split(batch: usize) -> (bool, Parallelism) {
     }
 }
 
-/// `y = conv(x, weight)`, NCHW.
-pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+/// What is applied to each image's output while it is still in cache: a per-channel affine map
+/// (an evaluation-mode BatchNorm folded in), a residual added, a ReLU, in that order.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// `(scale, shift)` per output channel.
+    pub affine: Option<(&'a [f32], &'a [f32])>,
+    /// A tensor of the output's shape.
+    pub residual: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+/// `y = epilogue(conv(x, weight))`, NCHW.
+pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], epilogue: Epilogue) -> Vec<f32> {
     assert_eq!(x.len(), g.input_len(), "convolution input size");
     assert_eq!(weight.len(), g.weight_len(), "convolution weight size");
+    if let Some((scale, shift)) = epilogue.affine {
+        assert!(scale.len() == g.c_out && shift.len() == g.c_out, "one scale and shift per channel");
+    }
+    if let Some(r) = epilogue.residual {
+        assert_eq!(r.len(), g.output_len(), "residual size");
+    }
     let (positions, patch) = (g.positions(), g.patch());
+    let out_image = g.c_out * positions;
     let mut y = vec![0f32; g.output_len()];
     let (per_image, par) = split(g.batch);
-    let one = |col: &mut Vec<f32>, (y_n, x_n): (&mut [f32], &[f32])| {
+    let one = |col: &mut Vec<f32>, (n, (y_n, x_n)): (usize, (&mut [f32], &[f32]))| {
         let col = unfold_into(g, x_n, col);
         let w = Mat::row_major(weight, g.c_out, patch);
         matmul(y_n, w, Mat::row_major(col, patch, positions), false, par);
+        let residual = epilogue.residual.map(|r| &r[n * out_image..(n + 1) * out_image]);
+        finish(y_n, positions, epilogue, residual);
     };
     if per_image {
-        y.par_chunks_mut(g.c_out * positions)
+        y.par_chunks_mut(out_image)
             .zip(x.par_chunks(g.image()))
+            .enumerate()
             .for_each_init(Vec::new, one);
     } else {
         let mut col = Vec::new();
-        let images = y.chunks_mut(g.c_out * positions).zip(x.chunks(g.image()));
+        let images = y.chunks_mut(out_image).zip(x.chunks(g.image())).enumerate();
         images.for_each(|pair| one(&mut col, pair));
     }
     y
+}
+
+/// The epilogue on one image's output `[c_out, positions]`.
+fn finish(y_n: &mut [f32], positions: usize, e: Epilogue, residual: Option<&[f32]>) {
+    for (c, row) in y_n.chunks_mut(positions).enumerate() {
+        if let Some((scale, shift)) = e.affine {
+            let (a, b) = (scale[c], shift[c]);
+            row.iter_mut().for_each(|v| *v = *v * a + b);
+        }
+        if let Some(r) = residual {
+            row.iter_mut().zip(&r[c * positions..(c + 1) * positions]).for_each(|(v, r)| *v += r);
+        }
+        if e.relu {
+            row.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+    }
 }
 
 /// The gradients of `sum(dy * conv(x, weight))` with respect to the input and to the weight,

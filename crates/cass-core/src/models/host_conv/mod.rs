@@ -23,10 +23,12 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, Flex, backend_extension};
+use burn::backend::ops::{ActivationOps, FloatTensorOps};
+use burn::backend::{Backend, Dispatch, ExtensionType, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 
+use kernel::Epilogue;
 pub use kernel::Geometry;
 
 /// The convolution as a backend operation (no bias: our ResNets' convolutions have none, and a
@@ -34,6 +36,33 @@ pub use kernel::Geometry;
 #[backend_extension(Flex, Autodiff)]
 pub trait HostConv: Backend {
     fn host_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self>;
+
+    /// `relu?(conv(x, weight) * scale + shift + residual)`, per output channel `scale` and
+    /// `shift`: an evaluation-mode convolution and BatchNorm (and a block's end) in one pass.
+    fn host_conv2d_fused(
+        #[extension_type] p: Fused<Self>,
+        stride: usize,
+        pad: usize,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+}
+
+/// The tensors of [`HostConv::host_conv2d_fused`].
+#[derive(ExtensionType)]
+pub struct Fused<B: Backend> {
+    pub x: FloatTensor<B>,
+    pub weight: FloatTensor<B>,
+    pub scale: FloatTensor<B>,
+    pub shift: FloatTensor<B>,
+    #[extension_type]
+    pub residual: Residual<B>,
+}
+
+/// A residual to add before the ReLU, or none.
+#[derive(ExtensionType)]
+pub enum Residual<B: Backend> {
+    Add(FloatTensor<B>),
+    Nothing,
 }
 
 /// The shape of `conv(x, weight)` with this stride and padding.
@@ -68,7 +97,21 @@ impl HostConv for Flex {
     fn host_conv2d(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
         let g = geometry(&x, &weight, stride, pad);
         let (ho, wo) = g.out().expect("checked by conv2d");
-        tensor(kernel::forward(&g, &values(&x), &values(&weight)), [g.batch, g.c_out, ho, wo])
+        let y = kernel::forward(&g, &values(&x), &values(&weight), Epilogue::default());
+        tensor(y, [g.batch, g.c_out, ho, wo])
+    }
+
+    fn host_conv2d_fused(p: Fused<Self>, stride: usize, pad: usize, relu: bool) -> FlexTensor {
+        let g = geometry(&p.x, &p.weight, stride, pad);
+        let (ho, wo) = g.out().expect("checked by conv2d");
+        let (scale, shift) = (values(&p.scale), values(&p.shift));
+        let residual = match &p.residual {
+            Residual::Add(r) => Some(values(r)),
+            Residual::Nothing => None,
+        };
+        let epilogue = Epilogue { affine: Some((&scale, &shift)), residual: residual.as_deref(), relu };
+        let y = kernel::forward(&g, &values(&p.x), &values(&p.weight), epilogue);
+        tensor(y, [g.batch, g.c_out, ho, wo])
     }
 }
 
@@ -112,6 +155,22 @@ impl<C: CheckpointStrategy> HostConv for Autodiff<Flex, C> {
             }
         }
     }
+
+    /// Composed from differentiable operations (the evaluation path calls it on plain devices
+    /// only; this keeps it correct anywhere).
+    fn host_conv2d_fused(p: Fused<Self>, stride: usize, pad: usize, relu: bool) -> FloatTensor<Self> {
+        let per_channel = |t: FloatTensor<Self>| {
+            let c = t.shape().num_elements();
+            Self::float_reshape(t, Shape::new([1, c, 1, 1]))
+        };
+        let y = Self::host_conv2d(p.x, p.weight, stride, pad);
+        let y = Self::float_add(Self::float_mul(y, per_channel(p.scale)), per_channel(p.shift));
+        let y = match p.residual {
+            Residual::Add(r) => Self::float_add(y, r),
+            Residual::Nothing => y,
+        };
+        if relu { Self::relu(y) } else { y }
+    }
 }
 
 /// `conv(x, weight)` with this stride and symmetric zero padding, on a Flex device (plain or
@@ -126,4 +185,31 @@ pub fn host_conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -
         stride,
         pad,
     ))
+}
+
+/// `relu?(conv(x, weight) * scale + shift + residual)` on a Flex device, f32, in one pass over
+/// each image's output.
+///
+/// # Shapes
+/// `x [batch, c_in, h, w], weight [c_out, c_in, k, k], scale and shift [c_out],
+/// residual [batch, c_out, h_out, w_out] -> [batch, c_out, h_out, w_out]`
+pub fn host_conv2d_fused(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    (scale, shift): (Tensor<1>, Tensor<1>),
+    residual: Option<Tensor<4>>,
+    (stride, pad): (usize, usize),
+    relu: bool,
+) -> Tensor<4> {
+    let fused = Fused {
+        x: x.into_dispatch(),
+        weight: weight.into_dispatch(),
+        scale: scale.into_dispatch(),
+        shift: shift.into_dispatch(),
+        residual: match residual {
+            Some(r) => Residual::Add(r.into_dispatch()),
+            None => Residual::Nothing,
+        },
+    };
+    Tensor::from_dispatch(<Dispatch as HostConv>::host_conv2d_fused(fused, stride, pad, relu))
 }
