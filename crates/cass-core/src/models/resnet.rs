@@ -9,6 +9,7 @@ use burn::tensor::module::adaptive_avg_pool2d;
 
 use super::batch_norm::BatchNorm;
 use super::conv::{ConvStrategy, conv_bn};
+use super::host_pool::max_pool2d;
 
 /// Residual block type.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -232,7 +233,7 @@ impl ResNet {
     /// `[batch, 3, h, w] -> [batch, c, h', w']`, `h' = h / 2^(upto + 1)` rounded up
     pub fn forward_to_stage(&self, x: Tensor<4>, upto: usize) -> Tensor<4> {
         let mut x = conv_bn(&self.conv1, &self.bn1, x, self.conv, None, true);
-        x = self.maxpool.forward(x);
+        x = max_pool2d(&self.maxpool, x);
         for stage in self.stages().into_iter().take(upto) {
             for block in stage {
                 x = block.forward(x, self.conv);
