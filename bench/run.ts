@@ -93,7 +93,18 @@ function measureLocal(quick: boolean, python: string) {
   const host = execFileSync('rustc', ['-vV'], { encoding: 'utf8' }).match(/^host: (.+)$/m)![1]
   const build = spawnSync(
     'cargo',
-    ['build', '--workspace', '--features', 'cass-core/testing', '--example', 'bench_step', '--target', host],
+    [
+      'build',
+      '--workspace',
+      '--features',
+      'cass-core/testing',
+      '--example',
+      'bench_step',
+      '--example',
+      'forward_profile',
+      '--target',
+      host,
+    ],
     {
       cwd: root,
       stdio: 'inherit',
@@ -136,6 +147,7 @@ function measureLocal(quick: boolean, python: string) {
       `${row.model} ${row.size}px b${row.batch} ${row.what}: ours ${o.images_per_sec.toFixed(1)} img/s, pytorch ${t.images_per_sec.toFixed(1)} img/s, ratio ${(o.images_per_sec / t.images_per_sec).toFixed(2)}`,
     )
   }
+  const breakdown = whereTimeGoes(ours, path.join(path.dirname(ours), 'forward_profile'), quick)
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU'
   const memGiB = Math.round(os.totalmem() / 2 ** 30)
   return {
@@ -156,7 +168,55 @@ function measureLocal(quick: boolean, python: string) {
     mfuPeakWhat: 'the higher of the two measured 1024^3 fp32 matmul rates',
     failures: [] as string[],
     measured,
+    breakdown,
   }
+}
+
+/**
+ * Where our time goes, after the table: each layer of the CNN's evaluation forward pass
+ * (`forward_profile`: a convolution with its folded BatchNorm, residual and ReLU is one step on
+ * the CPU) and each phase of a CASS step (`bench_step --what breakdown`, median seconds).
+ */
+function whereTimeGoes(ours: string, profile: string, quick: boolean) {
+  const r = (n: number) => String(quick ? Math.max(2, Math.floor(n / 4)) : n)
+  const forward = (
+    [
+      ['cpu-small', 32, 16, 40],
+      ['cpu-small', 32, 64, 20],
+      ['resnet18', 96, 16, 6],
+      ['resnet18', 224, 16, 3],
+    ] as const
+  ).map(([model, size, batch, reps]) => ({
+    model,
+    size,
+    batch,
+    text: execFileSync(profile, ['--model', model, '--size', String(size), '--batch', String(batch), '--reps', r(reps)], {
+      cwd: root,
+      encoding: 'utf8',
+    }).trim(),
+  }))
+  const step = (
+    [
+      ['cpu-small', 32, 16, 10],
+      ['r18-vitti', 96, 16, 4],
+    ] as const
+  ).map(([model, size, batch, steps]) =>
+    runJson(ours, [
+      '--model',
+      model,
+      '--size',
+      String(size),
+      '--batch',
+      String(batch),
+      '--what',
+      'breakdown',
+      '--steps',
+      r(steps),
+      '--warmup',
+      '2',
+    ]),
+  )
+  return { forward, step }
 }
 
 /** Reads the JSON lines written by `bench/device.py` on a GPU machine. */
@@ -241,6 +301,19 @@ function main() {
     return { row, ours, torch, oursAlt, ratio }
   })
   console.log(lines.join('\n'))
+  if ('breakdown' in run && run.breakdown) {
+    const b = run.breakdown
+    const text = [
+      '',
+      'Where the time goes (ours): the CNN forward pass (evaluation) by layer',
+      ...b.forward.map((f) => `\n${f.model} ${f.size} px, batch ${f.batch}:\n${f.text}`),
+      '',
+      'A CASS step by phase (median seconds):',
+      ...b.step.map((s) => JSON.stringify(s)),
+    ].join('\n')
+    console.log(text)
+    lines.push(text)
+  }
   if (run.failures.length) console.log(`\nnot measured:\n${run.failures.join('\n')}`)
   const date = new Date().toISOString()
   const out = values.out ?? path.join(root, 'bench', 'results', `${date.slice(0, 10)}-${run.fileTag}-${run.device}.json`)

@@ -23,6 +23,8 @@ use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
+use super::host_conv::valid_columns;
+
 /// Square window `k`, stride `s`, padding `p` (padding never wins a maximum).
 #[derive(Clone, Copy, Debug)]
 struct Window {
@@ -48,22 +50,10 @@ fn pool(x: &[f32], [h, w]: [usize; 2], win: Window, want_index: bool) -> (Vec<f3
         for oy in 0..ho {
             let y0 = (oy * win.s).saturating_sub(win.p);
             let y1 = (oy * win.s + win.k - win.p).min(h);
-            for ox in 0..wo {
-                let x0 = (ox * win.s).saturating_sub(win.p);
-                let x1 = (ox * win.s + win.k - win.p).min(w);
-                let (mut best, mut best_at) = (f32::NEG_INFINITY, y0 * w + x0);
-                for iy in y0..y1 {
-                    for (ix, &v) in plane[iy * w + x0..iy * w + x1].iter().enumerate() {
-                        // `!(v <= best)` also lets a NaN through, as PyTorch propagates it.
-                        if !(v <= best) {
-                            (best, best_at) = (v, iy * w + x0 + ix);
-                        }
-                    }
-                }
-                y[oy * wo + ox] = best;
-                if let Some(a) = at.get_mut(oy * wo + ox) {
-                    *a = best_at as u32;
-                }
+            let (row, row_at) = (&mut y[oy * wo..(oy + 1) * wo], at.get_mut(oy * wo..(oy + 1) * wo));
+            match row_at {
+                Some(row_at) => max_rows_indexed(plane, w, (y0, y1), win, row, row_at),
+                None => max_rows(plane, w, (y0, y1), win, row),
             }
         }
     };
@@ -78,6 +68,48 @@ fn pool(x: &[f32], [h, w]: [usize; 2], win: Window, want_index: bool) -> (Vec<f3
             .for_each(one);
     }
     (y, at, [ho, wo])
+}
+
+/// Maxima of one output row over input rows `y0..y1` (a NaN wins, as in PyTorch). One pass per
+/// window column over the row: no bounds logic per element, so it vectorises.
+fn max_rows(plane: &[f32], w: usize, (y0, y1): (usize, usize), win: Window, row: &mut [f32]) {
+    row.fill(f32::NEG_INFINITY);
+    for iy in y0..y1 {
+        let src = &plane[iy * w..(iy + 1) * w];
+        for kx in 0..win.k {
+            let (lo, hi) = valid_columns(row.len(), win.s, kx, win.p, w);
+            if lo == hi {
+                continue;
+            }
+            let first = lo * win.s + kx - win.p;
+            for (m, &v) in row[lo..hi].iter_mut().zip(src[first..].iter().step_by(win.s)) {
+                *m = if v > *m || v.is_nan() { v } else { *m };
+            }
+        }
+    }
+}
+
+/// [`max_rows`], also writing where each maximum is in the plane: candidates are visited in
+/// row-major order and only a strictly larger value replaces one, so the first maximum wins.
+fn max_rows_indexed(plane: &[f32], w: usize, (y0, y1): (usize, usize), win: Window, row: &mut [f32], at: &mut [u32]) {
+    row.fill(f32::NEG_INFINITY);
+    at.fill(u32::MAX);
+    for iy in y0..y1 {
+        let src = &plane[iy * w..(iy + 1) * w];
+        for kx in 0..win.k {
+            let (lo, hi) = valid_columns(row.len(), win.s, kx, win.p, w);
+            if lo == hi {
+                continue;
+            }
+            let first = lo * win.s + kx - win.p;
+            let cells = row[lo..hi].iter_mut().zip(at[lo..hi].iter_mut());
+            for (i, ((m, a), &v)) in cells.zip(src[first..].iter().step_by(win.s)).enumerate() {
+                let better = v > *m || (v.is_nan() && !m.is_nan()) || *a == u32::MAX;
+                *m = if better { v } else { *m };
+                *a = if better { (iy * w + first + i * win.s) as u32 } else { *a };
+            }
+        }
+    }
 }
 
 fn dims(t: &FlexTensor) -> [usize; 4] {

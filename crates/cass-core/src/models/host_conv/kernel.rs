@@ -267,7 +267,7 @@ fn fold_add(g: &Geometry, dcol: &[f32], dx_n: &mut [f32]) {
 }
 
 /// The output columns `lo..hi` whose input column `o * stride + kx - pad` lies inside `0..w`.
-fn valid(wo: usize, stride: usize, kx: usize, pad: usize, w: usize) -> (usize, usize) {
+pub fn valid(wo: usize, stride: usize, kx: usize, pad: usize, w: usize) -> (usize, usize) {
     let lo = pad.saturating_sub(kx).div_ceil(stride).min(wo);
     let hi = if w + pad > kx { (w + pad - kx).div_ceil(stride).min(wo) } else { 0 };
     (lo, hi.max(lo))

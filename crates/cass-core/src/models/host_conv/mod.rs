@@ -30,6 +30,7 @@ use burn::tensor::{DType, TensorData};
 
 use kernel::Epilogue;
 pub use kernel::Geometry;
+pub(crate) use kernel::valid as valid_columns;
 
 /// The convolution as a backend operation (no bias: our ResNets' convolutions have none, and a
 /// bias is one broadcast add on top).
