@@ -72,10 +72,15 @@ fn main() {
             conv_bn(&net.conv1, &net.bn1, x.clone(), net.conv, None, true)
         });
         h = timed("maxpool 3x3/2".into(), &mut || max_pool2d(&net.maxpool, h.clone()));
-        for (stage, blocks) in [&net.layer1, &net.layer2, &net.layer3, &net.layer4].into_iter().enumerate() {
+        for (stage, blocks) in [&net.layer1, &net.layer2, &net.layer3, &net.layer4]
+            .into_iter()
+            .enumerate()
+        {
             for (i, b) in blocks.iter().enumerate() {
                 let input = shape(&h);
-                h = timed(format!("layer{}.{i} block, input {input}", stage + 1), &mut || b.forward(h.clone(), net.conv));
+                h = timed(format!("layer{}.{i} block, input {input}", stage + 1), &mut || {
+                    b.forward(h.clone(), net.conv)
+                });
             }
         }
         let _ = timed("avgpool".into(), &mut || adaptive_avg_pool2d(h.clone(), [1, 1]));

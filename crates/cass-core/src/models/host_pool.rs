@@ -106,7 +106,11 @@ fn max_rows_indexed(plane: &[f32], w: usize, (y0, y1): (usize, usize), win: Wind
             for (i, ((m, a), &v)) in cells.zip(src[first..].iter().step_by(win.s)).enumerate() {
                 let better = v > *m || (v.is_nan() && !m.is_nan()) || *a == u32::MAX;
                 *m = if better { v } else { *m };
-                *a = if better { (iy * w + first + i * win.s) as u32 } else { *a };
+                *a = if better {
+                    (iy * w + first + i * win.s) as u32
+                } else {
+                    *a
+                };
             }
         }
     }
@@ -173,7 +177,13 @@ impl<C: CheckpointStrategy> HostPool for Autodiff<Flex, C> {
                 let [b, c, h, w] = dims(&x);
                 let (y, at, [ho, wo]) = pool(&values(&x), [h, w], Window { k, s, p }, true);
                 let y = FlexTensor::from_data(TensorData::new(y, [b, c, ho, wo]));
-                prep.finish(Argmax { at: Arc::new(at), input: [b, c, h, w] }, y)
+                prep.finish(
+                    Argmax {
+                        at: Arc::new(at),
+                        input: [b, c, h, w],
+                    },
+                    y,
+                )
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::host_max_pool2d(x.into_primitive(), k, s, p)),
         }
@@ -225,7 +235,13 @@ mod tests {
     #[test]
     fn matches_burns_max_pooling_in_value_and_gradient() {
         let d = Device::flex().autodiff();
-        for (k, s, p, h, w) in [(3, 2, 1, 8, 8), (3, 2, 1, 7, 5), (2, 2, 0, 6, 7), (3, 1, 1, 4, 4), (3, 3, 0, 3, 3)] {
+        for (k, s, p, h, w) in [
+            (3, 2, 1, 8, 8),
+            (3, 2, 1, 7, 5),
+            (2, 2, 0, 6, 7),
+            (3, 1, 1, 4, 4),
+            (3, 3, 0, 3, 3),
+        ] {
             let pool = MaxPool2dConfig::new([k, k])
                 .with_strides([s, s])
                 .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
@@ -243,7 +259,9 @@ mod tests {
             assert!(err < 1e-6, "k{k} s{s} p{p} {h}x{w}: gradients differ by {err}");
             // And on a plain device (evaluation).
             let plain = x.inner();
-            let err = (max_pool2d(&pool.clone(), plain.clone()) - pool.forward(plain)).abs().max();
+            let err = (max_pool2d(&pool.clone(), plain.clone()) - pool.forward(plain))
+                .abs()
+                .max();
             assert!(err.into_scalar::<f32>() == 0.0);
         }
     }

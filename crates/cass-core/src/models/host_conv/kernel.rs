@@ -72,6 +72,10 @@ impl Geometry {
     }
 }
 
+/// Output columns a product should have at least, where small images allow it (see
+/// [`forward`]).
+const GROUP_COLUMNS: usize = 512;
+
 /// How the work of a batch is split over the threads.
 fn split(batch: usize) -> (bool, Parallelism) {
     let threads = rayon::current_num_threads();
@@ -98,7 +102,10 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], epilogue: Epilogue) -> V
     assert_eq!(x.len(), g.input_len(), "convolution input size");
     assert_eq!(weight.len(), g.weight_len(), "convolution weight size");
     if let Some((scale, shift)) = epilogue.affine {
-        assert!(scale.len() == g.c_out && shift.len() == g.c_out, "one scale and shift per channel");
+        assert!(
+            scale.len() == g.c_out && shift.len() == g.c_out,
+            "one scale and shift per channel"
+        );
     }
     if let Some(r) = epilogue.residual {
         assert_eq!(r.len(), g.output_len(), "residual size");
@@ -107,22 +114,54 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], epilogue: Epilogue) -> V
     let out_image = g.c_out * positions;
     let mut y = vec![0f32; g.output_len()];
     let (per_image, par) = split(g.batch);
-    let one = |col: &mut Vec<f32>, (n, (y_n, x_n)): (usize, (&mut [f32], &[f32]))| {
-        let col = unfold_into(g, x_n, col);
-        let w = Mat::row_major(weight, g.c_out, patch);
-        matmul(y_n, w, Mat::row_major(col, patch, positions), false, par);
-        let residual = epilogue.residual.map(|r| &r[n * out_image..(n + 1) * out_image]);
-        finish(y_n, positions, epilogue, residual);
-    };
-    if per_image {
-        y.par_chunks_mut(out_image)
-            .zip(x.par_chunks(g.image()))
-            .enumerate()
-            .for_each_init(Vec::new, one);
+    // Small images are multiplied several at a time (their patches side by side, `group *
+    // positions` columns): one product per image of `cpu-small` (down to 64 x 576 x 4 in its
+    // last stage) is mostly the product's fixed costs. Measured (`forward_profile`, `cpu-small`,
+    // three alternated rounds): batch 16 from 6,700-7,700 to 7,400-8,800 images/s, batch 64 from
+    // 8,100-8,700 to 7,300-10,400; targets of 256 to 2,048 columns were within noise of 512.
+    let group = if per_image {
+        (GROUP_COLUMNS / positions).clamp(1, g.batch.div_ceil(rayon::current_num_threads()))
     } else {
-        let mut col = Vec::new();
+        1
+    };
+    let w = Mat::row_major(weight, g.c_out, patch);
+    let one = |(col, tmp): &mut (Vec<f32>, Vec<f32>), (i, (y_g, x_g)): (usize, (&mut [f32], &[f32]))| {
+        let images = x_g.len() / g.image();
+        let first = i * group;
+        if images == 1 {
+            let col = unfold_into(g, x_g, col);
+            matmul(y_g, w, Mat::row_major(col, patch, positions), false, par);
+        } else {
+            let ld = images * positions;
+            col.resize(patch * ld, 0.0);
+            for (j, x_n) in x_g.chunks(g.image()).enumerate() {
+                unfold_at(g, x_n, col, ld, j * positions);
+            }
+            tmp.resize(g.c_out * ld, 0.0);
+            matmul(tmp, w, Mat::row_major(col, patch, ld), false, par);
+            // [c_out, images * positions] -> [images, c_out, positions]
+            for (j, y_n) in y_g.chunks_mut(out_image).enumerate() {
+                for (c, row) in y_n.chunks_mut(positions).enumerate() {
+                    row.copy_from_slice(&tmp[c * ld + j * positions..c * ld + (j + 1) * positions]);
+                }
+            }
+        }
+        for (j, y_n) in y_g.chunks_mut(out_image).enumerate() {
+            let n = first + j;
+            let residual = epilogue.residual.map(|r| &r[n * out_image..(n + 1) * out_image]);
+            finish(y_n, positions, epilogue, residual);
+        }
+    };
+    let init = || (Vec::new(), Vec::new());
+    if per_image {
+        y.par_chunks_mut(group * out_image)
+            .zip(x.par_chunks(group * g.image()))
+            .enumerate()
+            .for_each_init(init, one);
+    } else {
+        let mut buffers = init();
         let images = y.chunks_mut(out_image).zip(x.chunks(g.image())).enumerate();
-        images.for_each(|pair| one(&mut col, pair));
+        images.for_each(|pair| one(&mut buffers, pair));
     }
     y
 }
@@ -135,7 +174,9 @@ fn finish(y_n: &mut [f32], positions: usize, e: Epilogue, residual: Option<&[f32
             row.iter_mut().for_each(|v| *v = *v * a + b);
         }
         if let Some(r) = residual {
-            row.iter_mut().zip(&r[c * positions..(c + 1) * positions]).for_each(|(v, r)| *v += r);
+            row.iter_mut()
+                .zip(&r[c * positions..(c + 1) * positions])
+                .for_each(|(v, r)| *v += r);
         }
         if e.relu {
             row.iter_mut().for_each(|v| *v = v.max(0.0));
@@ -160,7 +201,11 @@ pub fn backward(
     let (per_image, par) = split(g.batch);
     // Images per task: one contiguous run of images per thread, so each thread sums its own
     // weight gradient and the runs' sums are added once at the end.
-    let tasks = if per_image { rayon::current_num_threads().min(g.batch) } else { 1 };
+    let tasks = if per_image {
+        rayon::current_num_threads().min(g.batch)
+    } else {
+        1
+    };
     let run = g.batch.div_ceil(tasks);
     let mut dx = want_input.then(|| vec![0f32; g.input_len()]);
     let mut dx_runs: Vec<Option<&mut [f32]>> = match dx.as_mut() {
@@ -172,7 +217,11 @@ pub fn backward(
         let (mut col, mut dcol) = (Vec::new(), Vec::new());
         for (i, n) in (t * run..((t + 1) * run).min(g.batch)).enumerate() {
             let x_n = &x[n * g.image()..(n + 1) * g.image()];
-            let dy_n = Mat::row_major(&dy[n * g.c_out * positions..(n + 1) * g.c_out * positions], g.c_out, positions);
+            let dy_n = Mat::row_major(
+                &dy[n * g.c_out * positions..(n + 1) * g.c_out * positions],
+                g.c_out,
+                positions,
+            );
             if let Some(dw) = dw.as_mut() {
                 let col = unfold_into(g, x_n, &mut col);
                 // dW [c_out, patch] += dy_n [c_out, positions] . col_n^T [positions, patch]
@@ -214,9 +263,21 @@ fn unfold_into<'a>(g: &Geometry, x_n: &'a [f32], col: &'a mut Vec<f32>) -> &'a [
     if g.pointwise() {
         return x_n;
     }
+    col.resize(g.patch() * g.positions(), 0.0);
+    unfold_at(g, x_n, col, g.positions(), 0);
+    col
+}
+
+/// The image's patches written into columns `at..at + positions` of `col`, a row-major
+/// `[patch, ld]` matrix (several images side by side when `ld` is a multiple of `positions`).
+fn unfold_at(g: &Geometry, x_n: &[f32], col: &mut [f32], ld: usize, at: usize) {
     let (ho, wo) = g.out().expect("a valid geometry");
-    col.resize(g.patch() * ho * wo, 0.0);
-    for (r, row) in col.chunks_mut(ho * wo).enumerate() {
+    for (r, row) in col.chunks_mut(ld).enumerate() {
+        let row = &mut row[at..at + ho * wo];
+        if g.pointwise() {
+            row.copy_from_slice(&x_n[r * ho * wo..(r + 1) * ho * wo]);
+            continue;
+        }
         let (c, ky, kx) = (r / (g.k * g.k), r / g.k % g.k, r % g.k);
         let plane = &x_n[c * g.h * g.w..(c + 1) * g.h * g.w];
         let (lo, hi) = valid(wo, g.stride, kx, g.pad, g.w);
@@ -242,7 +303,6 @@ fn unfold_into<'a>(g: &Geometry, x_n: &'a [f32], col: &'a mut Vec<f32>) -> &'a [
             }
         }
     }
-    col
 }
 
 /// `dx_n += fold(dcol)`: each patch entry added back onto the input pixel it was read from.
@@ -269,7 +329,11 @@ fn fold_add(g: &Geometry, dcol: &[f32], dx_n: &mut [f32]) {
 /// The output columns `lo..hi` whose input column `o * stride + kx - pad` lies inside `0..w`.
 pub fn valid(wo: usize, stride: usize, kx: usize, pad: usize, w: usize) -> (usize, usize) {
     let lo = pad.saturating_sub(kx).div_ceil(stride).min(wo);
-    let hi = if w + pad > kx { (w + pad - kx).div_ceil(stride).min(wo) } else { 0 };
+    let hi = if w + pad > kx {
+        (w + pad - kx).div_ceil(stride).min(wo)
+    } else {
+        0
+    };
     (lo, hi.max(lo))
 }
 
@@ -285,11 +349,23 @@ struct Mat<'a> {
 
 impl<'a> Mat<'a> {
     fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self { data, rows, cols, rs: cols, cs: 1 }
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
     }
 
     fn t(self) -> Self {
-        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
     }
 
     /// Whether every element the view names lies inside its slice.

@@ -22,8 +22,8 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::tensor::FloatTensor;
 use burn::backend::ops::{ActivationOps, FloatTensorOps};
+use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, ExtensionType, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
@@ -40,12 +40,7 @@ pub trait HostConv: Backend {
 
     /// `relu?(conv(x, weight) * scale + shift + residual)`, per output channel `scale` and
     /// `shift`: an evaluation-mode convolution and BatchNorm (and a block's end) in one pass.
-    fn host_conv2d_fused(
-        #[extension_type] p: Fused<Self>,
-        stride: usize,
-        pad: usize,
-        relu: bool,
-    ) -> FloatTensor<Self>;
+    fn host_conv2d_fused(#[extension_type] p: Fused<Self>, stride: usize, pad: usize, relu: bool) -> FloatTensor<Self>;
 }
 
 /// The tensors of [`HostConv::host_conv2d_fused`].
@@ -73,7 +68,16 @@ fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> G
     let [batch, c_in, h, w] = x_dims(xs);
     assert_eq!(ws[1], c_in, "convolution weight's input channels");
     assert_eq!(ws[2], ws[3], "square convolution kernel");
-    Geometry { batch, c_in, h, w, c_out: ws[0], k: ws[2], stride, pad }
+    Geometry {
+        batch,
+        c_in,
+        h,
+        w,
+        c_out: ws[0],
+        k: ws[2],
+        stride,
+        pad,
+    }
 }
 
 fn x_dims(shape: &burn::tensor::Shape) -> [usize; 4] {
@@ -110,7 +114,11 @@ impl HostConv for Flex {
             Residual::Add(r) => Some(values(r)),
             Residual::Nothing => None,
         };
-        let epilogue = Epilogue { affine: Some((&scale, &shift)), residual: residual.as_deref(), relu };
+        let epilogue = Epilogue {
+            affine: Some((&scale, &shift)),
+            residual: residual.as_deref(),
+            relu,
+        };
         let y = kernel::forward(&g, &values(&p.x), &values(&p.weight), epilogue);
         tensor(y, [g.batch, g.c_out, ho, wo])
     }
@@ -128,8 +136,14 @@ impl Backward<Flex, 2> for HostConvBackward {
         let dy = grads.consume::<Flex>(&ops.node);
         let (x, weight, stride, pad) = ops.state;
         let g = geometry(&x, &weight, stride, pad);
-        let (dx, dw) =
-            kernel::backward(&g, &values(&x), &values(&weight), &values(&dy), node_x.is_some(), node_w.is_some());
+        let (dx, dw) = kernel::backward(
+            &g,
+            &values(&x),
+            &values(&weight),
+            &values(&dy),
+            node_x.is_some(),
+            node_w.is_some(),
+        );
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, tensor(dx, [g.batch, g.c_in, g.h, g.w]));
         }
@@ -151,9 +165,12 @@ impl<C: CheckpointStrategy> HostConv for Autodiff<Flex, C> {
                 let y = Flex::host_conv2d(x.clone(), weight.clone(), stride, pad);
                 prep.finish((x, weight, stride, pad), y)
             }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(Flex::host_conv2d(x.into_primitive(), weight.into_primitive(), stride, pad))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::host_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                stride,
+                pad,
+            )),
         }
     }
 

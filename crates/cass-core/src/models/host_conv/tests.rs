@@ -13,7 +13,8 @@ fn rel_err(got: Tensor<4>, want: Tensor<4>) -> f32 {
 /// Our convolution against burn's, values and both gradients, over shapes that exercise every
 /// branch: stride 2 with and without padding, 1x1 at stride 1 and 2, the 7x7 stem, batch 1 (the
 /// product split across threads) and batches that do not divide among the threads, channel counts
-/// that are not a multiple of any vector width, inputs barely larger than the kernel.
+/// that are not a multiple of any vector width, inputs barely larger than the kernel, batches of
+/// small images that are multiplied several at a time.
 #[test]
 fn matches_burns_convolution_in_value_and_gradients() {
     let d = Device::flex().autodiff();
@@ -28,6 +29,10 @@ fn matches_burns_convolution_in_value_and_gradients() {
         (5, 4, 3, 3, 1, 0, 3, 3),
         (1, 2, 3, 3, 2, 1, 1, 2),
         (3, 17, 5, 3, 2, 0, 6, 5),
+        // Small images, multiplied several at a time (groups of 5 and 4 on two threads).
+        (9, 5, 7, 3, 1, 1, 5, 5),
+        (8, 6, 4, 1, 1, 0, 3, 3),
+        (7, 4, 6, 3, 2, 1, 6, 6),
     ];
     for (batch, cin, cout, k, stride, pad, h, w) in cases {
         let conv = Conv2dConfig::new([cin, cout], [k, k])
@@ -48,7 +53,10 @@ fn matches_burns_convolution_in_value_and_gradients() {
         let dx = rel_err(x.grad(&g_ours).unwrap(), x.grad(&g_theirs).unwrap());
         let weight = conv.weight.val();
         let dw = rel_err(weight.grad(&g_ours).unwrap(), weight.grad(&g_theirs).unwrap());
-        assert!(dx < 1e-5 && dw < 1e-5, "{case}: gradients differ (input {dx}, weight {dw})");
+        assert!(
+            dx < 1e-5 && dw < 1e-5,
+            "{case}: gradients differ (input {dx}, weight {dw})"
+        );
     }
 }
 
