@@ -1,15 +1,16 @@
-//! Where an evaluation-mode ResNet forward pass spends its time on the CPU, by operation kind
-//! (convolution, BatchNorm, ReLU, pooling, residual add), for the loaded-model path
-//! (`Model.predict`). Flex runs eagerly, so each operation is timed as it returns.
+//! Where an evaluation-mode ResNet forward pass spends its time on the CPU, layer by layer, as
+//! the loaded-model path (`Model.predict`) runs it: the stem (its convolution, folded BatchNorm
+//! and ReLU in one operation), max pooling, each residual block, global pooling. Flex runs
+//! eagerly, so each layer is timed as it returns. `npm run bench` prints it after its table.
 //!
-//! cargo run --example forward_profile --features testing -- --model cpu-small --size 32 --batch 64 --reps 20 [--conv batched]
+//! cargo run --example forward_profile --features testing -- --model cpu-small --size 32 --batch 64 --reps 20 [--conv native]
 //!
-//! Measured on this 2-core VM, quiet (dev profile, 2026-12-06, two runs each): the convolutions
-//! are 85 % of `cpu-small`'s batch-64 forward at 32 px (20.7 of 24.3 ms; 9.8-10.5 GFLOP/s) and
-//! 75 % of ResNet-18's batch-16 forward at 224 px (0.90 of 1.20 s; 65-74 GFLOP/s); BatchNorm
-//! 5-11 %, max pooling 8 %. `--conv batched` (im2col + one matmul) is slower on both (2,064
-//! against 2,629-2,782 images/s; 7 against 13-16). So the CPU forward is as fast as burn's Flex
-//! convolution.
+//! Before the CPU's own convolution (2026-12-06, burn's Flex convolution, BatchNorm and max
+//! pooling timed separately): convolutions were 85 % of `cpu-small`'s batch-64 forward and 75 %
+//! of ResNet-18's batch-16 forward at 224 px, at 9.8-10.5 and 65-74 GFLOP/s; BatchNorm 5-11 %,
+//! max pooling 8-15 %. After (`bench/results/2026-12-06-vm-cpu-cnn-run*.json`): the whole
+//! ResNet-18 forward at 224 px runs at 120-167 GFLOP/s; `cpu-small`'s stem is a quarter of its
+//! forward pass, its last two stages (4x4 and 2x2 pixels) another 40 %.
 
 use std::time::Instant;
 

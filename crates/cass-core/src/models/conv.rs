@@ -8,9 +8,14 @@
 //! On CUDA it replaces the backend's convolution: burn 0.22's own CUDA convolution ran
 //! ResNet-50's forward pass 11 times slower on an H200 (0.548 s against 0.048 s at 384 px,
 //! batch 16) and the CASS step 1.6 times slower (`bench/results/2026-11-26-h200-*`). On the CPU
-//! (`bench_step --conv native|batched|auto`, `cpu-small` at batch 16 and 64, ResNet-18 at 96 px)
-//! the batched product made no step measurably faster and `cpu-small`'s batch-64 forward pass
-//! slower (1,550 to 2,040 against 2,340 images/s), so the CPU keeps burn's Flex convolution.
+//! it made no step faster than burn's Flex convolution; there the convolution is our own,
+//! `super::host_conv` (per-image products in NCHW with its own backward pass), and in evaluation
+//! it carries the folded BatchNorm, the residual and the ReLU ([`conv_bn`]). Measured against
+//! the build with burn's Flex convolution, max pooling and separate BatchNorm, alternated, three
+//! rounds (`bench/results/2026-12-06-vm-cpu-cnn-before-after.json`): the evaluation forward pass
+//! 2.2-2.9x faster for `cpu-small` at batch 16, 2.7-3.0x at 64, 1.9-2.4x for ResNet-18 at
+//! 96 px; the CASS step 1.09-1.30x (`cpu-small`, one view), 1.19-1.31x (two views), 1.52-1.66x
+//! (ResNet-18 + ViT-Ti, 96 px).
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -22,15 +27,16 @@ use burn::tensor::{DType, s};
 use super::batch_norm::BatchNorm;
 use super::host_conv::{host_conv2d, host_conv2d_fused};
 
-/// Where the batched product replaces the backend's convolution. A field of the run configs
-/// (`conv`), saved with their checkpoints, and held by each [`super::ResNet`].
+/// Which convolution runs. A field of the run configs (`conv`), saved with their checkpoints,
+/// and held by each [`super::ResNet`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConvStrategy {
-    /// On GPU backends, every convolution it can express; on the CPU, none.
+    /// On GPU backends, the batched product for every convolution it can express; on the CPU,
+    /// `super::host_conv` (f32, the same shapes), with BatchNorm folded in evaluation.
     #[default]
     Auto,
-    /// Never: always the backend's convolution.
+    /// Always the backend's convolution (and BatchNorm as its own operation).
     Native,
     /// Every convolution it can express (no groups or dilation, square kernel, symmetric
     /// padding), on every backend.
