@@ -23,7 +23,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
-use super::host_conv::valid_columns;
+use super::host_conv::{valid_columns, values, x_dims};
 
 /// Square window `k`, stride `s`, padding `p` (padding never wins a maximum).
 #[derive(Clone, Copy, Debug)]
@@ -117,16 +117,7 @@ fn max_rows_indexed(plane: &[f32], w: usize, (y0, y1): (usize, usize), win: Wind
 }
 
 fn dims(t: &FlexTensor) -> [usize; 4] {
-    let d: &[usize] = t.layout().shape().as_ref();
-    d.try_into().expect("a 4-dimensional tensor")
-}
-
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    assert_eq!(t.dtype(), DType::F32, "the CPU max pooling computes in f32");
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous").to_vec()),
-    }
+    x_dims(t.layout().shape())
 }
 
 impl HostPool for Flex {

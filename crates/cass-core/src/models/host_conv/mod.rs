@@ -80,14 +80,14 @@ fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> G
     }
 }
 
-fn x_dims(shape: &burn::tensor::Shape) -> [usize; 4] {
+pub(crate) fn x_dims(shape: &burn::tensor::Shape) -> [usize; 4] {
     let d: &[usize] = shape.as_ref();
     d.try_into().expect("a 4-dimensional tensor")
 }
 
 /// The tensor's values as one contiguous f32 slice (copied only when strided).
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    assert_eq!(t.dtype(), DType::F32, "the CPU convolution computes in f32");
+pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    assert_eq!(t.dtype(), DType::F32, "the CPU kernels compute in f32");
     match t.as_slice::<f32>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous").to_vec()),
