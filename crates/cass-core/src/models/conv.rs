@@ -95,20 +95,9 @@ pub fn conv_bn(
     if let Some(pad) = host_geometry(conv, &x, strategy)
         && !x.device().is_autodiff()
     {
-        let device = x.device();
-        let scale = bn.gamma.val() / (bn.running_var.value().to_device(&device) + bn.epsilon).sqrt();
-        let mut shift = bn.beta.val() - bn.running_mean.value().to_device(&device) * scale.clone();
-        if let Some(b) = &conv.bias {
-            shift = shift + b.val() * scale.clone();
-        }
-        return host_conv2d_fused(
-            x,
-            conv.weight.val(),
-            (scale, shift),
-            residual,
-            (conv.stride[0], pad),
-            relu,
-        );
+        let bias = conv.bias.as_ref().map(|b| b.val());
+        let geometry = (conv.stride[0], pad);
+        return host_conv2d_fused(x, (conv.weight.val(), bias), bn, residual, geometry, relu);
     }
     let y = bn.forward(conv2d(conv, x, strategy));
     let y = match residual {

@@ -30,6 +30,8 @@ use burn::tensor::{DType, TensorData};
 
 use kernel::Epilogue;
 pub use kernel::Geometry;
+
+use super::batch_norm::BatchNorm;
 pub(crate) use kernel::valid as valid_columns;
 
 /// The convolution as a backend operation (no bias: our ResNets' convolutions have none, and a
@@ -38,27 +40,53 @@ pub(crate) use kernel::valid as valid_columns;
 pub trait HostConv: Backend {
     fn host_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self>;
 
-    /// `relu?(conv(x, weight) * scale + shift + residual)`, per output channel `scale` and
-    /// `shift`: an evaluation-mode convolution and BatchNorm (and a block's end) in one pass.
-    fn host_conv2d_fused(#[extension_type] p: Fused<Self>, stride: usize, pad: usize, relu: bool) -> FloatTensor<Self>;
+    /// `relu?(bn(conv(x, weight) + bias) + residual)` with the BatchNorm's running statistics:
+    /// an evaluation-mode convolution and BatchNorm (and a block's end) in one pass.
+    fn host_conv2d_fused(
+        #[extension_type] p: Fused<Self>,
+        eps: f64,
+        stride: usize,
+        pad: usize,
+        relu: bool,
+    ) -> FloatTensor<Self>;
 }
 
-/// The tensors of [`HostConv::host_conv2d_fused`].
+/// The tensors of [`HostConv::host_conv2d_fused`]: the input, the convolution's weight and bias,
+/// the BatchNorm's scale, shift and running statistics (all `[c_out]`), the residual.
 #[derive(ExtensionType)]
 pub struct Fused<B: Backend> {
     pub x: FloatTensor<B>,
     pub weight: FloatTensor<B>,
-    pub scale: FloatTensor<B>,
-    pub shift: FloatTensor<B>,
     #[extension_type]
-    pub residual: Residual<B>,
+    pub bias: Optional<B>,
+    pub gamma: FloatTensor<B>,
+    pub beta: FloatTensor<B>,
+    pub mean: FloatTensor<B>,
+    pub var: FloatTensor<B>,
+    #[extension_type]
+    pub residual: Optional<B>,
 }
 
-/// A residual to add before the ReLU, or none.
+/// A tensor, or none.
 #[derive(ExtensionType)]
-pub enum Residual<B: Backend> {
-    Add(FloatTensor<B>),
+pub enum Optional<B: Backend> {
+    Some(FloatTensor<B>),
     Nothing,
+}
+
+impl<B: Backend> Optional<B> {
+    fn into_option(self) -> Option<FloatTensor<B>> {
+        match self {
+            Optional::Some(t) => Some(t),
+            Optional::Nothing => None,
+        }
+    }
+}
+
+impl Optional<Dispatch> {
+    fn of<const D: usize>(t: Option<Tensor<D>>) -> Self {
+        t.map_or(Optional::Nothing, |t| Optional::Some(t.into_dispatch()))
+    }
 }
 
 /// The shape of `conv(x, weight)` with this stride and padding.
@@ -106,14 +134,25 @@ impl HostConv for Flex {
         tensor(y, [g.batch, g.c_out, ho, wo])
     }
 
-    fn host_conv2d_fused(p: Fused<Self>, stride: usize, pad: usize, relu: bool) -> FlexTensor {
+    fn host_conv2d_fused(p: Fused<Self>, eps: f64, stride: usize, pad: usize, relu: bool) -> FlexTensor {
         let g = geometry(&p.x, &p.weight, stride, pad);
         let (ho, wo) = g.out().expect("checked by conv2d");
-        let (scale, shift) = (values(&p.scale), values(&p.shift));
-        let residual = match &p.residual {
-            Residual::Add(r) => Some(values(r)),
-            Residual::Nothing => None,
-        };
+        // The per-channel scale and shift on the host: six dispatched tensor operations on 16-512
+        // numbers per layer otherwise (`cpu-small`'s forward pass was the same speed either way,
+        // within this VM's noise, `forward_profile`, three alternated rounds).
+        let (gamma, beta, mean, var) = (values(&p.gamma), values(&p.beta), values(&p.mean), values(&p.var));
+        let bias = p.bias.into_option();
+        let bias = bias.as_ref().map(values);
+        let scale: Vec<f32> = gamma
+            .iter()
+            .zip(var.iter())
+            .map(|(g, v)| g / (v + eps as f32).sqrt())
+            .collect();
+        let shift: Vec<f32> = (0..g.c_out)
+            .map(|c| beta[c] + (bias.as_ref().map_or(0.0, |b| b[c]) - mean[c]) * scale[c])
+            .collect();
+        let residual = p.residual.into_option();
+        let residual = residual.as_ref().map(values);
         let epilogue = Epilogue {
             affine: Some((&scale, &shift)),
             residual: residual.as_deref(),
@@ -176,17 +215,21 @@ impl<C: CheckpointStrategy> HostConv for Autodiff<Flex, C> {
 
     /// Composed from differentiable operations (the evaluation path calls it on plain devices
     /// only; this keeps it correct anywhere).
-    fn host_conv2d_fused(p: Fused<Self>, stride: usize, pad: usize, relu: bool) -> FloatTensor<Self> {
+    fn host_conv2d_fused(p: Fused<Self>, eps: f64, stride: usize, pad: usize, relu: bool) -> FloatTensor<Self> {
         let per_channel = |t: FloatTensor<Self>| {
             let c = t.shape().num_elements();
             Self::float_reshape(t, Shape::new([1, c, 1, 1]))
         };
-        let y = Self::host_conv2d(p.x, p.weight, stride, pad);
-        let y = Self::float_add(Self::float_mul(y, per_channel(p.scale)), per_channel(p.shift));
-        let y = match p.residual {
-            Residual::Add(r) => Self::float_add(y, r),
-            Residual::Nothing => y,
-        };
+        let mut y = Self::host_conv2d(p.x, p.weight, stride, pad);
+        if let Some(b) = p.bias.into_option() {
+            y = Self::float_add(y, per_channel(b));
+        }
+        let scale = Self::float_div(p.gamma, Self::float_sqrt(Self::float_add_scalar(p.var, eps.into())));
+        let y = Self::float_mul(Self::float_sub(y, per_channel(p.mean)), per_channel(scale));
+        let mut y = Self::float_add(y, per_channel(p.beta));
+        if let Some(r) = p.residual.into_option() {
+            y = Self::float_add(y, r);
+        }
         if relu { Self::relu(y) } else { y }
     }
 }
@@ -205,29 +248,32 @@ pub fn host_conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -
     ))
 }
 
-/// `relu?(conv(x, weight) * scale + shift + residual)` on a Flex device, f32, in one pass over
-/// each image's output.
+/// `relu?(bn(conv(x, weight) + bias) + residual)` on a Flex device, f32, with `bn` in
+/// evaluation mode (its running statistics) applied as each image's output leaves the product.
 ///
 /// # Shapes
-/// `x [batch, c_in, h, w], weight [c_out, c_in, k, k], scale and shift [c_out],
+/// `x [batch, c_in, h, w], weight [c_out, c_in, k, k], bias and the BatchNorm's tensors [c_out],
 /// residual [batch, c_out, h_out, w_out] -> [batch, c_out, h_out, w_out]`
 pub fn host_conv2d_fused(
     x: Tensor<4>,
-    weight: Tensor<4>,
-    (scale, shift): (Tensor<1>, Tensor<1>),
+    (weight, bias): (Tensor<4>, Option<Tensor<1>>),
+    bn: &BatchNorm,
     residual: Option<Tensor<4>>,
     (stride, pad): (usize, usize),
     relu: bool,
 ) -> Tensor<4> {
+    let device = x.device();
     let fused = Fused {
         x: x.into_dispatch(),
         weight: weight.into_dispatch(),
-        scale: scale.into_dispatch(),
-        shift: shift.into_dispatch(),
-        residual: match residual {
-            Some(r) => Residual::Add(r.into_dispatch()),
-            None => Residual::Nothing,
-        },
+        bias: Optional::of(bias),
+        gamma: bn.gamma.val().into_dispatch(),
+        beta: bn.beta.val().into_dispatch(),
+        mean: bn.running_mean.value().to_device(&device).into_dispatch(),
+        var: bn.running_var.value().to_device(&device).into_dispatch(),
+        residual: Optional::of(residual),
     };
-    Tensor::from_dispatch(<Dispatch as HostConv>::host_conv2d_fused(fused, stride, pad, relu))
+    Tensor::from_dispatch(<Dispatch as HostConv>::host_conv2d_fused(
+        fused, bn.epsilon, stride, pad, relu,
+    ))
 }

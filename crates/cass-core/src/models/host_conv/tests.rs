@@ -33,6 +33,9 @@ fn matches_burns_convolution_in_value_and_gradients() {
         (9, 5, 7, 3, 1, 1, 5, 5),
         (8, 6, 4, 1, 1, 0, 3, 3),
         (7, 4, 6, 3, 2, 1, 6, 6),
+        // Rows of 32 or more stride-1 outputs, unfolded as runs.
+        (2, 3, 4, 3, 1, 1, 3, 40),
+        (1, 2, 3, 5, 1, 0, 6, 37),
     ];
     for (batch, cin, cout, k, stride, pad, h, w) in cases {
         let conv = Conv2dConfig::new([cin, cout], [k, k])
@@ -90,4 +93,41 @@ fn runs_on_a_plain_flex_device() {
     let x = Tensor::<4>::random([3, 6, 9, 8], Distribution::Normal(0.0, 1.0), &d);
     let err = rel_err(host_conv2d(x.clone(), conv.weight.val(), 2, 1), conv.forward(x));
     assert!(err < 1e-5, "output differs by {err}");
+}
+
+/// The fused evaluation operation gives the same values on an autodiff device (where it is
+/// composed from differentiable operations) as on a plain one (one pass on the host).
+#[test]
+fn fused_operation_is_the_same_function_on_both_devices() {
+    use burn::module::{Param, RunningState};
+
+    let plain = Device::flex();
+    let normal = |n: usize, std: f64| Tensor::<1>::random([n], Distribution::Normal(0.0, std), &plain);
+    let mut bn = BatchNorm::new(6, 1e-5, &plain);
+    bn.gamma = Param::from_tensor(normal(6, 1.0));
+    bn.beta = Param::from_tensor(normal(6, 1.0));
+    bn.running_mean = RunningState::new(normal(6, 0.5));
+    bn.running_var = RunningState::new(normal(6, 1.0).abs() + 0.1);
+    let x = Tensor::<4>::random([3, 4, 7, 6], Distribution::Normal(0.0, 1.0), &plain);
+    let w = Tensor::<4>::random([6, 4, 3, 3], Distribution::Normal(0.0, 0.3), &plain);
+    let bias = normal(6, 1.0);
+    let r = Tensor::<4>::random([3, 6, 4, 3], Distribution::Normal(0.0, 1.0), &plain);
+    let host = host_conv2d_fused(
+        x.clone(),
+        (w.clone(), Some(bias.clone())),
+        &bn,
+        Some(r.clone()),
+        (2, 1),
+        true,
+    );
+    let composed = host_conv2d_fused(
+        x.autodiff().require_grad(),
+        (w.autodiff(), Some(bias.autodiff())),
+        &bn,
+        Some(r.autodiff()),
+        (2, 1),
+        true,
+    );
+    let err = rel_err(host, composed.inner());
+    assert!(err < 1e-5, "differs by {err}");
 }
