@@ -17,6 +17,8 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::wide::Wide;
+
 /// The shape of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
@@ -111,48 +113,58 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], epilogue: Epilogue) -> V
         assert_eq!(r.len(), g.output_len(), "residual size");
     }
     let (positions, patch) = (g.positions(), g.patch());
+    let (_, wo) = g.out().expect("a valid geometry");
     let out_image = g.c_out * positions;
     let mut y = vec![0f32; g.output_len()];
     let (per_image, par) = split(g.batch);
+    let wide = Wide::of(g);
+    let columns = wide.columns(g);
     // Small images are multiplied several at a time (their patches side by side, `group *
-    // positions` columns): one product per image of `cpu-small` (down to 64 x 576 x 4 in its
-    // last stage) is mostly the product's fixed costs. Measured (`forward_profile`, `cpu-small`,
-    // three alternated rounds): batch 16 from 6,700-7,700 to 7,400-8,800 images/s, batch 64 from
-    // 8,100-8,700 to 7,300-10,400; targets of 256 to 2,048 columns were within noise of 512.
+    // columns` product columns): one product per image of `cpu-small` (down to 64 x 576 x 4 in
+    // its last stage) is mostly the product's fixed costs. Measured (`forward_profile`,
+    // `cpu-small`, three alternated rounds): batch 16 from 6,700-7,700 to 7,400-8,800 images/s,
+    // batch 64 from 8,100-8,700 to 7,300-10,400; targets of 256 to 2,048 columns were within
+    // noise of 512.
     let group = if per_image {
-        (GROUP_COLUMNS / positions).clamp(1, g.batch.div_ceil(rayon::current_num_threads()))
+        (GROUP_COLUMNS / columns).clamp(1, g.batch.div_ceil(rayon::current_num_threads()))
     } else {
         1
     };
     let w = Mat::row_major(weight, g.c_out, patch);
-    let one = |(col, tmp): &mut (Vec<f32>, Vec<f32>), (i, (y_g, x_g)): (usize, (&mut [f32], &[f32]))| {
+    type Buffers = (Vec<f32>, Vec<f32>, Vec<f32>);
+    let one = |(col, tmp, phases): &mut Buffers, (i, (y_g, x_g)): (usize, (&mut [f32], &[f32]))| {
         let images = x_g.len() / g.image();
-        let first = i * group;
-        if images == 1 {
-            let col = unfold_into(g, x_g, col);
-            matmul(y_g, w, Mat::row_major(col, patch, positions), false, par);
+        if images == 1 && g.pointwise() {
+            // The image is its own unfolding, and the grid is not wider than the output.
+            matmul(y_g, w, Mat::row_major(x_g, patch, positions), false, par);
         } else {
-            let ld = images * positions;
+            let ld = images * columns;
             col.resize(patch * ld, 0.0);
             for (j, x_n) in x_g.chunks(g.image()).enumerate() {
-                unfold_at(g, x_n, col, ld, j * positions);
+                wide.phases(g, x_n, phases);
+                wide.unfold(g, phases, col, ld, j * columns);
             }
             tmp.resize(g.c_out * ld, 0.0);
             matmul(tmp, w, Mat::row_major(col, patch, ld), false, par);
-            // [c_out, images * positions] -> [images, c_out, positions]
+            // [c_out, images * ho * wq] -> [images, c_out, ho, wo]
             for (j, y_n) in y_g.chunks_mut(out_image).enumerate() {
-                for (c, row) in y_n.chunks_mut(positions).enumerate() {
-                    row.copy_from_slice(&tmp[c * ld + j * positions..c * ld + (j + 1) * positions]);
+                for (c, plane) in y_n.chunks_mut(positions).enumerate() {
+                    let src = &tmp[c * ld + j * columns..][..columns];
+                    for (out, wide_row) in plane.chunks_exact_mut(wo).zip(src.chunks(wide.wq)) {
+                        for (o, v) in out.iter_mut().zip(wide_row) {
+                            *o = *v;
+                        }
+                    }
                 }
             }
         }
         for (j, y_n) in y_g.chunks_mut(out_image).enumerate() {
-            let n = first + j;
+            let n = i * group + j;
             let residual = epilogue.residual.map(|r| &r[n * out_image..(n + 1) * out_image]);
             finish(y_n, positions, epilogue, residual);
         }
     };
-    let init = || (Vec::new(), Vec::new());
+    let init = || (Vec::new(), Vec::new(), Vec::new());
     if per_image {
         y.par_chunks_mut(group * out_image)
             .zip(x.par_chunks(group * g.image()))

@@ -15,6 +15,7 @@
 mod kernel;
 #[cfg(test)]
 mod tests;
+mod wide;
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
