@@ -64,8 +64,14 @@ impl Wide {
                     let plane = &mut channel[(ry * s + rx) * self.plane..][..self.plane];
                     let q0 = (first + self.pad) / s;
                     let dst = &mut plane[qy * self.wq + q0..];
-                    for (d, v) in dst.iter_mut().zip(src[first..].iter().step_by(s)) {
-                        *d = *v;
+                    if s == 1 {
+                        dst[..g.w].copy_from_slice(src);
+                        continue;
+                    }
+                    let mut ix = first;
+                    for d in dst[..(g.w - first).div_ceil(s)].iter_mut() {
+                        *d = src[ix];
+                        ix = ix.wrapping_add(s);
                     }
                 }
             }
