@@ -12,9 +12,9 @@
 //! `super::host_conv` (per-image products in NCHW with its own backward pass), and in evaluation
 //! it carries the folded BatchNorm, the residual and the ReLU ([`conv_bn`]). Measured against
 //! the build with burn's Flex convolution, max pooling and separate BatchNorm, alternated, three
-//! rounds (`bench/results/2026-12-06-vm-cpu-cnn-before-after.json`): the evaluation forward pass
-//! 2.2-2.9x faster for `cpu-small` at batch 16, 2.7-3.0x at 64, 1.9-2.4x for ResNet-18 at
-//! 96 px; the CASS step 1.09-1.30x (`cpu-small`, one view), 1.19-1.31x (two views), 1.52-1.66x
+//! rounds (`bench/results/2026-12-06-vm-cpu-cnn-before-after-final.json`): the evaluation
+//! forward pass 3.9-4.3x faster for `cpu-small` at batch 16 and 64, 2.1-2.3x for ResNet-18 at
+//! 96 px; the CASS step 1.34-1.52x (`cpu-small`, one view), 1.05-1.23x (two views), 1.43-1.52x
 //! (ResNet-18 + ViT-Ti, 96 px).
 
 use burn::nn::PaddingConfig2d;
