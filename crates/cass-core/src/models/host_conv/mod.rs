@@ -13,6 +13,7 @@
 //! devices call it (`models::conv::conv2d` decides); GPU backends keep their own convolution.
 
 mod kernel;
+mod shape;
 #[cfg(test)]
 mod tests;
 mod wide;
@@ -29,8 +30,8 @@ use burn::backend::{Backend, Dispatch, ExtensionType, Flex, TensorMetadata, back
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 
+pub use shape::Geometry;
 use kernel::Epilogue;
-pub use kernel::Geometry;
 
 use super::batch_norm::BatchNorm;
 pub(crate) use kernel::valid as valid_columns;

@@ -15,7 +15,7 @@
 //! 1.20-1.45x at batch 64; ResNet-18 at 96 and 224 px within noise (using it only for rows
 //! narrower than 8, 16 or 32 outputs changed nothing measurable there either).
 
-use super::kernel::Geometry;
+use super::shape::Geometry;
 
 /// The wide layout of one geometry.
 #[derive(Clone, Copy, Debug)]
