@@ -10,10 +10,20 @@ To compare builds of our side in one session, run it once per build with `--side
 
 Peak device memory is sampled from `nvidia-smi` (the process's used memory, every 50 ms), the
 same way for both sides, so it includes each runtime's context and caching allocator.
+
+Every result carries `step_sec`, the wall time of each step from the first (warm-up included,
+as `bench_step` and `reference.py` print them on stderr), so compilation and autotuning show
+apart from the steady step; a run stopped at its time limit keeps the steps it finished.
+
+`--dry-run` rehearses a session without a GPU: rows keep their names but run a tiny CPU stand-in
+(`cpu-small`, 32 px, batch 4, 2 steps) on `--device cpu`, and the machine line says so. The
+output parses exactly as a real one (`__test__/gpu-session.spec.ts`).
 """
 import argparse
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -48,26 +58,38 @@ def gpu_memory_sampler(pid, peak, stop):
         stop.wait(0.05)
 
 
+STEP_LINE = re.compile(r'^step (\d+): ([0-9.]+) s$')
+
+
+def step_times(stderr):
+    """The per-step wall times a run printed on stderr, in order."""
+    return [float(m.group(2)) for m in map(STEP_LINE.match, stderr.splitlines()) if m]
+
+
 def run(cmd, timeout):
     started = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Its own process group, so that a run stopped at its limit takes its children with it and
+    # its pipes close at once.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     peak, stop = [0.0], threading.Event()
     sampler = threading.Thread(target=gpu_memory_sampler, args=(proc.pid, peak, stop), daemon=True)
     sampler.start()
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         stop.set()
-        return {'error': f'timed out after {timeout} s', 'stderr': err[-1500:]}
+        return {'error': f'timed out after {timeout} s', 'stderr': err[-1500:], 'step_sec': step_times(err),
+                'peak_gpu_mib': peak[0]}
     stop.set()
     sampler.join()
     if proc.returncode != 0:
-        return {'error': f'exit {proc.returncode}', 'stderr': err[-1500:]}
+        return {'error': f'exit {proc.returncode}', 'stderr': err[-1500:], 'step_sec': step_times(err)}
     res = json.loads(out.strip().splitlines()[-1])
     res['peak_gpu_mib'] = peak[0]
     res['wall_sec'] = time.time() - started
+    res['step_sec'] = step_times(err)
     return res
 
 
@@ -85,26 +107,40 @@ def main():
     a.add_argument('--no-reference', action='store_true', help='skip PyTorch (already timed)')
     a.add_argument('--no-peak', action='store_true', help='skip the matmul peak row')
     a.add_argument('--extra', default='', help='more arguments for our side, e.g. "--towers parallel"')
+    a.add_argument('--dry-run', action='store_true', help='no GPU: tiny CPU stand-ins under the real row names')
     args = a.parse_args()
     ref = [args.python, os.path.join(os.path.dirname(__file__), 'reference.py')]
-    smi = subprocess.run(['nvidia-smi', '--query-gpu=name,memory.total,driver_version', '--format=csv,noheader'],
-                         capture_output=True, text=True).stdout.strip()
+    device = 'cpu' if args.dry_run else 'cuda'
+    if args.dry_run:
+        smi = 'DRY RUN: no GPU, CPU stand-ins'
+    else:
+        smi = subprocess.run(['nvidia-smi', '--query-gpu=name,memory.total,driver_version', '--format=csv,noheader'],
+                             capture_output=True, text=True).stdout.strip()
+
+    def shape(row):
+        """What actually runs for a row: the row itself, or its CPU stand-in in a dry run."""
+        if args.dry_run:
+            return ['--model', 'cpu-small', '--size', '32', '--batch', '4', '--what', row['what'], '--steps', '2',
+                    '--warmup', '1', '--device', device]
+        return ['--model', row['model'], '--size', str(row['size']), '--batch', str(row['batch']),
+                '--what', row['what'], '--steps', str(row['steps']), '--warmup', '3', '--device', device]
 
     def emit(obj):
         with open(args.out, 'a') as f:
             f.write(json.dumps(obj) + '\n')
         print(json.dumps(obj)[:400], flush=True)
 
-    emit({'kind': 'machine', 'gpu': smi, 'cpu_count': os.cpu_count(), 'device': 'cuda', 'side': args.side})
+    emit({'kind': 'machine', 'gpu': smi, 'cpu_count': os.cpu_count(), 'device': device, 'side': args.side,
+          'dry_run': args.dry_run})
     if not args.no_peak:
-        mm = ['--what', 'matmul', '--n', '8192', '--steps', '5', '--warmup', '2', '--device', 'cuda']
+        n = '256' if args.dry_run else '8192'
+        mm = ['--what', 'matmul', '--n', n, '--steps', '5', '--warmup', '2', '--device', device]
         emit({'kind': 'peak', 'ours': run([args.ours, *mm], args.timeout), 'torch': run([*ref, *mm], args.timeout)})
     only = {r for r in args.only.split(',') if r}
     for row in rows(args.quick):
         if only and f"{row['model']}:{row['size']}:{row['batch']}:{row['what']}" not in only:
             continue
-        common = ['--model', row['model'], '--size', str(row['size']), '--batch', str(row['batch']),
-                  '--what', row['what'], '--steps', str(row['steps']), '--warmup', '3', '--device', 'cuda']
+        common = shape(row)
         variants = [(args.side, ['--conv', args.conv, *args.extra.split()])]
         if args.towers and row['what'] == 'step' and row['model'] == 'paper':
             variants = [(args.side, ['--conv', args.conv, '--towers', 'serial']),

@@ -11,16 +11,34 @@
 #   2. the same 384/b16 step with the second build, with our batched convolution, in bf16;
 #   3. forward parity against the timm fixtures, where a step's time goes, parallel towers.
 # Everything lands in $OUT (gpu.jsonl, parity.txt, breakdown.jsonl, log). Learned on an H200: the
-# autotuned, fused NVRTC build spent over 120 s in its first 5 steps, so give runs minutes.
+# autotuned, fused NVRTC build spent over 120 s in its first 5 steps, so give runs minutes; every
+# run's per-step times from step 1 are in its `step_sec`, also for runs stopped at their limit.
+#
+# Rehearsal without a GPU (what `__test__/gpu-session.spec.ts` runs, with fake binaries):
+#   CASS_GPU_DRY_RUN=1 REF_PYTHON=/usr/bin/python3 bash bench/gpu-session.sh DIR_WITH_bench_step
+# runs every command of the session on the CPU with tiny stand-ins under the real row names, so
+# the output parses as a GPU run's does (`npm run bench -- --import $OUT/gpu.jsonl`).
 set -uo pipefail
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
 exec > >(tee -a "$out/log") 2>&1
 main=${1:?usage: bench/gpu-session.sh BUILD_DIR [OTHER_BUILD_DIR]}/bench_step
 other=${2:+$2/bench_step}
-for b in "$main" $other; do xz -T0 -dkf "$b.xz" && chmod +x "$b"; done
+for b in "$main" $other; do
+  if [ -f "$b.xz" ]; then xz -T0 -dkf "$b.xz" && chmod +x "$b"; fi
+done
+dry=${CASS_GPU_DRY_RUN:-}
+dev=cuda
+py_ref=()
+[ -n "${REF_PYTHON:-}" ] && py_ref=(--python "$REF_PYTHON")
+dry_flag=()
+if [ -n "$dry" ]; then
+  dev=cpu
+  dry_flag=(--dry-run)
+  echo "DRY RUN: no GPU; every command runs a CPU stand-in"
+fi
 
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+[ -z "$dry" ] && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 # NVRTC and the CUDA headers for the `cuda-cpp` build: the toolkit beside nvcc, else the wheels.
 nvcc=$(command -v nvcc || true)
 cuda=${CUDA_PATH:-}
@@ -32,27 +50,28 @@ echo "CUDA_PATH=${CUDA_PATH:-none} LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 for d in ${cuda:+$cuda/lib64} $wheel; do ls "$d"/libnvrtc* 2>/dev/null | head -2; done
 export RUST_BACKTRACE=1 PYTHONUNBUFFERED=1
 
-py=bench/device.py
+py() { python3 bench/device.py "${py_ref[@]}" "${dry_flag[@]}" "$@"; }
 step=paper:384:16:step
-python3 $py --ours "$main" --out "$out/gpu.jsonl" --conv native --side ours --timeout 300 --only $step
-python3 $py --ours "$main" --out "$out/gpu.jsonl" --conv native --side ours --timeout 240 --no-peak \
+py --ours "$main" --out "$out/gpu.jsonl" --conv native --side ours --timeout 300 --only $step
+py --ours "$main" --out "$out/gpu.jsonl" --conv native --side ours --timeout 240 --no-peak \
   --only paper:224:64:step
 if [ -n "$other" ]; then
-  python3 $py --ours "$other" --out "$out/gpu.jsonl" --conv native --side ours-other --timeout 240 \
+  py --ours "$other" --out "$out/gpu.jsonl" --conv native --side ours-other --timeout 240 \
     --no-reference --no-peak --only $step
 fi
-python3 $py --ours "$main" --out "$out/gpu.jsonl" --conv batched --side ours-batched-conv --timeout 180 \
+py --ours "$main" --out "$out/gpu.jsonl" --conv batched --side ours-batched-conv --timeout 180 \
   --no-reference --no-peak --only $step
-python3 $py --ours "$main" --out "$out/gpu.jsonl" --conv native --side ours-bf16 --timeout 180 \
+py --ours "$main" --out "$out/gpu.jsonl" --conv native --side ours-bf16 --timeout 180 \
   --no-reference --no-peak --only $step --extra "--precision bf16"
 parity() { # fixture precision
   printf '%s %s ' "$1" "$2" | tee -a "$out/parity.txt"
-  timeout 120 "$main" --device cuda --what parity --precision "$2" \
+  timeout 120 "$main" --device $dev --what parity --precision "$2" \
     --fixture "crates/cass-core/fixtures/timm/$1" 2>&1 | tail -1 | tee -a "$out/parity.txt"
 }
 for m in resnet_bottleneck vit_tiny; do parity $m f32; parity $m bf16; done
-timeout 180 "$main" --device cuda --model paper --size 384 --batch 16 --what breakdown --steps 5 \
-  --warmup 2 --conv native | tail -1 | tee -a "$out/breakdown.jsonl"
-python3 $py --ours "$main" --out "$out/gpu.jsonl" --conv native --side ours-parallel --timeout 180 \
+shape=(--model paper --size 384 --batch 16)
+[ -n "$dry" ] && shape=(--model cpu-small --size 32 --batch 4)
+timeout 180 "$main" --device $dev "${shape[@]}" --what breakdown --steps 5 --warmup 2 --conv native | tail -1 | tee -a "$out/breakdown.jsonl"
+py --ours "$main" --out "$out/gpu.jsonl" --conv native --side ours-parallel --timeout 180 \
   --no-reference --no-peak --only $step --extra "--towers parallel"
 echo done

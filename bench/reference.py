@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 
 import torch
@@ -138,6 +139,8 @@ def main():
             with torch.no_grad():
                 (cnn if a.what == 'fwd-cnn' else vit)(x).sum().item()
         sync()
+        # Every step from the first, as bench_step prints them (bench/device.py keeps them).
+        print(f'step {i}: {time.perf_counter() - t0:.3f} s', file=sys.stderr, flush=True)
         if i >= a.warmup:
             times.append(time.perf_counter() - t0)
     times.sort()

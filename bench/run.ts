@@ -33,6 +33,8 @@ interface Result {
   impl: string
   towers?: string
   conv?: string
+  /** Wall time of every step from the first, warm-up included (GPU runs: `bench/device.py`). */
+  step_sec?: number[]
 }
 
 interface Measured {
@@ -232,22 +234,30 @@ function importDevice(file: string) {
   const datasheet = GPU_PEAKS.find((p) => p.match.test(gpu))
   const measured: Measured[] = []
   const failures: string[] = []
+  // Every side's per-step times, also of runs that failed or were stopped at their limit: the
+  // first steps hold compilation and autotuning.
+  const firstSteps: string[] = []
   const byRow = new Map<string, { row: Row; sides: Record<string, Result> }>()
   for (const l of lines.filter((l) => l.kind === 'row')) {
     const key = JSON.stringify(l.row)
     const entry = byRow.get(key) ?? { row: l.row as Row, sides: {} }
     if (l.result.error) failures.push(`${l.side} ${key}: ${l.result.error}\n${l.result.stderr ?? ''}`)
     else entry.sides[l.side] = l.result as Result
+    const steps = (l.result.step_sec ?? []) as number[]
+    if (steps.length)
+      firstSteps.push(
+        `${l.row.model} ${l.row.size} px b${l.row.batch} ${l.row.what}, ${l.side}${l.result.error ? ` (${l.result.error})` : ''}: ${steps.map((t) => t.toFixed(3)).join(', ')}`,
+      )
     byRow.set(key, entry)
   }
   for (const { row, sides } of byRow.values())
     if (sides.ours && sides.torch)
       measured.push({ row, ours: sides.ours, torch: sides.torch, oursAlt: sides['ours-parallel-towers'] })
   return {
-    describe: `Machine: ${gpu}; device cuda.`,
+    describe: `Machine: ${gpu}; device ${machine.device ?? 'cuda'}.`,
     fileTag: gpu.split(',')[0].replace(/[^A-Za-z0-9]+/g, '-'),
     machine: { gpu, cpuCount: machine.cpu_count },
-    device: 'cuda',
+    device: String(machine.device ?? 'cuda'),
     unsetForReference: [] as string[],
     peakGflops: { ours: peakLine.ours.gflops as number, torch: peakLine.torch.gflops as number },
     mfuPeakGflops: datasheet ? datasheet.fp32 / 1e9 : Math.max(peakLine.ours.gflops, peakLine.torch.gflops),
@@ -256,6 +266,8 @@ function importDevice(file: string) {
       : 'the higher of the two measured 8192^3 fp32 matmul rates (card not in the datasheet table)',
     failures,
     measured,
+    firstSteps,
+    dryRun: machine.dry_run === true,
   }
 }
 
@@ -311,6 +323,11 @@ function main() {
       'A CASS step by phase (median seconds):',
       ...b.step.map((s) => JSON.stringify(s)),
     ].join('\n')
+    console.log(text)
+    lines.push(text)
+  }
+  if ('firstSteps' in run && run.firstSteps.length) {
+    const text = ['', 'Seconds per step from step 1 (warm-up included):', ...run.firstSteps].join('\n')
     console.log(text)
     lines.push(text)
   }
