@@ -50,7 +50,11 @@ echo "CUDA_PATH=${CUDA_PATH:-none} LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 for d in ${cuda:+$cuda/lib64} $wheel; do ls "$d"/libnvrtc* 2>/dev/null | head -2; done
 export RUST_BACKTRACE=1 PYTHONUNBUFFERED=1
 
-py() { python3 bench/device.py "${py_ref[@]}" "${dry_flag[@]}" "$@"; }
+# burn's autotune results (`gpu-tuned` builds) persist under the outermost Cargo.toml's
+# target/environment (here: the repository's), else the user cache directory (~/.cache/cubecl);
+# copied into $OUT after every run so the next session can start warm, even if this one is cut.
+keep_cache() { [ -d target/environment ] && mkdir -p "$out/cubecl-cache" && cp -r target/environment/. "$out/cubecl-cache/"; true; }
+py() { python3 bench/device.py "${py_ref[@]}" "${dry_flag[@]}" "$@"; keep_cache; }
 step=paper:384:16:step
 py --ours "$main" --out "$out/gpu.jsonl" --conv native --side ours --timeout 300 --only $step
 py --ours "$main" --out "$out/gpu.jsonl" --conv native --side ours --timeout 240 --no-peak \
