@@ -6,8 +6,9 @@ import test from 'ava'
 import sharp from 'sharp'
 
 import type { ProgressEvent, StepEvent } from '../ts/events.js'
+import type { AddonChoice } from '../ts/native.js'
 import { runExperiment } from '../ts/experiment/run.js'
-import { progressInterval, progressReporter } from '../ts/progress.js'
+import { GPU_WARMUP, progressInterval, progressReporter } from '../ts/progress.js'
 import { rng, tempDir, tinyPretrain } from './helpers.js'
 
 const root = path.resolve(__dirname, '..')
@@ -87,6 +88,27 @@ test('on a terminal, every step rewrites one live line with a bar', (t) => {
   t.true(written.every((l) => l.startsWith('\r\x1b[2Kfinetune [') && !l.endsWith('\n')))
   t.regex(written[1], /\[#{10}\.{10}\] epoch 1 step 50\/100 /)
   t.regex(written[2], /\[#{20}\] epoch 1 step 100\/100 /)
+})
+
+test('on a GPU, the device line is followed by a word on the one-time kernel compilation; on the CPU it is not', (t) => {
+  const addon: AddonChoice = { build: 'default', from: 'cass-ssl', reason: 'no CUDA package' }
+  for (const [backend, lines] of [
+    ['cpu', 1],
+    ['cuda', 2],
+    ['wgpu', 2],
+  ] as const) {
+    const written: string[] = []
+    progressReporter('pretrain', { stream: { write: (s: string) => written.push(s) } })({
+      type: 'device',
+      backend,
+      reason: 'asked for',
+      addon,
+    })
+    t.is(written.length, lines, backend)
+    t.is(written[0], `pretrain device ${backend} (asked for)\n`)
+    if (lines === 2) t.is(written[1], `pretrain ${GPU_WARMUP}\n`)
+  }
+  t.regex(GPU_WARMUP, /one-time/)
 })
 
 test('the plain-line interval: CASS_PROGRESS_SECONDS when positive, else 30 s', (t) => {

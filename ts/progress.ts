@@ -8,6 +8,13 @@ const fmtTime = (s: number) => {
   return m > 0 ? `${m}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${Math.round(s)}s`
 }
 
+/**
+ * Printed under the device line on a GPU. Tuned kernel choices persist in the user cache
+ * directory (`~/.cache/cubecl` on Linux), or under `target/environment` inside a Cargo workspace.
+ */
+export const GPU_WARMUP =
+  'the first steps compile GPU kernels (and tune them, in builds with autotune): one-time work per machine and shape that can take minutes; tuned choices are kept in ~/.cache/cubecl'
+
 /** Where progress goes: `process.stderr`, or anything with `write` (a log, a test's buffer). */
 export interface ProgressSink {
   isTTY?: boolean
@@ -50,6 +57,9 @@ export function progressReporter(label: string | (() => string), opts: ProgressO
     if (e.type === 'device') {
       const addon = e.addon.build === 'cuda' ? ` [CUDA build: ${e.addon.reason}]` : ''
       stream.write(`${name()} device ${e.backend} (${e.reason})${addon}\n`)
+      // On a GPU the first steps compile kernels (and, in builds with autotune, time the
+      // candidates), which took minutes on an H200: say so before the progress line stalls.
+      if (e.backend !== 'cpu') stream.write(`${name()} ${GPU_WARMUP}\n`)
     } else if (e.type === 'step') {
       const frac = e.step / e.totalSteps
       const width = 20
