@@ -2,10 +2,11 @@
 //! kernel, equal stride and zero padding on both axes): the output, the input gradient and the
 //! weight gradient, each as matrix products per image over the image's unfolded patches.
 //!
-//! Per image `n`, with `patch = c_in * k * k` and `positions = h_out * w_out`:
-//! - `col_n [patch, positions]`: the input's `k x k` windows, one column per output position
+//! Per image `n`, with `patch = c_in * k * k` and `columns` the output positions on the wide
+//! grid of `wide.rs` (`h_out * wq`, a few more than `h_out * w_out`):
+//! - `col_n [patch, columns]`: the input's `k x k` windows, one column per output position
 //!   (im2col, in NCHW order, so no layout copy is needed on either side);
-//! - output: `y_n [c_out, positions] = W [c_out, patch] . col_n`, written in place in NCHW;
+//! - output: `y_n [c_out, columns] = W [c_out, patch] . col_n`, the extra columns dropped;
 //! - input gradient: `dcol = W^T . dy_n`, folded back onto the image (col2im);
 //! - weight gradient: `dW += dy_n . col_n^T`, summed over the images each thread owns.
 //!
@@ -170,31 +171,45 @@ pub fn backward(
         Some(dx) => dx.chunks_mut(run * g.image()).map(Some).collect(),
         None => (0..g.batch.div_ceil(run)).map(|_| None).collect(),
     };
+    // On the wide grid (see `wide.rs`): the output gradient is widened with zeros in the extra
+    // columns, so they add nothing to either gradient. One unfolding for both passes; against
+    // the row-by-row unfolding and fold it replaced, the CASS step was within this VM's noise
+    // (`bench/results/2026-12-06-vm-wide-backward-ab.json`).
+    let wide = Wide::of(g);
+    let columns = wide.columns(g);
     let work = |(t, dx_run): (usize, &mut Option<&mut [f32]>)| -> Option<Vec<f32>> {
         let mut dw = want_weight.then(|| vec![0f32; g.weight_len()]);
-        let (mut col, mut dcol) = (Vec::new(), Vec::new());
+        let (mut col, mut dcol, mut dyw, mut phases) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let w_t = Mat::row_major(weight, g.c_out, patch).t();
         for (i, n) in (t * run..((t + 1) * run).min(g.batch)).enumerate() {
             let x_n = &x[n * g.image()..(n + 1) * g.image()];
-            let dy_n = Mat::row_major(
-                &dy[n * g.c_out * positions..(n + 1) * g.c_out * positions],
-                g.c_out,
-                positions,
-            );
+            let dy_n = &dy[n * g.c_out * positions..(n + 1) * g.c_out * positions];
+            if g.pointwise() {
+                // The image is its own unfolding and the grid is the output's.
+                let dy_n = Mat::row_major(dy_n, g.c_out, positions);
+                if let Some(dw) = dw.as_mut() {
+                    matmul(dw, dy_n, Mat::row_major(x_n, patch, positions).t(), i > 0, par);
+                }
+                if let Some(dx_run) = dx_run.as_mut() {
+                    matmul(&mut dx_run[i * g.image()..(i + 1) * g.image()], w_t, dy_n, false, par);
+                }
+                continue;
+            }
+            dyw.resize(g.c_out * columns, 0.0);
+            wide.widen(g, dy_n, &mut dyw);
+            let dy_n = Mat::row_major(&dyw, g.c_out, columns);
             if let Some(dw) = dw.as_mut() {
-                let col = unfold_into(g, x_n, &mut col);
-                // dW [c_out, patch] += dy_n [c_out, positions] . col_n^T [positions, patch]
-                matmul(dw, dy_n, Mat::row_major(col, patch, positions).t(), i > 0, par);
+                wide.phases(g, x_n, &mut phases);
+                col.resize(patch * columns, 0.0);
+                wide.unfold(g, &phases, &mut col, columns, 0);
+                // dW [c_out, patch] += dy_n [c_out, columns] . col_n^T [columns, patch]
+                matmul(dw, dy_n, Mat::row_major(&col, patch, columns).t(), i > 0, par);
             }
             if let Some(dx_run) = dx_run.as_mut() {
-                let dx_n = &mut dx_run[i * g.image()..(i + 1) * g.image()];
-                let w_t = Mat::row_major(weight, g.c_out, patch).t();
-                if g.pointwise() {
-                    matmul(dx_n, w_t, dy_n, false, par);
-                } else {
-                    dcol.resize(patch * positions, 0.0);
-                    matmul(&mut dcol, w_t, dy_n, false, par);
-                    fold_add(g, &dcol, dx_n);
-                }
+                dcol.resize(patch * columns, 0.0);
+                matmul(&mut dcol, w_t, dy_n, false, par);
+                wide.fold(g, &dcol, &mut phases);
+                wide.unphase(g, &phases, &mut dx_run[i * g.image()..(i + 1) * g.image()]);
             }
         }
         dw
@@ -213,99 +228,6 @@ pub fn backward(
         total
     });
     (dx, dw)
-}
-
-/// The image's patches as `[patch, positions]` in `col` (resized), or the image itself for a
-/// pointwise convolution.
-fn unfold_into<'a>(g: &Geometry, x_n: &'a [f32], col: &'a mut Vec<f32>) -> &'a [f32] {
-    if g.pointwise() {
-        return x_n;
-    }
-    col.resize(g.patch() * g.positions(), 0.0);
-    unfold_at(g, x_n, col, g.positions(), 0);
-    col
-}
-
-/// The image's patches written into columns `at..at + positions` of `col`, a row-major
-/// `[patch, ld]` matrix (several images side by side when `ld` is a multiple of `positions`).
-fn unfold_at(g: &Geometry, x_n: &[f32], col: &mut [f32], ld: usize, at: usize) {
-    let (ho, wo) = g.out().expect("a valid geometry");
-    let positions = ho * wo;
-    if g.pointwise() {
-        for (r, row) in col.chunks_mut(ld).enumerate() {
-            row[at..at + positions].copy_from_slice(&x_n[r * positions..(r + 1) * positions]);
-        }
-        return;
-    }
-    let (k, s, pad, h, w) = (g.k, g.stride, g.pad, g.h, g.w);
-    // The output rows whose input row `oy * s + ky - pad` is inside the image, per `ky`.
-    let rows = |ky: usize| valid(ho, s, ky, pad, h);
-    let mut rows_of = col.chunks_mut(ld);
-    for c in 0..g.c_in {
-        let plane = &x_n[c * h * w..(c + 1) * h * w];
-        for ky in 0..k {
-            let (y_lo, y_hi) = rows(ky);
-            for kx in 0..k {
-                let row = &mut rows_of.next().expect("patch rows")[at..at + positions];
-                let (lo, hi) = valid(wo, s, kx, pad, w);
-                // Rows outside the image are zero; inside, zero before `lo` and after `hi`
-                // and the input in between, in plain element loops with no division or bounds
-                // logic per row: `cpu-small`'s rows are 2 to 16 outputs long, and its unfolding
-                // was 61 % of its batch-64 forward pass (`perf`). This loop order made that
-                // forward pass 5-8 % faster (`forward_profile`, three alternated rounds); the
-                // unfolding is still about 60 % of it, at 3-4 cycles per element.
-                row[..y_lo * wo].iter_mut().for_each(|o| *o = 0.0);
-                row[y_hi * wo..].iter_mut().for_each(|o| *o = 0.0);
-                for oy in y_lo..y_hi {
-                    let out = &mut row[oy * wo..(oy + 1) * wo];
-                    let src = &plane[(oy * s + ky - pad) * w..][..w];
-                    for o in &mut out[..lo] {
-                        *o = 0.0;
-                    }
-                    for o in &mut out[hi..] {
-                        *o = 0.0;
-                    }
-                    if lo < hi {
-                        let first = lo * s + kx - pad;
-                        let dst = &mut out[lo..hi];
-                        if s == 1 {
-                            let src = &src[first..first + dst.len()];
-                            for (o, v) in dst.iter_mut().zip(src) {
-                                *o = *v;
-                            }
-                        } else {
-                            let mut ix = first;
-                            for o in dst.iter_mut() {
-                                *o = src[ix];
-                                ix = ix.wrapping_add(s);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `dx_n += fold(dcol)`: each patch entry added back onto the input pixel it was read from.
-fn fold_add(g: &Geometry, dcol: &[f32], dx_n: &mut [f32]) {
-    let (_, wo) = g.out().expect("a valid geometry");
-    for (r, row) in dcol.chunks(g.positions()).enumerate() {
-        let (c, ky, kx) = (r / (g.k * g.k), r / g.k % g.k, r % g.k);
-        let plane = &mut dx_n[c * g.h * g.w..(c + 1) * g.h * g.w];
-        let (lo, hi) = valid(wo, g.stride, kx, g.pad, g.w);
-        for (oy, grad) in row.chunks(wo).enumerate() {
-            let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
-            if iy >= g.h || lo >= hi {
-                continue;
-            }
-            let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
-            let first = lo * g.stride + kx - g.pad;
-            for (d, s) in dst[first..].iter_mut().step_by(g.stride).zip(&grad[lo..hi]) {
-                *d += s;
-            }
-        }
-    }
 }
 
 /// The output columns `lo..hi` whose input column `o * stride + kx - pad` lies inside `0..w`.

@@ -30,8 +30,8 @@ use burn::backend::{Backend, Dispatch, ExtensionType, Flex, TensorMetadata, back
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 
-pub use shape::Geometry;
 use kernel::Epilogue;
+pub use shape::Geometry;
 
 use super::batch_norm::BatchNorm;
 pub(crate) use kernel::valid as valid_columns;

@@ -95,4 +95,70 @@ impl Wide {
             }
         }
     }
+
+    /// The output gradient of one image, `[c_out, ho, wo]`, on the wide grid `[c_out, ho * wq]`,
+    /// zero in the extra columns.
+    pub fn widen(&self, g: &Geometry, dy_n: &[f32], out: &mut [f32]) {
+        let (ho, wo) = g.out().expect("a valid geometry");
+        let n = ho * self.wq;
+        for (src, dst) in dy_n.chunks_exact(ho * wo).zip(out.chunks_exact_mut(n)) {
+            for (s, d) in src.chunks_exact(wo).zip(dst.chunks_exact_mut(self.wq)) {
+                d[..wo].copy_from_slice(s);
+                d[wo..].fill(0.0);
+            }
+        }
+    }
+
+    /// The patch-row gradients `col` (`[patch, ho * wq]`) added back onto the phase planes they
+    /// were read from (`phases`, resized and zeroed): the reverse of [`Self::unfold`].
+    pub fn fold(&self, g: &Geometry, col: &[f32], phases: &mut Vec<f32>) {
+        let (s, k) = (self.s, g.k);
+        let n = self.columns(g);
+        phases.clear();
+        phases.resize(g.c_in * s * s * self.plane, 0.0);
+        let mut rows = col.chunks_exact(n);
+        for c in 0..g.c_in {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let plane = (c * s + ky % s) * s + kx % s;
+                    let start = plane * self.plane + (ky / s) * self.wq + kx / s;
+                    let row = rows.next().expect("patch rows");
+                    for (d, v) in phases[start..start + n].iter_mut().zip(row) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The image's gradient from its phase planes' gradients, padding dropped: the reverse of
+    /// [`Self::phases`].
+    pub fn unphase(&self, g: &Geometry, phases: &[f32], dx_n: &mut [f32]) {
+        let s = self.s;
+        for (c, channel) in phases.chunks_exact(s * s * self.plane).enumerate() {
+            let image = &mut dx_n[c * g.h * g.w..(c + 1) * g.h * g.w];
+            for (iy, dst) in image.chunks_exact_mut(g.w).enumerate() {
+                let py = iy + self.pad;
+                let (ry, qy) = (py % s, py / s);
+                for rx in 0..s {
+                    let first = (rx + s - self.pad % s) % s;
+                    if first >= g.w {
+                        continue;
+                    }
+                    let plane = &channel[(ry * s + rx) * self.plane..][..self.plane];
+                    let q0 = (first + self.pad) / s;
+                    let src = &plane[qy * self.wq + q0..];
+                    if s == 1 {
+                        dst.copy_from_slice(&src[..g.w]);
+                        continue;
+                    }
+                    let mut ix = first;
+                    for v in src[..(g.w - first).div_ceil(s)].iter() {
+                        dst[ix] = *v;
+                        ix = ix.wrapping_add(s);
+                    }
+                }
+            }
+        }
+    }
 }
