@@ -120,8 +120,9 @@ export const pretrainSchema = z
     augment: augmentSchema.default(augmentSchema.parse({})),
     /**
      * How the CNN's convolutions run: `auto` (on GPUs one batched matrix product each, on the CPU
-     * the backend's own), `native` or `batched`. The same convolutions either way, summed in another
-     * order; saved with the checkpoint.
+     * the engine's own, with BatchNorm folded in evaluation), `native` (the backend's) or
+     * `batched`. The same convolutions either way, summed in another order; saved with the
+     * checkpoint.
      */
     conv: z.enum(['auto', 'native', 'batched']).default('auto'),
     /**
@@ -203,8 +204,9 @@ export const finetuneSchema = z
     device: deviceSchema.default('auto'),
     /**
      * How the CNN's convolutions run: `auto` (on GPUs one batched matrix product each, on the CPU
-     * the backend's own), `native` or `batched`. The same convolutions either way, summed in another
-     * order; saved with the checkpoint.
+     * the engine's own, with BatchNorm folded in evaluation), `native` (the backend's) or
+     * `batched`. The same convolutions either way, summed in another order; saved with the
+     * checkpoint.
      */
     conv: z.enum(['auto', 'native', 'batched']).default('auto'),
   })
