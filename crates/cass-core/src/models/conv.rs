@@ -56,20 +56,17 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>, strategy: ConvStrategy) -> Tensor<4> 
     if let Some(pad) = host_geometry(conv, &x, strategy) {
         return with_bias(host_conv2d(x, conv.weight.val(), conv.stride[0], pad));
     }
-    let [_, _, h, w] = x.dims();
-    let [kh, kw] = conv.kernel_size;
-    let [sh, sw] = conv.stride;
-    let eligible = conv.groups == 1 && conv.dilation == [1, 1] && kh == kw && sh == sw;
     let batched_here = match strategy {
         ConvStrategy::Native => false,
         ConvStrategy::Batched => true,
         ConvStrategy::Auto => x.device().inner() != Device::flex(),
     };
-    match symmetric_padding(conv) {
-        Some(p) if batched_here && eligible && h + 2 * p >= kh && w + 2 * p >= kw => {
-            let ho = (h + 2 * p - kh) / sh + 1;
-            let wo = (w + 2 * p - kw) / sw + 1;
-            with_bias(batched(x, conv.weight.val(), sh, p, [ho, wo]))
+    match matrix_padding(conv, &x) {
+        Some(p) if batched_here => {
+            let [_, _, h, w] = x.dims();
+            let (k, s) = (conv.kernel_size[0], conv.stride[0]);
+            let out = [(h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1];
+            with_bias(batched(x, conv.weight.val(), s, p, out))
         }
         _ => conv.forward(x),
     }
@@ -109,22 +106,25 @@ pub fn conv_bn(
 
 /// The padding of `conv` when the CPU convolution computes it on `x` (see [`ConvStrategy::Auto`]).
 fn host_geometry(conv: &Conv2d, x: &Tensor<4>, strategy: ConvStrategy) -> Option<usize> {
-    let [_, _, h, w] = x.dims();
-    let pad = symmetric_padding(conv)?;
-    let [kh, kw] = conv.kernel_size;
-    let eligible = conv.groups == 1 && conv.dilation == [1, 1] && kh == kw && conv.stride[0] == conv.stride[1];
-    (strategy == ConvStrategy::Auto
-        && eligible
-        && h + 2 * pad >= kh
-        && w + 2 * pad >= kw
-        && x.dtype() == DType::F32
-        && x.device().inner() == Device::flex())
-    .then_some(pad)
+    (strategy == ConvStrategy::Auto && x.dtype() == DType::F32 && x.device().inner() == Device::flex())
+        .then(|| matrix_padding(conv, x))
+        .flatten()
 }
 
-/// One padding for all four sides, if the convolution has that.
-fn symmetric_padding(conv: &Conv2d) -> Option<usize> {
-    match &conv.padding {
+/// The padding of `conv` when it can run as matrix products (batched or on the CPU): no groups
+/// or dilation, a square kernel, one stride and one padding for both axes, and an input that
+/// covers the kernel once padded.
+fn matrix_padding(conv: &Conv2d, x: &Tensor<4>) -> Option<usize> {
+    let [_, _, h, w] = x.dims();
+    let pad = symmetric_padding(&conv.padding)?;
+    let [kh, kw] = conv.kernel_size;
+    let eligible = conv.groups == 1 && conv.dilation == [1, 1] && kh == kw && conv.stride[0] == conv.stride[1];
+    (eligible && h + 2 * pad >= kh && w + 2 * pad >= kw).then_some(pad)
+}
+
+/// One padding for all four sides, if the padding is that.
+pub(super) fn symmetric_padding(padding: &PaddingConfig2d) -> Option<usize> {
+    match padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right && top == left => {
             Some(*top)
         }

@@ -1,8 +1,8 @@
 //! The ResNet stem's max pooling on the CPU backend, with its own backward pass.
 //!
-//! burn's Flex max pooling took 13-15 % of an evaluation-mode ResNet forward pass on this 2-core
-//! VM (`forward_profile`: 17 ms of 131 for ResNet-18 at 96 px, batch 16, about 30 times the
-//! time of reading its input once). Here each `(image, channel)` plane is pooled by one thread
+//! burn's Flex max pooling took 7-16 % of an evaluation-mode ResNet forward pass on this 2-core
+//! VM, the more the faster the convolutions (`forward_profile`: 16-17 ms for ResNet-18 at 96 px,
+//! batch 16, `bench/results/2026-12-06-vm-cpu-cnn-kernel-steps.json`). Here each `(image, channel)` plane is pooled by one thread
 //! in one pass; in training the position of each window's maximum is kept, and the backward
 //! pass adds each output gradient to that input position (the first maximum of a window, in
 //! row-major order, as PyTorch picks). Only Flex devices call it ([`max_pool2d`] decides).
@@ -17,13 +17,13 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
-use burn::nn::PaddingConfig2d;
 use burn::nn::pool::MaxPool2d;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
-use super::host_conv::{valid_columns, values, x_dims};
+use super::conv::symmetric_padding;
+use super::host_conv::{dims4, valid_columns, values};
 
 /// Square window `k`, stride `s`, padding `p` (padding never wins a maximum).
 #[derive(Clone, Copy, Debug)]
@@ -117,7 +117,7 @@ fn max_rows_indexed(plane: &[f32], w: usize, (y0, y1): (usize, usize), win: Wind
 }
 
 fn dims(t: &FlexTensor) -> [usize; 4] {
-    x_dims(t.layout().shape())
+    dims4(t.layout().shape())
 }
 
 impl HostPool for Flex {
@@ -190,12 +190,7 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
     let [k, kw] = pool.kernel_size;
     let [s, sw] = pool.stride;
-    let p = match &pool.padding {
-        PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => Some(*t),
-        PaddingConfig2d::Valid => Some(0),
-        _ => None,
-    };
-    match p {
+    match symmetric_padding(&pool.padding) {
         Some(p)
             if k == kw
                 && s == sw
@@ -216,6 +211,7 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 
 #[cfg(test)]
 mod tests {
+    use burn::nn::PaddingConfig2d;
     use burn::nn::pool::MaxPool2dConfig;
     use burn::tensor::Distribution;
 

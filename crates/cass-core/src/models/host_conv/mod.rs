@@ -94,8 +94,8 @@ impl Optional<Dispatch> {
 /// The shape of `conv(x, weight)` with this stride and padding.
 fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> Geometry {
     let xs = x.layout().shape();
-    let ws = x_dims(weight.layout().shape());
-    let [batch, c_in, h, w] = x_dims(xs);
+    let ws = dims4(weight.layout().shape());
+    let [batch, c_in, h, w] = dims4(xs);
     assert_eq!(ws[1], c_in, "convolution weight's input channels");
     assert_eq!(ws[2], ws[3], "square convolution kernel");
     Geometry {
@@ -110,7 +110,7 @@ fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> G
     }
 }
 
-pub(crate) fn x_dims(shape: &burn::tensor::Shape) -> [usize; 4] {
+pub(crate) fn dims4(shape: &burn::tensor::Shape) -> [usize; 4] {
     let d: &[usize] = shape.as_ref();
     d.try_into().expect("a 4-dimensional tensor")
 }

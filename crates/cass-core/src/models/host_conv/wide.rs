@@ -11,9 +11,10 @@
 //! `cpu-small`'s stem, 10/8 on its 8x8 stage, 26/24 on ResNet-18's 24x24 one).
 //!
 //! Measured against the row-by-row unfolding (`forward_profile`, three alternated rounds, this
-//! 2-core VM): `cpu-small`'s evaluation forward pass 1.35-1.48x faster at batch 16 and
-//! 1.20-1.45x at batch 64; ResNet-18 at 96 and 224 px within noise (using it only for rows
-//! narrower than 8, 16 or 32 outputs changed nothing measurable there either).
+//! 2-core VM, `bench/results/2026-12-06-vm-cpu-cnn-kernel-steps.json`): `cpu-small`'s evaluation
+//! forward pass 1.35-1.49x faster at batch 16 and 1.23-1.48x at batch 64; ResNet-18 at 96 px
+//! 0.81-1.07x, and using the wide grid only for rows narrower than 8, 16 or 32 outputs made no
+//! consistent difference there (nor at 224 px).
 
 use super::shape::Geometry;
 
@@ -47,12 +48,27 @@ impl Wide {
 
     /// The image's phase planes, `[c_in][s][s][plane]`, zero where the padding is.
     pub fn phases(&self, g: &Geometry, x_n: &[f32], out: &mut Vec<f32>) {
-        let s = self.s;
         out.clear();
-        out.resize(g.c_in * s * s * self.plane, 0.0);
-        for (c, channel) in out.chunks_exact_mut(s * s * self.plane).enumerate() {
-            let image = &x_n[c * g.h * g.w..(c + 1) * g.h * g.w];
-            for (iy, src) in image.chunks_exact(g.w).enumerate() {
+        out.resize(g.c_in * self.s * self.s * self.plane, 0.0);
+        self.for_each_run(g, |from, to, len| {
+            let dst = &mut out[to..to + len];
+            if self.s == 1 {
+                dst.copy_from_slice(&x_n[from..from + len]);
+            } else {
+                dst.iter_mut()
+                    .zip(x_n[from..].iter().step_by(self.s))
+                    .for_each(|(d, v)| *d = *v);
+            }
+        });
+    }
+
+    /// Every run of input pixels that lands contiguously in one phase plane: `f(from, to, len)`
+    /// for the input row's pixels `from, from + s, ...` (indices into the image) and the phase
+    /// buffer's `to..to + len`. One input row gives `s` runs, one per column residue.
+    fn for_each_run(&self, g: &Geometry, mut f: impl FnMut(usize, usize, usize)) {
+        let s = self.s;
+        for c in 0..g.c_in {
+            for iy in 0..g.h {
                 let py = iy + self.pad;
                 let (ry, qy) = (py % s, py / s);
                 for rx in 0..s {
@@ -61,18 +77,9 @@ impl Wide {
                     if first >= g.w {
                         continue;
                     }
-                    let plane = &mut channel[(ry * s + rx) * self.plane..][..self.plane];
-                    let q0 = (first + self.pad) / s;
-                    let dst = &mut plane[qy * self.wq + q0..];
-                    if s == 1 {
-                        dst[..g.w].copy_from_slice(src);
-                        continue;
-                    }
-                    let mut ix = first;
-                    for d in dst[..(g.w - first).div_ceil(s)].iter_mut() {
-                        *d = src[ix];
-                        ix = ix.wrapping_add(s);
-                    }
+                    let plane = (c * s + ry) * s + rx;
+                    let to = plane * self.plane + qy * self.wq + (first + self.pad) / s;
+                    f((c * g.h + iy) * g.w + first, to, (g.w - first).div_ceil(s));
                 }
             }
         }
@@ -134,31 +141,17 @@ impl Wide {
     /// The image's gradient from its phase planes' gradients, padding dropped: the reverse of
     /// [`Self::phases`].
     pub fn unphase(&self, g: &Geometry, phases: &[f32], dx_n: &mut [f32]) {
-        let s = self.s;
-        for (c, channel) in phases.chunks_exact(s * s * self.plane).enumerate() {
-            let image = &mut dx_n[c * g.h * g.w..(c + 1) * g.h * g.w];
-            for (iy, dst) in image.chunks_exact_mut(g.w).enumerate() {
-                let py = iy + self.pad;
-                let (ry, qy) = (py % s, py / s);
-                for rx in 0..s {
-                    let first = (rx + s - self.pad % s) % s;
-                    if first >= g.w {
-                        continue;
-                    }
-                    let plane = &channel[(ry * s + rx) * self.plane..][..self.plane];
-                    let q0 = (first + self.pad) / s;
-                    let src = &plane[qy * self.wq + q0..];
-                    if s == 1 {
-                        dst.copy_from_slice(&src[..g.w]);
-                        continue;
-                    }
-                    let mut ix = first;
-                    for v in src[..(g.w - first).div_ceil(s)].iter() {
-                        dst[ix] = *v;
-                        ix = ix.wrapping_add(s);
-                    }
-                }
+        self.for_each_run(g, |from, to, len| {
+            let src = &phases[to..to + len];
+            if self.s == 1 {
+                dx_n[from..from + len].copy_from_slice(src);
+            } else {
+                dx_n[from..]
+                    .iter_mut()
+                    .step_by(self.s)
+                    .zip(src)
+                    .for_each(|(d, v)| *d = *v);
             }
-        }
+        });
     }
 }
