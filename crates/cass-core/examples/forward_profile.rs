@@ -8,9 +8,9 @@
 //! Before the CPU's own convolution (2026-12-06, burn's Flex convolution, BatchNorm and max
 //! pooling timed separately): convolutions were 85 % of `cpu-small`'s batch-64 forward and 75 %
 //! of ResNet-18's batch-16 forward at 224 px, at 9.8-10.5 and 65-74 GFLOP/s; BatchNorm 5-11 %,
-//! max pooling 8-15 %. After (`bench/results/2026-12-06-vm-cpu-cnn-run*.json`): the whole
-//! ResNet-18 forward at 224 px runs at 120-167 GFLOP/s; `cpu-small`'s stem is a quarter of its
-//! forward pass, its last two stages (4x4 and 2x2 pixels) another 40 %.
+//! max pooling 7-16 %. After (`bench/results/2026-12-06-vm-cpu-cnn-run*.json`, printed after
+//! the table): the whole ResNet-18 forward at 224 px ran at 97-182 GFLOP/s over six runs (this
+//! VM's swings), `cpu-small`'s at 22-34.
 
 use std::time::Instant;
 

@@ -69,9 +69,10 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], epilogue: Epilogue) -> V
     // Small images are multiplied several at a time (their patches side by side, `group *
     // columns` product columns): one product per image of `cpu-small` (down to 64 x 576 x 4 in
     // its last stage) is mostly the product's fixed costs. Measured (`forward_profile`,
-    // `cpu-small`, three alternated rounds): batch 16 from 6,700-7,700 to 7,400-8,800 images/s,
-    // batch 64 from 8,100-8,700 to 7,300-10,400; targets of 256 to 2,048 columns were within
-    // noise of 512.
+    // `cpu-small`, three rounds, `bench/results/2026-12-06-vm-cpu-cnn-kernel-steps.json`):
+    // batch 16 from 6,700-7,700 to 7,400-8,800 images/s, batch 64 from 8,100-8,700 to
+    // 7,300-10,200; targets of 256 to 2,048 columns were within noise of 512 (and 2,048 and
+    // 8,192 no faster on ResNet-18 at 96 px).
     let group = if per_image {
         (GROUP_COLUMNS / columns).clamp(1, g.batch.div_ceil(rayon::current_num_threads()))
     } else {
