@@ -7,23 +7,14 @@
 import { toPretrainResult } from './binding.js'
 import { type DinoInput, parseDinoConfig } from './dino-config.js'
 import type { PretrainResult } from './events.js'
-import { type Images, checkImages, checkIndices, checkOutDir, checkPretrainOutDir } from './inputs.js'
-import { type Job, type JobOptions, startJob } from './job.js'
+import { type PretrainRunOptions, checkImages, checkIndices, checkOutDir, checkPretrainOutDir } from './inputs.js'
+import { type Job, startJob } from './job.js'
 import { toNativeDinoConfig } from './native-config.js'
 import { native } from './native.js'
 
-export interface DinoOptions extends JobOptions {
+export interface DinoOptions extends PretrainRunOptions {
   /** Preset name plus overrides; must name `arch` (`cnn` or `vit`). Defaults to `cpu-small`. */
   config: DinoInput
-  images: Images
-  /** Which images to train on (default: all). */
-  indices?: number[]
-  /** Output directory; the checkpoint goes to `<outDir>/checkpoint`. */
-  outDir: string
-  /** Continue from the checkpoint in `outDir` if there is one. */
-  resume?: boolean
-  /** Replace a pre-training run already in `outDir`. */
-  overwrite?: boolean
 }
 
 /** DINO pre-training of `config.arch` on unlabelled images. */

@@ -92,7 +92,14 @@ export {
   loadModel,
 } from './model.js'
 export { type AddonChoice, addonChoice } from './native.js'
-export { type CacheImages, type Images, type InMemoryImages, type LabelledSamples, checkPretrainOutDir } from './inputs.js'
+export {
+  type CacheImages,
+  type Images,
+  type InMemoryImages,
+  type LabelledSamples,
+  type PretrainRunOptions,
+  checkPretrainOutDir,
+} from './inputs.js'
 export { type LoadOptions, type LoadedDataset, type SourceFormat, type Split, loadDataset } from './data/dataset.js'
 export { sampleFraction, stratifiedSplit } from './data/splits.js'
 export {

@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs'
 import path from 'node:path'
 
 import { ConfigError, fromNative } from './errors.js'
+import type { JobOptions } from './job.js'
 import { native } from './native.js'
 
 /** Decoded RGB images held in memory: `count * height * width * 3` bytes, row-major (HWC). */
@@ -22,6 +23,22 @@ export interface CacheImages {
 }
 
 export type Images = InMemoryImages | CacheImages
+
+/** What every pre-training call takes besides its config (CASS, DINO, VICReg). */
+export interface PretrainRunOptions extends JobOptions {
+  images: Images
+  /** Which images to train on (default: all). */
+  indices?: number[]
+  /** Output directory; the checkpoint goes to `<outDir>/checkpoint`. */
+  outDir: string
+  /** Continue from the checkpoint in `outDir` if there is one. */
+  resume?: boolean
+  /**
+   * Replace a pre-training run already in `outDir`. Without it (or `resume`), a run there is an
+   * error: starting afresh would overwrite its checkpoint.
+   */
+  overwrite?: boolean
+}
 
 /** Labelled samples: `indices[k]` (into the images) has class `labels[k]`. */
 export interface LabelledSamples {

@@ -8,29 +8,17 @@ import path from 'node:path'
 import { toPretrainResult } from './binding.js'
 import { type PretrainInput, parsePretrainConfig } from './config.js'
 import type { PretrainResult } from './events.js'
-import { type Images, checkImages, checkIndices, checkOutDir, checkPretrainOutDir } from './inputs.js'
-import { type Job, type JobOptions, startJob } from './job.js'
+import { type PretrainRunOptions, checkImages, checkIndices, checkOutDir, checkPretrainOutDir } from './inputs.js'
+import { type Job, startJob } from './job.js'
 import { toNativePretrainConfig } from './native-config.js'
 import { native } from './native.js'
 import { weightsReporter } from './progress.js'
 import type { WeightsEvent } from './weights/hub.js'
 import { checkPretrainWeights, pretrainedWeightsWarning, resolvePretrainWeights } from './weights/resolve.js'
 
-export interface PretrainOptions extends JobOptions {
+export interface PretrainOptions extends PretrainRunOptions {
   /** Preset name plus overrides; validated before anything runs. Defaults to `cpu-small`. */
   config?: PretrainInput
-  images: Images
-  /** Which images to train on (default: all). */
-  indices?: number[]
-  /** Output directory; the checkpoint goes to `<outDir>/checkpoint`. */
-  outDir: string
-  /** Continue from the checkpoint in `outDir` if there is one. */
-  resume?: boolean
-  /**
-   * Replace a pre-training run already in `outDir`. Without it (or `resume`), a run there is an
-   * error: starting afresh would overwrite its checkpoint.
-   */
-  overwrite?: boolean
   /** Where `cnnWeights: 'imagenet'` is cached, under `weights/` (default `~/.cache/cass-ssl`). */
   cacheDir?: string
   /** Download and conversion of `imagenet` / `hf:` weights (default: progress lines on stderr). */

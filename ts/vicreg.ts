@@ -7,24 +7,15 @@
 import type * as Binding from '../index.js'
 import { toPretrainResult } from './binding.js'
 import type { PretrainResult } from './events.js'
-import { type Images, checkImages, checkIndices, checkOutDir, checkPretrainOutDir } from './inputs.js'
-import { type Job, type JobOptions, startJob } from './job.js'
+import { type PretrainRunOptions, checkImages, checkIndices, checkOutDir, checkPretrainOutDir } from './inputs.js'
+import { type Job, startJob } from './job.js'
 import { networkShapes, toNativeRun } from './native-config.js'
 import { native } from './native.js'
 import { type VicregConfig, type VicregInput, parseVicregConfig } from './vicreg-config.js'
 
-export interface VicregOptions extends JobOptions {
+export interface VicregOptions extends PretrainRunOptions {
   /** Preset name plus overrides; must name `arch` (`cnn` or `vit`). Defaults to `cpu-small`. */
   config: VicregInput
-  images: Images
-  /** Which images to train on (default: all). */
-  indices?: number[]
-  /** Output directory; the checkpoint goes to `<outDir>/checkpoint`. */
-  outDir: string
-  /** Continue from the checkpoint in `outDir` if there is one. */
-  resume?: boolean
-  /** Replace a pre-training run already in `outDir`. */
-  overwrite?: boolean
 }
 
 /** Every field of the validated config must cross (a missing one fails to compile here). */

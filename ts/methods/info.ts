@@ -7,22 +7,13 @@
  */
 import { parsePretrainConfig } from '../config.js'
 import { parseDinoConfig } from '../dino-config.js'
-import type { PretrainResult, ProgressEvent } from '../events.js'
-import type { Images } from '../inputs.js'
+import type { PretrainResult } from '../events.js'
+import type { PretrainRunOptions } from '../inputs.js'
 import type { Job } from '../job.js'
 import { parseVicregConfig } from '../vicreg-config.js'
 
-/** What every method's API call takes besides its config. */
-export interface PretrainCall {
-  images: Images
-  indices?: number[]
-  outDir: string
-  resume?: boolean
-  overwrite?: boolean
-  cacheDir?: string
-  signal?: AbortSignal
-  onProgress?: (e: ProgressEvent) => void
-}
+/** What every method's API call takes besides its config (`cacheDir`: CASS's ImageNet weights). */
+export type PretrainCall = PretrainRunOptions & { cacheDir?: string }
 
 /** A method's API call: `pretrain`, `pretrainDino`, ... with its own input type. */
 type Start = (options: PretrainCall & { config: never }) => Job<PretrainResult>
