@@ -77,7 +77,7 @@ pub enum Optional<B: Backend> {
 }
 
 impl<B: Backend> Optional<B> {
-    fn into_option(self) -> Option<FloatTensor<B>> {
+    pub(crate) fn into_option(self) -> Option<FloatTensor<B>> {
         match self {
             Optional::Some(t) => Some(t),
             Optional::Nothing => None,
@@ -86,7 +86,7 @@ impl<B: Backend> Optional<B> {
 }
 
 impl Optional<Dispatch> {
-    fn of<const D: usize>(t: Option<Tensor<D>>) -> Self {
+    pub(crate) fn of<const D: usize>(t: Option<Tensor<D>>) -> Self {
         t.map_or(Optional::Nothing, |t| Optional::Some(t.into_dispatch()))
     }
 }

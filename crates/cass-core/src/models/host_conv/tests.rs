@@ -33,6 +33,10 @@ fn matches_burns_convolution_in_value_and_gradients() {
         (9, 5, 7, 3, 1, 1, 5, 5),
         (8, 6, 4, 1, 1, 0, 3, 3),
         (7, 4, 6, 3, 2, 1, 6, 6),
+        // Groups smaller than a thread's run, the last one short (224 wide columns: groups of
+        // 2 in runs of 5); a 1x1 convolution on images too large to group.
+        (10, 3, 4, 3, 1, 1, 14, 14),
+        (2, 3, 5, 1, 1, 0, 20, 20),
         // Rows of 32 or more stride-1 outputs, unfolded as runs.
         (2, 3, 4, 3, 1, 1, 3, 40),
         (1, 2, 3, 5, 1, 0, 6, 37),

@@ -103,33 +103,34 @@ impl Wide {
         }
     }
 
-    /// The output gradient of one image, `[c_out, ho, wo]`, on the wide grid `[c_out, ho * wq]`,
-    /// zero in the extra columns.
-    pub fn widen(&self, g: &Geometry, dy_n: &[f32], out: &mut [f32]) {
+    /// The output gradient of one image, `[c_out, ho, wo]`, on the wide grid: into columns
+    /// `at..at + ho * wq` of `out`, row-major `[c_out, ld]`, zero in the extra columns.
+    pub fn widen(&self, g: &Geometry, dy_n: &[f32], out: &mut [f32], ld: usize, at: usize) {
         let (ho, wo) = g.out().expect("a valid geometry");
         let n = ho * self.wq;
-        for (src, dst) in dy_n.chunks_exact(ho * wo).zip(out.chunks_exact_mut(n)) {
-            for (s, d) in src.chunks_exact(wo).zip(dst.chunks_exact_mut(self.wq)) {
+        for (src, dst) in dy_n.chunks_exact(ho * wo).zip(out.chunks_mut(ld)) {
+            for (s, d) in src.chunks_exact(wo).zip(dst[at..at + n].chunks_exact_mut(self.wq)) {
                 d[..wo].copy_from_slice(s);
                 d[wo..].fill(0.0);
             }
         }
     }
 
-    /// The patch-row gradients `col` (`[patch, ho * wq]`) added back onto the phase planes they
-    /// were read from (`phases`, resized and zeroed): the reverse of [`Self::unfold`].
-    pub fn fold(&self, g: &Geometry, col: &[f32], phases: &mut Vec<f32>) {
+    /// The patch-row gradients in columns `at..at + ho * wq` of `col` (row-major `[patch, ld]`)
+    /// added back onto the phase planes they were read from (`phases`, resized and zeroed): the
+    /// reverse of [`Self::unfold`].
+    pub fn fold(&self, g: &Geometry, col: &[f32], ld: usize, at: usize, phases: &mut Vec<f32>) {
         let (s, k) = (self.s, g.k);
         let n = self.columns(g);
         phases.clear();
         phases.resize(g.c_in * s * s * self.plane, 0.0);
-        let mut rows = col.chunks_exact(n);
+        let mut rows = col.chunks(ld);
         for c in 0..g.c_in {
             for ky in 0..k {
                 for kx in 0..k {
                     let plane = (c * s + ky % s) * s + kx % s;
                     let start = plane * self.plane + (ky / s) * self.wq + kx / s;
-                    let row = rows.next().expect("patch rows");
+                    let row = &rows.next().expect("patch rows")[at..at + n];
                     for (d, v) in phases[start..start + n].iter_mut().zip(row) {
                         *d += v;
                     }
