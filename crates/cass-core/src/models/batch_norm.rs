@@ -6,7 +6,11 @@
 
 use burn::module::{Param, RunningState};
 use burn::prelude::*;
+use burn::tensor::activation;
 use burn::tensor::module::{batch_norm, batch_norm_train};
+use burn::tensor::DType;
+
+use super::host_norm::host_batch_norm_train;
 
 /// A BatchNorm over channel axis 1, momentum 0.1.
 #[derive(Module, Debug)]
@@ -48,19 +52,57 @@ impl BatchNorm {
             return batch_norm(input, self.gamma.val(), self.beta.val(), mean, var, self.epsilon);
         }
         let dims = input.dims();
-        let n = dims.iter().product::<usize>() / dims[1];
         let out = batch_norm_train(input, self.gamma.val(), self.beta.val(), self.epsilon);
+        self.track(out.mean, out.variance, dims.iter().product::<usize>() / dims[1]);
+        out.output
+    }
+
+    /// `relu?(self.forward(x) + residual)`: the BatchNorm with what follows it in a ResNet
+    /// block. In training on the CPU backend (f32) it is one operation,
+    /// [`host_batch_norm_train`], where `host` allows (the `conv` strategy `auto`: `native`
+    /// keeps burn's operations); elsewhere the three.
+    ///
+    /// # Shapes
+    /// `x, residual [batch, channels, h, w] -> [batch, channels, h, w]`
+    pub fn forward_block(
+        &self,
+        x: Tensor<4>,
+        residual: Option<Tensor<4>>,
+        relu: bool,
+        host: bool,
+    ) -> Tensor<4> {
+        let device = x.device();
+        let trains = device.is_autodiff() && self.gamma.val().device().is_autodiff();
+        let host = host && device.inner() == Device::flex() && x.dtype() == DType::F32;
+        if trains && host {
+            let [b, _, h, w] = x.dims();
+            let out = host_batch_norm_train(x, (self.gamma.val(), self.beta.val()), residual, self.epsilon, relu);
+            self.track(out.mean, out.variance, b * h * w);
+            return out.output;
+        }
+        let y = self.forward(x);
+        let y = match residual {
+            Some(r) => y + r,
+            None => y,
+        };
+        if relu { activation::relu(y) } else { y }
+    }
+
+    /// Moves the running statistics towards the batch's (`variance` biased, over `n` values
+    /// per channel).
+    fn track(&self, mean: Tensor<1>, variance: Tensor<1>, n: usize) {
+        let device = mean.device();
         let unbiased = if n > 1 { n as f64 / (n - 1) as f64 } else { 1.0 };
         let m = self.momentum;
-        let mean = self.running_mean.value_sync().to_device(&device);
-        let var = self.running_var.value_sync().to_device(&device);
+        let running_mean = self.running_mean.value_sync().to_device(&device);
+        let running_var = self.running_var.value_sync().to_device(&device);
         self.running_mean
-            .update(mean.mul_scalar(1.0 - m).add(out.mean.detach().mul_scalar(m)).detach());
+            .update(running_mean.mul_scalar(1.0 - m).add(mean.detach().mul_scalar(m)).detach());
         self.running_var.update(
-            var.mul_scalar(1.0 - m)
-                .add(out.variance.detach().mul_scalar(m * unbiased))
+            running_var
+                .mul_scalar(1.0 - m)
+                .add(variance.detach().mul_scalar(m * unbiased))
                 .detach(),
         );
-        out.output
     }
 }

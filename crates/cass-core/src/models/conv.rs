@@ -20,7 +20,6 @@
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
-use burn::tensor::activation;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{DType, s};
 
@@ -96,12 +95,8 @@ pub fn conv_bn(
         let geometry = (conv.stride[0], pad);
         return host_conv2d_fused(x, (conv.weight.val(), bias), bn, residual, geometry, relu);
     }
-    let y = bn.forward(conv2d(conv, x, strategy));
-    let y = match residual {
-        Some(r) => y + r,
-        None => y,
-    };
-    if relu { activation::relu(y) } else { y }
+    let host = strategy == ConvStrategy::Auto;
+    bn.forward_block(conv2d(conv, x, strategy), residual, relu, host)
 }
 
 /// The padding of `conv` when the CPU convolution computes it on `x` (see [`ConvStrategy::Auto`]).

@@ -9,6 +9,7 @@ pub mod dino_head;
 pub mod expander;
 pub mod gelu;
 pub mod host_conv;
+pub mod host_norm;
 pub mod host_pool;
 pub mod resnet;
 pub mod vit;
