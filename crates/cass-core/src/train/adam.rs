@@ -15,6 +15,8 @@ use crate::checkpoint::{HostTensor, read_safetensors, safetensors_bytes, to_host
 use crate::error::CassError;
 use crate::params::ParamNamer;
 
+use super::adam_host::{Coefficients, fused_update, runs_here};
+
 /// Adam hyper-parameters (PyTorch defaults; the CASS paper uses lr 1e-3 for pre-training).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -157,17 +159,35 @@ impl ModuleMapper for AdamMapper<'_> {
             exp_avg: Tensor::zeros([n], &device),
             exp_avg_sq: Tensor::zeros([n], &device),
         });
-        let exp_avg = m.exp_avg.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
-        let exp_avg_sq = m.exp_avg_sq.mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2);
         let t = self.adam.step as i32;
         let bias1 = 1.0 - c.beta1.powi(t);
         let bias2 = 1.0 - c.beta2.powi(t);
-        let denom = exp_avg_sq.clone().sqrt().div_scalar(bias2.sqrt()).add_scalar(c.eps);
-        let updated = p - (exp_avg.clone() / denom).mul_scalar(self.lr / bias1);
+        let coefficients = Coefficients {
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            step_size: self.lr / bias1,
+            bias2_sqrt: bias2.sqrt(),
+        };
+        let (updated, exp_avg, exp_avg_sq) = if runs_here([&p, &g, &m.exp_avg, &m.exp_avg_sq]) {
+            fused_update(&p, &g, (m.exp_avg, m.exp_avg_sq), coefficients)
+        } else {
+            tensor_update(p, g, (m.exp_avg, m.exp_avg_sq), coefficients)
+        };
         self.adam.state.insert(name, Moments { exp_avg, exp_avg_sq });
         let updated = updated.reshape(shape).autodiff().require_grad();
         Param::from_mapped_value(id, updated, mapper)
     }
+}
+
+/// `(p', m', v')`: one Adam update as tensor operations, for every backend (the CPU backend's
+/// one-pass form, `adam_host.rs`, computes the same in the same order).
+fn tensor_update(p: Tensor<1>, g: Tensor<1>, (m, v): (Tensor<1>, Tensor<1>), c: Coefficients) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    let exp_avg = m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
+    let exp_avg_sq = v.mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2);
+    let denom = exp_avg_sq.clone().sqrt().div_scalar(c.bias2_sqrt).add_scalar(c.eps);
+    let updated = p - (exp_avg.clone() / denom).mul_scalar(c.step_size);
+    (updated, exp_avg, exp_avg_sq)
 }
 
 impl Adam {
@@ -222,6 +242,41 @@ impl Adam {
 
 #[cfg(test)]
 mod tests {
+    /// The CPU's one-pass update equals the tensor form: the moments and the parameter, at the
+    /// first step and a later one, over sizes below and above one task's chunk, with the
+    /// moments updated in place (their only references) and copied (held elsewhere too).
+    #[test]
+    fn one_pass_update_equals_the_tensor_form() {
+        use burn::tensor::Distribution;
+        let d = Device::flex();
+        for (n, step, shared) in [(7usize, 1i32, true), (40_000, 1, false), (70_001, 10, false), (70_001, 3, true)] {
+            let p = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &d);
+            let g = Tensor::<1>::random([n], Distribution::Normal(0.0, 0.1), &d);
+            let m = Tensor::<1>::random([n], Distribution::Normal(0.0, 0.01), &d);
+            let v = Tensor::<1>::random([n], Distribution::Uniform(0.0, 1e-3), &d);
+            let c = Coefficients {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                step_size: 1e-3 / (1.0 - 0.9f64.powi(step)),
+                bias2_sqrt: (1.0 - 0.999f64.powi(step)).sqrt(),
+            };
+            assert!(runs_here([&p, &g, &m, &v]));
+            let tensor = tensor_update(p.clone(), g.clone(), (m.clone(), v.clone()), c);
+            let held = shared.then(|| (m.clone(), m.to_data(), v.clone(), v.to_data()));
+            let fused = fused_update(&p, &g, (m, v), c);
+            if let Some((m, m_before, v, v_before)) = held {
+                // A moment held elsewhere too is copied, not overwritten.
+                assert!(m.to_data() == m_before && v.to_data() == v_before, "n {n}: a shared moment changed");
+            }
+            for (what, a, b) in [("parameter", fused.0, tensor.0), ("m", fused.1, tensor.1), ("v", fused.2, tensor.2)] {
+                let scale = b.clone().abs().max().into_scalar::<f32>();
+                let err = (a - b).abs().max().into_scalar::<f32>() / scale;
+                assert!(err < 1e-6, "n {n} step {step}: {what} differs by {err}");
+            }
+        }
+    }
+
     use burn::nn::{Linear, LinearConfig};
 
     use super::*;

@@ -1,6 +1,7 @@
 //! Optimisation pieces and the downstream (supervised) jobs.
 
 pub mod adam;
+mod adam_host;
 pub mod ema;
 pub mod finetune;
 pub mod finetune_config;
