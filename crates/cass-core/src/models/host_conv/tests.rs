@@ -37,6 +37,12 @@ fn matches_burns_convolution_in_value_and_gradients() {
         // 2 in runs of 5); a 1x1 convolution on images too large to group.
         (10, 3, 4, 3, 1, 1, 14, 14),
         (2, 3, 5, 1, 1, 0, 20, 20),
+        // Enough output channels for the exact grid (see `wide.rs`): stride 1 and 2, the 7x7
+        // stem, padding on every side, an image narrower than the kernel's reach.
+        (3, 4, 40, 3, 1, 1, 3, 3),
+        (2, 5, 70, 3, 2, 1, 6, 5),
+        (2, 3, 70, 7, 2, 3, 9, 11),
+        (5, 2, 33, 3, 1, 1, 1, 2),
         // Rows of 32 or more stride-1 outputs, unfolded as runs.
         (2, 3, 4, 3, 1, 1, 3, 40),
         (1, 2, 3, 5, 1, 0, 6, 37),
