@@ -16,19 +16,25 @@
 //! 0.81-1.07x, and using the wide grid only for rows narrower than 8, 16 or 32 outputs made no
 //! consistent difference there (nor at 224 px).
 //!
-//! Where the extra columns cost more than short copies (many output channels, narrow rows) the
-//! grid is the exact one instead ([`EXACT_ABOVE`]): columns are the output positions and each
-//! patch row is copied output row by output row. Against the wide grid everywhere, alternated
-//! (this VM, 2026-12-06): ResNet-18's last stage at 96 px, input gradients 26-35 ms against
-//! 43-45 (`conv_profile --only layer4`, three rounds), the ResNet-18 + ViT-Ti CASS step at 96
-//! px 23.7 against 22.5 images/s (medians of five rounds, `bench_step`); the evaluation
-//! forward pass and `cpu-small`'s step within noise.
+//! Where the extra columns cost more than the exact unfolding (many output channels, narrow
+//! rows) the grid is the exact one instead ([`EXACT_ABOVE`]): columns are the output positions,
+//! each read through a table of input indices built once per call (padding reads a zero kept
+//! after the image). Alternated against the wide grid everywhere (this VM, 2026-12-06): with
+//! the exact grid as row-by-row copies on every stage with `c_out * (wq - wo) > 64`, ResNet-18's
+//! last stage at 96 px had its input gradients in 26-35 ms against 43-45 (`conv_profile --only
+//! layer4`, three rounds) and the ResNet-18 + ViT-Ti CASS step ran at 23.7 against 22.5
+//! images/s (medians of five rounds, `bench_step`). The table and the rule below then took the
+//! evaluation forward pass (`forward_profile`, medians of four rounds) of `cpu-small` from
+//! 7,508 to 8,749 images/s at batch 16 and 8,887 to 11,632 at 64, ResNet-18 at 96 px from 140
+//! to 151; the steps from 21.9 to 23.0 (ResNet-18 + ViT-Ti), 491 to 504 (`cpu-small`) and 207
+//! to 222 (two views): the copies of one to three values had been a quarter of `cpu-small`'s
+//! forward pass (`perf`).
 
 use super::shape::Geometry;
 
 /// The layout of one geometry's unfolding: the wide grid, or the exact one where the wide
 /// grid's extra columns would cost more products than the short copies of the exact unfolding.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Wide {
     s: usize,
     pad: usize,
@@ -36,29 +42,30 @@ pub struct Wide {
     pub wq: usize,
     /// Values per phase plane: `hq * wq` and room for the last row's reads past its end.
     plane: usize,
-    /// The exact grid: columns are the output positions, the "phases" the image itself.
-    exact: bool,
+    /// On the exact grid (columns are the output positions, the "phases" the image with one
+    /// zero after it): for each patch row and output position, the image value it reads, or the
+    /// zero where it reads padding. Built once per call, shared by the batch's images.
+    exact: Option<Vec<u32>>,
 }
 
-/// Extra product work per patch row and output row on the wide grid (`c_out` times its extra
-/// columns) above which the exact unfolding is used: each of its patch rows is `ho` short
-/// copies with padding logic. The exact grid takes ResNet-18's 3x3 and 6x6 stages at 96 px
-/// (a 3x3 output is 15 wide columns for 9 positions) and `cpu-small`'s last two; see the module
-/// documentation for what it changed.
-const EXACT_ABOVE: usize = 64;
+/// The exact grid is used where the wide grid's extra product work per patch row and output
+/// row (`c_out` times its extra columns) exceeds this many times the exact unfolding's (one
+/// table lookup per output): on ResNet-18 at 96 px every stage from 12 x 12 down, on
+/// `cpu-small` its 4 x 4 stage and below.
+const EXACT_ABOVE: usize = 8;
 
 impl Wide {
     pub fn of(g: &Geometry) -> Self {
         let s = g.stride;
         let (hq, wq) = ((g.h + 2 * g.pad).div_ceil(s), (g.w + 2 * g.pad).div_ceil(s));
         let (_, wo) = g.out().expect("a valid geometry");
-        if g.c_out * (wq - wo) > EXACT_ABOVE {
+        if g.c_out * (wq - wo) > EXACT_ABOVE * wo && g.image() < u32::MAX as usize {
             return Self {
                 s,
                 pad: g.pad,
                 wq: wo,
-                plane: g.h * g.w,
-                exact: true,
+                plane: g.image() + 1,
+                exact: Some(exact_index(g)),
             };
         }
         Self {
@@ -66,7 +73,7 @@ impl Wide {
             pad: g.pad,
             wq,
             plane: hq * wq + g.k.div_ceil(s),
-            exact: false,
+            exact: None,
         }
     }
 
@@ -78,8 +85,9 @@ impl Wide {
     /// The image's phase planes, `[c_in][s][s][plane]`, zero where the padding is.
     pub fn phases(&self, g: &Geometry, x_n: &[f32], out: &mut Vec<f32>) {
         out.clear();
-        if self.exact {
+        if self.exact.is_some() {
             out.extend_from_slice(x_n);
+            out.push(0.0);
             return;
         }
         out.resize(g.c_in * self.s * self.s * self.plane, 0.0);
@@ -121,16 +129,13 @@ impl Wide {
     /// Patch rows from the phase planes into columns `at..at + columns` of `col`, row-major
     /// `[patch, ld]`.
     pub fn unfold(&self, g: &Geometry, phases: &[f32], col: &mut [f32], ld: usize, at: usize) {
-        if self.exact {
-            let s = self.s;
-            self.for_each_run_exact(g, ld, at, |start, len, src| {
-                let dst = &mut col[start..start + len];
-                match src {
-                    None => dst.fill(0.0),
-                    Some(src) if s == 1 => dst.copy_from_slice(&phases[src..src + len]),
-                    Some(src) => dst.iter_mut().zip(phases[src..].iter().step_by(s)).for_each(|(d, v)| *d = *v),
+        if let Some(index) = &self.exact {
+            let n = self.columns(g);
+            for (row, index) in col.chunks_mut(ld).zip(index.chunks_exact(n)) {
+                for (d, &i) in row[at..at + n].iter_mut().zip(index) {
+                    *d = phases[i as usize];
                 }
-            });
+            }
             return;
         }
         let (s, k) = (self.s, g.k);
@@ -168,16 +173,13 @@ impl Wide {
         let (s, k) = (self.s, g.k);
         let n = self.columns(g);
         phases.clear();
-        if self.exact {
-            phases.resize(g.image(), 0.0);
-            self.for_each_run_exact(g, ld, at, |start, len, dst| {
-                let src = &col[start..start + len];
-                match dst {
-                    None => {}
-                    Some(dst) if s == 1 => phases[dst..dst + len].iter_mut().zip(src).for_each(|(d, v)| *d += v),
-                    Some(dst) => phases[dst..].iter_mut().step_by(s).zip(src).for_each(|(d, v)| *d += v),
+        if let Some(index) = &self.exact {
+            phases.resize(self.plane, 0.0);
+            for (row, index) in col.chunks(ld).zip(index.chunks_exact(n)) {
+                for (v, &i) in row[at..at + n].iter().zip(index) {
+                    phases[i as usize] += v;
                 }
-            });
+            }
             return;
         }
         phases.resize(g.c_in * s * s * self.plane, 0.0);
@@ -199,8 +201,8 @@ impl Wide {
     /// The image's gradient from its phase planes' gradients, padding dropped: the reverse of
     /// [`Self::phases`].
     pub fn unphase(&self, g: &Geometry, phases: &[f32], dx_n: &mut [f32]) {
-        if self.exact {
-            dx_n.copy_from_slice(phases);
+        if self.exact.is_some() {
+            dx_n.copy_from_slice(&phases[..dx_n.len()]);
             return;
         }
         self.for_each_run(g, |from, to, len| {
@@ -217,36 +219,29 @@ impl Wide {
         });
     }
 
-    /// The exact grid's unfolding as runs of columns: for every patch row `(c, ky, kx)` and
-    /// output row `oy`, `f(start, len, source)` for the columns `start..start + len` of `col`
-    /// (row-major `[patch, ld]`, from column `at`) and `Some(i)`, the image index of the first
-    /// input pixel they read (the next ones `stride` apart), or `None` where they read padding.
-    fn for_each_run_exact(&self, g: &Geometry, ld: usize, at: usize, mut f: impl FnMut(usize, usize, Option<usize>)) {
-        let (ho, wo) = g.out().expect("a valid geometry");
-        let (s, k, p) = (g.stride, g.k, g.pad);
-        let mut row = 0;
-        for c in 0..g.c_in {
-            for ky in 0..k {
-                for kx in 0..k {
-                    let (lo, hi) = super::kernel::valid(wo, s, kx, p, g.w);
-                    for oy in 0..ho {
-                        let start = row * ld + at + oy * wo;
-                        let iy = (oy * s + ky).wrapping_sub(p);
-                        if iy >= g.h || lo == hi {
-                            f(start, wo, None);
-                            continue;
-                        }
-                        if lo > 0 {
-                            f(start, lo, None);
-                        }
-                        f(start + lo, hi - lo, Some((c * g.h + iy) * g.w + lo * s + kx - p));
-                        if hi < wo {
-                            f(start + hi, wo - hi, None);
-                        }
+}
+
+/// The exact grid's table: for patch row `(c, ky, kx)` and output `(oy, ox)`, the index of input
+/// pixel `(c, oy * s + ky - pad, ox * s + kx - pad)` in the image, or `image()` (the zero after
+/// it) where that pixel is padding.
+fn exact_index(g: &Geometry) -> Vec<u32> {
+    let (ho, wo) = g.out().expect("a valid geometry");
+    let (s, k, p) = (g.stride, g.k, g.pad);
+    let zero = g.image() as u32;
+    let mut index = Vec::with_capacity(g.patch() * ho * wo);
+    for c in 0..g.c_in {
+        for ky in 0..k {
+            for kx in 0..k {
+                for oy in 0..ho {
+                    let iy = (oy * s + ky).wrapping_sub(p);
+                    for ox in 0..wo {
+                        let ix = (ox * s + kx).wrapping_sub(p);
+                        let inside = iy < g.h && ix < g.w;
+                        index.push(if inside { ((c * g.h + iy) * g.w + ix) as u32 } else { zero });
                     }
-                    row += 1;
                 }
             }
         }
     }
+    index
 }
