@@ -28,31 +28,29 @@ impl Planes {
         self.batch * self.plane
     }
 
-    /// `f` summed over channel `c`'s values of `a` (and `b`, `d`, same layout), in f64.
-    fn sum(&self, c: usize, f: impl Fn(usize, usize) -> f32) -> f64 {
+    /// `f(a[i], b[i], c[i])` summed over channel `ch`'s values, in f64 across planes.
+    fn sum(&self, ch: usize, (a, b, c): (&[f32], &[f32], &[f32]), f: impl Fn(f32, f32, f32) -> f32 + Copy) -> f64 {
         (0..self.batch)
             .map(|n| {
-                let start = (n * self.channels + c) * self.plane;
-                lanes(self.plane, |i| f(start, i)) as f64
+                let r = (n * self.channels + ch) * self.plane..(n * self.channels + ch + 1) * self.plane;
+                lanes(&a[r.clone()], &b[r.clone()], &c[r], f) as f64
             })
             .sum()
     }
 }
 
-/// `sum(f(0..len))` in 16 lanes.
+/// `sum(f(a[i], b[i], c[i]))` in 16 lanes (fixed-size chunks, so the loop vectorises).
 #[inline(always)]
-fn lanes(len: usize, f: impl Fn(usize) -> f32) -> f32 {
+fn lanes(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
     let mut acc = [0f32; 16];
-    let full = len / 16 * 16;
-    for base in (0..full).step_by(16) {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a += f(base + l);
+    let (a16, b16, c16) = (a.chunks_exact(16), b.chunks_exact(16), c.chunks_exact(16));
+    let (ar, br, cr) = (a16.remainder(), b16.remainder(), c16.remainder());
+    for ((a, b), c) in a16.zip(b16).zip(c16) {
+        for l in 0..16 {
+            acc[l] += f(a[l], b[l], c[l]);
         }
     }
-    let mut rest = 0f32;
-    for i in full..len {
-        rest += f(i);
-    }
+    let rest: f32 = ar.iter().zip(br).zip(cr).map(|((a, b), c)| f(*a, *b, *c)).sum();
     acc.iter().sum::<f32>() + rest
 }
 
@@ -84,12 +82,9 @@ pub fn forward(
     let (mean, var): (Vec<f32>, Vec<f32>) = (0..p.channels)
         .into_par_iter()
         .map(|c| {
-            let mean = p.sum(c, |s, i| x[s + i]) / count;
+            let mean = p.sum(c, (x, x, x), |v, _, _| v) / count;
             let m = mean as f32;
-            let var = p.sum(c, |s, i| {
-                let d = x[s + i] - m;
-                d * d
-            }) / count;
+            let var = p.sum(c, (x, x, x), |v, _, _| (v - m) * (v - m)) / count;
             (m, var as f32)
         })
         .unzip();
@@ -155,17 +150,24 @@ pub fn backward(
     if let Some(y) = y {
         assert_eq!(y.len(), p.len(), "BatchNorm output size");
     }
-    // The gradient reaching the normalisation: the ReLU passes it where the output is positive.
-    let dz = |i: usize| match y {
-        Some(y) if y[i] <= 0.0 => 0.0,
-        _ => dy[i],
-    };
-    // Per channel: sum(dz) (beta's gradient) and sum(dz * (x - mean)) (gamma's, times 1/std).
+    // The gradient reaching the normalisation, `dz`: the ReLU passes it where the output is
+    // positive. Per channel: sum(dz) (beta's gradient) and sum(dz * (x - mean)) (gamma's, times
+    // 1/std).
+    let dz = |dy: f32, y: f32| if y > 0.0 { dy } else { 0.0 };
     let (sum_dz, sum_dzx): (Vec<f64>, Vec<f64>) = (0..p.channels)
         .into_par_iter()
         .map(|c| {
             let m = mean[c];
-            (p.sum(c, |s, i| dz(s + i)), p.sum(c, |s, i| dz(s + i) * (x[s + i] - m)))
+            match y {
+                Some(y) => (
+                    p.sum(c, (dy, y, x), |d, y, _| dz(d, y)),
+                    p.sum(c, (dy, y, x), |d, y, x| dz(d, y) * (x - m)),
+                ),
+                None => (
+                    p.sum(c, (dy, dy, dy), |d, _, _| d),
+                    p.sum(c, (dy, x, x), |d, x, _| d * (x - m)),
+                ),
+            }
         })
         .unzip();
     let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
@@ -184,14 +186,27 @@ pub fn backward(
         let mut dx = vec![0f32; p.len()];
         dx.par_chunks_mut(p.plane.max(1)).enumerate().for_each(|(i, out)| {
             let (k, q, o) = coef[i % p.channels];
-            let s = i * p.plane;
-            for (j, d) in out.iter_mut().enumerate() {
-                *d = dz(s + j) * k - x[s + j] * q + o;
+            let r = i * p.plane..(i + 1) * p.plane;
+            let (dy, x) = (&dy[r.clone()], &x[r.clone()]);
+            match y {
+                Some(y) => {
+                    for (((d, dy), x), y) in out.iter_mut().zip(dy).zip(x).zip(&y[r]) {
+                        *d = dz(*dy, *y) * k - x * q + o;
+                    }
+                }
+                None => {
+                    for ((d, dy), x) in out.iter_mut().zip(dy).zip(x) {
+                        *d = dy * k - x * q + o;
+                    }
+                }
             }
         });
         dx
     });
-    let residual = want.residual.then(|| (0..p.len()).map(dz).collect());
+    let residual = want.residual.then(|| match y {
+        Some(y) => dy.iter().zip(y).map(|(d, y)| dz(*d, *y)).collect(),
+        None => dy.to_vec(),
+    });
     Backward {
         x: dx,
         gamma: want.gamma.then_some(d_gamma),
