@@ -104,6 +104,8 @@ function measureLocal(quick: boolean, python: string) {
       'bench_step',
       '--example',
       'forward_profile',
+      '--example',
+      'conv_profile',
       '--target',
       host,
     ],
@@ -152,7 +154,7 @@ function measureLocal(quick: boolean, python: string) {
       `${row.model} ${row.size}px b${row.batch} ${row.what}: ours ${o.images_per_sec.toFixed(1)} img/s, pytorch ${t.images_per_sec.toFixed(1)} img/s, ratio ${(o.images_per_sec / t.images_per_sec).toFixed(2)}`,
     )
   }
-  const breakdown = whereTimeGoes(ours, path.join(path.dirname(ours), 'forward_profile'), quick)
+  const breakdown = whereTimeGoes(ours, path.dirname(ours), quick)
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU'
   const memGiB = Math.round(os.totalmem() / 2 ** 30)
   return {
@@ -215,10 +217,13 @@ function readFileSyncSafe(file: string): string {
 /**
  * Where our time goes, after the table: each layer of the CNN's evaluation forward pass
  * (`forward_profile`: a convolution with its folded BatchNorm, residual and ReLU is one step on
- * the CPU) and each phase of a CASS step (`bench_step --what breakdown`, median seconds).
+ * the CPU), each training convolution's output, input gradient and weight gradient
+ * (`conv_profile`), and each phase of a CASS step (`bench_step --what breakdown`, median
+ * seconds).
  */
-function whereTimeGoes(ours: string, profile: string, quick: boolean) {
+function whereTimeGoes(ours: string, examples: string, quick: boolean) {
   const r = (n: number) => String(quick ? Math.max(2, Math.floor(n / 4)) : n)
+  const profile = path.join(examples, 'forward_profile')
   const forward = (
     [
       ['cpu-small', 32, 16, 40],
@@ -234,6 +239,21 @@ function whereTimeGoes(ours: string, profile: string, quick: boolean) {
       cwd: root,
       encoding: 'utf8',
     }).trim(),
+  }))
+  const convolutions = (
+    [
+      ['cpu-small', 32, 16, 20],
+      ['resnet18', 96, 16, 5],
+    ] as const
+  ).map(([model, size, batch, reps]) => ({
+    model,
+    size,
+    batch,
+    text: execFileSync(
+      path.join(examples, 'conv_profile'),
+      ['--model', model, '--size', String(size), '--batch', String(batch), '--reps', r(reps)],
+      { cwd: root, encoding: 'utf8' },
+    ).trim(),
   }))
   const step = (
     [
@@ -256,7 +276,7 @@ function whereTimeGoes(ours: string, profile: string, quick: boolean) {
       '2',
     ]),
   )
-  return { forward, step }
+  return { forward, convolutions, step }
 }
 
 /** Reads the JSON lines written by `bench/device.py` on a GPU machine. */
@@ -357,6 +377,9 @@ function main() {
       '',
       'Where the time goes (ours): the CNN forward pass (evaluation) by layer',
       ...b.forward.map((f) => `\n${f.model} ${f.size} px, batch ${f.batch}:\n${f.text}`),
+      '',
+      'Each training convolution by phase (ours)',
+      ...(b.convolutions ?? []).map((f) => `\n${f.model} ${f.size} px, batch ${f.batch}:\n${f.text}`),
       '',
       'A CASS step by phase (median seconds):',
       ...b.step.map((s) => JSON.stringify(s)),
