@@ -23,7 +23,8 @@ use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
 use super::conv::symmetric_padding;
-use super::host_conv::{dims4, valid_columns, values};
+use super::host_conv::valid_columns;
+use super::host_tensor::{dims4, values};
 
 /// Square window `k`, stride `s`, padding `p` (padding never wins a maximum).
 #[derive(Clone, Copy, Debug)]

@@ -11,6 +11,7 @@ pub mod gelu;
 pub mod host_conv;
 pub mod host_norm;
 pub mod host_pool;
+pub mod host_tensor;
 pub mod resnet;
 pub mod vit;
 

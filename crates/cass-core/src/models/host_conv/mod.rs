@@ -28,12 +28,13 @@ use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, ExtensionType, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::TensorData;
 
 use kernel::Epilogue;
 pub use shape::Geometry;
 
 use super::batch_norm::BatchNorm;
+use super::host_tensor::{Optional, dims4, values};
 pub(crate) use kernel::valid as valid_columns;
 
 /// The convolution as a backend operation (no bias: our ResNets' convolutions have none, and a
@@ -69,28 +70,6 @@ pub struct Fused<B: Backend> {
     pub residual: Optional<B>,
 }
 
-/// A tensor, or none.
-#[derive(ExtensionType)]
-pub enum Optional<B: Backend> {
-    Some(FloatTensor<B>),
-    Nothing,
-}
-
-impl<B: Backend> Optional<B> {
-    pub(crate) fn into_option(self) -> Option<FloatTensor<B>> {
-        match self {
-            Optional::Some(t) => Some(t),
-            Optional::Nothing => None,
-        }
-    }
-}
-
-impl Optional<Dispatch> {
-    pub(crate) fn of<const D: usize>(t: Option<Tensor<D>>) -> Self {
-        t.map_or(Optional::Nothing, |t| Optional::Some(t.into_dispatch()))
-    }
-}
-
 /// The shape of `conv(x, weight)` with this stride and padding.
 fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> Geometry {
     let xs = x.layout().shape();
@@ -107,20 +86,6 @@ fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> G
         k: ws[2],
         stride,
         pad,
-    }
-}
-
-pub(crate) fn dims4(shape: &burn::tensor::Shape) -> [usize; 4] {
-    let d: &[usize] = shape.as_ref();
-    d.try_into().expect("a 4-dimensional tensor")
-}
-
-/// The tensor's values as one contiguous f32 slice (copied only when strided).
-pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    assert_eq!(t.dtype(), DType::F32, "the CPU kernels compute in f32");
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous").to_vec()),
     }
 }
 

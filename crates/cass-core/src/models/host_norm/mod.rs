@@ -23,7 +23,7 @@ use burn::backend::{AutodiffBackend, Backend, Dispatch, Flex, backend_extension}
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
-use super::host_conv::{Optional, values};
+use super::host_tensor::{Optional, values};
 use kernel::{Planes, Wanted};
 
 /// Training-mode BatchNorm over axis 1, then a residual add and a ReLU, as a backend operation.
