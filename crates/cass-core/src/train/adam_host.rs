@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
-use crate::models::host_conv::values;
+use crate::models::host_tensor::values;
 
 /// The scalars of one update: the decay rates, epsilon, the learning rate over the first
 /// moment's bias correction, the square root of the second's.
