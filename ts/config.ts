@@ -120,7 +120,8 @@ export const pretrainSchema = z
     augment: augmentSchema.default(augmentSchema.parse({})),
     /**
      * How the CNN's convolutions run: `auto` (on GPUs one batched matrix product each, on the CPU
-     * the engine's own, with BatchNorm folded in evaluation), `native` (the backend's) or
+     * the engine's own, with BatchNorm folded in evaluation and one operation with the block's
+     * add and ReLU in training), `native` (the backend's) or
      * `batched`. The same convolutions either way, summed in another order; saved with the
      * checkpoint.
      */
@@ -204,7 +205,8 @@ export const finetuneSchema = z
     device: deviceSchema.default('auto'),
     /**
      * How the CNN's convolutions run: `auto` (on GPUs one batched matrix product each, on the CPU
-     * the engine's own, with BatchNorm folded in evaluation), `native` (the backend's) or
+     * the engine's own, with BatchNorm folded in evaluation and one operation with the block's
+     * add and ReLU in training), `native` (the backend's) or
      * `batched`. The same convolutions either way, summed in another order; saved with the
      * checkpoint.
      */

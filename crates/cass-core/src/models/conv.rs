@@ -32,7 +32,8 @@ use super::host_conv::{host_conv2d, host_conv2d_fused};
 #[serde(rename_all = "lowercase")]
 pub enum ConvStrategy {
     /// On GPU backends, the batched product for every convolution it can express; on the CPU,
-    /// `super::host_conv` (f32, the same shapes), with BatchNorm folded in evaluation.
+    /// `super::host_conv` (f32, the same shapes), with BatchNorm folded in evaluation and, in
+    /// training, `super::host_norm` (BatchNorm with the block's add and ReLU).
     #[default]
     Auto,
     /// Always the backend's convolution (and BatchNorm as its own operation).
