@@ -4,7 +4,12 @@
  * (`bench/reference.py`), same configurations, same machine, same invocation. Prints a markdown
  * table with the ratio ours / PyTorch of images/s and writes `bench/results/<date>-<machine>.json`.
  *
- *   npm run bench -- [--quick] [--python /usr/bin/python3]
+ *   npm run bench -- [--quick] [--rounds N] [--python /usr/bin/python3]
+ *
+ * `--rounds N` measures each row N times, ours and the reference alternated (ours first in odd
+ * rounds), and reports each side's median round and the median of the rounds' ratios with their
+ * range: on a machine whose speed drifts (the 2-core VM's moved by 2x within minutes) one round's
+ * ratio can be off by tens of percent.
  *   npm run bench -- --import results.jsonl   (a GPU run made by `bench/device.py`; README, Benchmarks)
  */
 import { execFileSync, spawnSync } from 'node:child_process'
@@ -35,6 +40,8 @@ interface Result {
   conv?: string
   /** Wall time of every step from the first, warm-up included (GPU runs: `bench/device.py`). */
   step_sec?: number[]
+  /** Images/s of every round (`--rounds`); the result is the median round's. */
+  rounds?: number[]
 }
 
 interface Measured {
@@ -43,6 +50,19 @@ interface Measured {
   torch: Result
   /** Our step with the other tower mode, where measured (GPU runs). */
   oursAlt?: Result
+  /** Ours / PyTorch of every round (`--rounds`), each from the same round's two runs. */
+  ratios?: number[]
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+
+/** The median round's result (the lower middle one for an even count), with every round's images/s. */
+function medianRound(results: Result[]): Result {
+  const sorted = [...results].sort((a, b) => a.images_per_sec - b.images_per_sec)
+  return { ...sorted[Math.floor((sorted.length - 1) / 2)], rounds: results.map((r) => r.images_per_sec) }
 }
 
 /**
@@ -82,7 +102,7 @@ function runJson(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Record<s
   return JSON.parse(line) as Record<string, unknown>
 }
 
-function measureLocal(quick: boolean, python: string) {
+function measureLocal(quick: boolean, python: string, rounds: number) {
   const probe = spawnSync(python, ['-c', 'import torch, timm'], { encoding: 'utf8' })
   if (probe.status !== 0) {
     console.error(
@@ -147,11 +167,20 @@ function measureLocal(quick: boolean, python: string) {
       '--warmup',
       '2',
     ]
-    const o = runJson(ours, args) as unknown as Result
-    const t = runJson(python, ['bench/reference.py', ...args], refEnv) as unknown as Result
-    measured.push({ row, ours: o, torch: t })
+    const sides: { ours: Result[]; torch: Result[] } = { ours: [], torch: [] }
+    const measure = {
+      ours: () => sides.ours.push(runJson(ours, args) as unknown as Result),
+      torch: () => sides.torch.push(runJson(python, ['bench/reference.py', ...args], refEnv) as unknown as Result),
+    }
+    for (let round = 0; round < rounds; round++) {
+      const order = round % 2 === 0 ? (['ours', 'torch'] as const) : (['torch', 'ours'] as const)
+      for (const side of order) measure[side]()
+    }
+    const ratios = sides.ours.map((o, i) => o.images_per_sec / sides.torch[i].images_per_sec)
+    const [o, t] = [medianRound(sides.ours), medianRound(sides.torch)]
+    measured.push({ row, ours: o, torch: t, ...(rounds > 1 ? { ratios } : {}) })
     console.error(
-      `${row.model} ${row.size}px b${row.batch} ${row.what}: ours ${o.images_per_sec.toFixed(1)} img/s, pytorch ${t.images_per_sec.toFixed(1)} img/s, ratio ${(o.images_per_sec / t.images_per_sec).toFixed(2)}`,
+      `${row.model} ${row.size}px b${row.batch} ${row.what}: ours ${o.images_per_sec.toFixed(1)} img/s, pytorch ${t.images_per_sec.toFixed(1)} img/s, ratio ${median(ratios).toFixed(2)}${rounds > 1 ? ` (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)} over ${rounds} rounds)` : ''}`,
     )
   }
   const breakdown = whereTimeGoes(ours, path.dirname(ours), quick)
@@ -337,10 +366,17 @@ function main() {
       import: { type: 'string' },
       note: { type: 'string' },
       out: { type: 'string' },
+      rounds: { type: 'string', default: '1' },
     },
   })
-  const run = values.import ? importDevice(values.import) : measureLocal(values.quick, values.python)
+  const rounds = Number(values.rounds)
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) {
+    console.error(`--rounds is a whole number from 1 to 20, not ${values.rounds}`)
+    process.exit(2)
+  }
+  const run = values.import ? importDevice(values.import) : measureLocal(values.quick, values.python, rounds)
   const gpu = run.device !== 'cpu'
+  const measuredRounds = values.import ? 1 : rounds
   const mem = (r: Result) => (gpu ? (r.peak_gpu_mib ?? NaN) : r.peak_rss_mib).toFixed(0)
   const mfu = (r: Result, flops: number) => ((flops / r.sec.median / 1e9 / run.mfuPeakGflops) * 100).toFixed(1)
   // Non-default engine settings of a row: the tower mode of a step, the convolution strategy.
@@ -353,22 +389,24 @@ function main() {
   }
   const ips = (r: Result) => `${r.images_per_sec.toFixed(1)} (${r.sec.min.toFixed(3)}-${r.sec.max.toFixed(3)})`
   const lines = [
-    `${run.describe} Measured matmul (fp32): ours ${run.peakGflops.ours.toFixed(1)} GFLOP/s, PyTorch ${run.peakGflops.torch.toFixed(1)} GFLOP/s. MFU = model FLOPs (3x forward for a step) / time / ${run.mfuPeakWhat}.`,
+    `${run.describe} Measured matmul (fp32): ours ${run.peakGflops.ours.toFixed(1)} GFLOP/s, PyTorch ${run.peakGflops.torch.toFixed(1)} GFLOP/s. MFU = model FLOPs (3x forward for a step) / time / ${run.mfuPeakWhat}.${measuredRounds > 1 ? ` Each row measured in ${measuredRounds} rounds, ours and PyTorch alternated: images/s of the median round, the ratio is the median of the rounds' ratios (their range in brackets).` : ''}`,
     '',
     `| models | px | batch | what | ours img/s (min-max s/iter) | PyTorch img/s (min-max s/iter) | ours / PyTorch | ours MFU | PyTorch MFU | ours peak ${gpu ? 'GPU' : 'RSS'} MiB | PyTorch peak ${gpu ? 'GPU' : 'RSS'} MiB |`,
     '|---|---|---|---|---|---|---|---|---|---|---|',
   ]
-  const results = run.measured.map(({ row, ours, torch, oursAlt }) => {
+  const results = run.measured.map(({ row, ours, torch, oursAlt, ratios }) => {
     const flops = ours.flops_per_iter ?? 0
-    const ratio = ours.images_per_sec / torch.images_per_sec
+    // Over several rounds: the median of the rounds' ratios, and their range.
+    const ratio = ratios ? median(ratios) : ours.images_per_sec / torch.images_per_sec
+    const range = ratios ? ` (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)})` : ''
     lines.push(
-      `| ${row.model} | ${row.size} | ${row.batch} | ${label(row, ours)} | ${ips(ours)} | ${ips(torch)} | **${ratio.toFixed(2)}** | ${mfu(ours, flops)} % | ${mfu(torch, flops)} % | ${mem(ours)} | ${mem(torch)} |`,
+      `| ${row.model} | ${row.size} | ${row.batch} | ${label(row, ours)} | ${ips(ours)} | ${ips(torch)} | **${ratio.toFixed(2)}**${range} | ${mfu(ours, flops)} % | ${mfu(torch, flops)} % | ${mem(ours)} | ${mem(torch)} |`,
     )
     if (oursAlt)
       lines.push(
         `| ${row.model} | ${row.size} | ${row.batch} | ${label(row, oursAlt)} | ${ips(oursAlt)} | (same) | **${(oursAlt.images_per_sec / torch.images_per_sec).toFixed(2)}** | ${mfu(oursAlt, flops)} % | | ${mem(oursAlt)} | |`,
       )
-    return { row, ours, torch, oursAlt, ratio }
+    return { row, ours, torch, oursAlt, ratio, ...(ratios ? { ratios } : {}) }
   })
   console.log(lines.join('\n'))
   if ('breakdown' in run && run.breakdown) {
@@ -398,7 +436,10 @@ function main() {
   mkdirSync(path.dirname(out), { recursive: true })
   const { measured: _m, ...meta } = run
   const note = values.note ? { note: values.note } : {}
-  writeFileSync(out, `${JSON.stringify({ date, ...note, ...meta, results, table: lines.join('\n') }, null, 2)}\n`)
+  writeFileSync(
+    out,
+    `${JSON.stringify({ date, ...note, ...meta, rounds: measuredRounds, results, table: lines.join('\n') }, null, 2)}\n`,
+  )
   console.log(`\nwritten ${path.relative(root, out)}`)
 }
 
