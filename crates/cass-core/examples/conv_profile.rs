@@ -60,7 +60,12 @@ fn main() {
     let mut add = |name: String, conv: &Conv2d, input: [usize; 4]| -> [usize; 4] {
         let [c_out, _, k, _] = conv.weight.dims();
         let (stride, pad) = (conv.stride[0], padding(conv));
-        let out = [input[0], c_out, out_side(input[2], k, stride, pad), out_side(input[3], k, stride, pad)];
+        let out = [
+            input[0],
+            c_out,
+            out_side(input[2], k, stride, pad),
+            out_side(input[3], k, stride, pad),
+        ];
         layers.push(Layer {
             name,
             weight: conv.weight.val(),
@@ -71,8 +76,16 @@ fn main() {
         out
     };
     let mut shape = add("stem".into(), &net.conv1, [batch, 3, size, size]);
-    shape = [shape[0], shape[1], out_side(shape[2], 3, 2, 1), out_side(shape[3], 3, 2, 1)];
-    for (stage, blocks) in [&net.layer1, &net.layer2, &net.layer3, &net.layer4].into_iter().enumerate() {
+    shape = [
+        shape[0],
+        shape[1],
+        out_side(shape[2], 3, 2, 1),
+        out_side(shape[3], 3, 2, 1),
+    ];
+    for (stage, blocks) in [&net.layer1, &net.layer2, &net.layer3, &net.layer4]
+        .into_iter()
+        .enumerate()
+    {
         for (i, b) in blocks.iter().enumerate() {
             let input = shape;
             if let Some(d) = &b.downsample {

@@ -6,9 +6,9 @@
 
 use burn::module::{Param, RunningState};
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::activation;
 use burn::tensor::module::{batch_norm, batch_norm_train};
-use burn::tensor::DType;
 
 use super::host_norm::host_batch_norm_train;
 
@@ -64,13 +64,7 @@ impl BatchNorm {
     ///
     /// # Shapes
     /// `x, residual [batch, channels, h, w] -> [batch, channels, h, w]`
-    pub fn forward_block(
-        &self,
-        x: Tensor<4>,
-        residual: Option<Tensor<4>>,
-        relu: bool,
-        host: bool,
-    ) -> Tensor<4> {
+    pub fn forward_block(&self, x: Tensor<4>, residual: Option<Tensor<4>>, relu: bool, host: bool) -> Tensor<4> {
         let device = x.device();
         let trains = device.is_autodiff() && self.gamma.val().device().is_autodiff();
         let host = host && device.inner() == Device::flex() && x.dtype() == DType::F32;
@@ -96,8 +90,12 @@ impl BatchNorm {
         let m = self.momentum;
         let running_mean = self.running_mean.value_sync().to_device(&device);
         let running_var = self.running_var.value_sync().to_device(&device);
-        self.running_mean
-            .update(running_mean.mul_scalar(1.0 - m).add(mean.detach().mul_scalar(m)).detach());
+        self.running_mean.update(
+            running_mean
+                .mul_scalar(1.0 - m)
+                .add(mean.detach().mul_scalar(m))
+                .detach(),
+        );
         self.running_var.update(
             running_var
                 .mul_scalar(1.0 - m)

@@ -44,4 +44,3 @@ pub fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
         None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous").to_vec()),
     }
 }
-

@@ -182,7 +182,12 @@ impl ModuleMapper for AdamMapper<'_> {
 
 /// `(p', m', v')`: one Adam update as tensor operations, for every backend (the CPU backend's
 /// one-pass form, `adam_host.rs`, computes the same in the same order).
-fn tensor_update(p: Tensor<1>, g: Tensor<1>, (m, v): (Tensor<1>, Tensor<1>), c: Coefficients) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+fn tensor_update(
+    p: Tensor<1>,
+    g: Tensor<1>,
+    (m, v): (Tensor<1>, Tensor<1>),
+    c: Coefficients,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
     let exp_avg = m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
     let exp_avg_sq = v.mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2);
     let denom = exp_avg_sq.clone().sqrt().div_scalar(c.bias2_sqrt).add_scalar(c.eps);
@@ -249,7 +254,12 @@ mod tests {
     fn one_pass_update_equals_the_tensor_form() {
         use burn::tensor::Distribution;
         let d = Device::flex();
-        for (n, step, shared) in [(7usize, 1i32, true), (40_000, 1, false), (70_001, 10, false), (70_001, 3, true)] {
+        for (n, step, shared) in [
+            (7usize, 1i32, true),
+            (40_000, 1, false),
+            (70_001, 10, false),
+            (70_001, 3, true),
+        ] {
             let p = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &d);
             let g = Tensor::<1>::random([n], Distribution::Normal(0.0, 0.1), &d);
             let m = Tensor::<1>::random([n], Distribution::Normal(0.0, 0.01), &d);
@@ -267,9 +277,16 @@ mod tests {
             let fused = fused_update(&p, &g, (m, v), c);
             if let Some((m, m_before, v, v_before)) = held {
                 // A moment held elsewhere too is copied, not overwritten.
-                assert!(m.to_data() == m_before && v.to_data() == v_before, "n {n}: a shared moment changed");
+                assert!(
+                    m.to_data() == m_before && v.to_data() == v_before,
+                    "n {n}: a shared moment changed"
+                );
             }
-            for (what, a, b) in [("parameter", fused.0, tensor.0), ("m", fused.1, tensor.1), ("v", fused.2, tensor.2)] {
+            for (what, a, b) in [
+                ("parameter", fused.0, tensor.0),
+                ("m", fused.1, tensor.1),
+                ("v", fused.2, tensor.2),
+            ] {
                 let scale = b.clone().abs().max().into_scalar::<f32>();
                 let err = (a - b).abs().max().into_scalar::<f32>() / scale;
                 assert!(err < 1e-6, "n {n} step {step}: {what} differs by {err}");

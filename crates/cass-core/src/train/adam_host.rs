@@ -103,12 +103,19 @@ fn sole(t: FlexTensor, n: usize) -> FlexTensor {
 
 /// Whether [`fused_update`] runs on these tensors: a plain CPU device, f32.
 pub fn runs_here(tensors: [&Tensor<1>; 4]) -> bool {
-    tensors.iter().all(|t| t.device() == Device::flex() && t.dtype() == DType::F32)
+    tensors
+        .iter()
+        .all(|t| t.device() == Device::flex() && t.dtype() == DType::F32)
 }
 
 /// `(p', m', v')` in one pass, where [`runs_here`]; the moments are updated in place when these
 /// are their only references.
-pub fn fused_update(p: &Tensor<1>, g: &Tensor<1>, (m, v): (Tensor<1>, Tensor<1>), c: Coefficients) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+pub fn fused_update(
+    p: &Tensor<1>,
+    g: &Tensor<1>,
+    (m, v): (Tensor<1>, Tensor<1>),
+    c: Coefficients,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
     let (p, m, v) = <Dispatch as HostAdam>::host_adam(
         p.clone().into_dispatch(),
         g.clone().into_dispatch(),
@@ -120,5 +127,9 @@ pub fn fused_update(p: &Tensor<1>, g: &Tensor<1>, (m, v): (Tensor<1>, Tensor<1>)
         c.step_size,
         c.bias2_sqrt,
     );
-    (Tensor::from_dispatch(p), Tensor::from_dispatch(m), Tensor::from_dispatch(v))
+    (
+        Tensor::from_dispatch(p),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
+    )
 }

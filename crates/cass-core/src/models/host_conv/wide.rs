@@ -218,7 +218,6 @@ impl Wide {
             }
         });
     }
-
 }
 
 /// The exact grid's table: for patch row `(c, ky, kx)` and output `(oy, ox)`, the index of input
@@ -237,7 +236,11 @@ fn exact_index(g: &Geometry) -> Vec<u32> {
                     for ox in 0..wo {
                         let ix = (ox * s + kx).wrapping_sub(p);
                         let inside = iy < g.h && ix < g.w;
-                        index.push(if inside { ((c * g.h + iy) * g.w + ix) as u32 } else { zero });
+                        index.push(if inside {
+                            ((c * g.h + iy) * g.w + ix) as u32
+                        } else {
+                            zero
+                        });
                     }
                 }
             }

@@ -72,7 +72,10 @@ pub fn forward(
     relu: bool,
 ) -> Forward {
     assert_eq!(x.len(), p.len(), "BatchNorm input size");
-    assert!(gamma.len() == p.channels && beta.len() == p.channels, "one scale and shift per channel");
+    assert!(
+        gamma.len() == p.channels && beta.len() == p.channels,
+        "one scale and shift per channel"
+    );
     if let Some(r) = residual {
         assert_eq!(r.len(), p.len(), "residual size");
     }
@@ -146,7 +149,10 @@ pub fn backward(
     eps: f32,
     want: Wanted,
 ) -> Backward {
-    assert!(x.len() == p.len() && dy.len() == p.len(), "BatchNorm input and gradient sizes");
+    assert!(
+        x.len() == p.len() && dy.len() == p.len(),
+        "BatchNorm input and gradient sizes"
+    );
     if let Some(y) = y {
         assert_eq!(y.len(), p.len(), "BatchNorm output size");
     }

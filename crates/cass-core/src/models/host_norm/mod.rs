@@ -153,17 +153,21 @@ impl Backward<Flex, 4> for NormBackward<4> {
 
 type AutodiffFlex<C> = Autodiff<Flex, C>;
 
+/// The operation's output on the autodiff device: the tracked output, the untracked mean and
+/// variance.
+type Recorded<C> = (
+    FloatTensor<AutodiffFlex<C>>,
+    FloatTensor<AutodiffFlex<C>>,
+    FloatTensor<AutodiffFlex<C>>,
+);
+
 /// Records the operation with these parents (the residual last, if any) and computes it.
 fn record<C: CheckpointStrategy, const N: usize>(
     nodes: [NodeGuard; N],
     (x, gamma, beta, residual): (FlexTensor, FlexTensor, FlexTensor, Option<FlexTensor>),
     eps: f64,
     relu: bool,
-) -> (
-    FloatTensor<AutodiffFlex<C>>,
-    FloatTensor<AutodiffFlex<C>>,
-    FloatTensor<AutodiffFlex<C>>,
-)
+) -> Recorded<C>
 where
     NormBackward<N>: Backward<Flex, N, State = State>,
 {

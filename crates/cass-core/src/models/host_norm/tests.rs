@@ -34,8 +34,9 @@ fn matches_burns_operations_in_value_and_gradients() {
                 .require_grad();
             let gamma = Tensor::<1>::random([channels], Distribution::Normal(1.0, 0.5), &d).require_grad();
             let beta = Tensor::<1>::random([channels], Distribution::Normal(0.0, 0.5), &d).require_grad();
-            let r = with_residual
-                .then(|| Tensor::<4>::random([batch, channels, h, w], Distribution::Normal(0.0, 1.0), &d).require_grad());
+            let r = with_residual.then(|| {
+                Tensor::<4>::random([batch, channels, h, w], Distribution::Normal(0.0, 1.0), &d).require_grad()
+            });
             let ours = host_batch_norm_train(x.clone(), (gamma.clone(), beta.clone()), r.clone(), 1e-5, relu);
             let theirs = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
             let (mean, var) = (theirs.mean.clone(), theirs.variance.clone());
@@ -50,7 +51,10 @@ fn matches_burns_operations_in_value_and_gradients() {
             assert!(err < 1e-5, "{case}: output differs by {err}");
             let err_mean = rel_err(ours.mean.clone().inner(), mean.inner());
             let err_var = rel_err(ours.variance.clone().inner(), var.inner());
-            assert!(err_mean < 1e-5 && err_var < 1e-5, "{case}: statistics differ by {err_mean}, {err_var}");
+            assert!(
+                err_mean < 1e-5 && err_var < 1e-5,
+                "{case}: statistics differ by {err_mean}, {err_var}"
+            );
             let probe = Tensor::<4>::random([batch, channels, h, w], Distribution::Normal(0.0, 1.0), &d);
             let g_ours = (ours.output * probe.clone()).sum().backward();
             let g_theirs = (y * probe).sum().backward();
