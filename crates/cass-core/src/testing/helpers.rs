@@ -162,6 +162,12 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
         / scale
 }
 
+/// Largest |got - want| over the largest |want| (at least 1), for tensors of any rank.
+pub fn tensor_rel_err<const D: usize>(got: Tensor<D>, want: Tensor<D>) -> f32 {
+    let scale = want.clone().abs().max().into_scalar::<f32>().max(1.0);
+    (got - want).abs().max().into_scalar::<f32>() / scale
+}
+
 /// Largest |a - b|.
 pub fn max_abs(a: &[f32], b: &[f32]) -> f64 {
     a.iter()

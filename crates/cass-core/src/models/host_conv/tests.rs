@@ -3,12 +3,7 @@ use burn::nn::conv::Conv2dConfig;
 use burn::tensor::Distribution;
 
 use super::*;
-
-/// Largest absolute difference over the largest magnitude of `want` (at least 1).
-fn rel_err(got: Tensor<4>, want: Tensor<4>) -> f32 {
-    let scale = want.clone().abs().max().into_scalar::<f32>().max(1.0);
-    (got - want).abs().max().into_scalar::<f32>() / scale
-}
+use crate::testing::tensor_rel_err as rel_err;
 
 /// Our convolution against burn's, values and both gradients, over shapes that exercise every
 /// branch: stride 2 with and without padding, 1x1 at stride 1 and 2, the 7x7 stem, batch 1 (the

@@ -3,12 +3,7 @@ use burn::tensor::activation;
 use burn::tensor::module::batch_norm_train;
 
 use super::*;
-
-/// Largest absolute difference over the largest magnitude of `want` (at least 1).
-fn rel_err<const D: usize>(got: Tensor<D>, want: Tensor<D>) -> f32 {
-    let scale = want.clone().abs().max().into_scalar::<f32>().max(1.0);
-    (got - want).abs().max().into_scalar::<f32>() / scale
-}
+use crate::testing::tensor_rel_err as rel_err;
 
 /// The fused operation against burn's training BatchNorm followed by the add and the ReLU:
 /// output, statistics, and the gradients of the input, gamma, beta and the residual, with and
