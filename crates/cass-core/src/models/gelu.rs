@@ -19,6 +19,7 @@
 
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData, activation};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Elements per parallel chunk.
@@ -40,24 +41,15 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let with_derivative = x.is_tracked();
     let mut cdf = vec![0f32; values.len()];
     let mut xpdf = vec![0f32; if with_derivative { values.len() } else { 0 }];
-    // Plain zipped iterators (no indexing) so the loops vectorise.
     if with_derivative {
         cdf.par_chunks_mut(CHUNK)
             .zip(xpdf.par_chunks_mut(CHUNK))
             .zip(values.par_chunks(CHUNK))
-            .for_each(|((c, p), v)| {
-                for ((c, p), &v) in c.iter_mut().zip(p.iter_mut()).zip(v) {
-                    (*c, *p) = phi_and_x_pdf(v);
-                }
-            });
+            .for_each(|((c, p), v)| cdf_and_x_pdf(c, p, v));
     } else {
         cdf.par_chunks_mut(CHUNK)
             .zip(values.par_chunks(CHUNK))
-            .for_each(|(c, v)| {
-                for (c, &v) in c.iter_mut().zip(v) {
-                    *c = phi_and_x_pdf(v).0;
-                }
-            });
+            .for_each(|(c, v)| cdf_only(c, v));
     }
     let constant = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, shape.clone()), &device);
     let y = x.clone() * constant(cdf);
@@ -65,6 +57,26 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return y;
     }
     y + (x.clone() - x.detach()) * constant(xpdf)
+}
+
+// The element loops, compiled for AVX-512 and AVX2 as well as the baseline and chosen at run
+// time (`multiversion`): the crate is built for baseline x86-64, where they ran 4 wide (SSE).
+// `perf` of `cpu-small`'s ViT forward pass (`bench_step --what fwd-vit`, 600 steps): GELU's
+// loop 13.5-15.9 % of the samples before, 6.3 % with the AVX-512 clone. Plain zipped iterators
+// (no indexing) so the loops vectorise; no reductions, so every width gives the same values.
+
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+fn cdf_and_x_pdf(cdf: &mut [f32], x_pdf: &mut [f32], x: &[f32]) {
+    for ((c, p), &v) in cdf.iter_mut().zip(x_pdf.iter_mut()).zip(x) {
+        (*c, *p) = phi_and_x_pdf(v);
+    }
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+fn cdf_only(cdf: &mut [f32], x: &[f32]) {
+    for (c, &v) in cdf.iter_mut().zip(x) {
+        *c = phi_and_x_pdf(v).0;
+    }
 }
 
 /// `(Φ(x), x φ(x))` for the standard normal distribution, in single precision, written so the
