@@ -40,7 +40,8 @@ pub struct Wide {
     pad: usize,
     /// Output grid width: the phase plane width, or `wo` on the exact grid.
     pub wq: usize,
-    /// Values per phase plane: `hq * wq` and room for the last row's reads past its end.
+    /// Values per phase plane: `hq * wq` and room for the last row's reads past its end (on the
+    /// exact grid, the image and the zero after it).
     plane: usize,
     /// On the exact grid (columns are the output positions, the "phases" the image with one
     /// zero after it): for each patch row and output position, the image value it reads, or the
@@ -138,19 +139,20 @@ impl Wide {
             }
             return;
         }
-        let (s, k) = (self.s, g.k);
         let n = self.columns(g);
-        let mut rows = col.chunks_mut(ld);
-        for c in 0..g.c_in {
-            for ky in 0..k {
-                for kx in 0..k {
-                    let plane = (c * s + ky % s) * s + kx % s;
-                    let start = plane * self.plane + (ky / s) * self.wq + kx / s;
-                    let row = rows.next().expect("patch rows");
-                    row[at..at + n].copy_from_slice(&phases[start..start + n]);
-                }
-            }
+        for (row, start) in col.chunks_mut(ld).zip(self.row_starts(g)) {
+            row[at..at + n].copy_from_slice(&phases[start..start + n]);
         }
+    }
+
+    /// Where each patch row `(c, ky, kx)`, in order, starts in the phase planes (wide grid).
+    fn row_starts(&self, g: &Geometry) -> impl Iterator<Item = usize> + '_ {
+        let (s, k) = (self.s, g.k);
+        (0..g.c_in * k * k).map(move |r| {
+            let (c, ky, kx) = (r / (k * k), r / k % k, r % k);
+            let plane = (c * s + ky % s) * s + kx % s;
+            plane * self.plane + (ky / s) * self.wq + kx / s
+        })
     }
 
     /// The output gradient of one image, `[c_out, ho, wo]`, on the wide grid: into columns
@@ -170,7 +172,6 @@ impl Wide {
     /// added back onto the phase planes they were read from (`phases`, resized and zeroed): the
     /// reverse of [`Self::unfold`].
     pub fn fold(&self, g: &Geometry, col: &[f32], ld: usize, at: usize, phases: &mut Vec<f32>) {
-        let (s, k) = (self.s, g.k);
         let n = self.columns(g);
         phases.clear();
         if let Some(index) = &self.exact {
@@ -182,18 +183,10 @@ impl Wide {
             }
             return;
         }
-        phases.resize(g.c_in * s * s * self.plane, 0.0);
-        let mut rows = col.chunks(ld);
-        for c in 0..g.c_in {
-            for ky in 0..k {
-                for kx in 0..k {
-                    let plane = (c * s + ky % s) * s + kx % s;
-                    let start = plane * self.plane + (ky / s) * self.wq + kx / s;
-                    let row = &rows.next().expect("patch rows")[at..at + n];
-                    for (d, v) in phases[start..start + n].iter_mut().zip(row) {
-                        *d += v;
-                    }
-                }
+        phases.resize(g.c_in * self.s * self.s * self.plane, 0.0);
+        for (row, start) in col.chunks(ld).zip(self.row_starts(g)) {
+            for (d, v) in phases[start..start + n].iter_mut().zip(&row[at..at + n]) {
+                *d += v;
             }
         }
     }
