@@ -252,38 +252,28 @@ function readFileSyncSafe(file: string): string {
  */
 function whereTimeGoes(ours: string, examples: string, quick: boolean) {
   const r = (n: number) => String(quick ? Math.max(2, Math.floor(n / 4)) : n)
-  const profile = path.join(examples, 'forward_profile')
-  const forward = (
-    [
-      ['cpu-small', 32, 16, 40],
-      ['cpu-small', 32, 64, 20],
-      ['resnet18', 96, 16, 6],
-      ['resnet18', 224, 16, 3],
-    ] as const
-  ).map(([model, size, batch, reps]) => ({
-    model,
-    size,
-    batch,
-    text: execFileSync(profile, ['--model', model, '--size', String(size), '--batch', String(batch), '--reps', r(reps)], {
-      cwd: root,
-      encoding: 'utf8',
-    }).trim(),
-  }))
-  const convolutions = (
-    [
-      ['cpu-small', 32, 16, 20],
-      ['resnet18', 96, 16, 5],
-    ] as const
-  ).map(([model, size, batch, reps]) => ({
-    model,
-    size,
-    batch,
-    text: execFileSync(
-      path.join(examples, 'conv_profile'),
-      ['--model', model, '--size', String(size), '--batch', String(batch), '--reps', r(reps)],
-      { cwd: root, encoding: 'utf8' },
-    ).trim(),
-  }))
+  // A profiling example's printout for each (model, size, batch, repetitions).
+  const profiled = (example: string, cases: readonly (readonly [string, number, number, number])[]) =>
+    cases.map(([model, size, batch, reps]) => ({
+      model,
+      size,
+      batch,
+      text: execFileSync(
+        path.join(examples, example),
+        ['--model', model, '--size', String(size), '--batch', String(batch), '--reps', r(reps)],
+        { cwd: root, encoding: 'utf8' },
+      ).trim(),
+    }))
+  const forward = profiled('forward_profile', [
+    ['cpu-small', 32, 16, 40],
+    ['cpu-small', 32, 64, 20],
+    ['resnet18', 96, 16, 6],
+    ['resnet18', 224, 16, 3],
+  ])
+  const convolutions = profiled('conv_profile', [
+    ['cpu-small', 32, 16, 20],
+    ['resnet18', 96, 16, 5],
+  ])
   const step = (
     [
       ['cpu-small', 32, 16, 10],
