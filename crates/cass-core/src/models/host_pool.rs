@@ -90,7 +90,7 @@ fn nan_max(a: f32, b: f32) -> f32 {
 /// pass per window column. Against one strided pass per window row and column (and one plane
 /// per task), three alternated rounds of `forward_profile` (2026-12-06, this VM): ResNet-18's
 /// pooling at 96 px, batch 16, 2.6-3.0 ms against 5.0-7.0; `cpu-small`'s 0.13-0.15 against
-/// 0.24-0.27.
+/// 0.24-0.27 (`bench/results/2026-12-06-vm-cpu-cnn-round2-steps.json`).
 fn max_rows(plane: &[f32], w: usize, (y0, y1): (usize, usize), win: Window, row: &mut [f32], column: &mut Vec<f32>) {
     column.clear();
     column.extend_from_slice(&plane[y0 * w..(y0 + 1) * w]);

@@ -2,7 +2,8 @@
 //! value computed element by element, in the same f32 operations and order as the tensor form in
 //! `adam.rs` (which runs elsewhere). That form is about ten tensor operations, each a pass over
 //! the parameter with its own allocation: on ResNet-18 (11.7 M parameters) 0.06-0.08 s of a
-//! 0.8-1.0 s CASS step (`bench_step --what breakdown`).
+//! 0.8-1.0 s CASS step (`bench_step --what breakdown`); one pass: 0.018-0.019 s
+//! (`bench/results/2026-12-06-vm-cpu-cnn-round2-steps.json`).
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;

@@ -183,7 +183,7 @@ pub fn backward(
     // Small images go through the products several at a time, as in the forward pass: per
     // image, ResNet-18's last stage at 96 px (3 x 5 wide columns) re-read its whole weight
     // (512 x 4,608) for 15 columns, and its input gradient ran at a quarter of its output's
-    // speed.
+    // speed (`bench/results/2026-12-06-vm-cpu-cnn-round2-steps.json`).
     let group = if per_image {
         (GROUP_COLUMNS / columns).clamp(1, run)
     } else {

@@ -28,7 +28,7 @@
 //! 7,508 to 8,749 images/s at batch 16 and 8,887 to 11,632 at 64, ResNet-18 at 96 px from 140
 //! to 151; the steps from 21.9 to 23.0 (ResNet-18 + ViT-Ti), 491 to 504 (`cpu-small`) and 207
 //! to 222 (two views): the copies of one to three values had been a quarter of `cpu-small`'s
-//! forward pass (`perf`).
+//! forward pass (`perf`). Raw figures: `bench/results/2026-12-06-vm-cpu-cnn-round2-steps.json`.
 
 use super::shape::Geometry;
 
