@@ -128,7 +128,10 @@ fn a_lock_held_by_another_process_is_respected() {
     // still seen right after `wait` (2 full runs in 5): poll, as the start of the test does.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while OutputLock::check_free(&dir).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the lock outlived its holder by 10 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock outlived its holder by 10 s"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     drop(OutputLock::acquire(&dir).unwrap());

@@ -27,7 +27,7 @@ use super::wide::Wide;
 const GROUP_COLUMNS: usize = 512;
 
 /// How the work of a batch is split over the threads.
-fn split(batch: usize) -> (bool, Parallelism) {
+pub(super) fn split(batch: usize) -> (bool, Parallelism) {
     let threads = rayon::current_num_threads();
     if batch >= threads || threads == 1 {
         (true, Parallelism::None)
@@ -128,7 +128,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], epilogue: Epilogue) -> V
 }
 
 /// The epilogue on one image's output `[c_out, positions]`.
-fn finish(y_n: &mut [f32], positions: usize, e: Epilogue, residual: Option<&[f32]>) {
+pub(super) fn finish(y_n: &mut [f32], positions: usize, e: Epilogue, residual: Option<&[f32]>) {
     for (c, row) in y_n.chunks_mut(positions).enumerate() {
         if let Some((scale, shift)) = e.affine {
             let (a, b) = (scale[c], shift[c]);
@@ -267,16 +267,16 @@ pub fn valid(wo: usize, stride: usize, kx: usize, pad: usize, w: usize) -> (usiz
 
 /// A read-only matrix view: element `(i, j)` at `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
+pub(super) struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
 }
 
 impl<'a> Mat<'a> {
-    fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub(super) fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Self {
             data,
             rows,
@@ -286,7 +286,7 @@ impl<'a> Mat<'a> {
         }
     }
 
-    fn t(self) -> Self {
+    pub(super) fn t(self) -> Self {
         Self {
             rows: self.cols,
             cols: self.rows,
@@ -303,7 +303,7 @@ impl<'a> Mat<'a> {
 }
 
 /// `dst (row-major [a.rows, b.cols]) = a . b`, or `+=` with `accumulate`.
-fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
+pub(super) fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
     assert_eq!(a.cols, b.rows, "inner dimensions");
     assert_eq!(dst.len(), a.rows * b.cols, "destination size");
     assert!(a.in_bounds() && b.in_bounds(), "matrix views inside their data");

@@ -17,6 +17,7 @@ mod shape;
 #[cfg(test)]
 mod tests;
 mod wide;
+mod winograd;
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -97,7 +98,7 @@ impl HostConv for Flex {
     fn host_conv2d(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
         let g = geometry(&x, &weight, stride, pad);
         let (ho, wo) = g.out().expect("checked by conv2d");
-        let y = kernel::forward(&g, &values(&x), &values(&weight), Epilogue::default());
+        let y = forward(&g, &values(&x), &values(&weight), Epilogue::default());
         tensor(y, [g.batch, g.c_out, ho, wo])
     }
 
@@ -125,8 +126,33 @@ impl HostConv for Flex {
             residual: residual.as_deref(),
             relu,
         };
-        let y = kernel::forward(&g, &values(&p.x), &values(&p.weight), epilogue);
+        let y = forward(&g, &values(&p.x), &values(&p.weight), epilogue);
         tensor(y, [g.batch, g.c_out, ho, wo])
+    }
+}
+
+/// The output's product: Winograd's transforms for the stride-1 3x3 convolutions with enough
+/// channels (`winograd.rs`), the unfolded patches otherwise.
+fn forward(g: &Geometry, x: &[f32], weight: &[f32], epilogue: Epilogue) -> Vec<f32> {
+    if winograd::applies(g) {
+        winograd::forward(g, x, weight, epilogue)
+    } else {
+        kernel::forward(g, x, weight, epilogue)
+    }
+}
+
+/// The gradients' products, chosen as for the output.
+fn backward(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    want: (bool, bool),
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    if winograd::applies(g) {
+        winograd::backward(g, x, weight, dy, want.0, want.1)
+    } else {
+        kernel::backward(g, x, weight, dy, want.0, want.1)
     }
 }
 
@@ -142,13 +168,12 @@ impl Backward<Flex, 2> for HostConvBackward {
         let dy = grads.consume::<Flex>(&ops.node);
         let (x, weight, stride, pad) = ops.state;
         let g = geometry(&x, &weight, stride, pad);
-        let (dx, dw) = kernel::backward(
+        let (dx, dw) = backward(
             &g,
             &values(&x),
             &values(&weight),
             &values(&dy),
-            node_x.is_some(),
-            node_w.is_some(),
+            (node_x.is_some(), node_w.is_some()),
         );
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, tensor(dx, [g.batch, g.c_in, g.h, g.w]));

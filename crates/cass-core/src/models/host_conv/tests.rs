@@ -12,7 +12,6 @@ use crate::testing::tensor_rel_err as rel_err;
 /// small images that are multiplied several at a time.
 #[test]
 fn matches_burns_convolution_in_value_and_gradients() {
-    let d = Device::flex().autodiff();
     // (batch, c_in, c_out, k, stride, pad, h, w)
     let cases = [
         (2, 8, 16, 3, 1, 1, 6, 6),
@@ -42,30 +41,76 @@ fn matches_burns_convolution_in_value_and_gradients() {
         (2, 3, 4, 3, 1, 1, 3, 40),
         (1, 2, 3, 5, 1, 0, 6, 37),
     ];
-    for (batch, cin, cout, k, stride, pad, h, w) in cases {
-        let conv = Conv2dConfig::new([cin, cout], [k, k])
-            .with_stride([stride, stride])
-            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-            .with_bias(false)
-            .init(&d);
-        let x = Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), &d).require_grad();
-        let ours = host_conv2d(x.clone(), conv.weight.val(), stride, pad);
-        let theirs = conv.forward(x.clone());
-        let case = format!("b{batch} {cin}->{cout} k{k} s{stride} p{pad} {h}x{w}");
-        assert_eq!(ours.dims(), theirs.dims(), "{case}: shape");
-        let err = rel_err(ours.clone().inner(), theirs.clone().inner());
-        assert!(err < 1e-5, "{case}: output differs by {err}");
-        let probe = Tensor::<4>::random(theirs.dims(), Distribution::Normal(0.0, 1.0), &d);
-        let g_ours = (ours * probe.clone()).sum().backward();
-        let g_theirs = (theirs * probe).sum().backward();
-        let dx = rel_err(x.grad(&g_ours).unwrap(), x.grad(&g_theirs).unwrap());
-        let weight = conv.weight.val();
-        let dw = rel_err(weight.grad(&g_ours).unwrap(), weight.grad(&g_theirs).unwrap());
-        assert!(
-            dx < 1e-5 && dw < 1e-5,
-            "{case}: gradients differ (input {dx}, weight {dw})"
-        );
+    for case in cases {
+        assert!(!winograd::applies(&geometry_of(case)), "{case:?} is for the unfolding");
+        check_against_burn(case);
     }
+}
+
+/// The stride-1 3x3 convolutions that go through Winograd's transforms, against burn's: odd
+/// output sizes (the last tile row and column half outside), padding 0, 1 and 2, batch 1 (the
+/// products split across threads), channel counts that are not a multiple of any vector width,
+/// 1x1 and 2x2 images, images grouped several to a product with a short last group.
+#[test]
+fn winograd_matches_burns_convolution_in_value_and_gradients() {
+    // (batch, c_in, c_out, k, stride, pad, h, w)
+    let cases = [
+        (2, 33, 35, 3, 1, 1, 6, 6),
+        (1, 37, 32, 3, 1, 1, 5, 4),
+        (3, 32, 40, 3, 1, 0, 7, 5),
+        (2, 34, 33, 3, 1, 2, 4, 3),
+        (5, 33, 32, 3, 1, 1, 1, 1),
+        (4, 32, 36, 3, 1, 1, 2, 2),
+        (9, 32, 36, 3, 1, 1, 4, 4),
+        (17, 32, 33, 3, 1, 1, 3, 3),
+        (2, 64, 48, 3, 1, 1, 13, 11),
+    ];
+    for case in cases {
+        assert!(winograd::applies(&geometry_of(case)), "{case:?} is for the transforms");
+        check_against_burn(case);
+    }
+}
+
+type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+fn geometry_of((batch, c_in, c_out, k, stride, pad, h, w): Case) -> Geometry {
+    Geometry {
+        batch,
+        c_in,
+        h,
+        w,
+        c_out,
+        k,
+        stride,
+        pad,
+    }
+}
+
+/// Our convolution's output and both gradients against burn's on one random case.
+fn check_against_burn((batch, cin, cout, k, stride, pad, h, w): Case) {
+    let d = Device::flex().autodiff();
+    let conv = Conv2dConfig::new([cin, cout], [k, k])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_bias(false)
+        .init(&d);
+    let x = Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), &d).require_grad();
+    let ours = host_conv2d(x.clone(), conv.weight.val(), stride, pad);
+    let theirs = conv.forward(x.clone());
+    let case = format!("b{batch} {cin}->{cout} k{k} s{stride} p{pad} {h}x{w}");
+    assert_eq!(ours.dims(), theirs.dims(), "{case}: shape");
+    let err = rel_err(ours.clone().inner(), theirs.clone().inner());
+    assert!(err < 1e-5, "{case}: output differs by {err}");
+    let probe = Tensor::<4>::random(theirs.dims(), Distribution::Normal(0.0, 1.0), &d);
+    let g_ours = (ours * probe.clone()).sum().backward();
+    let g_theirs = (theirs * probe).sum().backward();
+    let dx = rel_err(x.grad(&g_ours).unwrap(), x.grad(&g_theirs).unwrap());
+    let weight = conv.weight.val();
+    let dw = rel_err(weight.grad(&g_ours).unwrap(), weight.grad(&g_theirs).unwrap());
+    assert!(
+        dx < 1e-5 && dw < 1e-5,
+        "{case}: gradients differ (input {dx}, weight {dw})"
+    );
 }
 
 /// An input that needs no gradient (the network's first layer) gets none, and the weight's is
@@ -101,28 +146,36 @@ fn runs_on_a_plain_flex_device() {
 }
 
 /// The fused evaluation operation gives the same values on an autodiff device (where it is
-/// composed from differentiable operations) as on a plain one (one pass on the host).
+/// composed from differentiable operations) as on a plain one (one pass on the host), through
+/// the unfolding and through Winograd's transforms.
 #[test]
 fn fused_operation_is_the_same_function_on_both_devices() {
+    for (c_in, c_out, stride) in [(4, 6, 2), (33, 34, 1)] {
+        check_fused(c_in, c_out, stride);
+    }
+}
+
+fn check_fused(c_in: usize, c_out: usize, stride: usize) {
     use burn::module::{Param, RunningState};
 
     let plain = Device::flex();
     let normal = |n: usize, std: f64| Tensor::<1>::random([n], Distribution::Normal(0.0, std), &plain);
-    let mut bn = BatchNorm::new(6, 1e-5, &plain);
-    bn.gamma = Param::from_tensor(normal(6, 1.0));
-    bn.beta = Param::from_tensor(normal(6, 1.0));
-    bn.running_mean = RunningState::new(normal(6, 0.5));
-    bn.running_var = RunningState::new(normal(6, 1.0).abs() + 0.1);
-    let x = Tensor::<4>::random([3, 4, 7, 6], Distribution::Normal(0.0, 1.0), &plain);
-    let w = Tensor::<4>::random([6, 4, 3, 3], Distribution::Normal(0.0, 0.3), &plain);
-    let bias = normal(6, 1.0);
-    let r = Tensor::<4>::random([3, 6, 4, 3], Distribution::Normal(0.0, 1.0), &plain);
+    let mut bn = BatchNorm::new(c_out, 1e-5, &plain);
+    bn.gamma = Param::from_tensor(normal(c_out, 1.0));
+    bn.beta = Param::from_tensor(normal(c_out, 1.0));
+    bn.running_mean = RunningState::new(normal(c_out, 0.5));
+    bn.running_var = RunningState::new(normal(c_out, 1.0).abs() + 0.1);
+    let x = Tensor::<4>::random([3, c_in, 7, 6], Distribution::Normal(0.0, 1.0), &plain);
+    let w = Tensor::<4>::random([c_out, c_in, 3, 3], Distribution::Normal(0.0, 0.3), &plain);
+    let bias = normal(c_out, 1.0);
+    let (ho, wo) = ((7 + 2 - 3) / stride + 1, (6 + 2 - 3) / stride + 1);
+    let r = Tensor::<4>::random([3, c_out, ho, wo], Distribution::Normal(0.0, 1.0), &plain);
     let host = host_conv2d_fused(
         x.clone(),
         (w.clone(), Some(bias.clone())),
         &bn,
         Some(r.clone()),
-        (2, 1),
+        (stride, 1),
         true,
     );
     let composed = host_conv2d_fused(
@@ -130,9 +183,9 @@ fn fused_operation_is_the_same_function_on_both_devices() {
         (w.autodiff(), Some(bias.autodiff())),
         &bn,
         Some(r.autodiff()),
-        (2, 1),
+        (stride, 1),
         true,
     );
     let err = rel_err(host, composed.inner());
-    assert!(err < 1e-5, "differs by {err}");
+    assert!(err < 1e-5, "{c_in}->{c_out} stride {stride}: differs by {err}");
 }
