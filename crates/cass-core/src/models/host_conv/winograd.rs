@@ -33,10 +33,24 @@ const GROUP_TILES: usize = 256;
 /// Input and output channels a convolution needs at least to go through the transforms.
 const MIN_CHANNELS: usize = 32;
 
+/// Output rows and columns a convolution needs at least. On smaller outputs the spare tile
+/// column and the transformed kernel (16 values for 9) outweigh the saved products: ResNet-18
+/// at 96 px, batch 16, alternated with the unfolding (`conv_profile`, three rounds, this
+/// 2-core VM): 24 x 24 (64 channels) output 4.4-5.9 -> 2.3-3.5 ms, input gradient 4.4-6.6 ->
+/// 2.1-3.8; 12 x 12 (128) 4.1-6.2 -> 2.7-4.0 and 4.9-6.7 -> 2.4-4.4; but 6 x 6 (256) 2.9-7.3 ->
+/// 3.9-4.5 and 3.6-7.3 -> 5.2-5.8, and 3 x 3 (512) 3.2-5.5 -> 6.4-11.6 and 5.4-10.4 ->
+/// 9.1-19.3.
+const MIN_SIDE: usize = 8;
+
 /// Whether a convolution goes through Winograd's transforms: 3x3, stride 1, padding at most 2
-/// (so a window never starts past the image), enough channels for the products to dominate.
+/// (so a window never starts past the image), enough channels and outputs for the products to
+/// dominate.
 pub fn applies(g: &Geometry) -> bool {
-    g.k == 3 && g.stride == 1 && g.pad <= 2 && g.c_in.min(g.c_out) >= MIN_CHANNELS && g.out().is_some()
+    g.k == 3
+        && g.stride == 1
+        && g.pad <= 2
+        && g.c_in.min(g.c_out) >= MIN_CHANNELS
+        && g.out().is_some_and(|(ho, wo)| ho.min(wo) >= MIN_SIDE)
 }
 
 /// The tile grid of one geometry. Tiles are numbered row by row with one spare column per
