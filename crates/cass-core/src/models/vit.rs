@@ -10,6 +10,7 @@ use burn::tensor::module::{attention, interpolate};
 use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions};
 
 use super::gelu::gelu;
+use super::host_attention;
 
 const LN_EPS: f64 = 1e-6;
 
@@ -175,6 +176,12 @@ impl Attention {
     /// `[batch, tokens, dim] -> [batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, n, d] = x.dims();
+        if host_attention::applies(&x) {
+            // On the CPU, one operation from the projection's output (`host_attention`).
+            return self
+                .proj
+                .forward(host_attention::host_attention(self.qkv.forward(x), self.num_heads));
+        }
         let [q, k, v] = self.qkv(x);
         // burn's fused scaled-dot-product attention (scale 1/sqrt(head_dim)); on an autodiff
         // device it is composed from differentiable ops, in evaluation the backend's kernel runs.

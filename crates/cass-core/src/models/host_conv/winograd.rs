@@ -23,7 +23,8 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::kernel::{Epilogue, Mat, finish, matmul, split};
+use super::super::host_matmul::{Mat, matmul};
+use super::kernel::{Epilogue, finish, split};
 use super::shape::Geometry;
 
 /// Tiles per product at least, where small images allow it (several images per product, as in
