@@ -103,7 +103,9 @@ pub fn backward(s: Shape, qkv: &[f32], probs: &[f32], d_out: &[f32]) -> Vec<f32>
     if dqkv.is_empty() {
         return dqkv;
     }
-    let image = |(((dx, x), p), dy): (((&mut [f32], &[f32]), &[f32]), &[f32])| {
+    // One image's gradient rows, with its input rows, attention weights and output gradient.
+    type Image<'a> = (((&'a mut [f32], &'a [f32]), &'a [f32]), &'a [f32]);
+    let image = |(((dx, x), p), dy): Image| {
         let (mut ds, mut block) = (vec![0f32; n * n], vec![0f32; n * hd]);
         for (h, p) in p.chunks_exact(n * n).enumerate() {
             let (q, k, v) = (part(x, s, 0, h), part(x, s, 1, h), part(x, s, 2, h));
