@@ -20,6 +20,7 @@ use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::nn::pool::MaxPool2d;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::conv::symmetric_padding;
@@ -91,6 +92,9 @@ fn nan_max(a: f32, b: f32) -> f32 {
 /// per task), three alternated rounds of `forward_profile` (2026-12-06, this VM): ResNet-18's
 /// pooling at 96 px, batch 16, 2.6-3.0 ms against 5.0-7.0; `cpu-small`'s 0.13-0.15 against
 /// 0.24-0.27 (`bench/results/2026-12-06-vm-cpu-cnn-round2-steps.json`).
+// Compiled for AVX-512 and AVX2 as well as the baseline (`multiversion`, as in `gelu.rs`);
+// maxima only, so every width gives the same values.
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
 fn max_rows(plane: &[f32], w: usize, (y0, y1): (usize, usize), win: Window, row: &mut [f32], column: &mut Vec<f32>) {
     column.clear();
     column.extend_from_slice(&plane[y0 * w..(y0 + 1) * w]);

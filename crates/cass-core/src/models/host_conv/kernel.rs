@@ -17,6 +17,7 @@
 //! product is split across them otherwise (a single image, at prediction time).
 
 use gemm::Parallelism;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::super::host_matmul::{Mat, matmul};
@@ -128,7 +129,9 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], epilogue: Epilogue) -> V
     y
 }
 
-/// The epilogue on one image's output `[c_out, positions]`.
+/// The epilogue on one image's output `[c_out, positions]`, compiled for AVX-512 and AVX2 as
+/// well as the baseline (`multiversion`, as in `gelu.rs`; no reductions, the same values).
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
 pub(super) fn finish(y_n: &mut [f32], positions: usize, e: Epilogue, residual: Option<&[f32]>) {
     for (c, row) in y_n.chunks_mut(positions).enumerate() {
         if let Some((scale, shift)) = e.affine {
