@@ -39,10 +39,12 @@ const MIN_CHANNELS: usize = 32;
 /// Output rows and columns a convolution needs at least. On smaller outputs the spare tile
 /// column and the transformed kernel (16 values for 9) outweigh the saved products: ResNet-18
 /// at 96 px, batch 16, alternated with the unfolding (`conv_profile`, three rounds, this
-/// 2-core VM): 24 x 24 (64 channels) output 4.4-5.9 -> 2.3-3.5 ms, input gradient 4.4-6.6 ->
-/// 2.1-3.8; 12 x 12 (128) 4.1-6.2 -> 2.7-4.0 and 4.9-6.7 -> 2.4-4.4; but 6 x 6 (256) 2.9-7.3 ->
-/// 3.9-4.5 and 3.6-7.3 -> 5.2-5.8, and 3 x 3 (512) 3.2-5.5 -> 6.4-11.6 and 5.4-10.4 ->
-/// 9.1-19.3.
+/// 2-core VM, two layers per stage): 24 x 24 (64 channels) output 4.4-6.1 -> 2.3-3.9 ms, input
+/// gradient 4.4-6.6 -> 2.1-3.8; 12 x 12 (128) 4.1-6.2 -> 2.7-4.0 and 4.9-6.7 -> 2.4-4.4; but
+/// 6 x 6 (256) 2.9-7.3 -> 3.9-4.5 and 3.6-7.3 -> 5.2-5.8, and 3 x 3 (512) 3.2-5.5 -> 6.4-11.6
+/// and 5.4-10.4 -> 9.1-19.3. At 224 px the 14 x 14 stage (256) went from 16.3-26.3 to 9.3-12.9
+/// ms (output) and 24.9-31.9 to 10.8-14.7 (input gradient). Raw figures:
+/// `bench/results/2026-12-06-vm-cpu-cnn-round3-steps.json`.
 const MIN_SIDE: usize = 8;
 
 /// Whether a convolution goes through Winograd's transforms: 3x3, stride 1, padding at most 2
