@@ -10,6 +10,7 @@ pub mod expander;
 pub mod gelu;
 pub mod host_attention;
 pub mod host_conv;
+pub mod host_linear;
 pub mod host_matmul;
 pub mod host_norm;
 pub mod host_pool;

@@ -11,6 +11,7 @@ use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOpti
 
 use super::gelu::gelu;
 use super::host_attention;
+use super::host_linear::linear;
 
 const LN_EPS: f64 = 1e-6;
 
@@ -152,7 +153,7 @@ impl Attention {
         let [b, n, d] = x.dims();
         let h = self.num_heads;
         let hd = d / h;
-        let qkv = self.qkv.forward(x).reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]); // [3, batch, heads, tokens, head_dim]
+        let qkv = linear(&self.qkv, x).reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]); // [3, batch, heads, tokens, head_dim]
         let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]);
         let k = qkv.clone().narrow(0, 1, 1).reshape([b, h, n, hd]);
         let v = qkv.narrow(0, 2, 1).reshape([b, h, n, hd]);
@@ -178,16 +179,17 @@ impl Attention {
         let [b, n, d] = x.dims();
         if host_attention::applies(&x) {
             // On the CPU, one operation from the projection's output (`host_attention`).
-            return self
-                .proj
-                .forward(host_attention::host_attention(self.qkv.forward(x), self.num_heads));
+            return linear(
+                &self.proj,
+                host_attention::host_attention(linear(&self.qkv, x), self.num_heads),
+            );
         }
         let [q, k, v] = self.qkv(x);
         // burn's fused scaled-dot-product attention (scale 1/sqrt(head_dim)); on an autodiff
         // device it is composed from differentiable ops, in evaluation the backend's kernel runs.
         let out = attention(q, k, v, None, None, AttentionModuleOptions::default()); // [b, h, n, hd]
         let out = out.swap_dims(1, 2).reshape([b, n, d]); // [b, n, dim]
-        self.proj.forward(out)
+        linear(&self.proj, out)
     }
 }
 
@@ -222,10 +224,8 @@ impl VitBlock {
     /// `[batch, tokens, dim], [batch, tokens, dim] -> [batch, tokens, dim]`
     pub fn forward_from_norm1(&self, x: Tensor<3>, normed: Tensor<3>) -> Tensor<3> {
         let x = x + self.attn.forward(normed);
-        let y = self
-            .mlp
-            .fc2
-            .forward(gelu(self.mlp.fc1.forward(self.norm2.forward(x.clone()))));
+        let hidden = gelu(linear(&self.mlp.fc1, self.norm2.forward(x.clone())));
+        let y = linear(&self.mlp.fc2, hidden);
         x + y
     }
 }
