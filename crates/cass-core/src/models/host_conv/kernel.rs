@@ -16,27 +16,16 @@
 //! images are spread over the threads when there are at least as many images as threads, the
 //! product is split across them otherwise (a single image, at prediction time).
 
-use gemm::Parallelism;
 use multiversion::multiversion;
-use rayon::prelude::*;
 
 use super::super::host_matmul::{Mat, matmul};
+use super::batches::{over_groups, runs, split, sum_over_runs};
 use super::shape::Geometry;
 use super::wide::Wide;
 
 /// Output columns a product should have at least, where small images allow it (see
 /// [`forward`]).
 const GROUP_COLUMNS: usize = 512;
-
-/// How the work of a batch is split over the threads.
-pub(super) fn split(batch: usize) -> (bool, Parallelism) {
-    let threads = rayon::current_num_threads();
-    if batch >= threads || threads == 1 {
-        (true, Parallelism::None)
-    } else {
-        (false, Parallelism::Rayon(threads))
-    }
-}
 
 /// What is applied to each image's output while it is still in cache: a per-channel affine map
 /// (an evaluation-mode BatchNorm folded in), a residual added, a ReLU, in that order.
@@ -116,16 +105,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], epilogue: Epilogue) -> V
         }
     };
     let init = || (Vec::new(), Vec::new(), Vec::new());
-    if per_image {
-        y.par_chunks_mut(group * out_image)
-            .zip(x.par_chunks(group * g.image()))
-            .enumerate()
-            .for_each_init(init, one);
-    } else {
-        let mut buffers = init();
-        let images = y.chunks_mut(out_image).zip(x.chunks(g.image())).enumerate();
-        images.for_each(|pair| one(&mut buffers, pair));
-    }
+    over_groups((&mut y, out_image), (x, g.image()), (group, per_image), init, one);
     y
 }
 
@@ -164,19 +144,8 @@ pub fn backward(
     assert_eq!(dy.len(), g.output_len(), "convolution output gradient size");
     let (positions, patch) = (g.positions(), g.patch());
     let (per_image, par) = split(g.batch);
-    // Images per task: one contiguous run of images per thread, so each thread sums its own
-    // weight gradient and the runs' sums are added once at the end.
-    let tasks = if per_image {
-        rayon::current_num_threads().min(g.batch)
-    } else {
-        1
-    };
-    let run = g.batch.div_ceil(tasks);
     let mut dx = want_input.then(|| vec![0f32; g.input_len()]);
-    let mut dx_runs: Vec<Option<&mut [f32]>> = match dx.as_mut() {
-        Some(dx) => dx.chunks_mut(run * g.image()).map(Some).collect(),
-        None => (0..g.batch.div_ceil(run)).map(|_| None).collect(),
-    };
+    let (run, mut dx_runs) = runs(g.batch, g.image(), per_image, dx.as_mut());
     // On the wide grid (see `wide.rs`): the output gradient is widened with zeros in the extra
     // columns, so they add nothing to either gradient. One unfolding for both passes; against
     // the row-by-row unfolding and fold it replaced, the CASS step was within this VM's noise
@@ -242,19 +211,8 @@ pub fn backward(
         }
         dw
     };
-    let sums: Vec<Option<Vec<f32>>> = if per_image {
-        dx_runs.par_iter_mut().enumerate().map(work).collect()
-    } else {
-        dx_runs.iter_mut().enumerate().map(work).collect()
-    };
-    let dw = want_weight.then(|| {
-        let mut sums = sums.into_iter().flatten();
-        let mut total = sums.next().unwrap_or_else(|| vec![0f32; g.weight_len()]);
-        for s in sums {
-            total.iter_mut().zip(&s).for_each(|(t, s)| *t += s);
-        }
-        total
-    });
+    let dw = sum_over_runs(&mut dx_runs, per_image, (want_weight, g.weight_len()), work);
+    drop(dx_runs);
     (dx, dw)
 }
 

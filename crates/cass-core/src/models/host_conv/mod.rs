@@ -12,6 +12,7 @@
 //! the `Autodiff<Flex>` implementation records the operation and its backward step. Only Flex
 //! devices call it (`models::conv::conv2d` decides); GPU backends keep their own convolution.
 
+mod batches;
 mod kernel;
 mod shape;
 #[cfg(test)]

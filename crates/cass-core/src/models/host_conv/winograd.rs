@@ -24,7 +24,8 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::super::host_matmul::{Mat, matmul};
-use super::kernel::{Epilogue, finish, split};
+use super::batches::{over_groups, runs, split, sum_over_runs};
+use super::kernel::{Epilogue, finish};
 use super::shape::Geometry;
 
 /// Tiles per product at least, where small images allow it (several images per product, as in
@@ -465,6 +466,11 @@ fn group(t: &Tiles, cap: usize) -> usize {
 /// `y = epilogue(conv(x, weight))`, NCHW; the geometry must satisfy [`applies`].
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], epilogue: Epilogue) -> Vec<f32> {
     assert!(applies(g), "a stride-1 3x3 convolution");
+    assert_eq!(x.len(), g.input_len(), "convolution input size");
+    assert_eq!(weight.len(), g.weight_len(), "convolution weight size");
+    if let Some(r) = epilogue.residual {
+        assert_eq!(r.len(), g.output_len(), "residual size");
+    }
     let t = Tiles::of(g);
     let (c_in, c_out) = (g.c_in, g.c_out);
     let positions = g.positions();
@@ -499,16 +505,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], epilogue: Epilogue) -> V
         }
     };
     let init = || (Vec::new(), Vec::new());
-    if per_image {
-        y.par_chunks_mut(group * out_image)
-            .zip(x.par_chunks(group * g.image()))
-            .enumerate()
-            .for_each_init(init, one);
-    } else {
-        let mut buffers = init();
-        let images = y.chunks_mut(out_image).zip(x.chunks(g.image())).enumerate();
-        images.for_each(|pair| one(&mut buffers, pair));
-    }
+    over_groups((&mut y, out_image), (x, g.image()), (group, per_image), init, one);
     y
 }
 
@@ -523,26 +520,20 @@ pub fn backward(
     want_weight: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     assert!(applies(g), "a stride-1 3x3 convolution");
+    assert_eq!(x.len(), g.input_len(), "convolution input size");
+    assert_eq!(weight.len(), g.weight_len(), "convolution weight size");
+    assert_eq!(dy.len(), g.output_len(), "convolution output gradient size");
     let t = Tiles::of(g);
     let (c_in, c_out) = (g.c_in, g.c_out);
     let out_image = c_out * g.positions();
     let u = want_input.then(|| kernel_transform(g, weight));
     let (per_image, par) = split(g.batch);
-    // One contiguous run of images per thread, as in `kernel.rs`: each thread sums its own
+    // One contiguous run of images per thread (`batches.rs`): each thread sums its own
     // transformed weight gradient, the sums are added once and transformed back once (the
     // transform is linear).
-    let tasks = if per_image {
-        rayon::current_num_threads().min(g.batch)
-    } else {
-        1
-    };
-    let run = g.batch.div_ceil(tasks);
-    let group = if per_image { group(&t, run) } else { 1 };
     let mut dx = want_input.then(|| vec![0f32; g.input_len()]);
-    let mut dx_runs: Vec<Option<&mut [f32]>> = match dx.as_mut() {
-        Some(dx) => dx.chunks_mut(run * g.image()).map(Some).collect(),
-        None => (0..g.batch.div_ceil(run)).map(|_| None).collect(),
-    };
+    let (run, mut dx_runs) = runs(g.batch, g.image(), per_image, dx.as_mut());
+    let group = if per_image { group(&t, run) } else { 1 };
     let work = |(r, dx_run): (usize, &mut Option<&mut [f32]>)| -> Option<Vec<f32>> {
         let mut du = want_weight.then(|| vec![0f32; 16 * c_out * c_in]);
         let (mut z, mut v, mut dv) = (Vec::new(), Vec::new(), Vec::new());
@@ -583,18 +574,7 @@ pub fn backward(
         }
         du
     };
-    let sums: Vec<Option<Vec<f32>>> = if per_image {
-        dx_runs.par_iter_mut().enumerate().map(work).collect()
-    } else {
-        dx_runs.iter_mut().enumerate().map(work).collect()
-    };
-    let dw = want_weight.then(|| {
-        let mut sums = sums.into_iter().flatten();
-        let mut total = sums.next().unwrap_or_else(|| vec![0f32; 16 * c_out * c_in]);
-        for s in sums {
-            total.iter_mut().zip(&s).for_each(|(t, s)| *t += s);
-        }
-        weight_gradient(g, &total)
-    });
-    (dx, dw)
+    let du = sum_over_runs(&mut dx_runs, per_image, (want_weight, 16 * c_out * c_in), work);
+    drop(dx_runs);
+    (dx, du.map(|du| weight_gradient(g, &du)))
 }
