@@ -15,10 +15,10 @@
 //! input gradient, `Z_ξ . V_ξᵀ` for the weight gradient. The transformed windows take 16 values
 //! per 2x2 outputs and channel, 4 per input value, where the unfolding of `kernel.rs` takes 9.
 //!
-//! Each plane is padded into a zeroed buffer covering every tile and split by column parity
-//! ([`Halves`]), so the transforms have no edge cases and run as contiguous element-wise passes
-//! over a row of tiles; tiles past an odd output edge compute values that are dropped (forward)
-//! or come from zero gradients (backward).
+//! Each plane is placed in a zeroed buffer covering every tile, split by row and column parity
+//! ([`Quarters`]), so the transforms have no edge cases and run as contiguous element-wise
+//! passes over a whole plane; the spare tile column ([`Tiles`]) and tiles past an odd output
+//! edge compute values that are dropped (forward) or come from zero gradients (backward).
 
 use multiversion::multiversion;
 use rayon::prelude::*;
@@ -91,8 +91,8 @@ impl Tiles {
 }
 
 // The one-dimensional maps of the kernel's transforms; `sandwich` applies one on both sides of
-// a square block. (The windows' and the gradients' transforms are written out below, as loops
-// over a row of tiles.)
+// a square block. (The windows' and the gradients' transforms are written out below, as passes
+// over a whole plane.)
 fn gk(k: [f32; 3]) -> [f32; 4] {
     [k[0], (k[0] + k[1] + k[2]) * 0.5, (k[0] - k[1] + k[2]) * 0.5, k[2]]
 }
