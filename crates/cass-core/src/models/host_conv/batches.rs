@@ -1,5 +1,5 @@
 //! How a convolution's batch is spread over the threads, shared by the unfolding (`kernel.rs`)
-//! and Winograd's transforms (`winograd.rs`): in the forward pass groups of images, each its
+//! and Winograd's transforms (`winograd/`): in the forward pass groups of images, each its
 //! own products; in the backward pass one contiguous run of images per thread, so that each
 //! thread sums its own weight gradient and the runs' sums are added once at the end.
 

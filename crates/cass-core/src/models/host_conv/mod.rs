@@ -133,7 +133,7 @@ impl HostConv for Flex {
 }
 
 /// The output's product: Winograd's transforms for the stride-1 3x3 convolutions with enough
-/// channels (`winograd.rs`), the unfolded patches otherwise.
+/// channels (`winograd/`), the unfolded patches otherwise.
 fn forward(g: &Geometry, x: &[f32], weight: &[f32], epilogue: Epilogue) -> Vec<f32> {
     if winograd::applies(g) {
         winograd::forward(g, x, weight, epilogue)
