@@ -6,11 +6,11 @@
 
 use burn::module::{Param, RunningState};
 use burn::prelude::*;
-use burn::tensor::DType;
 use burn::tensor::activation;
 use burn::tensor::module::{batch_norm, batch_norm_train};
 
 use super::host_norm::host_batch_norm_train;
+use super::host_tensor::on_host;
 
 /// A BatchNorm over channel axis 1, momentum 0.1.
 #[derive(Module, Debug)]
@@ -67,7 +67,7 @@ impl BatchNorm {
     pub fn forward_block(&self, x: Tensor<4>, residual: Option<Tensor<4>>, relu: bool, host: bool) -> Tensor<4> {
         let device = x.device();
         let trains = device.is_autodiff() && self.gamma.val().device().is_autodiff();
-        let host = host && device.inner() == Device::flex() && x.dtype() == DType::F32;
+        let host = host && on_host(&x);
         if trains && host {
             let [b, _, h, w] = x.dims();
             let out = host_batch_norm_train(x, (self.gamma.val(), self.beta.val()), residual, self.epsilon, relu);

@@ -21,10 +21,11 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
-use burn::tensor::{DType, s};
+use burn::tensor::s;
 
 use super::batch_norm::BatchNorm;
 use super::host_conv::{host_conv2d, host_conv2d_fused};
+use super::host_tensor::on_host;
 
 /// Which convolution runs. A field of the run configs (`conv`), saved with their checkpoints,
 /// and held by each [`super::ResNet`].
@@ -102,7 +103,7 @@ pub fn conv_bn(
 
 /// The padding of `conv` when the CPU convolution computes it on `x` (see [`ConvStrategy::Auto`]).
 fn host_geometry(conv: &Conv2d, x: &Tensor<4>, strategy: ConvStrategy) -> Option<usize> {
-    (strategy == ConvStrategy::Auto && x.dtype() == DType::F32 && x.device().inner() == Device::flex())
+    (strategy == ConvStrategy::Auto && on_host(x))
         .then(|| matrix_padding(conv, x))
         .flatten()
 }

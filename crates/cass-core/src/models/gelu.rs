@@ -18,16 +18,18 @@
 //! GPU backends use burn's GELU.
 
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData, activation};
+use burn::tensor::{TensorData, activation};
 use multiversion::multiversion;
 use rayon::prelude::*;
+
+use super::host_tensor::on_host;
 
 /// Elements per parallel chunk.
 const CHUNK: usize = 4096;
 
 /// `gelu(x) = x Φ(x)` with `Φ` the standard normal CDF (erf-exact, like PyTorch's default).
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if x.dtype() != DType::F32 || x.device().inner() != Device::flex() {
+    if !on_host(&x) {
         return activation::gelu(x);
     }
     let shape = x.shape();

@@ -19,13 +19,13 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::nn::pool::MaxPool2d;
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::TensorData;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::conv::symmetric_padding;
 use super::host_conv::valid_columns;
-use super::host_tensor::{dims4, values};
+use super::host_tensor::{dims4, on_host, values};
 
 /// Square window `k`, stride `s`, padding `p` (padding never wins a maximum).
 #[derive(Clone, Copy, Debug)]
@@ -227,8 +227,7 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
                 && !pool.ceil_mode
                 && h + 2 * p >= k
                 && w + 2 * p >= k
-                && x.dtype() == DType::F32
-                && x.device().inner() == Device::flex() =>
+                && on_host(&x) =>
         {
             Tensor::from_dispatch(<Dispatch as HostPool>::host_max_pool2d(x.into_dispatch(), k, s, p))
         }

@@ -1,12 +1,23 @@
-//! What the CPU's own operations (`host_conv`, `host_norm`, `host_pool`, the optimiser's
-//! `adam_host`) share at burn's backend-extension door: a tensor's values as a host slice, its
-//! four dimensions, and an optional tensor argument.
+//! What the CPU's own operations (`host_conv`, `host_norm`, `host_pool`, `host_attention`,
+//! `host_linear`, the GELU, the optimiser's `adam_host`) share at burn's backend-extension door:
+//! whether a tensor is theirs to take, its values as a host slice and back, its four
+//! dimensions, and an optional tensor argument.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, ExtensionType};
 use burn::prelude::*;
-use burn::tensor::DType;
+use burn::tensor::{DType, TensorData};
+
+/// Whether the CPU's own operations take this tensor: f32 on a Flex device (plain or autodiff).
+pub fn on_host<const D: usize>(x: &Tensor<D>) -> bool {
+    x.dtype() == DType::F32 && x.device().inner() == Device::flex()
+}
+
+/// A Flex tensor of this shape from host values.
+pub fn tensor(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape.to_vec()))
+}
 
 /// A tensor, or none.
 #[derive(ExtensionType)]

@@ -12,6 +12,7 @@ use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOpti
 use super::gelu::gelu;
 use super::host_attention;
 use super::host_linear::linear;
+use super::host_tensor::on_host;
 
 const LN_EPS: f64 = 1e-6;
 
@@ -177,7 +178,7 @@ impl Attention {
     /// `[batch, tokens, dim] -> [batch, tokens, dim]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, n, d] = x.dims();
-        if host_attention::applies(&x) {
+        if on_host(&x) {
             // On the CPU, one operation from the projection's output (`host_attention`).
             return linear(
                 &self.proj,

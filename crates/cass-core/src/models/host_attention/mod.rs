@@ -22,9 +22,8 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
 
-use super::host_tensor::values;
+use super::host_tensor::{tensor, values};
 use kernel::Shape;
 
 /// Attention from the fused `qkv` projection's output as a backend operation.
@@ -47,10 +46,6 @@ fn shape_of(qkv: &FlexTensor, heads: usize) -> Shape {
         heads,
         head_dim: three_d / 3 / heads,
     }
-}
-
-fn tensor(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(data, shape.to_vec()))
 }
 
 impl HostAttention for Flex {
@@ -93,11 +88,6 @@ impl<C: CheckpointStrategy> HostAttention for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => prep.finish(Flex::host_attention(qkv.into_primitive(), heads)),
         }
     }
-}
-
-/// Whether [`host_attention`] runs for this input: f32 on a Flex device (plain or autodiff).
-pub fn applies(qkv: &Tensor<3>) -> bool {
-    qkv.dtype() == DType::F32 && qkv.device().inner() == Device::flex()
 }
 
 /// Multi-head scaled dot-product attention (scale `1 / sqrt(head_dim)`) from a fused `qkv`

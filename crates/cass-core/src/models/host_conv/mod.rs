@@ -30,7 +30,6 @@ use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, ExtensionType, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
-use burn::tensor::TensorData;
 
 use kernel::Epilogue;
 pub use shape::Geometry;
@@ -92,7 +91,7 @@ fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> G
 }
 
 fn tensor(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(data, shape))
+    super::host_tensor::tensor(data, &shape)
 }
 
 impl HostConv for Flex {

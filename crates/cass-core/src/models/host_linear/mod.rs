@@ -22,9 +22,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
 
-use super::host_tensor::{Optional, values};
+use super::host_tensor::{Optional, on_host, tensor, values};
 use kernel::Dims;
 
 /// `x W + b` over the last axis as a backend operation.
@@ -49,10 +48,6 @@ fn dims(x: &FlexTensor, weight: &FlexTensor) -> (Dims, Vec<usize>) {
     out.push(d_out);
     let rows = lead.iter().product();
     (Dims { rows, d_in, d_out }, out)
-}
-
-fn tensor(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(data, shape.to_vec()))
 }
 
 impl HostLinear for Flex {
@@ -144,7 +139,7 @@ impl<C: CheckpointStrategy> HostLinear for Autodiff<Flex, C> {
 /// `layer.forward(x)`, on a Flex device in f32 as one host operation ([`HostLinear`]), elsewhere
 /// burn's.
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    if x.dtype() != DType::F32 || x.device().inner() != Device::flex() {
+    if !on_host(&x) {
         return layer.forward(x);
     }
     Tensor::from_dispatch(<Dispatch as HostLinear>::host_linear(

@@ -21,9 +21,8 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
 use burn::prelude::*;
-use burn::tensor::TensorData;
 
-use super::host_tensor::{Optional, values};
+use super::host_tensor::{Optional, tensor, values};
 use kernel::{Planes, Wanted};
 
 /// Training-mode BatchNorm over axis 1, then a residual add and a ReLU, as a backend operation.
@@ -50,10 +49,6 @@ fn planes(x: &FlexTensor) -> Planes {
         channels: dims[1],
         plane: dims[2..].iter().product(),
     }
-}
-
-fn tensor(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(data, shape.to_vec()))
 }
 
 impl HostNorm for Flex {
